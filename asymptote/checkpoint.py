@@ -1,0 +1,52 @@
+"""Checkpoint files: weights as safetensors, everything else as a weights_only torch file.
+
+A checkpoint folder holds `model.safetensors` (the unwrapped model's tensors, loadable by any
+safetensors reader) and `state.pt` (optimizer, step, data position, RNG, metrics so far), which is
+read with `torch.load(weights_only=True)` so that loading never executes pickled code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    return load_file(str(path), device=str(device))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    torch.save(state, str(path))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(str(path), map_location="cpu", weights_only=True)

@@ -1,0 +1,275 @@
+"""Typed, validated, serialisable configs: one per component, a docstring per field.
+
+Fields that cannot change a result (where artifacts live, how many workers, how often to log) are
+marked `volatile`; they are left out of cache keys so changing them never invalidates a step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def volatile(default: Any = None, **kw) -> Any:
+    """A field that does not affect results; excluded from cache keys."""
+    extra = kw.pop("json_schema_extra", {}) | {"volatile": True}
+    return Field(default, json_schema_extra=extra, **kw)
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown fields are errors, every field is documented."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, frozen=False)
+
+
+class ModelConfig(Section):
+    """Decoder shape. Start from a named preset (`preset: baby`) and override single fields."""
+
+    preset: str | None = None
+    """Name of the size preset these values started from (see `asymptote presets`)."""
+    vocab_size: int = Field(256, ge=2)
+    """Vocabulary size; 256 for the byte tokenizer."""
+    n_layer: int = Field(4, ge=1)
+    """Number of transformer blocks."""
+    n_head: int = Field(4, ge=1)
+    """Attention heads."""
+    n_kv_head: int | None = Field(None, ge=1)
+    """Key/value heads for grouped-query attention; None means n_head (plain multi-head)."""
+    d_model: int = Field(128, ge=2)
+    """Residual stream width."""
+    d_ff: int = Field(344, ge=1)
+    """SwiGLU hidden width."""
+    block_size: int = Field(64, ge=2)
+    """Context length in tokens."""
+    rope_theta: float = Field(10000.0, gt=0)
+    """RoPE base frequency."""
+    norm_eps: float = Field(1e-5, gt=0)
+    """RMSNorm epsilon."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on residual branches and attention (0 in the paper's recipe)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("preset"):
+            from asymptote.presets import preset_values
+
+            data = preset_values(data["preset"]) | {k: v for k, v in data.items() if v is not None}
+        if data.get("n_kv_head") is None:
+            data = data | {"n_kv_head": data.get("n_head", 4)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "ModelConfig":
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim=d_model/n_head={self.head_dim} must be even for RoPE")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+
+class DataConfig(Section):
+    """Where the text comes from and how it is tokenised and split."""
+
+    source: str = "builtin:python-docs"
+    """A text file, a folder of .txt files, or an fsspec URI (s3://bucket/key). `builtin:python-docs`
+    is the Python Language Reference text that ships inside every CPython (pydoc_data), ~466 KB."""
+    tokenizer: Literal["byte"] = "byte"
+    """Tokenizer; `byte` maps UTF-8 bytes to ids 0..255 (loss per token = loss per char on ASCII)."""
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    """Fraction of the text held out for validation: the last part, as nanoGPT does."""
+    max_train_tokens: int | None = Field(None, ge=1)
+    """Token budget D: use only the first D training tokens (None: all of them)."""
+
+
+class TrainConfig(Section):
+    """Optimisation: AdamW, warmup then a decay schedule, fixed data repeated for several epochs."""
+
+    lr: float = Field(1e-3, gt=0, le=10)
+    """Peak learning rate."""
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    """Floor of the decay as a fraction of lr (0, as the paper)."""
+    schedule: str = "cosine"
+    """Learning-rate schedule: a name from the schedule registry (cosine, linear, constant, replay)."""
+    schedule_file: str | None = None
+    """For schedule=replay: URI of a schedule JSON (an AutoLRS artifact) to replay step by step."""
+    warmup_steps: int = Field(100, ge=0)
+    """Linear warmup steps."""
+    weight_decay: float = Field(0.1, ge=0)
+    """Decoupled AdamW weight decay on matrices (norms, embeddings and biases are never decayed)."""
+    beta1: float = Field(0.9, ge=0, lt=1)
+    """AdamW beta1."""
+    beta2: float = Field(0.95, ge=0, lt=1)
+    """AdamW beta2."""
+    grad_clip: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this (0 disables)."""
+    batch_size: int = Field(12, ge=1)
+    """Global batch size in sequences (split across workers)."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training tokens; sets the step count unless max_steps is given."""
+    max_steps: int | None = Field(None, ge=1)
+    """Exact number of optimiser steps (overrides epochs)."""
+    train_seed: int = 0
+    """Seed for initialisation and dropout."""
+    data_seed: int = 0
+    """Seed for data order: each epoch's order is a function of (data_seed, epoch) only."""
+    eval_every: int = Field(250, ge=1)
+    """Evaluate on the validation split every this many steps (and at the end)."""
+    eval_windows: int = Field(256, ge=1)
+    """Validation windows per interval evaluation, evenly spaced over the split (the final
+    evaluation always uses the whole split)."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Autocast dtype: auto is bfloat16 on CUDA and float32 on CPU."""
+    log_every: int = volatile(25, ge=1)
+    """Report metrics every this many steps."""
+    checkpoint_every: int = volatile(500, ge=1)
+    """Save a resumable checkpoint every this many steps (and at the end)."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        from asymptote.schedules import SCHEDULES
+
+        if v not in SCHEDULES:
+            raise ValueError(f"unknown schedule {v!r}; allowed: {', '.join(sorted(SCHEDULES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _replay_needs_file(self) -> "TrainConfig":
+        if self.schedule == "replay" and not self.schedule_file:
+            raise ValueError("schedule=replay needs schedule_file (the URI of a schedule JSON)")
+        return self
+
+
+class ComputeConfig(Section):
+    """Where and how a run executes. Nothing here changes results, so nothing here is in a cache key."""
+
+    num_workers: int = volatile(1, ge=1)
+    """Data-parallel workers (DDP: gloo on CPU, NCCL on CUDA)."""
+    launcher: Literal["auto", "ray_train", "ray_task"] = volatile("auto")
+    """auto: a multi-worker Ray Train job for num_workers > 1, else a Ray task running the same
+    train function through Ray Train's local mode (skips ~15 s of worker-group start per run)."""
+    cpus_per_worker: float = volatile(1.0, gt=0)
+    """CPUs reserved per worker; also its torch thread count."""
+    use_gpu: Literal["auto", True, False] = volatile("auto")
+    """Place workers on GPUs: auto uses one GPU per worker when the cluster has GPUs."""
+    micro_batch_size: int | None = volatile(None, ge=1)
+    """Sequences per forward pass on a worker (gradient accumulation); None: the whole per-worker batch."""
+    max_failures: int = volatile(2, ge=0)
+    """Worker failures tolerated; each restart resumes from the latest checkpoint."""
+    ray_address: str | None = volatile(None)
+    """Ray cluster to join (else RAY_ADDRESS; else a local Ray is started in-process)."""
+
+
+def _default_store() -> str:
+    return os.environ.get("ASYMPTOTE_STORE", "./artifacts")
+
+
+class StoreConfig(Section):
+    """The artifact store: a local folder or s3:// (credentials from the standard AWS sources)."""
+
+    uri: str = Field(default_factory=_default_store, json_schema_extra={"volatile": True})
+    """Root of the store: a local folder (default ./artifacts, or $ASYMPTOTE_STORE) or s3://bucket/prefix."""
+    endpoint_url: str | None = volatile(None)
+    """Endpoint of an S3-compatible server (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or AWS itself)."""
+    region: str | None = volatile(None)
+    """AWS region (else the standard AWS sources)."""
+    profile: str | None = volatile(None)
+    """AWS profile name (else the standard AWS sources)."""
+    redis_url: str | None = volatile(None)
+    """redis://host:port for cross-machine cache locks (else $ASYMPTOTE_REDIS_URL; else a file lock)."""
+
+
+class PretrainConfig(Section):
+    """One pre-training run: data -> train -> evaluate."""
+
+    name: str = volatile("pretrain")
+    """Human-readable label shown in reports and progress."""
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="baby"))
+    """Model shape."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Corpus and tokenisation."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimisation."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def _is_volatile(field) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("volatile", False)
+
+
+def key_dict(cfg: BaseModel) -> dict[str, Any]:
+    """The config as a dict without volatile fields: exactly what may change a result."""
+    out: dict[str, Any] = {}
+    for name, field in type(cfg).model_fields.items():
+        if _is_volatile(field):
+            continue
+        value = getattr(cfg, name)
+        out[name] = key_dict(value) if isinstance(value, BaseModel) else value
+    return out
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """sha256 of canonical JSON; the same on every machine and Python version."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field, the value and what is allowed."""
+
+
+def explain(err: ValidationError, cls: type[BaseModel] | None = None) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field" + _suggest(cls, e["loc"])
+        lines.append(f"  {path} = {value!r}: {msg}")
+    return ConfigError("invalid config:\n" + "\n".join(lines))
+
+
+def _suggest(cls: type[BaseModel] | None, loc: tuple) -> str:
+    """Walk the config classes along loc to list the allowed names at that level."""
+    fields = cls.model_fields if cls else {}
+    for part in loc[:-1]:
+        ann = fields.get(part).annotation if part in fields else None
+        fields = ann.model_fields if isinstance(ann, type) and issubclass(ann, BaseModel) else {}
+    if not fields:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} allowed: {', '.join(fields)}"
+
+
+def build(cls: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """Validate data into cls, turning pydantic's error into a ConfigError that names the fix."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise explain(err, cls) from None

@@ -1,0 +1,245 @@
+"""One training run as a self-contained, picklable job: what every launcher executes on each worker.
+
+`TrainJob` says everything a worker needs (shape, data artifact, optimisation, objective, driver);
+`run_job` builds model, optimizer and data, resumes from the latest checkpoint, drives training and
+(rank 0) commits the run artifact. No Ray, no Prefect: the same call runs under Ray Train, in a
+Ray task, under torchrun, or in a plain Python process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import Field
+
+from asymptote.checkpoint import STATE, WEIGHTS, load_state, load_weights, save_state, save_weights
+from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.data import EpochBatcher, steps_for
+from asymptote.dist import DistEnv
+from asymptote.infra.storage import Store
+from asymptote.model import Decoder, count_params
+from asymptote.optim import build_optimizer
+from asymptote.schedules import make_schedule
+from asymptote.shards import load_dataset
+from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
+from asymptote.versioning import code_version
+
+
+class TrainJob(Section):
+    """A fully resolved training run. `key` is its cache key and names its folder runs/<key>."""
+
+    key: str
+    name: str = "run"
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    data_artifact: str
+    """Store-relative path of the prepared data (data/<key>)."""
+    init_from: str | None = None
+    """Store-relative path of a run or checkpoint whose weights initialise this run (fine-tuning)."""
+    objective: dict[str, Any] = Field(default_factory=lambda: {"kind": "ce"})
+    """Loss: {"kind": name, ...options}; a name from OBJECTIVES."""
+    batches: dict[str, Any] = Field(default_factory=lambda: {"kind": "epochs"})
+    """Batch source: {"kind": name, ...options}; a name from BATCHES."""
+    driver: dict[str, Any] = Field(default_factory=lambda: {"kind": "schedule"})
+    """What sets the learning rate step by step: {"kind": name, ...}; a name from DRIVERS."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    progress_hub: str | None = None
+    """Name of the driver's progress actor, if any (set by the launcher)."""
+    keep_checkpoints: int = 2
+
+    @property
+    def run_rel(self) -> str:
+        return f"runs/{self.key}"
+
+
+def _lazy(path: str) -> Callable:
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# Explicit registries. Entries are "module:function" so that a method's code loads only when used.
+OBJECTIVES: dict[str, str] = {
+    "ce": "asymptote.job:ce_objective",
+    "token_kl": "asymptote.distill:token_kl_objective",
+}
+BATCHES: dict[str, str] = {
+    "epochs": "asymptote.job:epoch_batches",
+    "mixture": "asymptote.distill:mixture_batches",
+}
+DRIVERS: dict[str, str] = {
+    "schedule": "asymptote.job:schedule_driver",
+    "autolrs": "asymptote.tuning.autolrs_driver:autolrs_driver",
+}
+
+
+def _registered(registry: dict[str, str], spec: dict[str, Any], what: str) -> Callable:
+    kind = spec.get("kind")
+    if kind not in registry:
+        raise ValueError(f"{what}.kind={kind!r}: unknown; allowed: {', '.join(registry)}")
+    return _lazy(registry[kind])
+
+
+def ce_objective(job: TrainJob, store: Store, env: DistEnv):
+    return cross_entropy
+
+
+def epoch_batches(job: TrainJob, store: Store, env: DistEnv, train_tokens) -> EpochBatcher:
+    return EpochBatcher(train_tokens, job.model.block_size, job.train.batch_size, job.train.data_seed,
+                        rank=env.rank, world=env.world)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class StoreCheckpoints:
+    """Checkpoints as committed store artifacts runs/<key>/checkpoints/step_<N>; rank 0 writes."""
+
+    def __init__(self, store: Store, job: TrainJob, env: DistEnv):
+        self.store, self.job, self.env = store, job, env
+        self.prefix = f"{job.run_rel}/checkpoints"
+
+    def steps(self) -> list[int]:
+        self.store.invalidate()
+        names = [n for n in self.store.ls(self.prefix) if n.startswith("step_")]
+        return sorted(int(n[5:]) for n in names if self.store.has(f"{self.prefix}/{n}"))
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return self.store.localize(f"{self.prefix}/step_{steps[-1]:08d}") if steps else None
+
+    def save(self, trainer: Trainer) -> None:
+        if self.env.is_main:
+            meta = {"step": trainer.step, "run": self.job.key, "model": self.job.model.model_dump()}
+            with self.store.writer(f"{self.prefix}/step_{trainer.step:08d}", kind="checkpoint", meta=meta) as d:
+                state = trainer.state_dict()
+                save_weights(trainer.model, d / WEIGHTS)
+                save_state(d / STATE, {k: v for k, v in state.items() if k != "model"})
+            for old in self.steps()[: -self.job.keep_checkpoints]:
+                self.store.rm(f"{self.prefix}/step_{old:08d}")
+        self.env.barrier()  # no rank races ahead of a checkpoint it might need to resume from
+
+
+def resume(trainer: Trainer, checkpoints: StoreCheckpoints) -> bool:
+    folder = checkpoints.latest()
+    if folder is None:
+        return False
+    state = load_state(folder / STATE)
+    state["model"] = load_weights(folder / WEIGHTS, trainer.env.device)
+    trainer.load_state_dict(state)
+    return True
+
+
+# ----------------------------------------------------------------------------- building a run
+
+
+def build_model(job: TrainJob, store: Store, env: DistEnv) -> torch.nn.Module:
+    torch.manual_seed(job.train.train_seed)
+    model = Decoder(job.model)
+    if job.init_from:
+        model.load_state_dict(load_weights(store.localize(job.init_from) / WEIGHTS))
+    return model.to(env.device)
+
+
+def wrap_ddp(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
+    if not env.distributed:
+        return model
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, int, dict]:
+    train_tokens, val_tokens, meta = load_dataset(store, job.data_artifact, job.data.max_train_tokens)
+    if meta["vocab_size"] > job.model.vocab_size:
+        raise ValueError(f"model.vocab_size={job.model.vocab_size} is smaller than the tokenizer's "
+                         f"{meta['vocab_size']}; set model.vocab_size >= {meta['vocab_size']}")
+    model = build_model(job, store, env)
+    batches = _registered(BATCHES, job.batches, "batches")(job, store, env, train_tokens)
+    objective = _registered(OBJECTIVES, job.objective, "objective")(job, store, env)
+    per_rank = job.train.batch_size // env.world
+    micro = job.compute.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise ValueError(f"compute.micro_batch_size={micro} must divide the per-worker batch {per_rank}")
+    trainer = Trainer(wrap_ddp(model, env), build_optimizer(model, job.train, env.device), batches, job.train,
+                      env, val_tokens, job.model.block_size, objective, micro_batches=per_rank // micro)
+    total = steps_for(len(train_tokens), job.model.block_size, job.train.batch_size,
+                      job.train.epochs, job.train.max_steps)
+    info = {"params": count_params(model), "non_embedding_params": count_params(model, non_embedding=True),
+            "n_train_tokens": int(len(train_tokens)), "data_sha256": meta["source_sha256"]}
+    return trainer, total, info
+
+
+def schedule_driver(trainer: Trainer, job: TrainJob, store: Store, total: int, report: Reporter,
+                    checkpoints: StoreCheckpoints) -> dict[str, Any]:
+    table = None
+    if job.train.schedule == "replay":
+        table = json.loads(store.get_bytes(store.relpath(job.train.schedule_file)))["lrs"]
+    lr = make_schedule(job.train.schedule, job.train.lr, total, job.train.warmup_steps, job.train.min_lr_ratio, table)
+    return fit(trainer, lr, total, report, checkpoints)
+
+
+def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
+    """Train (or resume) the run and, on rank 0, commit runs/<key>. Returns the run summary."""
+    store = Store(job.store)
+    if store.has(job.run_rel):  # finished before (another machine, an earlier attempt): nothing to do
+        return store.read_json(job.run_rel, "summary.json")
+    started = time.time()
+    trainer, total, info = build_trainer(job, store, env)
+    checkpoints = StoreCheckpoints(store, job, env)
+    resumed = resume(trainer, checkpoints)
+    last = _registered(DRIVERS, job.driver, "driver")(trainer, job, store, total, report, checkpoints)
+    summary = {"key": job.key, "name": job.name, "steps": trainer.step, "total_steps": total, "resumed": resumed,
+               "val_loss": last.get("val_loss"), "train_loss": last.get("train_loss"), **info,
+               "tokens": trainer.step * job.train.batch_size * job.model.block_size,
+               "wall_s": time.time() - started, "world_size": env.world, "device": env.device.type}
+    if env.is_main:
+        commit_run(store, job, trainer, summary)
+    env.barrier()
+    return summary
+
+
+def commit_run(store: Store, job: TrainJob, trainer: Trainer, summary: dict[str, Any]) -> None:
+    from asymptote.plots import plot_loss_curve  # matplotlib only where it is used
+
+    meta = {"summary": summary, "model": job.model.model_dump(), "code_version": code_version(),
+            "config": job.model_dump(exclude={"store", "compute", "progress_hub"})}
+    with store.writer(job.run_rel, kind="run", meta=meta) as d:
+        save_weights(trainer.model, d / WEIGHTS, metadata={"run": job.key})
+        (d / "config.json").write_text(json.dumps(meta["config"] | {"code_version": meta["code_version"]}, indent=1))
+        (d / "summary.json").write_text(json.dumps(summary, indent=1))
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in trainer.metrics))
+        plot_loss_curve(trainer.metrics, d / "loss.png", title=f"{job.name} ({job.key})")
+    for step in StoreCheckpoints(store, job, DistEnv()).steps()[:-1]:  # keep only the final state
+        store.rm(f"{job.run_rel}/checkpoints/step_{step:08d}")
+
+
+def model_from_run(store: Store, rel: str, device: str | torch.device = "cpu") -> Decoder:
+    """Load a committed run, checkpoint or soup (any artifact whose manifest names its model) as a Decoder."""
+    model = Decoder(ModelConfig.model_validate(store.manifest(rel).meta["model"]))
+    model.load_state_dict(load_weights(store.localize(rel) / WEIGHTS, device))
+    return model.to(device).eval()
+
+
+def job_key(job: TrainJob) -> str:
+    """Cache key of a run: everything that can change its result, nothing that cannot.
+
+    Data enters through its content-addressed artifact path, teachers and init weights through
+    theirs; compute, store and logging settings are left out (volatile), the code version is in.
+    """
+    from asymptote.config import key_dict, stable_hash
+
+    body = {k: (key_dict(v) if isinstance(v, Section) else v)
+            for k, v in job if k not in ("key", "name", "compute", "store", "progress_hub", "keep_checkpoints")}
+    return stable_hash({**body, "code": code_version()})
+
+
+def make_job(**fields: Any) -> TrainJob:
+    """A TrainJob with its key computed from its contents."""
+    job = TrainJob(key="pending", **fields)
+    return job.model_copy(update={"key": job_key(job)})

@@ -1,0 +1,1 @@
+"""Storage, cluster and deployment plumbing (importable as asymptote.infra)."""

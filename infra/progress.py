@@ -1,0 +1,117 @@
+"""Live training progress on the driver, fed by Ray workers through a small named actor.
+
+Workers call `hub.update.remote(run, record)` (fire and forget) once per report window; the driver
+polls the hub and draws one rich progress bar per run (step, loss, tokens/s, ETA). Where stderr is
+not a terminal (CI logs, deployments), it prints a plain line per run every few seconds instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+_ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("asymptote_progress_hub", default=None)
+
+
+def active_hub() -> str | None:
+    return _ACTIVE.get()
+
+
+@ray.remote(num_cpus=0)
+class ProgressHub:
+    def __init__(self):
+        self.runs: dict[str, dict[str, Any]] = {}
+
+    def update(self, run: str, record: dict[str, Any]) -> None:
+        self.runs[run] = {**self.runs.get(run, {}), **record}
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return self.runs
+
+
+def push(hub_name: str | None, run: str, record: dict[str, Any]) -> None:
+    """Called on workers; silently does nothing when no driver is listening."""
+    if not hub_name:
+        return
+    try:
+        ray.get_actor(hub_name).update.remote(run, record)
+    except ValueError:
+        pass
+
+
+def _describe(rec: dict[str, Any]) -> str:
+    parts = [f"loss {rec['train_loss']:.3f}" if rec.get("train_loss") is not None else ""]
+    if rec.get("val_loss") is not None:
+        parts.append(f"val {rec['val_loss']:.3f}")
+    if rec.get("tok_per_s"):
+        parts.append(f"{rec['tok_per_s'] / 1e3:.1f}k tok/s")
+    return "  ".join(p for p in parts if p)
+
+
+class _Display:
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
+                                 transient=False)
+        self.tasks: dict[str, int] = {}
+        self.printed: dict[str, tuple[float, Any]] = {}  # run -> (time, step) of its last plain line
+
+    def draw(self, runs: dict[str, dict[str, Any]]) -> None:
+        for run, rec in runs.items():
+            label = rec.get("label", run)
+            if self.live:
+                if run not in self.tasks:
+                    self.tasks[run] = self.progress.add_task(label, total=rec.get("total_steps"), stats="")
+                self.progress.update(self.tasks[run], completed=rec.get("step", 0), stats=_describe(rec))
+            else:
+                when, step = self.printed.get(run, (0.0, None))
+                due = time.time() - when > 10 or rec.get("step") == rec.get("total_steps")
+                if due and step != rec.get("step"):
+                    self.console.print(f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}")
+                    self.printed[run] = (time.time(), rec.get("step"))
+
+
+@contextmanager
+def live_progress(console: Console | None = None, interval: float = 0.5) -> Iterator[str]:
+    """Start a hub, draw until the block ends; yields the hub's actor name for TrainJob.progress_hub."""
+    name = f"asymptote-progress-{uuid.uuid4().hex[:8]}"
+    hub = ProgressHub.options(name=name).remote()
+    display = _Display(console or Console(stderr=True))
+    stop = threading.Event()
+
+    def poll():
+        while not stop.wait(interval):
+            try:
+                display.draw(ray.get(hub.snapshot.remote(), timeout=5))
+            except Exception:  # the display must never break a run
+                pass
+
+    thread = threading.Thread(target=poll, daemon=True)
+    if display.live:
+        display.progress.start()
+    thread.start()
+    token = _ACTIVE.set(name)
+    try:
+        yield name
+    finally:
+        _ACTIVE.reset(token)
+        stop.set()
+        thread.join(timeout=5)
+        try:
+            display.draw(ray.get(hub.snapshot.remote(), timeout=5))
+        except Exception:
+            pass
+        if display.live:
+            display.progress.stop()
+        ray.kill(hub)

@@ -1,0 +1,79 @@
+"""Prefect caching over the artifact store: results, cache keys and locks where every machine sees them.
+
+- Cache key: computed by our own code from what can change a result (config without volatile
+  fields, content-addressed input artifacts, code version) and passed to the task as `key`.
+- Results and keys: persisted under <store>/prefect/ (a LocalFileSystem or RemoteFileSystem block).
+- Isolation: SERIALIZABLE with a lock, so two callers of the same step compute it once. The lock is a
+  file lock (one machine) unless a Redis URL is configured (store.redis_url or $ASYMPTOTE_REDIS_URL),
+  which every machine of a cluster can reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
+
+from asymptote.infra.storage import Store, cache_dir
+
+
+@dataclass
+class StepKey(CachePolicy):
+    """The cache key is the task's `key` argument, prefixed by the task name."""
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> str | None:
+        key = inputs.get("key")
+        return f"{task_ctx.task.name}-{key}" if key else None
+
+
+def _block_name(store: Store, what: str) -> str:
+    return f"asymptote-{what}-{hashlib.sha256(store.uri().encode()).hexdigest()[:12]}"
+
+
+def result_storage(store: Store, what: str = "results") -> WritableFileSystem:
+    """A saved block for <store>/prefect/<what>; Prefect refers to result storage by block id."""
+    if store.is_local:
+        block = LocalFileSystem(basepath=store.path("prefect", what))
+    else:  # settings carry endpoint/region/profile only; credentials stay with botocore
+        block = RemoteFileSystem(basepath=store.uri("prefect", what), settings=dict(store.options))
+    block.save(_block_name(store, what), overwrite=True)
+    return block
+
+
+def lock_manager(store: Store):
+    url = store.cfg.redis_url or os.environ.get("ASYMPTOTE_REDIS_URL")
+    if url:
+        from prefect_redis.locking import RedisLockManager
+
+        return RedisLockManager(connection_url=url)
+    from prefect.locking.filesystem import FileSystemLockManager
+
+    folder = Path(store.path("prefect", "locks")) if store.is_local else cache_dir() / "locks"
+    return FileSystemLockManager(lock_files_directory=folder)
+
+
+_CONFIGURED: dict[str, dict[str, Any]] = {}
+
+
+def cache_options(store: Store) -> dict[str, Any]:
+    """Options for `task.with_options(...)` that make a step cached in this store."""
+    from prefect.settings import get_current_settings
+
+    # Blocks live in one Prefect database: configure again when the process talks to another API.
+    uri = f"{store.uri()}|{get_current_settings().api.url}"
+    if uri not in _CONFIGURED:
+        policy = StepKey().configure(key_storage=result_storage(store, "keys"), lock_manager=lock_manager(store),
+                                     isolation_level="SERIALIZABLE")
+        _CONFIGURED[uri] = {"cache_policy": policy, "result_storage": result_storage(store),
+                            "persist_result": True}
+    return _CONFIGURED[uri]
+
+
+def cached(task, store: Store, refresh: bool = False):
+    """The task, cached in the store; refresh=True recomputes it and overwrites the cached result."""
+    return task.with_options(**cache_options(store), refresh_cache=refresh or None)

@@ -1,0 +1,85 @@
+"""Prefect tasks shared by every method: prepare data, train a run, evaluate a run.
+
+Each is retried, and cached in the artifact store under a key our own code computes (see caching.py).
+The work itself happens in pure modules (asymptote.shards, asymptote.job) or on Ray (tasks.launch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from prefect import task
+
+from asymptote.config import DataConfig, stable_hash
+from asymptote.infra.storage import Store
+from asymptote.job import TrainJob
+from asymptote.refs import DataRef, RunRef
+from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
+from asymptote.tasks.caching import cached
+from asymptote.tasks.launch import launch
+
+
+@task(name="prepare-data", retries=2, retry_delay_seconds=5)
+def prepare_data_task(data: DataConfig, store: Store, key: str) -> DataRef:
+    rel = prepare_dataset(data, store, store.options)
+    meta = store.manifest(rel).meta
+    return DataRef(rel=rel, uri=store.uri(rel), n_train=meta["n_train"], n_val=meta["n_val"],
+                   source_sha256=meta["source_sha256"])
+
+
+@task(name="train", retries=1, retry_delay_seconds=10)
+def train_task(job: TrainJob, key: str, fresh: bool = False) -> RunRef:
+    store = Store(job.store)
+    if fresh:  # a forced recompute must not find the old artifact or resume its checkpoints
+        store.rm(job.run_rel)
+    summary = launch(job)
+    return run_ref(store, job.key, job.name, summary)
+
+
+def run_ref(store: Store, key: str, name: str, summary: dict[str, Any]) -> RunRef:
+    rel = f"runs/{key}"
+    return RunRef(key=key, name=name, rel=rel, uri=store.uri(rel), weights_uri=store.uri(rel, "model.safetensors"),
+                  summary=summary)
+
+
+def prepare_data(data: DataConfig, store: Store, refresh: bool = False) -> DataRef:
+    """Tokenised shards of the source, cached by the source's content and the tokenisation settings."""
+    key = dataset_key(data, source_fingerprint(data.source, store.options))
+    return cached(prepare_data_task, store, refresh)(data, store, key=key)
+
+
+def train(job: TrainJob, refresh: bool = False) -> RunRef:
+    """Run (or reuse) a training job; cached by the job's key."""
+    return cached(train_task, Store(job.store), refresh)(job, key=job.key, fresh=refresh)
+
+
+def submit_train(job: TrainJob, refresh: bool = False):
+    """Like train(), but returns a Prefect future so several runs share the cluster concurrently."""
+    return cached(train_task, Store(job.store), refresh).submit(job, key=job.key, fresh=refresh)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@ray.remote(num_cpus=1)
+def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
+    from asymptote.evaluation import bits_per_token, mean_loss
+    from asymptote.job import model_from_run
+    from asymptote.shards import load_dataset
+
+    _, val, _ = load_dataset(store, data_rel)
+    model = model_from_run(store, run_rel)
+    loss = mean_loss(model, val, model.cfg.block_size)
+    return {"val_loss": loss, "val_bits_per_token": bits_per_token(loss)}
+
+
+@task(name="evaluate", retries=1)
+def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[str, float]:
+    return ray.get(_evaluate_remote.remote(store, run_rel, data_rel))
+
+
+def evaluate(store: Store, run: RunRef, data: DataRef, refresh: bool = False) -> dict[str, float]:
+    """Full validation loss of a run's weights on a corpus (any corpus, not only its own)."""
+    key = stable_hash({"run": run.rel, "data": data.rel, "what": "val_loss"})
+    return cached(evaluate_task, store, refresh)(store, run.rel, data.rel, key=key)
