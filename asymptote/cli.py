@@ -141,5 +141,30 @@ def _store(uri: Optional[str]):
     return Store(StoreConfig(uri=uri) if uri else StoreConfig())
 
 
+# Method commands live beside their flows: name -> "module:function" (a typer-annotated function).
+COMMANDS: dict[str, str] = {
+    "scaling": "asymptote.flows.scaling:cli",
+    "distill": "asymptote.flows.distill:cli",
+    "soup": "asymptote.flows.soups:cli",
+    "autolrs": "asymptote.flows.autolrs:cli",
+}
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name, target in COMMANDS.items():
+        module, attr = target.split(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real import error inside the module must surface
+                raise
+            continue
+        app.command(name=name)(fn)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     app()

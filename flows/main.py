@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from prefect import flow
 from prefect.runtime import flow_run
 
-from asymptote.config import ComputeConfig, DataConfig, PretrainConfig, Section, StoreConfig, key_dict, stable_hash
+from asymptote.config import ComputeConfig, ConfigError, DataConfig, Section, StoreConfig, build, key_dict, stable_hash
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.tasks.reports import publish_report
@@ -31,10 +31,21 @@ class StepOutcome:
     result: BaseModel | None = None
 
 
-# Explicit registry: step name -> "module:function(config) -> StepOutcome".
-STEPS: dict[str, str] = {
-    "pretrain": "asymptote.flows.pretrain:main_step",
+# Explicit registry: step name -> (its config class, its step function(config) -> StepOutcome).
+# Both are "module:attr" strings so a method's code loads only when its step runs.
+STEPS: dict[str, tuple[str, str]] = {
+    "pretrain": ("asymptote.config:PretrainConfig", "asymptote.flows.pretrain:main_step"),
+    "scaling": ("asymptote.flows.scaling:ScalingStudyConfig", "asymptote.flows.scaling:main_step"),
+    "distill": ("asymptote.flows.distill:DistillConfig", "asymptote.flows.distill:main_step"),
+    "soups": ("asymptote.flows.soups:SoupStudyConfig", "asymptote.flows.soups:main_step"),
+    "autolrs": ("asymptote.flows.autolrs:AutoLRSFlowConfig", "asymptote.flows.autolrs:main_step"),
 }
+SHARED = ("data", "store", "compute")
+
+
+def _load(path: str):
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class MainConfig(Section):
@@ -49,22 +60,35 @@ class MainConfig(Section):
     """Artifact store shared by every step."""
     compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
     """Execution settings shared by every step."""
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
-    """The pretrain step."""
+    pretrain: dict[str, Any] = Field(default_factory=dict)
+    """The pretrain step's config (PretrainConfig)."""
+    scaling: dict[str, Any] = Field(default_factory=dict)
+    """The infinite-compute scaling study's config (ScalingStudyConfig)."""
+    distill: dict[str, Any] = Field(default_factory=dict)
+    """The ensemble distillation step's config (DistillConfig)."""
+    soups: dict[str, Any] = Field(default_factory=dict)
+    """The model soups step's config (SoupStudyConfig)."""
+    autolrs: dict[str, Any] = Field(default_factory=dict)
+    """The AutoLRS step's config (AutoLRSFlowConfig)."""
 
     @model_validator(mode="after")
-    def _known_steps(self) -> "MainConfig":
+    def _check_steps(self) -> "MainConfig":
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
             raise ValueError(f"steps={unknown}: unknown; allowed: {', '.join(STEPS)}")
+        for name in self.steps:  # validate every step's section now, before anything runs
+            self.step_config(name)
         return self
 
     def step_config(self, name: str) -> BaseModel:
-        """The step's section with the shared sections filled in where the recipe left them unset."""
-        cfg = getattr(self, name)
-        shared = {k: getattr(self, k) for k in ("data", "store", "compute")
-                  if k in type(cfg).model_fields and k not in cfg.model_fields_set}
-        return cfg.model_copy(update=shared)
+        """The step's validated config, with the shared sections filled in where it leaves them unset."""
+        raw = dict(getattr(self, name))
+        cls = _load(STEPS[name][0])
+        shared = {k: getattr(self, k).model_dump() for k in SHARED if k in cls.model_fields and k not in raw}
+        try:
+            return build(cls, raw | shared)
+        except ConfigError as err:
+            raise ValueError(str(err).replace("\n  ", f"\n  {name}.")) from None
 
 
 class MainResult(BaseModel):
@@ -76,8 +100,7 @@ class MainResult(BaseModel):
 
 
 def _step_fn(name: str) -> Callable[[BaseModel], StepOutcome]:
-    module, attr = STEPS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return _load(STEPS[name][1])
 
 
 @flow(name="main", log_prints=True)

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real local Ray, a real Prefect API (temporary database), a fresh store per test.
+
+Nothing here mocks Ray, Prefect or S3. Every process a fixture starts, it stops (never `ray stop`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session (2 CPUs, small object store), shut down at the end."""
+    from asymptote.infra.cluster import ray_session
+
+    with ray_session(num_cpus=2):
+        yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API on a temporary SQLite database for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def store_uri(tmp_path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def store(store_uri):
+    from asymptote.infra.storage import Store
+
+    return Store(store_uri)
+
+
+@pytest.fixture(scope="session")
+def corpus_path(tmp_path_factory) -> str:
+    """A small text file: the embedded default corpus written out (always available, ~466 KB)."""
+    from asymptote.data import read_source
+
+    path = tmp_path_factory.mktemp("corpus") / "python-docs.txt"
+    path.write_bytes(read_source("builtin:python-docs"))
+    return str(path)
