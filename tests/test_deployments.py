@@ -1,0 +1,179 @@
+"""prefect.yaml against a real Prefect server on loopback: deploy, a process worker, run_deployment, serve.
+
+The server, the worker and `asymptote serve` are real subprocesses with their own process groups and a
+PREFECT_HOME in a temp dir; each is stopped in a finally (a worker ignores its first SIGTERM, so it
+gets a second). The flow run clones this repository's committed HEAD (prefect.yaml's pull steps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import tiny_pretrain_config
+
+from asymptote.flows import PretrainResult
+from asymptote.infra.deployments import recipe_parameters
+from asymptote.infra.storage import Store
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's `prefect`, `asymptote` and `python`
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # own process group: stop it and its children together
+
+
+def _stop(proc: subprocess.Popen, signals: int = 2) -> None:
+    """SIGTERM the group (twice for a worker: it ignores the first), then SIGKILL what is left."""
+    for _ in range(signals):
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def _running(cmd, env, log, ready, what, signals=1):
+    proc = _start(cmd, env, log)
+    try:
+        _wait_for(ready, what, 120, proc, log)
+        yield proc
+    finally:
+        _stop(proc, signals)
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    logs: Path
+
+    def cli(self, *args: str, **env: str) -> str:
+        out = subprocess.run([str(BIN / "prefect"), *args], env=self.env | env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=180)
+        assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))} | {
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ASYMPTOTE_CACHE": str(home / "cache")}
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    with _running([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port], env,
+                  home / "server.log", lambda: _healthy(url), "prefect server"):
+        yield Server(url, env, home)
+
+
+@contextmanager
+def _api(url: str):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
+def _tiny_parameters() -> dict:
+    """The run's config: tiny, and without a store (the deployment's environment names it)."""
+    cfg = tiny_pretrain_config("unused").model_dump(mode="json", exclude={"store"})
+    return {"config": cfg}
+
+
+def _check_result(flow_run, store_uri: str) -> PretrainResult:
+    assert flow_run.state.is_completed(), flow_run.state
+    result = flow_run.state.result()
+    assert isinstance(result, PretrainResult)
+    assert result.flow_run_id == str(flow_run.id)
+    store = Store(store_uri)
+    assert result.run.uri.startswith(store.uri()) and store.has(result.run.rel)
+    assert result.metrics["val_loss"] == pytest.approx(store.read_json(result.run.rel, "summary.json")["val_loss"])
+    assert store.read_json(result.run.rel, "summary.json")["steps"] == 30
+    assert Path(result.report_uri).exists()
+    # the flow's own result record is a file in the store, which is where this process just read it from
+    assert Path(store.path("prefect", "results", flow_run.state.data.storage_key)).exists()
+    return result
+
+
+def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_path):
+    store = str(tmp_path / "store")
+    server.cli("work-pool", "create", "asymptote", "--type", "process")
+    server.cli("--no-prompt", "deploy", "--all", ASYMPTOTE_STORE=store)
+
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    recipes = recipe_parameters()
+    with _api(server.url), get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+    for entry in spec:  # every deployment is there, its parameters from its recipe, its schedules on
+        dep = deployments[entry["name"]]
+        recipe = re.fullmatch(r"\{\{ asymptote\.recipes\.([\w-]+) \}\}", entry["parameters"]["config"]).group(1)
+        assert dep.entrypoint == entry["entrypoint"] and dep.parameters["config"] == recipes[recipe]
+        assert dep.work_pool_name == "asymptote" and dep.job_variables["env"]["ASYMPTOTE_STORE"] == store
+        assert [s.schedule.cron for s in dep.schedules] == [s["cron"] for s in entry.get("schedules", [])]
+        assert dep.pull_steps[0]["prefect.deployments.steps.git_clone"]["commit_sha"] == _head()
+
+    log = server.logs / "worker.log"
+    worker = [str(BIN / "prefect"), "worker", "start", "--pool", "asymptote", "--work-queue", "default"]
+    with _running(worker, server.env, log, lambda: "started" in log.read_text().lower(), "worker", signals=2), \
+            _api(server.url):
+        flow_run = run_deployment("pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1)
+        if not flow_run.state.is_completed():
+            pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
+        result = _check_result(flow_run, store)
+    assert result.run.summary["params"] < 200_000  # the tiny model from the parameters, not the recipe's
+
+
+def _head() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
