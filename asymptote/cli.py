@@ -147,6 +147,7 @@ COMMANDS: dict[str, str] = {
     "distill": "asymptote.flows.distill:cli",
     "soup": "asymptote.flows.soups:cli",
     "autolrs": "asymptote.flows.autolrs:cli",
+    "serve": "asymptote.infra.deployments:cli",
 }
 
 
