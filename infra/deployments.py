@@ -183,6 +183,18 @@ def use_store_for_results(store_uri: str) -> None:
     os.environ["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = results_block(store_uri)
 
 
+def _import_safe_cwd() -> None:
+    """Flow runs import asymptote with their working directory first on sys.path. A checkout's
+    `asymptote/` folder there would shadow the installed package (whose flows/ and tasks/ live
+    elsewhere in a checkout), so serve from a neutral folder unless the checkout is the installed one."""
+    import asymptote
+    from asymptote.infra.storage import cache_dir
+
+    local = Path.cwd() / "asymptote"
+    if local.is_dir() and local.resolve() != Path(asymptote.__file__).parent.resolve():
+        os.chdir(cache_dir())
+
+
 def cli(file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="The prefect.yaml to serve."),
         only: list[str] = typer.Option([], "--only", help="Serve only this deployment (repeatable)."),
         store: Optional[str] = typer.Option(None, "--store", help="Artifact store root (folder or s3://...); "
@@ -203,5 +215,7 @@ def cli(file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="The prefec
     specs = read_specs(file, only)
     uri = Store(StoreConfig(uri=store) if store else StoreConfig()).uri()
     use_store_for_results(uri)
+    deployments = runner_deployments(specs, schedules)
+    _import_safe_cwd()
     typer.echo(f"serving {', '.join(s.name for s in specs)}; store {uri}", err=True)
-    serve(*runner_deployments(specs, schedules), limit=limit, print_starting_message=True)
+    serve(*deployments, limit=limit, print_starting_message=True)

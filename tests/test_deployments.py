@@ -24,7 +24,7 @@ import yaml
 from helpers import tiny_pretrain_config
 
 from asymptote.flows import PretrainResult
-from asymptote.infra.deployments import recipe_parameters
+from asymptote.infra.deployments import ensure_work_pool, recipe_parameters
 from asymptote.infra.storage import Store
 
 pytestmark = pytest.mark.slow
@@ -146,7 +146,8 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
 
 def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_path):
     store = str(tmp_path / "store")
-    server.cli("work-pool", "create", "asymptote", "--type", "process")
+    with _api(server.url):
+        ensure_work_pool("asymptote", "process")  # what `prefect work-pool create asymptote --type process` does
     server.cli("--no-prompt", "deploy", "--all", ASYMPTOTE_STORE=store)
 
     from prefect import get_client
@@ -177,3 +178,25 @@ def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_pa
 
 def _head() -> str:
     return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def test_serve_runs_the_same_deployments_without_a_work_pool(server, tmp_path):
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    store = str(tmp_path / "served-store")
+    log = server.logs / "serve.log"
+
+    def served() -> bool:  # the deployment exists and is no longer bound to a work pool
+        with _api(server.url), get_client(sync_client=True) as client:
+            try:
+                return client.read_deployment_by_name("pretrain/pretrain").work_pool_name is None
+            except Exception:
+                return False
+
+    serve = [str(BIN / "asymptote"), "serve", "--only", "pretrain", "--store", store, "--no-schedules"]
+    with _running(serve, server.env, log, served, "asymptote serve", signals=2), _api(server.url):
+        flow_run = run_deployment("pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1)
+        if not flow_run.state.is_completed():
+            pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
+        _check_result(flow_run, store)
