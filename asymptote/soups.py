@@ -1,0 +1,260 @@
+"""Model soups: weight averages of checkpoints fine-tuned from one base (Wortsman et al., 2022).
+
+Every soup streams its ingredients. Checkpoints stay on disk and are read one at a time into a
+running weighted mean, `acc <- acc + (w_k / W_k) * (x_k - acc)` with `W_k` the weight seen so far,
+so peak memory is about two models (the mean and the ingredient being folded in) however many
+ingredients there are. The running-mean form also makes the soup of identical models exactly
+that model (x - acc is exactly zero), which a sum-then-divide in float32 would not.
+
+Methods (each a pure function over checkpoints; no Ray, no Prefect):
+- uniform: the plain mean of all ingredients.
+- greedy: ingredients sorted by held-out loss, best first; the best starts the soup and each next
+  one stays only if the soup's held-out loss strictly improves; one pass, as the reference code.
+- learned (by layer): soup tensor t = sum_k softmax(alpha[:, t])_k * theta_{k,t}, one mixing logit
+  per ingredient and per parameter tensor, trained with Adam on held-out batches. The gradient is
+  streamed too: dL/dw_{k,t} = <g_t, theta_{k,t}> where g = dL/dtheta at the soup, so ingredients
+  never need to be in memory together.
+- mwa (metrics-weighted averaging): w_k = (L_k / L_min) ** (-p) / sum_j (L_j / L_min) ** (-p), with
+  L_k the held-out loss of ingredient k and p >= 0 the one penalty exponent: p = 0 is the uniform
+  soup and p -> infinity the best single ingredient.
+
+Data rule for choosing soups: a target corpus's validation split (the last `val_fraction` of the
+text) is cut in two by position: its first `heldout_fraction` is held-out (every choice: greedy
+order and acceptance, learned weights, mwa losses, merge scales) and the rest is test (reported only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from asymptote.checkpoint import WEIGHTS
+from asymptote.model import lm_loss
+
+Tensors = dict[str, torch.Tensor]
+WeightFn = Callable[[int, str], float]  # (ingredient index, tensor name) -> mixing weight
+Evaluate = Callable[[nn.Module], float]  # a model -> its held-out loss
+
+
+class Ingredient(Protocol):
+    """Something whose weights can be read whole or one tensor at a time."""
+
+    name: str
+
+    def load(self) -> Tensors: ...
+    def keys(self) -> list[str]: ...
+    def tensor(self, key: str) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A safetensors file on disk, read lazily: nothing is held between calls."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, name: str | None = None) -> "Checkpoint":
+        folder = Path(folder)
+        return cls(name or folder.name, folder / WEIGHTS)
+
+    def load(self) -> Tensors:
+        return load_file(str(self.path))
+
+    def keys(self) -> list[str]:
+        with safe_open(str(self.path), framework="pt") as f:
+            return list(f.keys())
+
+    def tensor(self, key: str) -> torch.Tensor:
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_tensor(key)
+
+
+# ----------------------------------------------------------------------------- data split
+
+
+def heldout_test_split(val_tokens: np.ndarray, heldout_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out = the first heldout_fraction of the validation tokens, test = the rest (by position)."""
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction={heldout_fraction}: must be strictly between 0 and 1")
+    cut = int(len(val_tokens) * heldout_fraction)
+    return val_tokens[:cut], val_tokens[cut:]
+
+
+# ----------------------------------------------------------------------------- streaming means
+
+
+def _fold(acc: Tensors, x: Tensors, k: int, weight: WeightFn, seen: dict[str, float]) -> None:
+    """Fold ingredient k's tensors x into the running weighted means acc (in place)."""
+    for name, value in x.items():
+        w = float(weight(k, name))
+        if w < 0:
+            raise ValueError(f"soup weight {w} for ingredient {k}, tensor {name}: weights must be >= 0")
+        total = seen.get(name, 0.0) + w
+        if name not in acc:
+            acc[name] = value.to(torch.float32 if value.is_floating_point() else value.dtype, copy=True)
+        elif w > 0 and value.is_floating_point():
+            if seen.get(name, 0.0) == 0:
+                acc[name].copy_(value)
+            else:
+                acc[name].lerp_(value.to(acc[name].dtype), w / total)
+        seen[name] = total
+
+
+@torch.no_grad()
+def weighted_average(ingredients: Sequence[Ingredient], weight: WeightFn, into: Tensors | None = None) -> Tensors:
+    """The weighted mean of the ingredients, streamed. `into` (e.g. a model's state_dict) receives it in place."""
+    if not ingredients:
+        raise ValueError("a soup needs at least one ingredient")
+    acc: Tensors = into if into is not None else {}
+    seen: dict[str, float] = {}
+    for k, ingredient in enumerate(ingredients):
+        x = ingredient.load()
+        _fold(acc, x, k, weight, seen)
+        del x  # drop it before the next one loads: at most one ingredient is alive
+    return acc
+
+
+def uniform_soup(ingredients: Sequence[Ingredient]) -> Tensors:
+    return weighted_average(ingredients, lambda k, name: 1.0)
+
+
+def mwa_weights(losses: Sequence[float], penalty: float) -> list[float]:
+    """w_k proportional to (L_k / L_min) ** (-penalty); normalised to sum to one."""
+    if penalty < 0:
+        raise ValueError(f"mwa penalty={penalty}: must be >= 0 (0 is the uniform soup)")
+    ratios = np.asarray(losses, dtype=np.float64) / min(losses)
+    w = ratios ** (-penalty)
+    return (w / w.sum()).tolist()
+
+
+def mwa_soup(ingredients: Sequence[Ingredient], losses: Sequence[float], penalty: float) -> tuple[Tensors, list[float]]:
+    weights = mwa_weights(losses, penalty)
+    return weighted_average(ingredients, lambda k, name: weights[k]), weights
+
+
+# ----------------------------------------------------------------------------- greedy
+
+
+@dataclass
+class GreedyResult:
+    order: list[int]
+    """Ingredient indices in the order tried: held-out loss ascending (ties by index)."""
+    chosen: list[int]
+    """Ingredients in the soup, in the order they were added."""
+    history: list[dict] = field(default_factory=list)
+    """Per ingredient tried: index, held-out loss of the soup with it, whether it was kept."""
+    loss: float = float("nan")
+    """Held-out loss of the final soup."""
+
+
+@torch.no_grad()
+def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Sequence[float],
+                evaluate: Evaluate) -> GreedyResult:
+    """Greedy soup into model's weights (in place); scores are the ingredients' held-out losses.
+
+    The candidate soup is formed in the model's own tensors and undone if rejected, so memory
+    holds the model and one ingredient.
+    """
+    if len(scores) != len(ingredients):
+        raise ValueError(f"greedy soup: {len(scores)} scores for {len(ingredients)} ingredients")
+    order = sorted(range(len(ingredients)), key=lambda k: (scores[k], k))
+    params = model.state_dict()
+    weighted_average([ingredients[order[0]]], lambda k, n: 1.0, into=params)
+    result = GreedyResult(order=order, chosen=[order[0]])
+    result.loss = evaluate(model)
+    result.history.append({"index": order[0], "loss": result.loss, "kept": True})
+    for k in order[1:]:
+        x, n = ingredients[k].load(), len(result.chosen)
+        for name, acc in params.items():
+            acc.lerp_(x[name].to(acc.dtype), 1.0 / (n + 1))
+        loss = evaluate(model)
+        kept = loss < result.loss  # strictly better, as the reference
+        result.history.append({"index": k, "loss": loss, "kept": kept})
+        if kept:
+            result.chosen.append(k)
+            result.loss = loss
+        else:  # undo the running mean: acc = (acc * (n + 1) - x) / n
+            for name, acc in params.items():
+                acc.mul_(n + 1).sub_(x[name].to(acc.dtype)).div_(n)
+        del x
+    return result
+
+
+# ----------------------------------------------------------------------------- learned (by layer)
+
+
+@dataclass
+class LearnedResult:
+    names: list[str]
+    """Parameter tensors, in the column order of `weights`."""
+    weights: torch.Tensor
+    """(ingredients, tensors) mixing weights; each column sums to one."""
+    losses: list[float] = field(default_factory=list)
+    """Held-out training-batch loss at every step."""
+
+
+def _float_names(model: nn.Module) -> list[str]:
+    return [n for n, t in model.state_dict().items() if t.is_floating_point()]
+
+
+def build_mixture(model: nn.Module, ingredients: Sequence[Ingredient], weights: torch.Tensor,
+                  names: list[str]) -> None:
+    """Model weights <- per-tensor weighted means of the ingredients (weights: ingredients x tensors)."""
+    column = {n: i for i, n in enumerate(names)}
+    weighted_average(ingredients, lambda k, n: float(weights[k, column[n]]), into=model.state_dict())
+
+
+def mixing_grad(model: nn.Module, ingredients: Sequence[Ingredient], weights: torch.Tensor, names: list[str],
+                batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, torch.Tensor]:
+    """Loss of the mixture on a batch and dL/dweights (ingredients x tensors), streamed.
+
+    After the backward pass the gradient is copied into the model's own tensors (which are
+    rebuilt before the next use anyway), so the dot products hold the model and one ingredient.
+    """
+    build_mixture(model, ingredients, weights, names)
+    model.zero_grad(set_to_none=True)
+    loss = lm_loss(model(batch[0]), batch[1])
+    loss.backward()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(params[n].grad)
+            params[n].grad = None
+        grads = torch.zeros_like(weights)
+        for k, ingredient in enumerate(ingredients):
+            x = ingredient.load()
+            for t, n in enumerate(names):
+                grads[k, t] = torch.dot(params[n].flatten(), x[n].flatten().to(params[n].dtype))
+            del x
+    return float(loss.detach()), grads
+
+
+def learned_soup(model: nn.Module, ingredients: Sequence[Ingredient], batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                 steps: int, lr: float) -> LearnedResult:
+    """Train per-tensor softmax mixing logits on held-out batches; the model ends as the learned soup."""
+    names = _float_names(model)
+    missing = set(names) - set(dict(model.named_parameters()))
+    if missing:
+        raise ValueError(f"learned soup mixes parameters only; {sorted(missing)} are buffers")
+    alpha = torch.zeros(len(ingredients), len(names), requires_grad=True)  # zeros: starts as the uniform soup
+    opt = torch.optim.Adam([alpha], lr=lr)
+    model.eval()  # no dropout: the mixture is scored as it will be used
+    losses = []
+    for _ in range(steps):
+        w = alpha.detach().softmax(0)
+        loss, dw = mixing_grad(model, ingredients, w, names, next(batches))
+        # Softmax Jacobian along the ingredient axis, column by column.
+        alpha.grad = w * (dw - (w * dw).sum(0, keepdim=True))
+        opt.step()
+        losses.append(loss)
+    weights = alpha.detach().softmax(0)
+    build_mixture(model, ingredients, weights, names)
+    return LearnedResult(names=names, weights=weights, losses=losses)

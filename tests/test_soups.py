@@ -1,0 +1,235 @@
+"""Soups as pure functions over checkpoint files: exactness, greedy's rule, learned soup's gradient, memory."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+from torch.func import functional_call
+
+from asymptote.config import ModelConfig
+from asymptote.evaluation import mean_loss
+from asymptote.model import Decoder, lm_loss
+from asymptote.soups import (Checkpoint, greedy_soup, heldout_test_split, learned_soup, mixing_grad, mwa_soup,
+                             mwa_weights, uniform_soup, weighted_average)
+
+TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
+
+
+def save(tmp_path, name: str, tensors: dict[str, torch.Tensor]) -> Checkpoint:
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return Checkpoint(name, path)
+
+
+def decoder_state(seed: int, cfg: ModelConfig = TINY) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return Decoder(cfg).state_dict()
+
+
+def test_uniform_soup_of_identical_models_is_the_model(tmp_path):
+    state = decoder_state(0)
+    with torch.no_grad():  # gains away from 1 so every tensor carries information
+        state["norm.weight"].uniform_(0.3, 3.0)
+    ings = [save(tmp_path, f"m{i}", state) for i in range(5)]
+    soup = uniform_soup(ings)
+    assert soup.keys() == state.keys()
+    for name in state:
+        assert torch.equal(soup[name], state[name]), name
+
+
+def test_uniform_soup_is_the_mean(tmp_path):
+    states = [decoder_state(s) for s in range(3)]
+    soup = uniform_soup([save(tmp_path, f"m{i}", s) for i, s in enumerate(states)])
+    for name in states[0]:
+        torch.testing.assert_close(soup[name], sum(s[name] for s in states) / 3)
+
+
+def test_weighted_average_rejects_negative_weights_and_empty_lists(tmp_path):
+    ing = save(tmp_path, "a", {"w": torch.ones(3)})
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        weighted_average([ing], lambda k, n: -1.0)
+    with pytest.raises(ValueError, match="at least one ingredient"):
+        uniform_soup([])
+
+
+def test_mwa_weights_follow_the_documented_formula():
+    losses = [2.0, 2.2, 3.0]
+    assert mwa_weights(losses, 0.0) == pytest.approx([1 / 3] * 3)
+    w = mwa_weights(losses, 4.0)
+    raw = np.array([1.0, 1.1 ** -4, 1.5 ** -4])
+    assert w == pytest.approx((raw / raw.sum()).tolist())
+    assert mwa_weights(losses, 200.0)[0] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="penalty"):
+        mwa_weights(losses, -1.0)
+
+
+def test_mwa_soup_weights_the_checkpoints(tmp_path):
+    ings = [save(tmp_path, "a", {"w": torch.zeros(4)}), save(tmp_path, "b", {"w": torch.ones(4)})]
+    soup, weights = mwa_soup(ings, [1.0, 2.0], penalty=1.0)
+    assert weights == pytest.approx([2 / 3, 1 / 3])
+    torch.testing.assert_close(soup["w"], torch.full((4,), 1 / 3))
+
+
+# ----------------------------------------------------------------------------- greedy
+
+
+def test_greedy_tries_best_first_and_keeps_only_strict_improvements(tmp_path):
+    # A 4-parameter "model" whose held-out loss is the squared distance to a target.
+    target = torch.tensor([[1.0, -1.0, 0.5, 2.0]])
+    e1, e2 = torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0, 1.0, 0, 0]])
+    members = {"far": target + 3 * e2, "a": target + e1, "b": target - e1, "c": target + 2 * e1, "d": target - e1}
+    ings = [save(tmp_path, n, {"weight": w}) for n, w in members.items()]
+    evaluate = lambda m: float(((m.weight - target) ** 2).sum())
+    scores = [float(((w - target) ** 2).sum()) for w in members.values()]  # 9, 1, 1, 4, 1
+    model = nn.Linear(4, 1, bias=False)
+    res = greedy_soup(model, ings, scores, evaluate)
+    assert res.order == [1, 2, 4, 3, 0]  # held-out loss ascending, ties by index
+    # a -> +b (mean = target: kept) -> +d (worse: dropped) -> +c (worse) -> +far (worse)
+    assert res.chosen == [1, 2]
+    assert [h["kept"] for h in res.history] == [True, True, False, False, False]
+    assert res.loss == pytest.approx(0.0, abs=1e-10)
+    torch.testing.assert_close(model.weight.data, target)  # rejected candidates were undone
+    best = res.history[0]["loss"]
+    for h in res.history[1:]:  # never adds an ingredient that does not strictly improve
+        assert h["kept"] == (h["loss"] < best)
+        best = min(best, h["loss"]) if h["kept"] else best
+
+
+def test_greedy_on_decoders_is_never_worse_than_its_first_ingredient(tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 256, 600).astype(np.uint8)
+    base = decoder_state(0)
+    states = [{k: v + 0.02 * torch.randn_like(v) for k, v in base.items()} for _ in range(3)] + [decoder_state(9)]
+    ings = [save(tmp_path, f"m{i}", s) for i, s in enumerate(states)]
+    model = Decoder(TINY)
+    evaluate = lambda m: mean_loss(m, tokens, TINY.block_size)
+    scores = []
+    for ing in ings:
+        model.load_state_dict(ing.load())
+        scores.append(evaluate(model))
+    res = greedy_soup(model, ings, scores, evaluate)
+    assert res.order == sorted(range(4), key=lambda k: scores[k])
+    assert res.loss <= min(scores)
+    assert evaluate(model) == pytest.approx(res.loss, rel=1e-5)
+    expected = uniform_soup([ings[k] for k in res.chosen])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- learned
+
+
+def test_streamed_mixing_gradient_matches_autograd(tmp_path):
+    states = [decoder_state(s) for s in range(3)]
+    ings = [save(tmp_path, f"m{i}", s) for i, s in enumerate(states)]
+    model = Decoder(TINY).eval()
+    names = list(states[0])
+    alpha = torch.randn(3, len(names), generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+    y = torch.roll(x, -1, 1)
+    w = alpha.softmax(0).requires_grad_(True)
+    mixed = {n: sum(w[k, t] * states[k][n] for k in range(3)) for t, n in enumerate(names)}
+    expected_loss = lm_loss(functional_call(model, mixed, (x,)), y)
+    expected_loss.backward()
+    loss, grads = mixing_grad(model, ings, alpha.softmax(0), names, (x, y))
+    assert loss == pytest.approx(float(expected_loss.detach()), rel=1e-5)
+    torch.testing.assert_close(grads, w.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_learned_soup_lowers_its_training_loss_and_mixes_per_tensor(tmp_path):
+    tokens = np.tile(np.arange(40, dtype=np.uint8), 30)  # a learnable pattern
+    base = decoder_state(0)
+    states = [{k: v + 0.05 * torch.randn_like(v) for k, v in base.items()} for _ in range(3)]
+    ings = [save(tmp_path, f"m{i}", s) for i, s in enumerate(states)]
+    x = torch.from_numpy(np.stack([tokens[i : i + 16] for i in range(0, 320, 20)]).astype(np.int64))
+    y = torch.from_numpy(np.stack([tokens[i + 1 : i + 17] for i in range(0, 320, 20)]).astype(np.int64))
+
+    def batches():
+        while True:
+            yield x, y
+
+    model = Decoder(TINY)
+    res = learned_soup(model, ings, batches(), steps=15, lr=0.2)
+    assert res.weights.shape == (3, len(res.names))
+    torch.testing.assert_close(res.weights.sum(0), torch.ones(len(res.names)))
+    assert res.losses[-1] < res.losses[0]
+    assert float(lm_loss(model(x), y).detach()) < res.losses[0]  # the model ends as the learned soup
+
+
+def test_heldout_test_split_is_positional():
+    val = np.arange(100)
+    held, test = heldout_test_split(val, 0.5)
+    assert held.tolist() == list(range(50)) and test.tolist() == list(range(50, 100))
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        heldout_test_split(val, 1.0)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+TENSOR_TYPES = {torch.Tensor, nn.Parameter}
+
+
+def live_tensor_bytes(collect: bool = False) -> int:
+    """Bytes of every distinct tensor storage held by a Python object right now.
+
+    Tensors are freed by reference counting as soon as the code drops them, so probes skip the
+    (slow) cycle collection; the baseline runs it once so no earlier garbage inflates the budget.
+    """
+    if collect:
+        gc.collect()
+    tensors = [o for o in gc.get_objects() if type(o) in TENSOR_TYPES]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t.device.type == "cpu"}
+    return sum(storages.values())
+
+
+class Probe(Checkpoint):
+    """A checkpoint that records the bytes of live tensors right after each load."""
+
+    peaks: list[int] = []
+
+    def load(self):
+        state = super().load()
+        Probe.peaks.append(live_tensor_bytes())
+        return state
+
+
+MEM_CFG = ModelConfig(n_layer=2, n_head=4, d_model=96, d_ff=256, block_size=16)  # ~0.3M params, 1.2 MB
+
+
+def test_streaming_soups_hold_at_most_two_models(tmp_path):
+    states = [decoder_state(s, MEM_CFG) for s in range(5)]
+    model_bytes = sum(t.nbytes for t in states[0].values())
+    ings = [Probe(f"m{i}", save(tmp_path, f"m{i}", s).path) for i, s in enumerate(states)]
+    del states
+    baseline = live_tensor_bytes(collect=True)
+    budget = lambda models: baseline + models * model_bytes + model_bytes // 10
+
+    Probe.peaks = []
+    soup = uniform_soup(ings)
+    assert len(Probe.peaks) == 5 and max(Probe.peaks) <= budget(2)
+
+    Probe.peaks = []
+    mwa_soup(ings, [1.0 + i / 10 for i in range(5)], penalty=2.0)
+    assert max(Probe.peaks) <= budget(3)  # the uniform soup above is still alive: 1 + 2
+    del soup
+
+    model = Decoder(MEM_CFG)
+    Probe.peaks = []
+    greedy_soup(model, ings, [float(i) for i in range(5)], lambda m: float(m.norm.weight.sum()))
+    assert len(Probe.peaks) == 5 and max(Probe.peaks) <= budget(2)
+
+    Probe.peaks = []
+    x = torch.randint(0, 256, (2, 16))
+    learned_soup(model, ings, iter([(x, x)]), steps=1, lr=0.1)
+    assert max(Probe.peaks) <= budget(2)
+
+    # The probe does see models held together: loading every ingredient at once counts five.
+    Probe.peaks = []
+    everything = [ing.load() for ing in ings]
+    assert max(Probe.peaks) >= budget(5) - model_bytes // 5
+    del everything
