@@ -1,0 +1,328 @@
+"""Ensemble distillation: one model of the single model's size that keeps most of the ensemble's gain.
+
+1. Teachers: K members of the student's size, either runs already in the store (any checkpoints, e.g.
+   the scaling study's ensembles) or trained here with the regularized recipe (member i = seeds + i;
+   member 0 is the regularized single model, the baseline L_single).
+2. Evaluate the single model and the ensemble on the validation split (one member in memory at a time).
+3. Sample synthetic sequences from the ensemble's averaged logits (and from the single model for
+   self-distillation): a Ray job over every worker, committed as token shards.
+4. Train students from scratch, one per method: sequence-level on a synthetic/real mix (the paper),
+   synthetic only (to see what it does), token-level KL to the averaged teachers, self-distillation.
+5. retained = (L_single - L_student) / (L_single - L_ensemble); a report with a comparison plot.
+Every step is a cached Prefect task keyed by what can change its result: a second call trains nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import typer
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, field_validator
+
+from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.infra.cluster import compute_session
+from asymptote.infra.storage import Store
+from asymptote.job import TrainJob, make_job
+from asymptote.refs import DataRef, RunRef
+from asymptote.sampling import SamplingConfig
+from asymptote.tasks.distill import ensemble_losses, plot_comparison, run_params, sample
+from asymptote.tasks.pretrain import prepare_data, submit_train
+from asymptote.tasks.reports import md_table, publish_report
+
+STEPS = ("data", "teachers", "evaluate", "sample", "students")
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one student learns: from which teacher, at which level, with how much synthetic data."""
+
+    teacher: Literal["ensemble", "single"]
+    level: Literal["sequence", "token"]
+    synthetic_weight: float | None = None  # None: StudentConfig.synthetic_weight
+
+
+# Explicit registry of distillation methods.
+METHODS: dict[str, Method] = {
+    "sequence": Method("ensemble", "sequence"),
+    "synthetic_only": Method("ensemble", "sequence", synthetic_weight=1.0),
+    "token_kl": Method("ensemble", "token"),
+    "self": Method("single", "sequence"),
+}
+
+
+def _train(**fields: Any) -> TrainConfig:
+    base = {"lr": 3e-3, "max_steps": 200, "batch_size": 16, "warmup_steps": 20, "eval_every": 100,
+            "eval_windows": 64, "log_every": 20, "checkpoint_every": 100}
+    return TrainConfig(**(base | fields))
+
+
+class TeacherConfig(Section):
+    """Where the teachers come from: runs already in the store, or trained here."""
+
+    members: list[str] = Field(default_factory=list)
+    """Ensemble members already in the store (runs/<key> paths or URIs); empty: train n_members here."""
+    single: str | None = None
+    """The regularized single model of the student's size (path or URI); None: the first member."""
+    n_members: int = Field(2, ge=1)
+    """Ensemble size K when members are trained here (the paper: 8, a student 1/8 of the ensemble)."""
+    train: TrainConfig = Field(default_factory=lambda: _train(weight_decay=0.5))
+    """The regularized recipe of the single model and every member (member i adds i to both seeds)."""
+
+
+class StudentConfig(Section):
+    """How students are trained: from scratch, at the single model's size."""
+
+    methods: list[str] = Field(default_factory=lambda: ["sequence", "token_kl"])
+    """Students to train, one per method: sequence, synthetic_only, token_kl, self."""
+    train: TrainConfig = Field(default_factory=lambda: _train(weight_decay=0.1))
+    """Student recipe (the paper: weight decay 0.1)."""
+    synthetic_weight: float = Field(0.75, ge=0, le=1)
+    """Fraction of sequence-level batches drawn from synthetic data (the paper: 0.75 to 0.9)."""
+    kl_temperature: float = Field(1.0, gt=0)
+    """Softmax temperature of the token-level KL."""
+    kl_alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the token-level KL against cross-entropy on the real next token."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in METHODS]
+        if unknown or not v:
+            raise ValueError(f"{unknown or v}: unknown or empty; allowed: {', '.join(METHODS)}")
+        return v
+
+
+class DistillConfig(Section):
+    """Ensemble distillation study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
+
+    name: str = Field("distill", json_schema_extra={"volatile": True})
+    """Label shown in reports and progress."""
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
+    """Shape of the single model, of every member and of every student."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Corpus (real data): training text of teachers and students, validation split of every loss."""
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    """Teachers: given runs or trained here."""
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(n_sequences=512))
+    """Synthetic data for sequence-level students (each sequence is one student window)."""
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    """Students and their methods."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+
+class Teachers(BaseModel):
+    single: str
+    """Store-relative path of the single model."""
+    members: list[str]
+    """Store-relative paths of the ensemble members."""
+    trained_here: bool
+
+
+class StudentOutcome(BaseModel):
+    method: str
+    run: RunRef
+    val_loss: float
+    retained: float | None
+    """(L_single - L_student) / (L_single - L_ensemble); None when the ensemble does not beat the single model."""
+
+
+class DistillResult(BaseModel):
+    """What `distill` returns: references into the store and every loss."""
+
+    flow_run_id: str | None
+    data: DataRef
+    teachers: Teachers
+    single_loss: float
+    ensemble_loss: float
+    member_losses: list[float]
+    ensemble_curve: list[float]
+    """Loss of the first-k ensemble, k = 1..K."""
+    params: int
+    """Parameters of the single model (= each member = each student)."""
+    synthetic: dict[str, DataRef]
+    students: dict[str, StudentOutcome]
+    report_uri: str
+
+    @property
+    def retained(self) -> dict[str, float | None]:
+        return {m: s.retained for m, s in self.students.items()}
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def resolve_run(store: Store, ref: str, field: str) -> str:
+    """A run path or URI -> its store-relative path, refusing anything that is not a committed model."""
+    rel = store.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
+    if not store.has(rel) or "model" not in store.manifest(rel).meta:
+        raise ValueError(f"{field}={ref!r}: no committed run with a model at {store.uri(rel)}; "
+                         "give a runs/<key> path of this store or its URI")
+    return rel
+
+
+def member_job(config: DistillConfig, store: Store, data: DataRef, i: int, hub: str | None) -> TrainJob:
+    base = config.teacher.train
+    train = base.model_copy(update={"train_seed": base.train_seed + i, "data_seed": base.data_seed + i})
+    return make_job(name=f"{config.name}-member-{i}", model=config.model, data=config.data, train=train,
+                    data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
+
+
+def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str | None, refresh: bool) -> Teachers:
+    t = config.teacher
+    single = resolve_run(store, t.single, "teacher.single") if t.single else None
+    if t.members:
+        members = [resolve_run(store, m, f"teacher.members[{i}]") for i, m in enumerate(t.members)]
+    else:
+        futures = [submit_train(member_job(config, store, data, i, hub), refresh) for i in range(t.n_members)]
+        members = [f.result().rel for f in futures]
+    return Teachers(single=single or members[0], members=members, trained_here=not t.members)
+
+
+def synthetic_sets(config: DistillConfig, store: Store, teachers: Teachers, data: DataRef,
+                   refresh: bool) -> dict[str, DataRef]:
+    """Sample once per teacher kind that a chosen method needs (ensemble and/or single)."""
+    needed = {METHODS[m].teacher for m in config.student.methods if METHODS[m].level == "sequence"}
+    runs = {"ensemble": teachers.members, "single": [teachers.single]}
+    length = config.model.block_size + 1
+    return {kind: sample(store, runs[kind], data.rel, config.sampling, length, refresh) for kind in sorted(needed)}
+
+
+def student_job(config: DistillConfig, store: Store, data: DataRef, method: str, teachers: Teachers,
+                synthetic: dict[str, DataRef], hub: str | None) -> TrainJob:
+    m, s = METHODS[method], config.student
+    runs = teachers.members if m.teacher == "ensemble" else [teachers.single]
+    if m.level == "token":
+        extra = {"objective": {"kind": "token_kl", "teachers": runs, "temperature": s.kl_temperature,
+                               "alpha": s.kl_alpha, "combine": config.sampling.combine}}
+    else:
+        weight = s.synthetic_weight if m.synthetic_weight is None else m.synthetic_weight
+        extra = {"batches": {"kind": "mixture", "synthetic": synthetic[m.teacher].rel, "weight": weight}}
+    return make_job(name=f"{config.name}-student-{method}", model=config.model, data=config.data, train=s.train,
+                    data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub, **extra)
+
+
+def retained(single: float, ensemble: float, student: float) -> float | None:
+    gain = single - ensemble
+    return (single - student) / gain if gain > 0 else None
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+@flow(name="distill", log_prints=True)
+def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) -> DistillResult:  # noqa: B006
+    """Teachers -> evaluate -> sample -> students -> retained fraction -> report."""
+    unknown = set(recompute) - set(STEPS)
+    if unknown:
+        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    store = Store(config.store)
+    with compute_session(config.compute.ray_address) as hub:
+        data = prepare_data(config.data, store, refresh="data" in recompute)
+        teachers = select_teachers(config, store, data, hub, "teachers" in recompute)
+        check_single_shape(store, teachers.single, config.model)
+        ens = ensemble_losses(store, teachers.members, data.rel, refresh="evaluate" in recompute)
+        single_loss = (ens["member"][teachers.members.index(teachers.single)] if teachers.single in teachers.members
+                       else ensemble_losses(store, [teachers.single], data.rel)["member"][0])
+        synthetic = synthetic_sets(config, store, teachers, data, "sample" in recompute)
+        jobs = {m: student_job(config, store, data, m, teachers, synthetic, hub) for m in config.student.methods}
+        futures = {m: submit_train(job, "students" in recompute) for m, job in jobs.items()}
+        runs = {m: f.result() for m, f in futures.items()}
+        losses = {m: ensemble_losses(store, [r.rel], data.rel)["member"][0] for m, r in runs.items()}
+    ens_loss = ens[config.sampling.combine][-1]
+    students = {m: StudentOutcome(method=m, run=runs[m], val_loss=losses[m],
+                                  retained=retained(single_loss, ens_loss, losses[m])) for m in runs}
+    result = DistillResult(flow_run_id=flow_run.id, data=data, teachers=teachers, single_loss=single_loss,
+                           ensemble_loss=ens_loss, member_losses=ens["member"], ensemble_curve=ens[config.sampling.combine],
+                           params=run_params(store, teachers.single), synthetic=synthetic, students=students,
+                           report_uri="")
+    markdown, files = distill_report(config, result, store)
+    key = runs[config.student.methods[0]].key
+    return result.model_copy(update={"report_uri": publish_report(store, "distill", key, markdown, files)})
+
+
+def check_single_shape(store: Store, single: str, model: ModelConfig) -> None:
+    """retained compares a student with the single model of its own size: refuse a mismatch."""
+    theirs = ModelConfig.model_validate(store.manifest(single).meta["model"]).model_dump(exclude={"preset"})
+    if theirs != model.model_dump(exclude={"preset"}):
+        raise ValueError(f"teacher.single {single} has shape {theirs}, the student {model.model_dump()}; "
+                         "set model to the single model's shape (the student must match it)")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
+    k, p = len(result.teachers.members), result.params
+    rows = [{"model": "single", "kind": "single", "params": p, "val_loss": result.single_loss, "retained": ""},
+            {"model": f"ensemble x{k}", "kind": "ensemble", "params": k * p, "val_loss": result.ensemble_loss,
+             "retained": 1.0}]
+    for m, s in result.students.items():
+        kept = "n/a" if s.retained is None else round(s.retained, 3)
+        rows.append({"model": f"student: {m}", "kind": "student", "params": p, "val_loss": s.val_loss, "retained": kept})
+    return rows
+
+
+def distill_report(config: DistillConfig, result: DistillResult, store: Store,
+                   plot_name: str = "compare.png") -> tuple[str, dict[str, bytes]]:
+    import tempfile
+    from pathlib import Path
+
+    rows = comparison_rows(result)
+    k = len(result.teachers.members)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_comparison(rows, Path(tmp) / plot_name, title=f"{config.name}: single vs ensemble x{k} vs students")
+        files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
+    synthetic = "\n".join(f"- synthetic ({kind}): `{ref.uri}` ({ref.n_train + ref.n_val:,} tokens, "
+                          f"temperature {config.sampling.temperature})" for kind, ref in result.synthetic.items())
+    gain_note = "" if result.single_loss > result.ensemble_loss else (
+        "\n**The ensemble does not beat the single model here, so no retained fraction is defined.**\n")
+    source = "trained here" if result.teachers.trained_here else "taken from the store"
+    markdown = (
+        f"# Ensemble distillation: {config.name}\n\n"
+        f"{k} members ({source}) of {result.params:,} parameters each; every student has the single model's size, "
+        f"1/{k} of the ensemble's {k * result.params:,} parameters.\n\n{md_table(rows, ['model', 'params', 'val_loss', 'retained'])}\n"
+        f"{gain_note}\n- retained = (L_single - L_student) / (L_single - L_ensemble); the paper keeps 0.83 of an "
+        f"8-member ensemble's gain.\n- ensemble of the first k members: "
+        f"{', '.join(f'{v:.4f}' for v in result.ensemble_curve)}\n{synthetic}\n"
+        f"- single: `{store.uri(result.teachers.single)}`\n"
+        + "".join(f"- student {m}: `{s.run.uri}`\n" for m, s in result.students.items())
+        + f"\n![single vs ensemble vs students]({plot_name})\n")
+    return markdown, files
+
+
+def figures(result: DistillResult) -> dict[str, Any]:
+    return {"single": result.single_loss, "ensemble": result.ensemble_loss, "members": len(result.teachers.members),
+            "students": {m: s.val_loss for m, s in result.students.items()}, "retained": result.retained}
+
+
+def main_step(config: DistillConfig):
+    """The main job's distillation step at the recipe's tiny default scale."""
+    from asymptote.flows.main import StepOutcome
+
+    res = distill(config)
+    markdown, files = distill_report(config, res, Store(config.store), plot_name="distill-compare.png")
+    return StepOutcome(markdown=markdown.replace("# Ensemble distillation", "## Ensemble distillation", 1),
+                       figures=figures(res), files=files, result=res)
+
+
+def cli(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout)."),
+        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root; overrides the recipe."),
+        recompute: list[str] = typer.Option([], "--recompute", help=f"Force a step: {', '.join(STEPS)}.")) -> None:
+    """Distil an ensemble into one model of the single model's size (sequence, token-level, self)."""
+    from asymptote.cli import _config, _finish, _quiet_prefect
+
+    _quiet_prefect()
+    cfg = _config(DistillConfig, recipe, set_, store)
+    res = distill(cfg, recompute=recompute)
+    kept = ", ".join(f"{m} {'n/a' if r is None else f'{r:.2f}'}" for m, r in res.retained.items())
+    _finish(res.model_dump() | {"figures": figures(res)}, as_json,
+            [f"[green]done[/green]. single {res.single_loss:.4f}, ensemble {res.ensemble_loss:.4f}; retained: {kept}",
+             f"report {res.report_uri}"])

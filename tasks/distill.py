@@ -1,0 +1,143 @@
+"""Prefect tasks for distillation: sample synthetic text on every Ray worker, evaluate an ensemble, plot.
+
+Sampling cuts the run into seeded chunks (asymptote.sampling) and deals them round-robin to one Ray
+task per free CPU (or per GPU), each loading the teachers once; the driver stitches the chunks back
+in order and commits them as a data artifact in the shards format. Because a chunk's tokens depend
+only on its seed, the artifact is the same whatever the number of workers, so its cache key leaves
+the worker count out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from prefect import task
+
+from asymptote.config import key_dict, stable_hash
+from asymptote.infra.cluster import cluster_has_gpus
+from asymptote.infra.storage import Store
+from asymptote.refs import DataRef
+from asymptote.sampling import SamplingConfig
+from asymptote.tasks.caching import cached
+from asymptote.versioning import code_version
+
+
+@ray.remote
+def _sample_share(store: Store, teachers: list[str], data_rel: str, spec: dict, length: int,
+                  chunks: list[int], use_gpu: bool) -> list[np.ndarray]:
+    from asymptote.job import model_from_run
+    from asymptote.sampling import sample_chunk
+    from asymptote.shards import load_dataset
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if use_gpu else "cpu")
+    cfg = SamplingConfig.model_validate(spec)
+    models = [model_from_run(store, rel, device) for rel in teachers]  # once per worker, for all its chunks
+    train, _, _ = load_dataset(store, data_rel)
+    return [sample_chunk(models, train, cfg, c, length, device) for c in chunks]
+
+
+def sampling_workers(n_chunks: int) -> tuple[int, bool]:
+    """(workers, use_gpu): one per GPU if the cluster has GPUs, else one per free CPU; at most one per chunk."""
+    if cluster_has_gpus():
+        return max(1, min(n_chunks, int(ray.cluster_resources().get("GPU", 1)))), True
+    return max(1, min(n_chunks, int(ray.available_resources().get("CPU", 1)))), False
+
+
+def sample_sequences(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int,
+                     workers: int | None = None) -> np.ndarray:
+    """(n_sequences, length) tokens sampled from the teachers, chunks spread over Ray workers."""
+    n_workers, use_gpu = sampling_workers(cfg.n_chunks())
+    n_workers = workers or n_workers
+    shares = [list(range(w, cfg.n_chunks(), n_workers)) for w in range(n_workers)]
+    remote = _sample_share.options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=2)
+    results = ray.get([remote.remote(store, teachers, data_rel, cfg.model_dump(), length, s, use_gpu) for s in shares])
+    by_chunk = {c: arr for share, arrs in zip(shares, results) for c, arr in zip(share, arrs)}
+    return np.concatenate([by_chunk[c] for c in range(cfg.n_chunks())])
+
+
+@task(name="sample", retries=1, retry_delay_seconds=5)
+def sample_task(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int, key: str,
+                workers: int | None = None) -> DataRef:
+    from asymptote.distill import save_synthetic
+
+    rel = f"data/{key}"
+    if not store.has(rel):  # committed by an earlier attempt whose result Prefect did not record
+        sequences = sample_sequences(store, teachers, data_rel, cfg, length, workers)
+        save_synthetic(store, rel, sequences, store.manifest(data_rel).meta,
+                       meta={"source": f"sampled from {len(teachers)} teacher(s)", "teachers": teachers,
+                             "corpus": data_rel, "sampling": cfg.model_dump()})
+    meta = store.manifest(rel).meta
+    return DataRef(rel=rel, uri=store.uri(rel), n_train=meta["n_train"], n_val=meta["n_val"],
+                   source_sha256=meta["source_sha256"])
+
+
+def sample(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int,
+           refresh: bool = False, workers: int | None = None) -> DataRef:
+    """Synthetic sequences of `length` tokens from the teachers, cached by everything that shapes them."""
+    key = stable_hash({"teachers": teachers, "corpus": data_rel, "sampling": key_dict(cfg), "length": length,
+                       "code": code_version(), "what": "synthetic"})
+    return cached(sample_task, store, refresh)(store, teachers, data_rel, cfg, length, key=key, workers=workers)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@ray.remote(num_cpus=1)
+def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[str, list[float]]:
+    from asymptote.ensemble import stream_eval
+    from asymptote.job import model_from_run
+    from asymptote.shards import load_dataset
+
+    torch.set_num_threads(1)
+    _, val, _ = load_dataset(store, data_rel)
+    block = store.manifest(runs[0]).meta["model"]["block_size"]
+    return stream_eval(lambda i: model_from_run(store, runs[i]), len(runs), val, block)
+
+
+@task(name="ensemble-eval", retries=1)
+def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
+    return ray.get(_ensemble_eval_remote.remote(store, runs, data_rel))
+
+
+def ensemble_losses(store: Store, runs: list[str], data_rel: str, refresh: bool = False) -> dict[str, list[float]]:
+    """Validation loss of each run and of the first-k ensembles (logit and probability averaging)."""
+    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses", "code": code_version()})
+    return cached(ensemble_eval_task, store, refresh)(store, runs, data_rel, key=key)
+
+
+# ----------------------------------------------------------------------------- the comparison plot
+
+
+def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None:
+    """Validation loss of the single model, the ensemble and each student, with both references drawn."""
+    from asymptote.plots import plt  # matplotlib configured headless there
+
+    names, losses = [r["model"] for r in rows], [r["val_loss"] for r in rows]
+    colors = ["tab:gray" if r["kind"] == "single" else "tab:green" if r["kind"] == "ensemble" else "tab:blue"
+              for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows)), 4), dpi=110)
+    ax.bar(names, losses, color=colors)
+    for r in rows:
+        if r["kind"] in ("single", "ensemble"):
+            ax.axhline(r["val_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1)
+    spread = max(losses) - min(losses)
+    ax.set_ylim(min(losses) - max(spread, 0.01), max(losses) + 0.5 * max(spread, 0.01))
+    ax.set(ylabel="validation loss (nats/token)", title=title)
+    ax.tick_params(axis="x", rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_params(store: Store, rel: str) -> int:
+    """Parameter count of a committed run's model, counted on the meta device (no weights read)."""
+    from asymptote.config import ModelConfig
+    from asymptote.model import Decoder, count_params
+
+    with torch.device("meta"):
+        return count_params(Decoder(ModelConfig.model_validate(store.manifest(rel).meta["model"])))
