@@ -1,0 +1,319 @@
+"""The AutoLRS controller and driver: picks, stages, serialisable state, bit-exact snapshots, DDP, resume.
+
+The controller is exercised on a deterministic loss surface (a pure function of progress and LR, not
+a mock of anything); the driver on the real Trainer, in one process, in two gloo processes, and in
+a process killed mid-stage and resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
+from asymptote.dist import DistEnv
+from asymptote.infra.storage import Store
+from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
+from asymptote.shards import prepare_dataset
+from asymptote.checkpoint import STATE, load_state
+from asymptote.tuning.autolrs import (AutoLRS, AutoLRSOptions, AutoLRSState, LoopIO, PROPOSERS, drive, search_range,
+                                      step_law_lr)
+from asymptote.tuning.autolrs_driver import TRACE, autolrs_driver, autolrs_options, trace_rel
+
+BEST_LR = 3e-3
+
+
+@dataclass
+class Surface:
+    """A deterministic training run: loss = 1.5 + 4 exp(-progress); progress grows fastest at BEST_LR.
+
+    From any state, a constant LR gives an exact exponential curve, so the forecast is exact and the
+    LR with the lowest forecast is the tried LR nearest BEST_LR on a log scale. LRs above `diverge_at`
+    blow the loss up to NaN, as a too-large LR does.
+    """
+
+    diverge_at: float = math.inf
+    progress: float = 0.0
+    step: int = 0
+    extra: dict = field(default_factory=dict)
+    metrics: list = field(default_factory=list)
+
+    @staticmethod
+    def rate(lr: float) -> float:
+        z = (math.log10(lr) - math.log10(BEST_LR)) / 0.5
+        return 0.01 * math.exp(-z * z / 2)
+
+    def evaluate(self, max_windows=None) -> float:
+        return 1.5 + 4.0 * math.exp(-self.progress)
+
+    def train_step(self, lr: float) -> float:
+        loss = self.evaluate() if lr < self.diverge_at else math.nan
+        self.progress += self.rate(lr)
+        self.step += 1
+        return loss
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy({k: getattr(self, k) for k in ("progress", "step", "extra", "metrics")})
+
+    def restore(self, snap: dict) -> None:
+        for k, v in copy.deepcopy(snap).items():
+            setattr(self, k, v)
+
+
+def _options(**kw) -> AutoLRSOptions:
+    base = dict(min_lr=1e-4, max_lr=1e-1, trials=6, trial_steps=20, stage_steps=200, max_stage_steps=200,
+                warmup_steps=0)
+    return AutoLRSOptions(**(base | kw))
+
+
+def _nearest_to_best(lrs: list[float]) -> float:
+    return min(lrs, key=lambda lr: abs(math.log(lr / BEST_LR)))
+
+
+# ----------------------------------------------------------------------------- the controller
+
+
+def test_controller_picks_the_known_best_lr_on_a_fake_surface():
+    opts = _options(trials=8)
+    ctl = AutoLRS.start(opts, (opts.min_lr, opts.max_lr))
+    state = drive(ctl, Surface(), 200)
+    stage = state.stages[0]
+    tried = [t.lr for t in stage.trials]
+    assert len(tried) == 8 and all(1e-4 <= lr <= 1e-1 for lr in tried)
+    assert stage.lr == _nearest_to_best(tried)
+    assert abs(math.log10(stage.lr / BEST_LR)) < 0.25  # near-pure exploration covers 3 decades with 8 points
+    assert state.lrs == [stage.lr] * 200 and state.trial_steps_spent == 8 * 20
+
+
+@pytest.mark.parametrize("backend", ["optuna_gp", "optuna_tpe"])
+def test_optuna_backends_behind_the_same_interface(backend):
+    opts = _options(trials=5, backend=backend)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 200)
+    tried = [t.lr for t in state.stages[0].trials]
+    assert len(set(tried)) == 5 and all(1e-4 <= lr <= 1e-1 for lr in tried)
+    assert state.stages[0].lr == _nearest_to_best(tried)
+    bounds, seen = (math.log(1e-4), math.log(1e-1)), [(math.log(lr), 2.0) for lr in tried[:2]]
+    assert PROPOSERS[backend](bounds, seen, 7, opts) == PROPOSERS[backend](bounds, seen, 7, opts)  # seeded
+
+
+def test_diverging_trials_are_penalised_and_never_chosen():
+    opts = _options(trials=6, min_lr=1e-3, max_lr=1.0)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(diverge_at=0.05), 200)
+    stage = state.stages[0]
+    diverged = [t for t in stage.trials if t.lr >= 0.05]
+    assert diverged, "the range reaches into divergence, so some trial must diverge"
+    assert all(t.score > max(s.score for s in stage.trials if s.lr < 0.05) for t in diverged)
+    assert all(len(t.losses) < opts.trial_steps for t in diverged)  # stopped at the first NaN
+    assert stage.lr < 0.05 and math.isfinite(state.losses[-1])
+
+
+def test_stages_double_then_score_on_validation_and_the_last_is_cut():
+    opts = _options(trials=2, trial_steps=10, stage_steps=100, max_stage_steps=400, warmup_steps=5,
+                    val_points=5, backend="optuna_tpe")
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 1000)
+    shape = [(s.start_step, s.trial_steps, s.stage_steps, s.validation) for s in state.stages]
+    # tau' doubles while tau' < tau_max/10 = 40; at 40 trials are scored on validation loss
+    assert shape == [(5, 10, 100, False), (105, 20, 200, False), (305, 40, 400, True), (705, 40, 295, True)]
+    assert [len(t.losses) for t in state.stages[2].trials] == [5, 5]  # val_points evaluations per trial
+    assert len(state.lrs) == 1000 and state.lrs[:5] == pytest.approx([state.lrs[4] * i / 5 for i in range(1, 6)])
+
+
+def test_a_stage_too_short_for_its_trials_keeps_the_last_lr():
+    opts = _options(trials=2, trial_steps=20, stage_steps=100, max_stage_steps=100, backend="optuna_tpe")
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 115)
+    assert [len(s.trials) for s in state.stages] == [2, 0]
+    assert state.stages[1].lr == state.stages[0].lr and len(state.lrs) == 115
+
+
+def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
+    opts = _options(trials=4, backend="optuna_tpe")
+    straight = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 400)
+
+    saved: list[str] = []  # every checkpoint as JSON text, as a store would hold it
+    surface = Surface()
+    io = LoopIO(save=lambda: saved.append(json.dumps({"snap": surface.snapshot()})))
+    drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), surface, 400, io)
+    mid = next(json.loads(s)["snap"] for s in saved
+               if 0 < len(json.loads(s)["snap"]["extra"]["autolrs"]["stages"][-1]["trials"]) < 4)
+    resumed_surface = Surface()
+    resumed_surface.restore(mid)
+    ctl = AutoLRS(opts, AutoLRSState.model_validate(mid["extra"]["autolrs"]))
+    resumed = drive(ctl, resumed_surface, 400)
+    assert resumed.model_dump() == straight.model_dump()
+
+
+def test_search_range_from_the_step_law_or_the_user():
+    lr = step_law_lr(100_000, 1_000_000)
+    assert lr == pytest.approx(1.79 * 1e5 ** -0.713 * 1e6 ** 0.307)
+    assert search_range(AutoLRSOptions(), 100_000, 1_000_000) == pytest.approx((lr / 10, lr * 10))
+    assert search_range(AutoLRSOptions(min_lr=1e-4, max_lr=1e-2), 1, 1) == (1e-4, 1e-2)
+    assert step_law_lr(10**9, 10**11) < step_law_lr(10**5, 10**11)  # bigger models want smaller LRs
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"min_lr": 1e-3}, "give both or neither"),
+    ({"min_lr": 1e-2, "max_lr": 1e-3}, "must be below max_lr"),
+    ({"trial_steps": 200, "stage_steps": 100}, "trial_steps=200 must be below stage_steps=100"),
+    ({"stage_steps": 1000, "max_stage_steps": 500}, "at least stage_steps"),
+])
+def test_bad_options_name_the_field_and_the_fix(fields, match):
+    with pytest.raises(ValueError, match=match):
+        AutoLRSOptions(**fields)
+
+
+def test_driver_options_errors_name_the_driver_field(store):
+    job = _job(store, driver={"kind": "autolrs", "trails": 3})
+    with pytest.raises(ConfigError, match=r"driver\.trails.*did you mean 'trials'"):
+        autolrs_options(job)
+    filled = autolrs_options(_job(store, driver={"kind": "autolrs"}))
+    assert filled.warmup_steps == 4 and filled.val_windows == 16  # unset fields come from train
+
+
+# ----------------------------------------------------------------------------- the real trainer
+
+
+def _job(store: Store, driver: dict | None = None, **train):
+    data = DataConfig(max_train_tokens=50_000)
+    rel = prepare_dataset(data, store)
+    train = {"max_steps": 60, "batch_size": 8, "warmup_steps": 4, "eval_every": 30, "eval_windows": 16,
+             "log_every": 10, "checkpoint_every": 20, "lr": 3e-3} | train
+    driver = driver or {"kind": "autolrs", "min_lr": 1e-3, "max_lr": 3e-2, "trials": 2, "trial_steps": 6,
+                        "stage_steps": 25, "max_stage_steps": 100, "backend": "optuna_tpe"}
+    return make_job(name="autolrs-test", model=ModelConfig(preset="cpu-0.1m"), data=data, train=TrainConfig(**train),
+                    data_artifact=rel, store=StoreConfig(uri=store.uri()), driver=driver)
+
+
+def test_snapshot_restore_continues_bit_for_bit(store):
+    torch.set_num_threads(1)
+    trainer, _, _ = build_trainer(_job(store), store, DistEnv())
+    for _ in range(3):
+        trainer.train_step(2e-3)
+    snap = trainer.snapshot()
+    first = [trainer.train_step(lr).item() for lr in (5e-3, 1e-2, 5e-3, 1e-3)]
+    params = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.restore(snap)
+    assert trainer.step == 3
+    again = [trainer.train_step(lr).item() for lr in (5e-3, 1e-2, 5e-3, 1e-3)]
+    assert again == first  # same data position, optimizer moments and RNG: the same numbers
+    assert all(torch.equal(a, b.detach()) for a, b in zip(params, trainer.model.parameters()))
+
+
+def test_driver_trains_records_and_commits_the_trace(store):
+    torch.set_num_threads(1)
+    job = _job(store)
+    records = []
+    summary = run_job(job, DistEnv(), records.append)
+    trace = store.read_json(trace_rel(job.run_rel), TRACE)
+    state = trace["state"]
+    assert summary["steps"] == 60 and len(state["lrs"]) == 60 and len(state["losses"]) == 60
+    assert state["trial_steps_spent"] == sum(len(s["trials"]) * s["trial_steps"] for s in state["stages"])
+    chosen = [s["lr"] for s in state["stages"]]
+    assert set(state["lrs"][4:]) <= set(chosen) and all(1e-3 <= lr <= 3e-2 for lr in chosen)
+    assert summary["val_loss"] == trace["metrics"][-1]["val_loss"] < 5.0
+    assert any("trial_score" in r for r in records)
+
+
+# ----------------------------------------------------------------------------- two ranks (gloo)
+
+
+def _ddp_worker(rank: int, store_uri: str, init_file: str, out_dir: str) -> None:
+    import torch.distributed as tdist
+
+    torch.set_num_threads(1)
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        env = DistEnv.detect(use_gpu=False)
+        store = Store(store_uri)
+        job = _job(store, max_steps=40)
+        trainer, total, _ = build_trainer(job, store, env)
+        autolrs_driver(trainer, job, store, total, lambda r: None, StoreCheckpoints(store, job, env))
+        state = trainer.extra["autolrs"]
+        out = {"world": env.world, "lrs": state["lrs"],
+               "trials": [[t["lr"] for t in s["trials"]] for s in state["stages"]],
+               "weights": float(sum(p.double().sum() for p in trainer.model.parameters()))}
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(out, f)
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_use_identical_learning_rates(store, tmp_path):
+    prepare_dataset(DataConfig(max_train_tokens=50_000), store)  # once, before the ranks race for it
+    torch.multiprocessing.spawn(_ddp_worker, args=(store.uri(), str(tmp_path / "pg"), str(tmp_path)), nprocs=2)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert len(r0["lrs"]) == 40 and r0["lrs"] == r1["lrs"]
+    assert r0["trials"] == r1["trials"] and sum(map(len, r0["trials"])) >= 2
+    assert r0["weights"] == r1["weights"]  # DDP replicas stayed identical
+
+
+# ----------------------------------------------------------------------------- killed and resumed
+
+RUN_JOB = """
+import sys, torch
+from asymptote.dist import DistEnv
+from asymptote.job import TrainJob, run_job
+torch.set_num_threads(1)
+run_job(TrainJob.model_validate_json(sys.stdin.read()), DistEnv(), lambda r: None)
+"""
+KILL_DRIVER = {"kind": "autolrs", "min_lr": 1e-3, "max_lr": 3e-2, "trials": 3, "trial_steps": 20, "stage_steps": 40,
+               "max_stage_steps": 400}
+
+
+def _checkpointed_state(store: Store, job) -> dict | None:
+    """The controller state in the latest committed checkpoint (None before the first)."""
+    folder = StoreCheckpoints(store, job, DistEnv()).latest()
+    return None if folder is None else load_state(folder / STATE)["extra"].get("autolrs")
+
+
+def _mid_stage(state: dict | None) -> bool:
+    trials = state["stages"][-1]["trials"] if state and state["stages"] else []
+    return state is not None and state["phase"] == "search" and 0 < len(trials) < KILL_DRIVER["trials"]
+
+
+def _kill_mid_stage(job, store: Store, timeout: float = 240) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", RUN_JOB], stdin=subprocess.PIPE, text=True)
+    proc.stdin.write(job.model_dump_json())
+    proc.stdin.close()
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if _mid_stage(_checkpointed_state(store, job)):
+                    return
+            except (OSError, RuntimeError):  # a checkpoint being rewritten right now
+                pass
+            time.sleep(0.02)
+        pytest.fail("the job finished or timed out before a mid-stage checkpoint was seen")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_stage_resumes_at_the_same_stage_and_trial(tmp_path):
+    torch.set_num_threads(1)
+    ref_store, store = Store(str(tmp_path / "straight")), Store(str(tmp_path / "killed"))
+    straight = run_job(_job(ref_store, driver=KILL_DRIVER), DistEnv(), lambda r: None)
+    job = _job(store, driver=KILL_DRIVER)
+    _kill_mid_stage(job, store)
+    at_kill = _checkpointed_state(store, job)
+    assert _mid_stage(at_kill) and not store.has(job.run_rel)
+    resumed = run_job(job, DistEnv(), lambda r: None)
+    assert resumed["resumed"]
+    a = store.read_json(trace_rel(job.run_rel), TRACE)["state"]
+    b = ref_store.read_json(trace_rel(job.run_rel), TRACE)["state"]
+    done = at_kill["stages"][-1]["trials"]
+    assert a["stages"][len(at_kill["stages"]) - 1]["trials"][: len(done)] == done  # kept, not re-run
+    assert a == b  # the same trials, scores, choices and schedule as the run never killed
+    assert resumed["val_loss"] == straight["val_loss"]

@@ -1,0 +1,456 @@
+"""AutoLRS (Jin et al., ICLR 2021): the learning-rate schedule found on the fly by Bayesian optimisation.
+
+Training runs in stages. A stage starts from a snapshot of the whole training state (model, optimizer,
+data position, RNG). k trials each train tau' steps from the snapshot at a learning rate proposed by a
+fresh Bayesian optimiser over log-LR in [min_lr, max_lr], record their loss curve, forecast the loss it
+leads to at step tau (asymptote.forecast) and go back to the snapshot. The tried LR with the lowest
+forecast then trains tau steps for real. After each stage tau' and tau double while tau' < tau_max/10;
+from then on trials are long enough to be scored on validation loss instead of training loss.
+
+This module holds the controller (every decision, as plain serialisable state) and the loop that drives
+any trainer with `train_step / evaluate / snapshot / restore`. It imports neither Ray nor Prefect; the
+Ray Train side (broadcasts, store checkpoints) is `autolrs_driver.py`.
+
+CPU-scale defaults. The paper's constants (k=10, tau'=100, tau=1000, tau_max=8000) suit runs of tens of
+thousands of steps; a CPU run has hundreds to a few thousand, so the defaults here are k=4, tau'=20,
+tau=200, tau_max=1600: the same ratio tau/tau' = 10 and the same number of doublings (three).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+from threadpoolctl import threadpool_limits
+
+from asymptote.config import Section
+from asymptote.forecast import MIN_POINTS, forecast
+
+# ----------------------------------------------------------------------------- options
+
+
+class AutoLRSOptions(Section):
+    """AutoLRS settings; in a TrainJob they live in `driver = {"kind": "autolrs", ...these fields}`."""
+
+    kind: Literal["autolrs"] = "autolrs"
+    """Driver name (always `autolrs`)."""
+    min_lr: float | None = Field(None, gt=0, le=10)
+    """Lower end of the searched learning rates; None (with max_lr None): from the Step Law prior."""
+    max_lr: float | None = Field(None, gt=0, le=10)
+    """Upper end of the searched learning rates; None (with min_lr None): from the Step Law prior."""
+    trials: int = Field(4, ge=2, le=100)
+    """k: learning rates tried per stage (paper: 10; CPU default 4)."""
+    trial_steps: int = Field(20, ge=MIN_POINTS)
+    """tau': steps of each trial in the first stage (paper: 100; CPU default 20)."""
+    stage_steps: int = Field(200, ge=1)
+    """tau: steps trained at the chosen LR in the first stage, and the forecast horizon (paper: 1000)."""
+    max_stage_steps: int = Field(1600, ge=1)
+    """tau_max: tau' and tau double after each stage while tau' < tau_max/10 (paper: 8000)."""
+    backend: Literal["bayes_opt", "optuna_gp", "optuna_tpe"] = "bayes_opt"
+    """Proposer of trial LRs: `bayes_opt` (GP, Matern 2.5, LCB with large kappa, as the paper), or
+    Optuna's GP sampler (log expected improvement) or TPE sampler."""
+    kappa: float = Field(1e5, gt=0)
+    """LCB exploration weight for `bayes_opt`; very large means nearly pure exploration, as the paper."""
+    val_points: int = Field(16, ge=MIN_POINTS)
+    """Validation evaluations per trial once trials are scored on validation loss (paper: 16)."""
+    val_windows: int | None = Field(None, ge=1)
+    """Validation windows per trial evaluation (None: train.eval_windows)."""
+    warmup_steps: int | None = Field(None, ge=0)
+    """Linear warmup before the first stage (None: train.warmup_steps)."""
+    warmup_lr: float | None = Field(None, gt=0, le=10)
+    """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
+    seed: int = 0
+    """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoLRSOptions":
+        if (self.min_lr is None) != (self.max_lr is None):
+            raise ValueError(f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
+                             "(neither: the range comes from the Step Law prior)")
+        if self.min_lr is not None and self.min_lr >= self.max_lr:
+            raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
+        if self.trial_steps >= self.stage_steps:
+            raise ValueError(f"trial_steps={self.trial_steps} must be below stage_steps={self.stage_steps} "
+                             "(trials are short looks ahead of a longer stage)")
+        if self.max_stage_steps < self.stage_steps:
+            raise ValueError(f"max_stage_steps={self.max_stage_steps} must be at least stage_steps={self.stage_steps}")
+        return self
+
+
+def step_law_lr(non_embedding_params: int, tokens: int) -> float:
+    """Step Law optimum (Predictable Scale, 2025): lr = 1.79 N^-0.713 D^0.307.
+
+    Fitted on models of 60M-1B parameters and billions of tokens; at CPU scale (~1e5 parameters,
+    ~1e6 tokens) it is an extrapolation, which is why only a wide range around it is used as a prior.
+    """
+    if non_embedding_params < 1 or tokens < 1:
+        raise ValueError(f"Step Law needs N >= 1 and D >= 1, got N={non_embedding_params}, D={tokens}")
+    return 1.79 * non_embedding_params ** -0.713 * tokens ** 0.307
+
+
+def search_range(options: AutoLRSOptions, non_embedding_params: int, tokens: int) -> tuple[float, float]:
+    """[min_lr, max_lr]: the user's, else [lr/10, 10 lr] around the Step Law optimum (capped at 10)."""
+    if options.min_lr is not None:
+        return options.min_lr, options.max_lr
+    lr = step_law_lr(non_embedding_params, tokens)
+    return lr / 10, min(10 * lr, 10.0)
+
+
+# ----------------------------------------------------------------------------- proposers
+
+Seen = list[tuple[float, float]]  # (log lr, score) of the stage's finished trials
+
+
+def propose_bayes_opt(bounds: tuple[float, float], seen: Seen, seed: int, options: AutoLRSOptions) -> float:
+    """The paper's proposer: GP (Matern 2.5) + LCB on the forecast loss, i.e. UCB on its negative.
+
+    The kernel's length scale is kept above 1/20 of the range: with a handful of points, maximum
+    likelihood may otherwise shrink it until the GP is uncertain everywhere but on the points
+    themselves, and pure exploration then proposes near-duplicates.
+    """
+    from bayes_opt import BayesianOptimization, UtilityFunction
+    from sklearn.gaussian_process.kernels import Matern
+
+    width = bounds[1] - bounds[0]
+    opt = BayesianOptimization(f=None, pbounds={"log_lr": bounds}, random_state=seed, verbose=0,
+                               allow_duplicate_points=True)
+    opt.set_gp_params(kernel=Matern(nu=2.5, length_scale=width / 4, length_scale_bounds=(width / 20, 10 * width)))
+    for x, y in seen:
+        opt.register(params={"log_lr": x}, target=-y)
+    with warnings.catch_warnings(), threadpool_limits(1):  # tiny matrices: BLAS threads only contend
+        warnings.simplefilter("ignore")
+        return float(opt.suggest(UtilityFunction(kind="ucb", kappa=options.kappa))["log_lr"])
+
+
+def _propose_optuna(sampler: str) -> Callable[..., float]:
+    def propose(bounds: tuple[float, float], seen: Seen, seed: int, options: AutoLRSOptions) -> float:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        make = optuna.samplers.GPSampler if sampler == "gp" else optuna.samplers.TPESampler
+        dist = {"log_lr": optuna.distributions.FloatDistribution(*bounds)}
+        study = optuna.create_study(direction="minimize", sampler=make(seed=seed, n_startup_trials=1))
+        for x, y in seen:
+            study.add_trial(optuna.trial.create_trial(params={"log_lr": x}, distributions=dist, value=y))
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")  # experimental-feature notices
+            return float(study.ask(dist).params["log_lr"])
+
+    return propose
+
+
+PROPOSERS: dict[str, Callable[[tuple[float, float], Seen, int, AutoLRSOptions], float]] = {
+    "bayes_opt": propose_bayes_opt,
+    "optuna_gp": _propose_optuna("gp"),
+    "optuna_tpe": _propose_optuna("tpe"),
+}
+
+
+def proposal_seed(seed: int, stage: int, trial: int) -> int:
+    """A seed that depends only on (seed, stage, trial): a resumed stage proposes the same LRs."""
+    return int(np.random.SeedSequence([seed, stage, trial]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class Trial(BaseModel):
+    lr: float
+    score: float | None = None
+    """Forecast loss at the stage's horizon (None while the trial runs)."""
+    steps: list[int] = Field(default_factory=list)
+    """Offsets from the stage start of the recorded losses."""
+    losses: list[float] = Field(default_factory=list)
+    """Training loss per step, or validation loss every few steps in validation mode."""
+
+
+class Stage(BaseModel):
+    index: int
+    start_step: int
+    trial_steps: int
+    """tau' of this stage."""
+    stage_steps: int
+    """Steps trained at the chosen LR (tau, cut at the end of the run); also the forecast horizon."""
+    validation: bool
+    """Trials scored on validation loss instead of training loss."""
+    start_loss: float | None = None
+    trials: list[Trial] = Field(default_factory=list)
+    lr: float | None = None
+    """The chosen learning rate."""
+
+    @property
+    def end_step(self) -> int:
+        return self.start_step + self.stage_steps
+
+
+class AutoLRSState(BaseModel):
+    """Everything AutoLRS decided and saw so far; JSON-serialisable, saved in every checkpoint."""
+
+    phase: Literal["warmup", "search", "exploit", "done"] = "warmup"
+    min_lr: float
+    max_lr: float
+    trial_steps: int
+    stage_steps: int
+    stages: list[Stage] = Field(default_factory=list)
+    lrs: list[float] = Field(default_factory=list)
+    """Learning rate of every step of the run (trials excluded): the found schedule."""
+    losses: list[float] = Field(default_factory=list)
+    """Training loss of every step of the run (trials excluded)."""
+    trial_steps_spent: int = 0
+    """Optimiser steps spent in trials: the search's cost on top of the schedule's own steps."""
+
+
+# ----------------------------------------------------------------------------- controller
+
+
+class AutoLRS:
+    """The decisions of AutoLRS as methods on a serialisable state; no training happens here."""
+
+    def __init__(self, options: AutoLRSOptions, state: AutoLRSState):
+        self.options, self.state = options, state
+
+    @classmethod
+    def start(cls, options: AutoLRSOptions, lr_range: tuple[float, float]) -> "AutoLRS":
+        state = AutoLRSState(min_lr=lr_range[0], max_lr=lr_range[1], trial_steps=options.trial_steps,
+                             stage_steps=options.stage_steps)
+        return cls(options, state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state.model_dump()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = AutoLRSState.model_validate(state)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def stage(self) -> Stage:
+        return self.state.stages[-1]
+
+    @property
+    def warmup_lr(self) -> float:
+        return self.options.warmup_lr or math.sqrt(self.state.min_lr * self.state.max_lr)
+
+    @property
+    def validation_mode(self) -> bool:
+        return self.state.trial_steps >= self.options.max_stage_steps / 10
+
+    def pending_trial(self) -> Trial | None:
+        trials = self.stage.trials
+        return trials[-1] if trials and trials[-1].score is None else None
+
+    def recent_loss(self, n: int = 10) -> float | None:
+        tail = [x for x in self.state.losses[-n:] if math.isfinite(x)]
+        return float(np.mean(tail)) if tail else None
+
+    # ------------------------------------------------------------------ decisions
+
+    def begin_stage(self, step: int, total: int, start_loss: float | None) -> None:
+        """Open the next stage at `step`; with too little left for a search, keep the last LR to the end."""
+        remaining = total - step
+        if remaining <= 0:
+            self.state.phase = "done"
+            return
+        s = self.state
+        stage = Stage(index=len(s.stages), start_step=step, trial_steps=s.trial_steps,
+                      stage_steps=min(s.stage_steps, remaining), validation=self.validation_mode,
+                      start_loss=start_loss)
+        if remaining <= s.trial_steps:  # trials longer than what is left cannot pay off
+            stage.lr = s.stages[-1].lr if s.stages else self.warmup_lr
+        s.stages.append(stage)
+        s.phase = "exploit" if stage.lr is not None else "search"
+
+    def propose(self) -> None:
+        """Open the stage's next trial at an LR from a fresh optimiser fed this stage's scores."""
+        if self.pending_trial() is not None:  # resumed mid-trial: run the same LR again
+            return
+        stage = self.stage
+        seen = [(math.log(t.lr), t.score) for t in stage.trials]
+        bounds = (math.log(self.state.min_lr), math.log(self.state.max_lr))
+        seed = proposal_seed(self.options.seed, stage.index, len(seen))
+        log_lr = PROPOSERS[self.options.backend](bounds, seen, seed, self.options)
+        lr = min(max(math.exp(log_lr), self.state.min_lr), self.state.max_lr)  # exp(log(x)) may round past x
+        stage.trials.append(Trial(lr=lr))
+
+    def trials_done(self) -> bool:
+        return self.pending_trial() is None and len(self.stage.trials) >= self.options.trials
+
+    def score(self, ran: int, steps: list[int], losses: list[float]) -> None:
+        """Score the pending trial (which ran `ran` steps) by its forecast loss at the stage horizon."""
+        trial = self.pending_trial()
+        trial.steps, trial.losses = list(steps), list(losses)
+        trial.score = trial_score(self.stage, steps, losses)
+        self.state.trial_steps_spent += ran
+
+    def choose(self) -> None:
+        """The tried LR with the lowest forecast trains the stage."""
+        stage = self.stage
+        best = min(stage.trials, key=lambda t: t.score)
+        stage.lr = best.lr
+        self.state.phase = "exploit"
+
+    def end_stage(self, total: int, start_loss: float | None) -> None:
+        """Grow tau' and tau (while tau' < tau_max/10) and open the next stage."""
+        s = self.state
+        if s.trial_steps < self.options.max_stage_steps / 10:
+            s.trial_steps, s.stage_steps = 2 * s.trial_steps, 2 * s.stage_steps
+        self.begin_stage(self.stage.end_step, total, start_loss)
+
+
+def penalty(stage: Stage, losses: list[float]) -> float:
+    """Score of a trial that diverged or cannot be forecast: worse than where the stage started."""
+    ref = stage.start_loss if stage.start_loss is not None else next((x for x in losses if math.isfinite(x)), 10.0)
+    return 2 * abs(ref) + 1.0
+
+
+def trial_score(stage: Stage, steps: list[int], losses: list[float]) -> float:
+    """Forecast loss at the horizon, clipped to [0, penalty]; the penalty for diverged or unfittable curves."""
+    bad = penalty(stage, losses)
+    if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
+        return bad
+    if stage.validation and stage.start_loss is not None and max(losses) >= stage.start_loss:
+        return float(losses[-1])  # a curve that rose above the start misleads the fit; take it as it is
+    try:
+        value = forecast(steps, losses, horizon=stage.stage_steps, validation=stage.validation)
+    except (ValueError, np.linalg.LinAlgError):
+        return bad
+    return float(min(max(value, 0.0), bad)) if math.isfinite(value) else bad
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+
+class Trainable(Protocol):
+    """What the loop needs of a trainer (asymptote.trainer.Trainer has it)."""
+
+    step: int
+    extra: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+    def train_step(self, lr: float) -> Any: ...
+    def evaluate(self, max_windows: int | None = None) -> float: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def restore(self, snap: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopIO:
+    """How the loop talks to its surroundings; the defaults suit one process without a store."""
+
+    mean: Callable[[Any], float] = float
+    """Loss of a step averaged over ranks."""
+    decide: Callable[["AutoLRS", Callable[[], None]], None] = lambda ctl, fn: fn()
+    """Run a decision (on rank 0 only, then share the state, under DDP)."""
+    save: Callable[[], None] = lambda: None
+    """Write a resumable checkpoint of the trainer (its `extra` already holds the controller state)."""
+    report: Callable[[dict[str, Any]], None] = lambda record: None
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 500
+    eval_windows: int = 256
+    val_windows: int = 256
+    tokens_per_step: int = 0
+    window: list[float] = field(default_factory=list)
+
+
+def _save(ctl: AutoLRS, trainer: Trainable, io: LoopIO) -> None:
+    trainer.extra["autolrs"] = ctl.state_dict()
+    io.save()
+
+
+def _record_step(ctl: AutoLRS, trainer: Trainable, io: LoopIO, lr: float, loss: float, total: int) -> None:
+    """Book one step of the run proper (not a trial): schedule, loss, periodic metrics and checkpoints."""
+    ctl.state.lrs.append(lr)
+    ctl.state.losses.append(loss)
+    io.window.append(loss)
+    step, last = trainer.step, trainer.step == total
+    if step % io.log_every == 0 or step % io.eval_every == 0 or last:
+        record = {"step": step, "total_steps": total, "lr": lr, "train_loss": float(np.mean(io.window)),
+                  "tokens": step * io.tokens_per_step, "phase": ctl.state.phase,
+                  "stage": len(ctl.state.stages) - 1, "trial_steps_spent": ctl.state.trial_steps_spent}
+        if step % io.eval_every == 0 or last:
+            record["val_loss"] = trainer.evaluate(max_windows=None if last else io.eval_windows)
+        io.window.clear()
+        trainer.metrics.append(record)
+        io.report(record)
+    boundary = ctl.state.phase == "exploit" and step == ctl.stage.end_step  # saved by the stage's end anyway
+    if step % io.checkpoint_every == 0 and not boundary:
+        _save(ctl, trainer, io)
+
+
+def _start_loss(ctl: AutoLRS, trainer: Trainable, io: LoopIO) -> float | None:
+    """The level a stage starts from: validation loss when trials are scored on it, else recent training loss."""
+    return trainer.evaluate(max_windows=io.val_windows) if ctl.validation_mode else ctl.recent_loss()
+
+
+def _warmup(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
+    n = ctl.options.warmup_steps or 0
+    while trainer.step < min(n, total):
+        lr = ctl.warmup_lr * (trainer.step + 1) / n
+        _record_step(ctl, trainer, io, lr, io.mean(trainer.train_step(lr)), total)
+    start = _start_loss(ctl, trainer, io)
+    io.decide(ctl, lambda: ctl.begin_stage(trainer.step, total, start))
+    _save(ctl, trainer, io)
+
+
+def _run_trial(ctl: AutoLRS, trainer: Trainable, io: LoopIO) -> tuple[int, list[int], list[float]]:
+    """Train tau' steps at the pending trial's LR (fewer once the loss is not finite).
+
+    Returns (steps run, offsets of the recorded losses, the losses)."""
+    stage, lr = ctl.stage, ctl.pending_trial().lr
+    every = max(1, stage.trial_steps // ctl.options.val_points)
+    steps, losses = [], []
+    for i in range(stage.trial_steps):
+        loss = io.mean(trainer.train_step(lr))
+        if not math.isfinite(loss):
+            return i + 1, steps + [i], losses + [loss]
+        if not stage.validation:
+            steps.append(i)
+            losses.append(loss)
+        elif (i + 1) % every == 0:
+            steps.append(i + 1)
+            losses.append(trainer.evaluate(max_windows=io.val_windows))
+    return stage.trial_steps, steps, losses
+
+
+def _search(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
+    """Run the stage's remaining trials from one snapshot, checkpointing after each; then choose."""
+    snap = trainer.snapshot()
+    while not ctl.trials_done():
+        io.decide(ctl, ctl.propose)
+        ran, steps, losses = _run_trial(ctl, trainer, io)
+        io.decide(ctl, lambda: ctl.score(ran, steps, losses))
+        trainer.restore(snap)
+        trial = ctl.stage.trials[-1]
+        io.report({"step": trainer.step, "total_steps": total, "stage": ctl.stage.index,
+                   "trial": len(ctl.stage.trials), "trial_lr": trial.lr, "trial_score": trial.score})
+        _save(ctl, trainer, io)
+    io.decide(ctl, ctl.choose)
+
+
+def _exploit(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
+    stage = ctl.stage
+    while trainer.step < stage.end_step:
+        _record_step(ctl, trainer, io, stage.lr, io.mean(trainer.train_step(stage.lr)), total)
+    start = _start_loss(ctl, trainer, io) if trainer.step < total else None
+    io.decide(ctl, lambda: ctl.end_stage(total, start))
+    _save(ctl, trainer, io)
+
+
+PHASES: dict[str, Callable[[AutoLRS, Trainable, int, LoopIO], None]] = {
+    "warmup": _warmup,
+    "search": _search,
+    "exploit": _exploit,
+}
+
+
+def drive(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO | None = None) -> AutoLRSState:
+    """Train to `total` steps of the run proper (trial steps come on top) from wherever ctl and trainer are."""
+    io = io or LoopIO()
+    while ctl.state.phase != "done":
+        PHASES[ctl.state.phase](ctl, trainer, total, io)
+    return ctl.state

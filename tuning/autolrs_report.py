@@ -1,0 +1,67 @@
+"""The schedule AutoLRS found, as a replayable document and a plot.
+
+`schedule_document` turns a run's AutoLRS trace into the JSON that `train.schedule=replay` plays back
+(key "lrs": one learning rate per step) plus what explains it: per-step losses, validation points,
+every stage with the LRs it tried, their forecasts and the one it chose. `plot_schedule` draws LR and
+loss over steps with each stage's tried LRs. Pure: no Ray, no Prefect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
+    return {"index": stage["index"], "start_step": stage["start_step"], "steps": stage["stage_steps"],
+            "trial_steps": stage["trial_steps"], "scored_on": "validation" if stage["validation"] else "train",
+            "lr": stage["lr"], "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]]}
+
+
+def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
+    """The replayable schedule: {"lrs": [...per step], "losses", "val", "stages", "chosen_lrs", ...}."""
+    state = trace["state"]
+    stages = [_stage_row(s) for s in state["stages"]]
+    val = [[m["step"], m["val_loss"]] for m in trace["metrics"] if m.get("val_loss") is not None]
+    return {"lrs": state["lrs"], "losses": state["losses"], "val": val, "stages": stages,
+            "chosen_lrs": [s["lr"] for s in stages], "search_range": [state["min_lr"], state["max_lr"]],
+            "total_steps": trace["total_steps"], "trial_steps_spent": state["trial_steps_spent"],
+            "final_val_loss": val[-1][1] if val else None, "run": run_uri, "options": trace["options"]}
+
+
+def _smooth(values: list[float], window: int = 20) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    if len(v) < window:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
+def plot_schedule(doc: dict[str, Any], path: str | Path, title: str = "AutoLRS") -> None:
+    """Top: LR per step (log scale) and every trial's LR at its stage start. Bottom: train and val loss."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), dpi=110, sharex=True)
+    steps = np.arange(len(doc["lrs"]))
+    top.plot(steps, doc["lrs"], lw=1.4, label="schedule")
+    for s in doc["stages"]:
+        tried = [t["lr"] for t in s["trials"]]
+        top.scatter([s["start_step"]] * len(tried), tried, marker="x", s=18, color="grey",
+                    label="tried" if s["index"] == 0 and tried else None)
+        top.axvline(s["start_step"], color="grey", lw=0.5, alpha=0.5)
+    top.set(yscale="log", ylabel="learning rate", title=title)
+    window = min(20, max(1, len(doc["losses"]) // 10))
+    smooth = _smooth(doc["losses"], window)
+    bottom.plot(np.arange(len(smooth)) + window - 1, smooth, lw=1.2, label=f"train (mean of {window})")
+    if doc["val"]:
+        bottom.plot(*zip(*doc["val"]), "o-", ms=3, label="validation")
+    bottom.set(xlabel="step (trial steps not shown)", ylabel="loss (nats/token)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
