@@ -1,0 +1,58 @@
+"""Prefect task for AutoLRS: commit the schedule a run found as its own, replayable artifact.
+
+The AutoLRS run itself is an ordinary TrainJob (driver "autolrs") trained by tasks.pretrain.train.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from pydantic import BaseModel
+
+from asymptote.config import stable_hash
+from asymptote.infra.storage import Store
+from asymptote.refs import RunRef
+from asymptote.tasks.caching import cached
+from asymptote.tuning.autolrs_driver import TRACE, trace_rel
+from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
+
+SCHEDULE = "schedule.json"
+PLOT = "schedule.png"
+
+
+class ScheduleRef(BaseModel):
+    """A found schedule in the store: replay it with train.schedule=replay, train.schedule_file=`uri`."""
+
+    rel: str
+    uri: str
+    """URI of schedule.json (what train.schedule_file takes)."""
+    plot_uri: str
+    steps: int
+    trial_steps: int
+    chosen_lrs: list[float]
+    final_val_loss: float | None
+
+
+def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
+    return ScheduleRef(rel=rel, uri=store.uri(rel, SCHEDULE), plot_uri=store.uri(rel, PLOT), steps=len(doc["lrs"]),
+                       trial_steps=doc["trial_steps_spent"], chosen_lrs=doc["chosen_lrs"],
+                       final_val_loss=doc["final_val_loss"])
+
+
+@task(name="autolrs-schedule", retries=1, retry_delay_seconds=5)
+def publish_schedule_task(store: Store, run: RunRef, key: str) -> ScheduleRef:
+    rel = f"schedules/{run.key}"
+    trace = store.read_json(trace_rel(run.rel), TRACE)
+    doc = schedule_document(trace, run.uri)
+    with store.writer(rel, kind="schedule", meta={"run": run.rel, "steps": len(doc["lrs"])}) as d:
+        (d / SCHEDULE).write_text(json.dumps(doc))
+        plot_schedule(doc, Path(d) / PLOT, title=f"AutoLRS: {run.name} ({run.key})")
+    return schedule_ref(store, rel, doc)
+
+
+def publish_schedule(store: Store, run: RunRef, refresh: bool = False) -> ScheduleRef:
+    """schedules/<run key>: schedule.json (key "lrs" + stages, trials, losses) and schedule.png."""
+    key = stable_hash({"run": run.rel, "what": "autolrs-schedule"})
+    return cached(publish_schedule_task, store, refresh)(store, run, key=key)

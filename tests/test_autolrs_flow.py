@@ -1,0 +1,63 @@
+"""The AutoLRS flow end to end on real local Ray and a real Prefect API: find, commit, replay, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from asymptote.flows.autolrs import AutoLRSFlowConfig, autolrs, main_step, replay_config
+from asymptote.flows.pretrain import pretrain
+
+
+def _tiny(store_uri: str) -> AutoLRSFlowConfig:
+    return AutoLRSFlowConfig.model_validate({
+        "name": "tiny-autolrs", "model": {"preset": "cpu-0.1m"}, "data": {"max_train_tokens": 50_000},
+        "train": {"max_steps": 60, "batch_size": 8, "warmup_steps": 4, "eval_every": 30, "eval_windows": 16,
+                  "log_every": 10, "checkpoint_every": 30},
+        "autolrs": {"trials": 2, "trial_steps": 6, "stage_steps": 25, "max_stage_steps": 400, "backend": "optuna_tpe"},
+        "store": {"uri": store_uri},
+    })
+
+
+@pytest.mark.slow
+def test_flow_finds_commits_and_replays_the_schedule(ray_local, prefect_api, store_uri, store):
+    cfg = _tiny(store_uri)
+    res = autolrs(cfg)
+    doc = store.read_json(res.schedule.rel, "schedule.json")
+    assert len(doc["lrs"]) == res.run.summary["steps"] == res.schedule.steps == 60
+    assert doc["chosen_lrs"] == [s["lr"] for s in doc["stages"]] == res.schedule.chosen_lrs
+    assert len(doc["stages"][0]["trials"]) == 2 and res.schedule.trial_steps == 2 * 6 + 2 * 12
+    assert {"schedule.json", "schedule.png"} <= set(store.manifest(res.schedule.rel).files)
+    assert res.val_loss == doc["final_val_loss"] < 5.0
+
+    # Replayed as a fixed schedule in an ordinary training config, it retraces the AutoLRS run exactly:
+    # trials restored data position, optimizer state and RNG, so only the chosen steps left a mark.
+    replay = pretrain(replay_config(cfg, res.schedule.uri))
+    assert replay.run.key != res.run.key and replay.run.summary["val_loss"] == res.val_loss
+
+    again = main_step(cfg)  # the main job's step: cached run, quick
+    assert again.result.run.key == res.run.key
+    assert again.markdown.startswith("## AutoLRS") and "](autolrs-schedule.png)" in again.markdown
+    assert again.files["autolrs-schedule.png"][:4] == b"\x89PNG"
+    assert again.figures["steps"] == 60 and again.figures["schedule_uri"] == res.schedule.uri
+
+
+def test_cli_refuses_a_bad_option_naming_the_field(store_uri):
+    from asymptote.cli import app
+
+    out = CliRunner().invoke(app, ["autolrs", "--store", store_uri, "--set", "autolrs.trials=1"])
+    assert out.exit_code == 2 and "autolrs.trials" in out.output
+
+
+def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_uri):
+    from asymptote.cli import app
+
+    sets = ["data.max_train_tokens=50000", "train.max_steps=40", "train.batch_size=8", "train.eval_windows=16",
+            "autolrs.trials=2", "autolrs.trial_steps=6", "autolrs.stage_steps=25", "autolrs.backend=optuna_tpe"]
+    out = CliRunner().invoke(app, ["autolrs", "-r", "autolrs-tiny", "--store", store_uri, "--json",
+                                   *[a for s in sets for a in ("--set", s)]])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 40 and summary["schedule_uri"].endswith("schedule.json")
