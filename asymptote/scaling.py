@@ -1,0 +1,210 @@
+"""The data-constrained recipe of "Pre-training under infinite compute" (Kim, Kotha, Liang, Hashimoto 2025),
+as pure logic: the hyper-parameter grid, certified coordinate descent, the ensemble member recipe and
+the checks a study reports. No Ray, no Prefect: flows and Tune searchers drive these objects.
+
+Coordinate descent walks a grid of (learning rate, weight decay, epochs). From a start point it runs
+every one-step neighbour of the best point so far along the tuned axes, moves to the best, and stops
+when the best point's neighbours have all been run and none is better: the point is then
+*certified*. At a grid edge a neighbour that does not exist is not required. The standard recipe
+fixes weight decay (0.1 in the paper) and tunes learning rate and epochs; the regularized recipe
+tunes weight decay too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+from pydantic import Field, field_validator
+
+from asymptote.config import DataConfig, ModelConfig, Section, TrainConfig
+from asymptote.job import TrainJob, make_job
+
+AXES = ("epochs", "lr", "weight_decay")
+# Recipe name -> the axes its search tunes (the others stay at the start point's values).
+RECIPES: dict[str, tuple[str, ...]] = {
+    "standard": ("epochs", "lr"),
+    "regularized": ("epochs", "lr", "weight_decay"),
+}
+
+
+def _increasing(name: str, values: list[float], positive: bool) -> list[float]:
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}={values} must be strictly increasing (neighbours are adjacent entries)")
+    if values[0] < 0 or (positive and values[0] == 0):
+        raise ValueError(f"{name}={values} must be {'> 0' if positive else '>= 0'}")
+    return values
+
+
+class SearchGrid(Section):
+    """The values coordinate descent may visit; neighbours are adjacent entries. Defaults: the paper's grid."""
+
+    lr: list[float] = Field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
+    """Peak learning rates, increasing."""
+    weight_decay: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4])
+    """AdamW weight decays, increasing."""
+    epochs: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    """Passes over the token budget, increasing."""
+
+    @field_validator("lr", "epochs")
+    @classmethod
+    def _positive(cls, v: list[float], info) -> list[float]:
+        return _increasing(info.field_name, v, positive=True)
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _non_negative(cls, v: list[float], info) -> list[float]:
+        return _increasing(info.field_name, v, positive=False)
+
+    def size(self, axes: Sequence[str]) -> int:
+        return math.prod(len(getattr(self, a)) for a in axes)
+
+
+class Point(NamedTuple):
+    """One setting of the searched hyper-parameters."""
+
+    lr: float
+    weight_decay: float
+    epochs: float
+
+    def label(self) -> str:
+        return f"lr={self.lr:g} wd={self.weight_decay:g} ep={self.epochs:g}"
+
+
+def on_grid(point: Point, grid: SearchGrid, axes: Iterable[str]) -> None:
+    """Raise a ValueError naming the axis when a tuned coordinate is not a grid value."""
+    for axis in axes:
+        if getattr(point, axis) not in getattr(grid, axis):
+            raise ValueError(f"start {axis}={getattr(point, axis)} is not on the grid {getattr(grid, axis)}; "
+                             f"pick one of those values or add it to grid.{axis}")
+
+
+def neighbours(point: Point, grid: SearchGrid, axes: Iterable[str]) -> list[Point]:
+    """The one-step neighbours along the tuned axes that exist on the grid (edge-aware)."""
+    out = []
+    for axis in axes:
+        values = getattr(grid, axis)
+        i = values.index(getattr(point, axis))
+        out += [point._replace(**{axis: values[j]}) for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return out
+
+
+def _loss(value: float) -> float:
+    return value if math.isfinite(value) else math.inf  # a diverged run is worse than any finite one
+
+
+def certified(point: Point, results: dict[Point, float], grid: SearchGrid, axes: Iterable[str]) -> bool:
+    """True when the point and all its grid neighbours were run and no neighbour is better."""
+    if point not in results:
+        return False
+    here = _loss(results[point])
+    near = neighbours(point, grid, axes)
+    return all(n in results for n in near) and all(_loss(results[n]) >= here for n in near)
+
+
+@dataclass
+class CoordinateDescent:
+    """A certified coordinate descent over a grid; `pending()` says which points to run next."""
+
+    grid: SearchGrid
+    axes: tuple[str, ...]
+    start: Point
+    results: dict[Point, float] = field(default_factory=dict)
+    max_runs: int | None = None
+
+    def __post_init__(self):
+        unknown = set(self.axes) - set(AXES)
+        if unknown:
+            raise ValueError(f"axes {sorted(unknown)}: unknown; allowed: {', '.join(AXES)}")
+        on_grid(self.start, self.grid, self.axes)
+
+    def record(self, point: Point, loss: float) -> None:
+        self.results[point] = float(loss)
+
+    def best(self) -> Point | None:
+        """The lowest loss so far; ties go to the earliest recorded point (deterministic)."""
+        if not self.results:
+            return None
+        return min(self.results, key=lambda p: _loss(self.results[p]))
+
+    def pending(self) -> list[Point]:
+        """Points to run next: the start, else the unrun neighbours of the best point."""
+        if self.exhausted:
+            return []
+        best = self.best()
+        if best is None:
+            return [self.start]
+        return [n for n in neighbours(best, self.grid, self.axes) if n not in self.results]
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_runs is not None and len(self.results) >= self.max_runs
+
+    @property
+    def certified(self) -> bool:
+        best = self.best()
+        return best is not None and certified(best, self.results, self.grid, self.axes)
+
+    @property
+    def done(self) -> bool:
+        return self.certified or self.exhausted
+
+
+# ----------------------------------------------------------------------------- runs at points
+
+
+def train_at(template: TrainConfig, point: Point, **extra) -> TrainConfig:
+    """The template's optimisation settings with the point's lr, weight decay and epochs (validated)."""
+    fields = {"lr": point.lr, "weight_decay": point.weight_decay, "epochs": point.epochs, "max_steps": None}
+    return TrainConfig.model_validate(template.model_dump() | fields | extra)
+
+
+def point_job(model: ModelConfig, data: DataConfig, data_artifact: str, template: TrainConfig, point: Point,
+              **volatile) -> TrainJob:
+    """The run at a grid point. Flows and Tune trials both build runs here, so equal points give equal
+    job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub)."""
+    return make_job(model=model, data=data, data_artifact=data_artifact, train=train_at(template, point), **volatile)
+
+
+def member_train(template: TrainConfig, best: Point, k: int, epoch_factor: float = 2.0,
+                 weight_decay_factor: float = 0.5) -> TrainConfig:
+    """Ensemble member k: the single-model optimum with epochs doubled and weight decay halved (the
+    paper's member recipe), and train_seed = data_seed = k so members differ in init and data order."""
+    if k < 1:
+        raise ValueError(f"member index k={k} must be >= 1")
+    point = Point(best.lr, best.weight_decay * weight_decay_factor, best.epochs * epoch_factor)
+    return train_at(template, point, train_seed=k, data_seed=k)
+
+
+def size_label(model: ModelConfig) -> str:
+    """A short name for a model shape: its preset, else its depth and width."""
+    return model.preset or f"L{model.n_layer}-d{model.d_model}"
+
+
+def param_count(model: ModelConfig) -> int:
+    """Parameters of the shape (all of them, tied embedding counted once), without allocating memory."""
+    import torch
+
+    from asymptote.model import Decoder, count_params
+
+    with torch.device("meta"):
+        return count_params(Decoder(model))
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def overfits(curve: dict[float, float], tol: float) -> bool:
+    """True when the loss at the most epochs is worse than the curve's best by more than tol."""
+    if len(curve) < 2:
+        raise ValueError(f"an epoch curve needs at least 2 points to show overfitting, got {len(curve)}")
+    last = curve[max(curve)]
+    return _loss(last) > min(_loss(v) for v in curve.values()) + tol
+
+
+def monotone_decreasing(values: Sequence[float], tol: float = 0.0) -> bool:
+    """True when every value is below the previous one by more than tol."""
+    return all(b < a - tol for a, b in zip(values, values[1:]))

@@ -1,0 +1,89 @@
+"""Power-law fits: known parameters come back from noisy synthetic curves, intervals cover them,
+bad input fails with a message that names the fix, and the data-efficiency inversion is exact."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from asymptote.fits import FitError, PowerLaw, data_multiplier, fit_power_law
+
+
+def noisy(law: PowerLaw, x, noise: float, seed: int) -> np.ndarray:
+    return law(x) + np.random.default_rng(seed).normal(0.0, noise, len(x))
+
+
+@pytest.mark.parametrize("truth, x", [
+    (PowerLaw(A=40.0, alpha=0.3, E=2.1), np.geomspace(1e5, 3e7, 7)),  # loss vs parameters
+    (PowerLaw(A=0.35, alpha=1.1, E=2.6), np.arange(1, 9)),  # loss vs ensemble members
+    (PowerLaw(A=120.0, alpha=0.45, E=1.9), np.geomspace(2e4, 2e6, 6)),  # loss vs tokens
+])
+def test_recovers_known_parameters_from_noisy_curves(truth, x):
+    fit = fit_power_law(x, noisy(truth, x, 0.002, seed=1), n_boot=400, seed=0)
+    assert fit.law.E == pytest.approx(truth.E, abs=0.03)
+    assert fit.law.alpha == pytest.approx(truth.alpha, rel=0.15)
+    assert fit.law.A == pytest.approx(truth.A, rel=0.6)  # A trades off against alpha; the curve is what matters
+    assert np.allclose(fit.law(x), truth(x), atol=0.01)
+    lo, hi = fit.ci["E"]
+    assert lo <= truth.E <= hi and lo < fit.law.E < hi
+
+
+def test_exact_three_points_need_sigma_and_then_cover_the_truth():
+    truth = PowerLaw(A=5.0, alpha=0.5, E=3.0)
+    x = np.array([1e4, 1e5, 1e6])
+    with pytest.raises(FitError, match="sigma"):
+        fit_power_law(x, truth(x), n_boot=50)
+    fit = fit_power_law(x, truth(x), sigma=0.01, n_boot=300)
+    assert (fit.law.A, fit.law.alpha, fit.law.E) == pytest.approx((5.0, 0.5, 3.0), rel=1e-4)
+    assert fit.ci["E"][0] < 3.0 < fit.ci["E"][1]
+
+
+def test_parameters_are_never_negative():
+    # A/x^alpha + E with A, alpha >= 0 cannot rise, so the best fit to rising points is their mean.
+    rising = fit_power_law([1, 2, 3, 4], [1.0, 1.5, 2.0, 2.5], n_boot=50)
+    assert rising.law.A >= 0 and rising.law.alpha >= 0 and rising.law.E >= 0
+    assert np.all(rising.samples >= 0)
+    assert rising.law(1) == pytest.approx(rising.law(4), abs=1e-6)
+    assert rising.law(2) == pytest.approx(1.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("x, y, match", [
+    ([1, 2], [3.0, 2.0], "at least 3"),
+    ([1, 1, 2, 2], [3.0, 3.0, 2.0, 2.0], "distinct"),
+    ([0, 1, 2], [3.0, 2.0, 1.0], "positive"),
+    ([1, 2, 3], [3.0, math.nan, 1.0], "finite"),
+])
+def test_bad_points_name_the_problem(x, y, match):
+    with pytest.raises(FitError, match=match):
+        fit_power_law(x, y, sigma=0.01, n_boot=10, what="regularized_N")
+
+
+def test_bootstrap_is_reproducible_with_its_seed():
+    x = np.geomspace(1e5, 1e7, 5)
+    y = noisy(PowerLaw(20.0, 0.25, 2.0), x, 0.003, seed=2)
+    a, b = fit_power_law(x, y, n_boot=100, seed=7), fit_power_law(x, y, n_boot=100, seed=7)
+    c = fit_power_law(x, y, n_boot=100, seed=8)
+    assert np.array_equal(a.samples, b.samples) and not np.array_equal(a.samples, c.samples)
+
+
+def test_inverse_and_data_multiplier_are_exact_on_a_known_law():
+    law = PowerLaw(A=30.0, alpha=0.4, E=2.2)
+    budgets = np.array([5e4, 1e5, 2e5, 4e5, 8e5])
+    fit = fit_power_law(budgets, law(budgets), sigma=0.002, n_boot=300)
+    assert law.inverse(law(3e5)) == pytest.approx(3e5, rel=1e-9)
+    target = fit.law(1e5 * 3.7)  # a loss the recipe reaches with 3.7x the base budget
+    m = data_multiplier(fit, target, base_budget=1e5)
+    assert m.value == pytest.approx(3.7, rel=1e-6) and m.reachable
+    assert m.ci[0] < 3.7 < m.ci[1]
+
+
+def test_targets_below_the_asymptote_are_unreachable():
+    law = PowerLaw(A=30.0, alpha=0.4, E=2.2)
+    budgets = np.geomspace(5e4, 8e5, 5)
+    fit = fit_power_law(budgets, law(budgets), sigma=0.002, n_boot=100)
+    m = data_multiplier(fit, 2.0, base_budget=1e5)
+    assert not m.reachable and math.isinf(m.value)
+    assert m.to_dict()["value"] is None and m.to_dict()["reachable"] is False
+    assert math.isinf(law.inverse(2.2))

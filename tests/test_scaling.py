@@ -1,0 +1,146 @@
+"""The pure recipe logic: grid neighbours, the certification rule, coordinate descent, the member
+recipe, run identity, the study's checks, and the analysis on synthetic measurements."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from asymptote.config import ConfigError, DataConfig, ModelConfig, TrainConfig, build
+from asymptote.fits import PowerLaw
+from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, certified, member_train,
+                               monotone_decreasing, neighbours, overfits, point_job)
+from asymptote.scaling_analysis import FitConfig, SizeData, StudyData, analyse
+
+GRID = SearchGrid()  # the paper's grid
+ALL = RECIPES["regularized"]
+
+
+def test_interior_point_has_six_neighbours_and_edges_fewer():
+    mid = Point(1e-3, 0.8, 8)
+    assert len(neighbours(mid, GRID, ALL)) == 6
+    assert set(neighbours(mid, GRID, ALL)) >= {Point(3e-4, 0.8, 8), Point(1e-3, 1.6, 8), Point(1e-3, 0.8, 16)}
+    corner = Point(1e-4, 0.0, 1)
+    assert sorted(neighbours(corner, GRID, ALL)) == sorted([Point(3e-4, 0.0, 1), Point(1e-4, 0.1, 1),
+                                                            Point(1e-4, 0.0, 2)])
+    assert len(neighbours(mid._replace(weight_decay=0.1), GRID, RECIPES["standard"])) == 4
+
+
+def test_certification_needs_every_existing_neighbour_run_and_none_better():
+    p = Point(1e-3, 0.8, 8)
+    results = {n: 3.0 for n in neighbours(p, GRID, ALL)} | {p: 2.9}
+    assert certified(p, results, GRID, ALL)
+    missing = dict(results)
+    missing.pop(Point(1e-3, 0.8, 16))
+    assert not certified(p, missing, GRID, ALL)
+    better = results | {Point(3e-3, 0.8, 8): 2.8}
+    assert not certified(p, better, GRID, ALL)
+    diverged = results | {Point(3e-3, 0.8, 8): math.nan}  # a NaN neighbour is worse, not better
+    assert certified(p, diverged, GRID, ALL)
+    edge = Point(3e-2, 6.4, 64)  # only three neighbours exist at this corner
+    assert certified(edge, {edge: 2.0} | {n: 2.5 for n in neighbours(edge, GRID, ALL)}, GRID, ALL)
+
+
+def bowl(p: Point) -> float:
+    """A smooth synthetic loss with its minimum at lr=1e-3, wd=1.6, epochs=16."""
+    return (2.0 + 0.1 * (math.log10(p.lr) + 3) ** 2 + 0.05 * math.log2((p.weight_decay + 0.05) / 1.65) ** 2
+            + 0.02 * math.log2(p.epochs / 16) ** 2)
+
+
+@pytest.mark.parametrize("recipe, expected", [("regularized", Point(1e-3, 1.6, 16)),
+                                              ("standard", Point(1e-3, 0.1, 16))])
+def test_descent_walks_to_the_optimum_and_certifies_it(recipe, expected):
+    cd = CoordinateDescent(GRID, RECIPES[recipe], Point(1e-2, 0.1, 1))
+    rounds = 0
+    while cd.pending():
+        for p in cd.pending():
+            cd.record(p, bowl(p))
+        rounds += 1
+    assert cd.best() == expected and cd.certified
+    assert len(cd.results) < GRID.size(RECIPES[recipe]) // 2  # fewer runs than the grid
+    assert all(p.weight_decay == 0.1 for p in cd.results) or recipe == "regularized"
+
+
+def test_descent_cap_stops_uncertified_and_start_must_be_on_grid():
+    cd = CoordinateDescent(GRID, ALL, Point(1e-2, 0.1, 1), max_runs=3)
+    while cd.pending():
+        for p in cd.pending()[: 3 - len(cd.results)]:
+            cd.record(p, bowl(p))
+    assert cd.exhausted and not cd.certified and cd.done
+    with pytest.raises(ValueError, match="lr=0.005 is not on the grid"):
+        CoordinateDescent(GRID, ALL, Point(5e-3, 0.1, 1))
+
+
+def test_member_recipe_doubles_epochs_halves_weight_decay_and_seeds_by_k():
+    template = TrainConfig(batch_size=8, warmup_steps=3)
+    m = member_train(template, Point(3e-3, 1.6, 8), k=3)
+    assert (m.lr, m.weight_decay, m.epochs, m.train_seed, m.data_seed) == (3e-3, 0.8, 16, 3, 3)
+    assert m.batch_size == 8 and m.max_steps is None
+    with pytest.raises(ValueError, match="k=0"):
+        member_train(template, Point(3e-3, 1.6, 8), k=0)
+
+
+def test_equal_points_are_equal_runs_whoever_asks():
+    model, data, train = ModelConfig(preset="cpu-0.1m"), DataConfig(max_train_tokens=5000), TrainConfig()
+    a = point_job(model, data, "data/abc", train, Point(1e-3, 0.1, 2), name="from tune")
+    b = point_job(model, data, "data/abc", train, Point(1e-3, 0.1, 2), name="from the flow",
+                  store={"uri": "/elsewhere"})
+    assert a.key == b.key and a.run_rel == b.run_rel
+    assert point_job(model, data, "data/abc", train, Point(1e-3, 0.2, 2)).key != a.key
+    assert point_job(model, DataConfig(max_train_tokens=9000), "data/abc", train, Point(1e-3, 0.1, 2)).key != a.key
+
+
+def test_checks():
+    assert overfits({1: 3.0, 2: 2.8, 4: 2.9}, tol=0.01)
+    assert not overfits({1: 3.0, 2: 2.8, 4: 2.805}, tol=0.01)
+    assert not overfits({1: 3.0, 2: 2.8, 4: 2.7}, tol=0.0)
+    assert monotone_decreasing([3.0, 2.9, 2.85]) and not monotone_decreasing([3.0, 2.9, 2.9])
+    with pytest.raises(ValueError, match="at least 2"):
+        overfits({4: 2.0}, tol=0.0)
+
+
+def test_grid_validation_names_the_field():
+    with pytest.raises(ConfigError, match="epochs.*strictly increasing"):
+        build(SearchGrid, {"epochs": [1, 4, 2]})
+    with pytest.raises(ConfigError, match="lr.*> 0"):
+        build(SearchGrid, {"lr": [0.0, 1e-3]})
+
+
+def synthetic_study() -> StudyData:
+    """Measurements drawn from known laws: regularized E=2.0, ensembles lower at every size."""
+    reg, std = PowerLaw(30.0, 0.3, 2.0), PowerLaw(30.0, 0.3, 2.15)
+    sizes = []
+    for i, n in enumerate([1e5, 3e5, 1e6, 3e6]):
+        c = reg(n) - 0.12
+        curve = [c + 0.12 / k for k in range(1, 5)]
+        members = [curve[0] + d for d in (-0.004, 0.003, 0.001, -0.002)]
+        sizes.append(SizeData(label=f"s{i}", params=int(n), standard=float(std(n)), regularized=float(reg(n)),
+                              members=members, ensemble={"logits": curve, "probs": [v + 0.01 for v in curve]}))
+    data_law = PowerLaw(400.0, 0.45, 1.95)
+    efficiency = {b: float(data_law(b)) for b in (25_000, 50_000, 100_000, 200_000)}
+    return StudyData(sizes=sizes, base_budget=50_000, efficiency=efficiency,
+                     sweep={"standard": {1: 3.0, 4: 2.7, 16: 2.8}, "regularized": {1: 3.0, 4: 2.6, 16: 2.55}})
+
+
+def test_analysis_recovers_asymptotes_multipliers_and_checks():
+    out = analyse(synthetic_study(), FitConfig(n_boot=200))
+    assert out.fits["regularized_N"].asymptote == pytest.approx(2.0, abs=0.02)
+    assert out.fits["standard_N"].asymptote == pytest.approx(2.15, abs=0.02)
+    assert out.fits["joint_N"].asymptote == pytest.approx(1.88, abs=0.03)
+    lo, hi = out.fits["regularized_N"].ci()
+    assert lo < out.fits["regularized_N"].asymptote < hi
+    assert out.checks == {"wd_overfit_fixed": True, "ensemble_monotone_in_k": True, "joint_below_regularized": True}
+    reg = PowerLaw(**{k: out.fits["standard_D"].params[k] for k in ("A", "alpha", "E")})
+    assert out.multipliers["regularized"]["value"] == pytest.approx(reg.inverse(2.0) / 50_000, rel=0.05)
+    assert out.seed_noise == pytest.approx(0.0032, abs=0.001)
+
+
+def test_analysis_reports_fits_it_cannot_make_instead_of_failing():
+    data = synthetic_study()
+    data.sizes = data.sizes[:2]
+    data.efficiency = {}
+    out = analyse(data, FitConfig(n_boot=50))
+    assert not out.fits["regularized_N"].ok and "at least 3" in out.fits["regularized_N"].reason
+    assert out.fits["ensemble_K/s0"].ok  # K fits still work per size
+    assert out.multipliers["joint"]["value"] is None and out.checks["joint_below_regularized"] is None
