@@ -162,6 +162,8 @@ class Trial(BaseModel):
     lr: float
     score: float | None = None
     """Forecast loss at the stage's horizon (None while the trial runs)."""
+    ran: int = 0
+    """Optimiser steps the trial took (fewer than tau' when it diverged)."""
     steps: list[int] = Field(default_factory=list)
     """Offsets from the stage start of the recorded losses."""
     losses: list[float] = Field(default_factory=list)
@@ -282,7 +284,7 @@ class AutoLRS:
     def score(self, ran: int, steps: list[int], losses: list[float]) -> None:
         """Score the pending trial (which ran `ran` steps) by its forecast loss at the stage horizon."""
         trial = self.pending_trial()
-        trial.steps, trial.losses = list(steps), list(losses)
+        trial.steps, trial.losses, trial.ran = list(steps), list(losses), ran
         trial.score = trial_score(self.stage, steps, losses)
         self.state.trial_steps_spent += ran
 

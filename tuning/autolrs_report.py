@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
     return {"index": stage["index"], "start_step": stage["start_step"], "steps": stage["stage_steps"],
             "trial_steps": stage["trial_steps"], "scored_on": "validation" if stage["validation"] else "train",
-            "lr": stage["lr"], "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]]}
+            "lr": stage["lr"], "search_steps": sum(t.get("ran", 0) for t in stage["trials"]),
+            "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]]}
 
 
 def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
@@ -33,6 +34,19 @@ def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
             "chosen_lrs": [s["lr"] for s in stages], "search_range": [state["min_lr"], state["max_lr"]],
             "total_steps": trace["total_steps"], "trial_steps_spent": state["trial_steps_spent"],
             "final_val_loss": val[-1][1] if val else None, "run": run_uri, "options": trace["options"]}
+
+
+def steps_to_reach(doc: dict[str, Any], target: float) -> tuple[int, int] | None:
+    """(steps, steps counting trials) at the first validation point at or below target; None if never.
+
+    A stage's trials all run before its first step at the chosen LR, so a point inside stage i has
+    cost the trials of stages 0..i on top of its own step count.
+    """
+    step = next((s for s, loss in doc["val"] if loss <= target), None)
+    if step is None:
+        return None
+    searched = sum(s["search_steps"] for s in doc["stages"] if s["start_step"] < step)
+    return step, step + searched
 
 
 def _smooth(values: list[float], window: int = 20) -> np.ndarray:
