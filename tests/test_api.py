@@ -1,0 +1,58 @@
+"""The Python API other pipelines use: flows from `asymptote.flows`, typed in and out, as subflows, cached."""
+
+from __future__ import annotations
+
+import typing
+from uuid import UUID
+
+import pytest
+from helpers import tiny_pretrain_config
+from prefect import flow
+from pydantic import BaseModel
+
+import asymptote.flows as flows
+from asymptote.flows import PretrainResult, pretrain
+
+
+@flow(name="user-pipeline")
+def user_pipeline(store_uri: str) -> PretrainResult:
+    """Someone else's flow that needs a trained model."""
+    return pretrain(tiny_pretrain_config(store_uri))
+
+
+def _task_states(flow_run_id: str) -> dict[str, str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        parent = client.read_flow_run(UUID(flow_run_id)).parent_task_run_id
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs} | {"(parent task)": str(parent)}
+
+
+def test_a_flow_called_from_a_user_flow_returns_its_typed_result_and_is_cached(ray_local, prefect_api, store_uri, store):
+    first = user_pipeline(store_uri)
+    assert isinstance(first, PretrainResult)
+    assert PretrainResult.model_validate_json(first.model_dump_json()) == first  # serialisable as JSON
+    assert store.has(store.relpath(first.run.uri)) and first.metrics["val_loss"] < 5.0
+    states = _task_states(first.flow_run_id)
+    assert states["(parent task)"] != "None"  # it ran as a subflow of the user's flow
+    assert states["train"] == "Completed"
+
+    second = user_pipeline(store_uri)
+    assert second.run == first.run and second.metrics == first.metrics
+    assert second.flow_run_id != first.flow_run_id
+    assert _task_states(second.flow_run_id)["train"] == "Cached"  # the second call trained nothing
+
+
+@pytest.mark.parametrize("name", list(flows.FLOWS))
+def test_every_exported_flow_takes_a_typed_config_and_returns_a_typed_result(name):
+    available = flows.available_flows()
+    if name not in available:
+        pytest.fail(f"asymptote.flows.{flows.FLOWS[name]} is missing: {name} cannot be imported")
+    fn = available[name].fn
+    hints = typing.get_type_hints(fn)
+    config, result = hints["config"], hints["return"]
+    assert issubclass(config, BaseModel) and list(typing.get_type_hints(fn))[0] == "config"
+    assert issubclass(result, BaseModel) and "flow_run_id" in result.model_fields
+    assert name in flows.__all__ and config.__name__ in flows.__all__ and result.__name__ in flows.__all__
