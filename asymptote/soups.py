@@ -35,7 +35,10 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from pydantic import Field, field_validator
+
 from asymptote.checkpoint import WEIGHTS
+from asymptote.config import Section
 from asymptote.model import lm_loss
 
 Tensors = dict[str, torch.Tensor]
@@ -104,7 +107,7 @@ def _fold(acc: Tensors, x: Tensors, k: int, weight: WeightFn, seen: dict[str, fl
             if seen.get(name, 0.0) == 0:
                 acc[name].copy_(value)
             else:
-                acc[name].lerp_(value.to(acc[name].dtype), w / total)
+                acc[name].lerp_(value.to(acc[name]), w / total)
         seen[name] = total
 
 
@@ -174,7 +177,7 @@ def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Seq
     for k in order[1:]:
         x, n = ingredients[k].load(), len(result.chosen)
         for name, acc in params.items():
-            acc.lerp_(x[name].to(acc.dtype), 1.0 / (n + 1))
+            acc.lerp_(x[name].to(acc), 1.0 / (n + 1))
         loss = evaluate(model)
         kept = loss < result.loss  # strictly better, as the reference
         result.history.append({"index": k, "loss": loss, "kept": kept})
@@ -183,7 +186,7 @@ def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Seq
             result.loss = loss
         else:  # undo the running mean: acc = (acc * (n + 1) - x) / n
             for name, acc in params.items():
-                acc.mul_(n + 1).sub_(x[name].to(acc.dtype)).div_(n)
+                acc.mul_(n + 1).sub_(x[name].to(acc)).div_(n)
         del x
     return result
 
@@ -232,7 +235,7 @@ def mixing_grad(model: nn.Module, ingredients: Sequence[Ingredient], weights: to
         for k, ingredient in enumerate(ingredients):
             x = ingredient.load()
             for t, n in enumerate(names):
-                grads[k, t] = torch.dot(params[n].flatten(), x[n].flatten().to(params[n].dtype))
+                grads[k, t] = torch.dot(params[n].flatten(), x[n].flatten().to(params[n])).cpu()
             del x
     return float(loss.detach()), grads
 
@@ -258,3 +261,95 @@ def learned_soup(model: nn.Module, ingredients: Sequence[Ingredient], batches: I
     weights = alpha.detach().softmax(0)
     build_mixture(model, ingredients, weights, names)
     return LearnedResult(names=names, weights=weights, losses=losses)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+class SoupOptions(Section):
+    """Which soups to make and how; every choice is made on the held-out split."""
+
+    methods: list[str] = Field(default_factory=lambda: ["uniform", "greedy", "learned", "mwa"])
+    """Soups to make: names from the soup registry (uniform, greedy, learned, mwa)."""
+    heldout_fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of the target's validation split used as held-out (its first part); the rest is test."""
+    eval_windows: int | None = Field(None, ge=1)
+    """Cap on held-out windows when scoring candidates (evenly spaced); None: the whole held-out split.
+    Test losses always use every test window."""
+    mwa_penalty: float = Field(8.0, ge=0)
+    """p in w_k = (L_k / L_min) ** (-p): 0 is the uniform soup, larger favours the best ingredients."""
+    learned_steps: int = Field(40, ge=1)
+    """Adam steps of the learned soup's mixing logits."""
+    learned_lr: float = Field(0.05, gt=0)
+    """Adam learning rate of the mixing logits."""
+    learned_batch_size: int = Field(16, ge=1)
+    """Held-out windows per learned-soup step."""
+    seed: int = 0
+    """Order of the held-out windows the learned soup trains on."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in SOUPS]
+        if unknown:
+            raise ValueError(f"{unknown}: unknown soups; allowed: {', '.join(SOUPS)}")
+        return v
+
+
+@dataclass
+class Pantry:
+    """What a soup method may use. `model` is a work area: its weights are overwritten."""
+
+    ingredients: Sequence[Ingredient]
+    scores: list[float]
+    """Held-out loss of each ingredient."""
+    model: nn.Module
+    evaluate: Evaluate
+    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    """A fresh iterator of held-out training batches (for the learned soup)."""
+    options: SoupOptions
+
+
+@dataclass
+class Cooked:
+    tensors: Tensors
+    weights: list[float]
+    """Mean mixing weight of each ingredient (0: not in the soup)."""
+    info: dict = field(default_factory=dict)
+
+
+def _owned(model: nn.Module) -> Tensors:
+    """A copy of the model's weights: the work area is overwritten by the next method."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def cook_uniform(p: Pantry) -> Cooked:
+    k = len(p.ingredients)
+    return Cooked(uniform_soup(p.ingredients), [1 / k] * k)
+
+
+def cook_greedy(p: Pantry) -> Cooked:
+    res = greedy_soup(p.model, p.ingredients, p.scores, p.evaluate)
+    weights = [1 / len(res.chosen) if k in res.chosen else 0.0 for k in range(len(p.ingredients))]
+    return Cooked(_owned(p.model), weights, {"order": res.order, "chosen": res.chosen, "history": res.history})
+
+
+def cook_learned(p: Pantry) -> Cooked:
+    o = p.options
+    res = learned_soup(p.model, p.ingredients, p.batches(), o.learned_steps, o.learned_lr)
+    per_tensor = {n: res.weights[:, t].tolist() for t, n in enumerate(res.names)}
+    return Cooked(_owned(p.model), res.weights.mean(1).tolist(), {"per_tensor": per_tensor, "losses": res.losses})
+
+
+def cook_mwa(p: Pantry) -> Cooked:
+    tensors, weights = mwa_soup(p.ingredients, p.scores, p.options.mwa_penalty)
+    return Cooked(tensors, weights, {"penalty": p.options.mwa_penalty})
+
+
+# Explicit registry: soup name -> method over a pantry.
+SOUPS: dict[str, Callable[[Pantry], Cooked]] = {
+    "uniform": cook_uniform,
+    "greedy": cook_greedy,
+    "learned": cook_learned,
+    "mwa": cook_mwa,
+}

@@ -1,0 +1,360 @@
+"""Model soups: average fine-tunes of one base, merge them, and average independently trained models.
+
+1. Data: the target corpus is tokenised once; its validation split (the last val_fraction of the
+   text) is cut by position into held-out (first soups.heldout_fraction) and test (the rest). Fine-tunes
+   train on the train split; every choice (greedy order and acceptance, learned weights, MWA losses,
+   merge scales) is made on held-out; test is only reported. (A fine-tune's own summary val_loss,
+   logged during training, covers the whole validation split and is never used to choose.)
+2. Base: a checkpoint already in the store (base.run), or a run trained here on base.data (another
+   part of the text) or, by default, on the target itself.
+3. Sweep: M fine-tunes from the base with lr, weight decay, epochs and seed drawn from a Ray Tune
+   search space (seeded), each a TrainJob with init_from = the base: content-addressed, never trained
+   twice. Or skip the sweep and soup any checkpoints of the store (`ingredients`).
+4. Soups (uniform, greedy, learned, MWA) and merges (task arithmetic, TIES, DARE, SLERP), each
+   committed as soups/<key>/<name> with a manifest naming ingredients and weights.
+5. Independent members trained from scratch (different seeds): naive average vs weight-matched
+   average, against their ensemble.
+6. A report with a held-out vs test plot of every model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.infra.cluster import cluster_has_gpus, compute_session
+from asymptote.infra.storage import Store
+from asymptote.job import TrainJob, make_job
+from asymptote.merges import MergeOptions
+from asymptote.refs import DataRef, RunRef
+from asymptote.soups import SoupOptions
+from asymptote.tasks.pretrain import prepare_data, submit_train, train
+from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.soups import (Kitchen, SoupEntry, cook, independent_averages, plot_heldout_vs_test, run_sweep,
+                                   sample_trials)
+
+STEPS = ("data", "base", "sweep", "soups", "independent")
+
+
+def _recipe(**fields: Any) -> TrainConfig:
+    # The distill step's teacher recipe: in the main job its first member doubles as this base.
+    base = {"lr": 3e-3, "max_steps": 200, "batch_size": 16, "warmup_steps": 20, "eval_every": 100,
+            "eval_windows": 64, "log_every": 20, "checkpoint_every": 100, "weight_decay": 0.5}
+    return TrainConfig(**(base | fields))
+
+
+class BaseConfig(Section):
+    """The pretrained checkpoint every fine-tune starts from."""
+
+    run: str | None = None
+    """A run or checkpoint already in the store (runs/<key> or its URI); None: train one here."""
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
+    """Shape of the base trained here (and of the independent members)."""
+    data: DataConfig | None = None
+    """Corpus the base is pretrained on (e.g. another part of the text); None: the target corpus."""
+    train: TrainConfig = Field(default_factory=_recipe)
+    """Pre-training recipe of the base trained here."""
+
+
+class SweepConfig(Section):
+    """The fine-tunes: hyperparameters drawn from a Ray Tune search space."""
+
+    n_models: int = Field(4, ge=1)
+    """Fine-tunes M."""
+    lr: list[float] = Field(default_factory=lambda: [3e-4, 3e-3])
+    """Log-uniform range [low, high] of the peak learning rate."""
+    weight_decay: list[float] = Field(default_factory=lambda: [0.01, 0.5])
+    """Log-uniform range [low, high] of the weight decay."""
+    epochs: list[float] = Field(default_factory=lambda: [0.03, 0.06])
+    """Choices of passes over the target's training split."""
+    seed: int = 0
+    """Seed of the draws (each run also draws its own train/data seed)."""
+    engine: Literal["tune", "tasks"] = "tasks"
+    """tune: one Ray Tune trial per fine-tune; tasks: concurrent cached Prefect train tasks (no Tune
+    start-up). Both train the same content-addressed runs."""
+    train: TrainConfig = Field(default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None))
+    """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, epochs and seeds are drawn."""
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0 < v[0] <= v[1]:
+            raise ValueError(f"{v}: give a log-uniform range [low, high] with 0 < low <= high")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _choices(cls, v: list[float]) -> list[float]:
+        if not v or min(v) <= 0:
+            raise ValueError(f"{v}: give one or more positive epoch counts")
+        return v
+
+    def space(self) -> dict[str, Any]:
+        from ray import tune
+
+        lr, wd = self.lr, self.weight_decay
+        return {"lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
+                "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
+                "epochs": tune.choice(self.epochs), "seed": tune.randint(0, 2**16)}
+
+
+class IndependentConfig(Section):
+    """Members trained from scratch on the target with different seeds: naive vs aligned averaging."""
+
+    members: int = Field(2, ge=0)
+    """How many (0 skips this part; otherwise at least 2)."""
+    train: TrainConfig = Field(default_factory=_recipe)
+    """Recipe of every member; member i adds i to train_seed and data_seed."""
+
+    @field_validator("members")
+    @classmethod
+    def _zero_or_two(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("1: averaging needs at least 2 members (or 0 to skip)")
+        return v
+
+
+class SoupStudyConfig(Section):
+    """Model soups study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
+
+    name: str = Field("soups", json_schema_extra={"volatile": True})
+    """Label shown in reports and progress."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation split."""
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    """The checkpoint every fine-tune starts from."""
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    """Fine-tunes of the base."""
+    ingredients: list[str] = Field(default_factory=list)
+    """Checkpoints of the store to soup instead of running the sweep (runs/<key> paths or URIs)."""
+    soups: SoupOptions = Field(default_factory=lambda: SoupOptions(eval_windows=128, learned_steps=20))
+    """Which soups, and the held-out / test split."""
+    merges: MergeOptions = Field(default_factory=MergeOptions)
+    """Which merges, relative to the base."""
+    independent: IndependentConfig = Field(default_factory=IndependentConfig)
+    """Naive vs aligned averaging of members trained from scratch."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _merges_need_a_base(self) -> "SoupStudyConfig":
+        if self.ingredients and self.merges.methods and not self.base.run:
+            raise ValueError("merges are relative to the base the ingredients were fine-tuned from: "
+                             "set base.run, or merges.methods=[] to soup them without merges")
+        return self
+
+
+class FineTune(BaseModel):
+    run: RunRef
+    hparams: dict[str, Any]
+    """Drawn lr, weight_decay, epochs, seed."""
+
+
+class SoupStudyResult(BaseModel):
+    """What the soup flow returns: references into the store and every loss."""
+
+    flow_run_id: str | None
+    data: DataRef
+    base: str | None
+    """Store-relative path of the base checkpoint."""
+    finetunes: list[FineTune]
+    entries: list[SoupEntry]
+    """Every ingredient, soup, merge, member, average and the ensemble, with held-out and test losses."""
+    report_uri: str
+
+    def test_loss(self) -> dict[str, float]:
+        """Headline test losses: the best single (chosen on held-out), each soup and merge, the averages."""
+        out = {}
+        singles = [e for e in self.entries if e.kind == "ingredient"]
+        if singles:
+            out["best_single"] = min(singles, key=lambda e: e.heldout).test
+            out["oracle_single"] = min(e.test for e in singles)
+        out |= {e.name: e.test for e in self.entries if e.kind in ("soup", "merge", "independent-average", "ensemble")}
+        members = [e.test for e in self.entries if e.kind == "member"]
+        if members:
+            out["independent_members"] = sum(members) / len(members)
+        return out
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def resolve_checkpoint(store: Store, ref: str, field: str) -> str:
+    """A run/checkpoint path or URI -> its store-relative path, refusing anything without a model."""
+    rel = store.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
+    if not store.has(rel) or "model" not in store.manifest(rel).meta:
+        raise ValueError(f"{field}={ref!r}: no committed checkpoint with a model at {store.uri(rel)}; "
+                         "give a runs/<key> (or soups/<key>/<name>) path of this store or its URI")
+    return rel
+
+
+def base_run(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool) -> str:
+    b = config.base
+    if b.run:
+        return resolve_checkpoint(store, b.run, "base.run")
+    data = b.data or config.data
+    ref = target if b.data is None else prepare_data(data, store)
+    job = make_job(name=f"{config.name}-base", model=b.model, data=data, train=b.train, data_artifact=ref.rel,
+                   compute=config.compute, store=store.cfg, progress_hub=hub)
+    return train(job, refresh).rel
+
+
+def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None):
+    """One TrainJob per drawn hyperparameter set, each initialised from the base."""
+    shape = store.manifest(base).meta["model"]
+    draws = sample_trials(config.sweep.space(), config.sweep.n_models, config.sweep.seed)
+    jobs = []
+    for i, hp in enumerate(draws):
+        tr = config.sweep.train.model_copy(update={"lr": hp["lr"], "weight_decay": hp["weight_decay"],
+                                                   "epochs": hp["epochs"], "train_seed": hp["seed"],
+                                                   "data_seed": hp["seed"]})
+        jobs.append(make_job(name=f"{config.name}-ft-{i}", model=ModelConfig.model_validate(shape), data=config.data,
+                             train=tr, data_artifact=target.rel, init_from=base, compute=config.compute,
+                             store=store.cfg, progress_hub=hub))
+    return jobs, draws
+
+
+def member_jobs(config: SoupStudyConfig, store: Store, target: DataRef, shape: ModelConfig, hub: str | None):
+    t = config.independent.train
+    return [make_job(name=f"{config.name}-member-{i}", model=shape, data=config.data,
+                     train=t.model_copy(update={"train_seed": t.train_seed + i, "data_seed": t.data_seed + i}),
+                     data_artifact=target.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
+            for i in range(config.independent.members)]
+
+
+def _use_gpu(compute: ComputeConfig) -> bool:
+    return cluster_has_gpus() if compute.use_gpu == "auto" else bool(compute.use_gpu)
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+def start_members(config: SoupStudyConfig, store: Store, target: DataRef, shape_of: str, hub: str | None,
+                  refresh: bool) -> list:
+    """Submit the independent members (futures), shaped like `shape_of` (the base or the first ingredient)."""
+    shape = ModelConfig.model_validate(store.manifest(shape_of).meta["model"])
+    return [submit_train(j, refresh) for j in member_jobs(config, store, target, shape, hub)]
+
+
+def sweep(config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None,
+          refresh: bool) -> list[FineTune]:
+    jobs, draws = finetune_jobs(config, store, base, target, hub)
+    runs = run_sweep(jobs, config.sweep.engine, refresh)
+    return [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws)]
+
+
+def averages(config: SoupStudyConfig, store: Store, futures: list, target: DataRef, gpu: bool,
+             refresh: bool) -> list[SoupEntry]:
+    if not futures:
+        return []
+    members = [f.result().rel for f in futures]
+    return independent_averages(store, members, target.rel, config.soups.heldout_fraction,
+                                config.soups.eval_windows, gpu, refresh)
+
+
+@flow(name="soups", log_prints=True)
+def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str] = []) -> SoupStudyResult:  # noqa: B006
+    """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages -> report."""
+    unknown = set(recompute) - set(STEPS)
+    if unknown:
+        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    store, again = Store(config.store), lambda step: step in recompute
+    with compute_session(config.compute.ray_address) as hub:
+        gpu = _use_gpu(config.compute)
+        target = prepare_data(config.data, store, refresh=again("data"))
+        given = [resolve_checkpoint(store, r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
+        base = base_run(config, store, target, hub, again("base")) if config.base.run or not given else None
+        futures = start_members(config, store, target, base or given[0], hub, again("independent"))
+        finetunes = [] if given else sweep(config, store, base, target, hub, again("sweep"))
+        kitchen = Kitchen(ingredients=given or [f.run.rel for f in finetunes], data=target.rel, soups=config.soups,
+                          base=base if config.merges.methods else None, merges=config.merges)
+        entries = cook(store, kitchen, gpu, refresh=again("soups"))
+        entries += averages(config, store, futures, target, gpu, again("independent"))
+    result = SoupStudyResult(flow_run_id=flow_run.id, data=target, base=base, finetunes=finetunes, entries=entries,
+                             report_uri="")
+    markdown, files = soup_report(config, result, store)
+    return result.model_copy(update={"report_uri": publish_report(store, "soups", kitchen.key(store), markdown, files)})
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
+    names = {ft.run.rel: f"ft-{i}" for i, ft in enumerate(result.finetunes)}
+    rows = []
+    for e in result.entries:
+        used = [f"{names.get(k, k)}:{w:.2f}" for k, w in e.weights.items() if w > 0] if e.kind != "ingredient" else []
+        extra = f"scale {e.info['scale']}" if "scale" in e.info else ""
+        rows.append({"model": names.get(e.name, e.name), "kind": e.kind, "held-out": e.heldout, "test": e.test,
+                     "weights": " ".join(used) if len(used) <= 8 else f"{len(used)} ingredients", "notes": extra})
+    return rows
+
+
+def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
+    return [{"fine-tune": f"ft-{i}", "lr": f"{ft.hparams['lr']:.2e}", "weight_decay": f"{ft.hparams['weight_decay']:.3f}",
+             "epochs": ft.hparams["epochs"], "seed": ft.hparams["seed"], "steps": ft.run.summary.get("steps"),
+             "run": f"`{ft.run.rel}`"} for i, ft in enumerate(result.finetunes)]
+
+
+def soup_report(config: SoupStudyConfig, result: SoupStudyResult, store: Store,
+                plot_name: str = "heldout_vs_test.png") -> tuple[str, dict[str, bytes]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_heldout_vs_test(result.entries, Path(tmp) / plot_name, title=f"{config.name}: held-out vs test")
+        files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
+    t = result.test_loss()
+    verdict = ""
+    if "greedy" in t and "best_single" in t:
+        verdict = (f"\nGreedy soup vs the best single fine-tune (chosen on held-out), on test: {t['greedy']:.4f} vs "
+                   f"{t['best_single']:.4f} ({'greedy is better or equal' if t['greedy'] <= t['best_single'] else 'greedy is worse'}).\n")
+    sweep = f"\n### Fine-tunes\n\n{md_table(_finetune_rows(result))}\n" if result.finetunes else ""
+    base = f"`{store.uri(result.base)}`" if result.base else "none (given checkpoints, no merges)"
+    markdown = (
+        f"# Model soups: {config.name}\n\n"
+        f"Target `{result.data.uri}`; validation split cut into held-out (first {config.soups.heldout_fraction:.0%}, "
+        f"every choice) and test (the rest, reported only). Base: {base}.\n{verdict}\n"
+        f"{md_table(_rows(result))}\n{sweep}\n"
+        "- MWA weights: w_k proportional to (L_k / L_min)^(-p) on held-out loss, "
+        f"p = {config.soups.mwa_penalty}.\n- Merges add scale x the merged task vector to the base; the scale "
+        f"is chosen on held-out from {config.merges.scales}; SLERP joins the two best ingredients.\n"
+        "- Independent members: trained from scratch with different seeds; aligned_avg permutes each onto the "
+        "first by weight matching (residual stream, heads, SwiGLU units) before averaging; the ensemble "
+        "averages their logits.\n"
+        f"- Soups are committed under `{store.uri('soups')}` with manifests naming ingredients and weights.\n\n"
+        f"![held-out vs test]({plot_name})\n")
+    return markdown, files
+
+
+def main_step(config: SoupStudyConfig):
+    """The main job's soups step at the recipe's tiny default scale."""
+    from asymptote.flows.main import StepOutcome
+
+    res = soup_study(config)
+    markdown, files = soup_report(config, res, Store(config.store), plot_name="soups-heldout-vs-test.png")
+    return StepOutcome(markdown=markdown.replace("# Model soups", "## Model soups", 1).replace("### Fine", "#### Fine"),
+                       figures={"test_loss": res.test_loss()}, files=files, result=res)
+
+
+def cli(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout)."),
+        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root; overrides the recipe."),
+        recompute: list[str] = typer.Option([], "--recompute", help=f"Force a step: {', '.join(STEPS)}.")) -> None:
+    """Soups and merges of fine-tunes (a sweep here, or any checkpoints of the store), and aligned averaging."""
+    from asymptote.cli import _config, _finish, _quiet_prefect
+
+    _quiet_prefect()
+    cfg = _config(SoupStudyConfig, recipe, set_, store)
+    res = soup_study(cfg, recompute=recompute)
+    losses = res.test_loss()
+    line = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    _finish(res.model_dump() | {"test_loss": losses}, as_json,
+            [f"[green]done[/green]. test loss: {line}", f"report {res.report_uri}"])

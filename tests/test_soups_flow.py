@@ -1,0 +1,98 @@
+"""The soups flow end to end on real local Ray and a real Prefect API, at a tiny scale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from asymptote.config import ConfigError, build
+from asymptote.evaluation import mean_loss
+from asymptote.flows.soups import SoupStudyConfig, main_step, soup_study
+from asymptote.job import model_from_run
+from asymptote.shards import load_dataset
+from asymptote.soups import heldout_test_split
+
+TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}
+
+
+def tiny_study(store_uri: str, **over) -> SoupStudyConfig:
+    raw = {
+        "name": "tiny-soups",
+        "data": {"source": "builtin:python-docs", "max_train_tokens": 40_000},
+        "base": {"model": {"preset": "cpu-0.1m"}, "train": TRAIN | {"max_steps": 40}},
+        "sweep": {"n_models": 3, "epochs": [0.05, 0.1], "lr": [1e-3, 3e-3], "train": TRAIN},
+        "soups": {"eval_windows": 24, "learned_steps": 3, "learned_batch_size": 4},
+        "merges": {"scales": [1.0, 1.5]},
+        "independent": {"members": 2, "train": TRAIN | {"max_steps": 25}},
+        "store": {"uri": store_uri},
+    }
+    for key, value in over.items():
+        raw[key] = raw.get(key, {}) | value if isinstance(value, dict) else value
+    return build(SoupStudyConfig, raw)
+
+
+@pytest.mark.slow
+def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri, store):
+    config = tiny_study(store_uri)
+    outcome = main_step(config)
+    res = outcome.result
+    assert outcome.markdown.startswith("## Model soups") and "soups-heldout-vs-test.png" in outcome.markdown
+    assert outcome.files["soups-heldout-vs-test.png"][:4] == b"\x89PNG"
+    assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {4, 8}  # 0.05 or 0.1 of 78 batches
+    for ft in res.finetunes:  # every fine-tune starts from the base
+        assert store.read_json(ft.run.rel, "config.json")["init_from"] == res.base
+    names = {e.name for e in res.entries}
+    assert {"uniform", "greedy", "learned", "mwa", "task_arithmetic", "ties", "dare", "slerp", "naive_avg",
+            "aligned_avg", "ensemble"} <= names
+    assert all(math.isfinite(e.heldout) and math.isfinite(e.test) for e in res.entries)
+
+    # Every soup is a committed checkpoint that model_from_run loads; its test loss reproduces.
+    _, val, _ = load_dataset(store, res.data.rel)
+    _, test = heldout_test_split(val, 0.5)
+    greedy = next(e for e in res.entries if e.name == "greedy")
+    meta = store.manifest(greedy.rel).meta
+    assert meta["ingredients"] == [ft.run.rel for ft in res.finetunes] and sum(meta["weights"].values()) == pytest.approx(1)
+    model = model_from_run(store, greedy.rel)
+    assert mean_loss(model, test, model.cfg.block_size) == pytest.approx(greedy.test, rel=1e-5)
+
+    singles = [e for e in res.entries if e.kind == "ingredient"]
+    assert greedy.heldout <= min(e.heldout for e in singles)  # greedy never accepts a worse soup
+    losses = res.test_loss()
+    assert losses["best_single"] == min(singles, key=lambda e: e.heldout).test
+    assert losses["aligned_avg"] < losses["naive_avg"]  # alignment helps independently trained members
+
+
+@pytest.mark.slow
+def test_tune_engine_and_given_checkpoints_reuse_the_same_runs(ray_local, prefect_api, store_uri, store):
+    first = soup_study(tiny_study(store_uri, sweep={"engine": "tune", "n_models": 2},
+                                  independent={"members": 0}, merges={"methods": ["ties"], "scales": [1.0]}))
+    runs = [ft.run.rel for ft in first.finetunes]
+    assert len(runs) == 2 and all(store.has(r) for r in runs)
+    walls = [store.read_json(r, "summary.json")["wall_s"] for r in runs]
+
+    # The same sweep through the other engine asks for the same content-addressed runs: nothing trains.
+    again = soup_study(tiny_study(store_uri, sweep={"engine": "tasks", "n_models": 2},
+                                  independent={"members": 0}, merges={"methods": ["ties"], "scales": [1.0]}))
+    assert [ft.run.rel for ft in again.finetunes] == runs
+    assert [store.read_json(r, "summary.json")["wall_s"] for r in runs] == walls
+
+    # A soup over checkpoints already in the store (no sweep): the same soups as the study made.
+    given = soup_study(tiny_study(store_uri, ingredients=runs, base={"run": first.base}, independent={"members": 0},
+                                  merges={"methods": ["ties"], "scales": [1.0]}))
+    assert given.finetunes == []
+    by_name = lambda r: {e.name: e.test for e in r.entries}
+    assert by_name(given) == by_name(first)
+
+
+def test_bad_configs_name_the_field_and_the_fix(store_uri):
+    with pytest.raises(ConfigError, match="set base.run"):
+        tiny_study(store_uri, ingredients=["runs/abc"])
+    with pytest.raises(ConfigError, match="sweep.lr"):
+        tiny_study(store_uri, sweep={"lr": [3e-3, 1e-3]})
+    with pytest.raises(ConfigError, match="independent.members"):
+        tiny_study(store_uri, independent={"members": 1})
+    with pytest.raises(ConfigError, match="soups.methods.*allowed: uniform, greedy, learned, mwa"):
+        tiny_study(store_uri, soups={"methods": ["median"]})
+    assert np.isfinite(tiny_study(store_uri).sweep.lr[0])
