@@ -97,6 +97,17 @@ def autolrs(config: AutoLRSFlowConfig = AutoLRSFlowConfig(), recompute: list[str
                          report_uri=report)
 
 
+@flow(name="autolrs-search", log_prints=True)
+def autolrs_search(config):
+    """A Ray Tune weight-decay search with AutoLRS as the schedule in every trial (tuning.autolrs_tune)."""
+    from asymptote.tuning.autolrs_tune import search_with_autolrs
+
+    base = config.flow_config()
+    with compute_session(base.compute.ray_address):
+        data = prepare_data(base.data, Store(base.store))
+        return search_with_autolrs(config, data.rel)
+
+
 def autolrs_markdown(config: AutoLRSFlowConfig, run: RunRef, schedule: ScheduleRef, store: Store,
                      plot: str = PLOT) -> str:
     doc = store.read_json(schedule.rel, "schedule.json")

@@ -61,3 +61,30 @@ def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_ur
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 40 and summary["schedule_uri"].endswith("schedule.json")
+
+
+@pytest.mark.slow
+def test_tune_search_with_autolrs_inside_every_trial(ray_local, prefect_api, store_uri, store):
+    from asymptote.flows.autolrs import autolrs_search
+    from asymptote.tuning.autolrs_driver import TRACE, trace_rel
+    from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig
+
+    base = _tiny(store_uri).model_dump(mode="json")
+    base["train"]["max_steps"] = 40
+    cfg = AutoLRSSearchConfig(base=base, weight_decay=(1e-3, 1.0), samples=2, sampler="optuna")
+    out = autolrs_search(cfg)
+    assert len(out.results) == 2 and out.best == min(out.results, key=lambda r: r["loss"])
+    assert all(1e-3 <= r["weight_decay"] <= 1.0 for r in out.results)
+    assert len({r["run"] for r in out.results}) == 2
+    for r in out.results:  # every trial trained with AutoLRS and kept its trace
+        assert len(store.read_json(trace_rel(r["run"]), TRACE)["state"]["lrs"]) == 40
+    assert autolrs_search(cfg).results == out.results  # committed: the rerun trains nothing
+
+
+def test_search_config_refuses_a_bad_base_or_range(store_uri):
+    from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig
+
+    with pytest.raises(ValueError, match="autolrs.trials"):
+        AutoLRSSearchConfig(base={"autolrs": {"trials": 1}, "store": {"uri": store_uri}})
+    with pytest.raises(ValueError, match="0 < low < high"):
+        AutoLRSSearchConfig(base={"store": {"uri": store_uri}}, weight_decay=(0.5, 0.1))

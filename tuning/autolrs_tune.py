@@ -1,0 +1,140 @@
+"""AutoLRS inside a Ray Tune search: tune what the LR schedule cannot find, let AutoLRS find the schedule.
+
+A search over learning rate and weight decay spends most of its trials on the LR axis. With AutoLRS as
+the schedule inside every trial, the LR leaves the search space: Tune (Optuna's TPE through
+`OptunaSearch`, or random sampling) only proposes weight decay, and each trial trains one TrainJob
+with the autolrs driver through `tasks.launch` (a Ray task, or a Ray Train worker group for several
+workers). Each trial's run is the content-addressed runs/<key> artifact, so a repeated point or a
+rerun search trains nothing twice; the Tune experiment lives under searches/autolrs-<key>/tune, and
+the finished search is committed as searches/autolrs-<key>/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+import ray
+from pydantic import BaseModel, Field, model_validator
+from ray import tune
+
+from asymptote.config import Section, key_dict, stable_hash, volatile
+from asymptote.infra.storage import Store
+from asymptote.versioning import code_version
+
+METRIC = "loss"
+
+
+class AutoLRSSearchConfig(Section):
+    """A weight-decay search whose every trial trains with AutoLRS (the flow config is the base run)."""
+
+    name: str = volatile("autolrs-search")
+    """Label of the search."""
+    base: dict[str, Any] = Field(default_factory=dict)
+    """The base run: an AutoLRSFlowConfig (model, data, train, autolrs, compute, store) as a mapping."""
+    weight_decay: tuple[float, float] = (1e-3, 1.0)
+    """Searched weight-decay range (log-uniform)."""
+    samples: int = Field(4, ge=1, le=1000)
+    """Tune trials."""
+    sampler: Literal["optuna", "random"] = "optuna"
+    """Optuna's TPE through Ray Tune's OptunaSearch, or plain random sampling."""
+    seed: int = 0
+    """Seed of the sampler."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoLRSSearchConfig":
+        lo, hi = self.weight_decay
+        if not 0 < lo < hi:
+            raise ValueError(f"weight_decay={self.weight_decay}: need 0 < low < high for a log-uniform range")
+        self.flow_config()  # the base must be a valid AutoLRS run before any trial starts
+        return self
+
+    def flow_config(self, weight_decay: float | None = None):
+        from asymptote.config import build
+        from asymptote.flows.autolrs import AutoLRSFlowConfig
+
+        cfg = build(AutoLRSFlowConfig, self.base)
+        if weight_decay is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"weight_decay": weight_decay})})
+        return cfg
+
+    @property
+    def key(self) -> str:
+        body = key_dict(self) | {"base": key_dict(self.flow_config())}
+        return stable_hash({**body, "code": code_version()})
+
+
+class SearchOutcome(BaseModel):
+    rel: str
+    """searches/autolrs-<key>: where results.json is committed."""
+    results: list[dict[str, Any]]
+    """One row per trial: weight_decay, loss (final validation), run (runs/<key>)."""
+    best: dict[str, Any]
+
+
+@ray.remote(num_cpus=0)
+def _launch_outside_trial(job_dict: dict[str, Any]) -> dict[str, Any]:
+    from asymptote.job import TrainJob
+    from asymptote.tasks.launch import launch
+
+    return launch(TrainJob.model_validate(job_dict))
+
+
+def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> None:
+    """A Tune function trainable: one AutoLRS run at the proposed weight decay.
+
+    Tune's placement group captures the trial's child tasks, and its tiny bundle cannot hold the
+    run, so the run is launched from a task scheduled outside that group.
+    """
+    from asymptote.flows.autolrs import autolrs_job
+
+    cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])
+    job = autolrs_job(cfg, data_rel)
+    launched = _launch_outside_trial.options(scheduling_strategy="DEFAULT").remote(job.model_dump())
+    loss = ray.get(launched).get("val_loss")
+    tune.report({METRIC: float(loss) if loss is not None else math.inf, "run": job.run_rel, **params})
+
+
+def _searcher(config: AutoLRSSearchConfig):
+    if config.sampler == "random":
+        return None  # Tune's default: independent draws from param_space
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=config.seed)
+
+
+def _concurrency(config: AutoLRSSearchConfig) -> int:
+    compute = config.flow_config().compute
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
+
+
+def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str, Any]]:
+    from asymptote.tasks.launch import ray_storage
+
+    store = Store(config.flow_config().store)
+    storage, fs = ray_storage(store, f"{rel}/tune")
+    trainable = tune.with_resources(tune.with_parameters(run_trial, search=config.model_dump(), data_rel=data_rel),
+                                    {"cpu": 0.01})  # the trial only waits; its run reserves the real CPUs
+    space = {"weight_decay": tune.loguniform(*config.weight_decay)}
+    tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
+        search_alg=_searcher(config), num_samples=config.samples, metric=METRIC, mode="min",
+        max_concurrent_trials=_concurrency(config)),
+        run_config=tune.RunConfig(name="search", storage_path=storage, storage_filesystem=fs, verbose=0))
+    return [{k: r.metrics[k] for k in ("weight_decay", METRIC, "run")} for r in tuner.fit()
+            if r.metrics and METRIC in r.metrics]
+
+
+def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> SearchOutcome:
+    """Run the search on the connected Ray cluster (or return the committed one)."""
+    store = Store(config.flow_config().store)
+    rel = f"searches/autolrs-{config.key}"
+    if store.has(rel):
+        rows = store.read_json(rel, "results.json")
+    else:
+        rows = _tune(config, data_rel, rel)
+        if not rows:
+            raise RuntimeError(f"every trial of the search {config.name} failed; see the Tune logs under {rel}/tune")
+        with store.writer(rel, kind="search", meta={"what": "autolrs weight-decay search"}) as d:
+            (d / "results.json").write_text(json.dumps(rows, indent=1))
+    return SearchOutcome(rel=rel, results=rows, best=min(rows, key=lambda r: r[METRIC]))
