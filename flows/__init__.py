@@ -12,35 +12,36 @@ from __future__ import annotations
 
 from importlib import import_module
 
-# The public API, listed explicitly: module -> the names it exports (flow, its config, its result).
-EXPORTS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("pretrain", "PretrainResult"),
-    "main": ("main_job", "MainConfig", "MainResult"),
+# The public API, listed explicitly: flow -> (its module, its config class, its result class).
+FLOWS: dict[str, tuple[str, str, str]] = {
+    "pretrain": ("pretrain", "PretrainConfig", "PretrainResult"),
+    "main_job": ("main", "MainConfig", "MainResult"),
+    "scaling_study": ("scaling", "ScalingStudyConfig", "ScalingStudyResult"),
+    "distill": ("distill", "DistillConfig", "DistillResult"),
+    "soup_study": ("soups", "SoupStudyConfig", "SoupStudyResult"),
+    "autolrs": ("autolrs", "AutoLRSFlowConfig", "AutoLRSResult"),
 }
-# Flows whose modules are written by other parts of the project; a missing one is skipped until it lands.
-FLOWS: dict[str, str] = {"pretrain": "pretrain", "main_job": "main"}
 
-__all__: list[str] = ["PretrainConfig"]
-from asymptote.config import PretrainConfig  # noqa: E402  (the pretrain flow's config lives with the spine)
+__all__: list[str] = []
 
 
-def _export(module: str, names: tuple[str, ...]) -> None:
+def _export(flow: str, module: str, names: tuple[str, ...]) -> None:
     qualified = f"{__name__}.{module}"
     try:
         mod = import_module(qualified)
     except ModuleNotFoundError as err:
         if err.name != qualified:  # a real import error inside the module must surface
             raise
-        return
-    # Binding the flow function over the submodule attribute of the same name is deliberate:
-    # `from asymptote.flows import pretrain` gives the flow; `asymptote.flows.pretrain` the module via import.
-    for name in names:
+        return  # a method whose module is not installed: its flow is simply not offered
+    # Binding the flow over the submodule attribute of the same name is deliberate: `from asymptote.flows
+    # import distill` gives the flow; importlib.import_module("asymptote.flows.distill") gives the module.
+    for name in (flow, *names):
         globals()[name] = getattr(mod, name)
         __all__.append(name)
 
 
-for _module, _names in EXPORTS.items():
-    _export(_module, _names)
+for _flow, (_module, *_types) in FLOWS.items():
+    _export(_flow, _module, tuple(_types))
 
 
 def available_flows() -> dict[str, object]:
