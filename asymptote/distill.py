@@ -152,6 +152,8 @@ class WindowStream:
         return self._order
 
     def take(self, k: int) -> np.ndarray:
+        if k > 0 and not len(self.order()):
+            raise ValueError(f"{self.n_tokens} tokens hold no window of {self.seq_len or self.block + 1} tokens")
         out = []
         while k > 0:
             part = self.order()[self.index : self.index + k]

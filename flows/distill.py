@@ -22,7 +22,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
-from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
+                              stable_hash)
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
@@ -226,24 +227,31 @@ def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) 
         data = prepare_data(config.data, store, refresh="data" in recompute)
         teachers = select_teachers(config, store, data, hub, "teachers" in recompute)
         check_single_shape(store, teachers.single, config.model)
-        ens = ensemble_losses(store, teachers.members, data.rel, refresh="evaluate" in recompute)
-        single_loss = (ens["member"][teachers.members.index(teachers.single)] if teachers.single in teachers.members
-                       else ensemble_losses(store, [teachers.single], data.rel)["member"][0])
+        losses = teacher_losses(store, teachers, data, config.sampling.combine, "evaluate" in recompute)
         synthetic = synthetic_sets(config, store, teachers, data, "sample" in recompute)
         jobs = {m: student_job(config, store, data, m, teachers, synthetic, hub) for m in config.student.methods}
         futures = {m: submit_train(job, "students" in recompute) for m, job in jobs.items()}
         runs = {m: f.result() for m, f in futures.items()}
-        losses = {m: ensemble_losses(store, [r.rel], data.rel)["member"][0] for m, r in runs.items()}
-    ens_loss = ens[config.sampling.combine][-1]
-    students = {m: StudentOutcome(method=m, run=runs[m], val_loss=losses[m],
-                                  retained=retained(single_loss, ens_loss, losses[m])) for m in runs}
-    result = DistillResult(flow_run_id=flow_run.id, data=data, teachers=teachers, single_loss=single_loss,
-                           ensemble_loss=ens_loss, member_losses=ens["member"], ensemble_curve=ens[config.sampling.combine],
-                           params=run_params(store, teachers.single), synthetic=synthetic, students=students,
-                           report_uri="")
+        student_losses = {m: ensemble_losses(store, [r.rel], data.rel)["member"][0] for m, r in runs.items()}
+    students = {m: StudentOutcome(method=m, run=runs[m], val_loss=loss,
+                                  retained=retained(losses["single_loss"], losses["ensemble_loss"], loss))
+                for m, loss in student_losses.items()}
+    result = DistillResult(flow_run_id=flow_run.id, data=data, teachers=teachers, params=run_params(store, teachers.single),
+                           synthetic=synthetic, students=students, report_uri="", **losses)
     markdown, files = distill_report(config, result, store)
-    key = runs[config.student.methods[0]].key
-    return result.model_copy(update={"report_uri": publish_report(store, "distill", key, markdown, files)})
+    report = publish_report(store, "distill", stable_hash(key_dict(config)), markdown, files)
+    return result.model_copy(update={"report_uri": report})
+
+
+def teacher_losses(store: Store, teachers: Teachers, data: DataRef, how: str, refresh: bool) -> dict[str, Any]:
+    """Validation losses of each member, of the first-k ensembles and of the single model."""
+    ens = ensemble_losses(store, teachers.members, data.rel, refresh)
+    if teachers.single in teachers.members:
+        single = ens["member"][teachers.members.index(teachers.single)]
+    else:
+        single = ensemble_losses(store, [teachers.single], data.rel, refresh)["member"][0]
+    return {"single_loss": single, "ensemble_loss": ens[how][-1], "member_losses": ens["member"],
+            "ensemble_curve": ens[how]}
 
 
 def check_single_shape(store: Store, single: str, model: ModelConfig) -> None:

@@ -190,3 +190,9 @@ def test_synthetic_artifact_loads_like_a_corpus_and_feeds_a_run(store, store_uri
     job = job.model_copy(update={"objective": {"kind": "token_kl", "teachers": ["runs/t0"]}})
     summary = run_job(job, DistEnv(), report=lambda record: None)
     assert summary["steps"] == 6 and math.isfinite(summary["val_loss"]) and store.has(job.run_rel)
+
+
+def test_too_little_synthetic_data_is_an_error_not_a_hang():
+    batcher = MixtureBatcher(np.arange(3000) % 256, np.zeros(10, dtype=np.int64), 17, 0.5, 16, 8, 0)
+    with pytest.raises(ValueError, match="10 tokens hold no window of 17 tokens"):
+        batcher.next_batch()
