@@ -86,7 +86,7 @@ class SweepConfig(Section):
     @classmethod
     def _range(cls, v: list[float]) -> list[float]:
         if len(v) != 2 or not 0 < v[0] <= v[1]:
-            raise ValueError(f"{v}: give a log-uniform range [low, high] with 0 < low <= high")
+            raise ValueError(f"{v}: give a log-uniform range as two numbers (low, high) with 0 < low <= high")
         return v
 
     @field_validator("epochs")
