@@ -112,13 +112,17 @@ def _linear_part(xs: np.ndarray, ys: np.ndarray, b: float) -> tuple[float, float
 def fit_exponential(steps, losses) -> ExpFit:
     """Least-squares fit of a exp(b (t - t0)) + c with b < 0 to (steps, losses), t0 the first step.
 
-    The decay time 1/|b| is searched between a tenth of a step spacing and a thousand curve lengths,
-    on a log grid first (the residual is not unimodal in b in general), then refined.
+    The decay time 1/|b| is searched between a tenth of a step spacing and the curve's length, on a
+    log grid first (the residual is not unimodal in b in general), then refined. A curve that has not
+    bent within the window says nothing about where it levels off; letting 1/|b| grow past the window
+    turns such a near-straight line into a straight-line extrapolation, which a short noisy trial
+    at a large LR can send below zero at a horizon ten times away. Capped, the fit forecasts at most
+    one more window's worth of the current rate of descent.
     """
     xs, ys = _check_series(steps, losses)
     t = xs - xs[0]
     span = max(t[-1], 1.0)
-    lo, hi = math.log(1e-3 / span), math.log(10.0 / max(np.min(np.diff(t)), 1e-9))
+    lo, hi = math.log(1.0 / span), math.log(10.0 / max(np.min(np.diff(t)), 1e-9))
     rss = lambda u: _linear_part(t, ys, -math.exp(u))[2]
     grid = np.linspace(lo, hi, 64)
     best = int(np.argmin([rss(u) for u in grid]))

@@ -50,6 +50,14 @@ def test_without_denoising_the_spikes_bias_the_fit():
     assert abs(clean.a - A) < abs(raw.a - A)
 
 
+def test_a_still_falling_straight_line_is_not_extrapolated_below_zero():
+    rng = np.random.default_rng(1)
+    x = np.arange(20, dtype=float)
+    y = 3.3 - 0.02 * x + rng.normal(0, 0.02, 20)  # a large LR: steep, noisy, no bend yet
+    value = forecast(x, y, horizon=200)
+    assert 3.3 - 0.02 * 40 - 0.1 < value < y[-5:].mean()  # at most about one more window of descent
+
+
 def test_validation_series_of_few_points():
     x = np.arange(1, 17, dtype=float) * 10
     y = 0.8 * np.exp(-0.01 * x) + 1.7

@@ -25,10 +25,11 @@ from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
+from scipy.ndimage import median_filter
 from threadpoolctl import threadpool_limits
 
 from asymptote.config import Section
-from asymptote.forecast import MIN_POINTS, forecast
+from asymptote.forecast import MIN_POINTS, forecast, noise_scale
 
 # ----------------------------------------------------------------------------- options
 
@@ -309,13 +310,29 @@ def penalty(stage: Stage, losses: list[float]) -> float:
     return 2 * abs(ref) + 1.0
 
 
+def rose_above_start(stage: Stage, losses: list[float]) -> bool:
+    """Did the trial push the loss above where the stage started (beyond noise)?
+
+    Then its curve is a spike and a recovery, and an exponential fitted to the recovery forecasts a
+    descent the LR did not earn. The paper's code guards validation-scored trials this way; training
+    losses are noisy, so there a running median of 5 must rise more than two noise deviations.
+    """
+    if stage.start_loss is None:
+        return False
+    if stage.validation:
+        return max(losses) >= stage.start_loss
+    level = median_filter(np.asarray(losses, dtype=float), size=5, mode="nearest")
+    return float(level.max()) > stage.start_loss + 2 * noise_scale(np.asarray(losses, dtype=float))
+
+
 def trial_score(stage: Stage, steps: list[int], losses: list[float]) -> float:
-    """Forecast loss at the horizon, clipped to [0, penalty]; the penalty for diverged or unfittable curves."""
+    """Forecast loss at the horizon, clipped to [0, penalty]; the penalty for diverged or unfittable curves;
+    the recent level (no extrapolation) for curves that rose above the stage's start."""
     bad = penalty(stage, losses)
     if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
         return bad
-    if stage.validation and stage.start_loss is not None and max(losses) >= stage.start_loss:
-        return float(losses[-1])  # a curve that rose above the start misleads the fit; take it as it is
+    if rose_above_start(stage, losses):  # no credit for recovering from a spike the LR caused itself
+        return float(np.mean(losses[-1 if stage.validation else -10:]))
     try:
         value = forecast(steps, losses, horizon=stage.stage_steps, validation=stage.validation)
     except (ValueError, np.linalg.LinAlgError):
