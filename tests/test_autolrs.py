@@ -25,8 +25,9 @@ from asymptote.infra.storage import Store
 from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
 from asymptote.shards import prepare_dataset
 from asymptote.checkpoint import STATE, load_state
-from asymptote.tuning.autolrs import (AutoLRS, AutoLRSOptions, AutoLRSState, LoopIO, PROPOSERS, drive, search_range,
-                                      step_law_lr)
+from asymptote.forecast import forecast
+from asymptote.tuning.autolrs import (AutoLRS, AutoLRSOptions, AutoLRSState, LoopIO, PROPOSERS, Stage, drive,
+                                      search_range, step_law_lr, trial_score)
 from asymptote.tuning.autolrs_driver import TRACE, autolrs_driver, autolrs_options, trace_rel
 
 BEST_LR = 3e-3
@@ -114,6 +115,16 @@ def test_diverging_trials_are_penalised_and_never_chosen():
     assert all(t.score > max(s.score for s in stage.trials if s.lr < 0.05) for t in diverged)
     assert all(len(t.losses) < opts.trial_steps for t in diverged)  # stopped at the first NaN
     assert stage.lr < 0.05 and math.isfinite(state.losses[-1])
+
+
+def test_a_trial_that_spiked_above_the_start_is_scored_by_its_recent_level():
+    stage = Stage(index=0, start_step=0, trial_steps=20, stage_steps=200, validation=False, start_loss=3.3)
+    steps = list(range(20))
+    spiked = [2.8 + 1.4 * math.exp(-i / 15) for i in steps]  # jumps to 4.2, recovers to 3.2: a too-large LR
+    assert trial_score(stage, steps, spiked) == pytest.approx(sum(spiked[-10:]) / 10)
+    assert trial_score(stage, steps, spiked) > forecast(steps, spiked, 200) + 0.3  # no credit for the recovery
+    calm = [2.8 + 0.4 * math.exp(-i / 15) for i in steps]  # below the start all along: forecast as usual
+    assert trial_score(stage, steps, calm) == pytest.approx(forecast(steps, calm, 200))
 
 
 def test_stages_double_then_score_on_validation_and_the_last_is_cut():
