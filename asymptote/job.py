@@ -27,7 +27,7 @@ from asymptote.optim import build_optimizer
 from asymptote.schedules import make_schedule
 from asymptote.shards import load_dataset
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
-from asymptote.versioning import code_version
+from asymptote.versioning import code_version_of
 
 
 class TrainJob(Section):
@@ -207,7 +207,7 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
 def commit_run(store: Store, job: TrainJob, trainer: Trainer, summary: dict[str, Any]) -> None:
     from asymptote.plots import plot_loss_curve  # matplotlib only where it is used
 
-    meta = {"summary": summary, "model": job.model.model_dump(), "code_version": code_version(),
+    meta = {"summary": summary, "model": job.model.model_dump(), "code_version": job_code_version(job),
             "config": job.model_dump(exclude={"store", "compute", "progress_hub"})}
     with store.writer(job.run_rel, kind="run", meta=meta) as d:
         save_weights(trainer.model, d / WEIGHTS, metadata={"run": job.key})
@@ -236,7 +236,13 @@ def job_key(job: TrainJob) -> str:
 
     body = {k: (key_dict(v) if isinstance(v, Section) else v)
             for k, v in job if k not in ("key", "name", "compute", "store", "progress_hub", "keep_checkpoints")}
-    return stable_hash({**body, "code": code_version()})
+    return stable_hash({**body, "code": job_code_version(job)})
+
+
+def job_code_version(job: TrainJob) -> str:
+    modules = [registry[spec["kind"]].split(":")[0] for registry, spec in
+               ((OBJECTIVES, job.objective), (BATCHES, job.batches), (DRIVERS, job.driver)) if spec.get("kind") in registry]
+    return code_version_of(*modules)
 
 
 def make_job(**fields: Any) -> TrainJob:

@@ -19,6 +19,7 @@ from typing import Any
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
+from asymptote.infra.locks import CrashSafeFileLockManager, redis_lock_manager
 from asymptote.infra.storage import Store, cache_dir
 
 
@@ -46,15 +47,12 @@ def result_storage(store: Store, what: str = "results") -> WritableFileSystem:
 
 
 def lock_manager(store: Store):
+    """Redis (leased) when a URL is configured, else a file lock on this machine; both survive crashes."""
     url = store.cfg.redis_url or os.environ.get("ASYMPTOTE_REDIS_URL")
     if url:
-        from prefect_redis.locking import RedisLockManager
-
-        return RedisLockManager(connection_url=url)
-    from prefect.locking.filesystem import FileSystemLockManager
-
+        return redis_lock_manager(url)
     folder = Path(store.path("prefect", "locks")) if store.is_local else cache_dir() / "locks"
-    return FileSystemLockManager(lock_files_directory=folder)
+    return CrashSafeFileLockManager(lock_files_directory=folder)
 
 
 _CONFIGURED: dict[str, dict[str, Any]] = {}
@@ -77,3 +75,11 @@ def cache_options(store: Store) -> dict[str, Any]:
 def cached(task, store: Store, refresh: bool = False):
     """The task, cached in the store; refresh=True recomputes it and overwrites the cached result."""
     return task.with_options(**cache_options(store), refresh_cache=refresh or None)
+
+
+def run_cached(task, store: Store, *args, refresh: bool = False, states: dict[str, str] | None = None, **kwargs):
+    """Call the cached task and return its value; record its final state name (Completed, Cached) in states."""
+    state = cached(task, store, refresh)(*args, return_state=True, **kwargs)
+    if states is not None:
+        states[task.name] = state.name
+    return state.result()
