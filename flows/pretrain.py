@@ -32,6 +32,8 @@ class PretrainResult(BaseModel):
     run: RunRef
     metrics: dict[str, float] = Field(default_factory=dict)
     report_uri: str
+    step_states: dict[str, str] = Field(default_factory=dict)
+    """Final Prefect state of each step: Completed (computed now) or Cached (reused)."""
 
 
 @flow(name="pretrain", log_prints=True)
@@ -42,14 +44,16 @@ def pretrain(config: PretrainConfig = PretrainConfig(), recompute: list[str] = [
         raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
-        data = prepare_data(config.data, store, refresh="data" in recompute)
+        states: dict[str, str] = {}
+        data = prepare_data(config.data, store, refresh="data" in recompute, states=states)
         job = make_job(name=config.name, model=config.model, data=config.data, train=config.train,
                        data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
-        run = train(job, refresh="train" in recompute)
-        metrics = evaluate(store, run, data, refresh="evaluate" in recompute)
+        run = train(job, refresh="train" in recompute, states=states)
+        metrics = evaluate(store, run, data, refresh="evaluate" in recompute, states=states)
     report = publish_report(store, "pretrain", run.key, pretrain_markdown(config, data, run, metrics),
                             {"loss.png": store.read(run.rel, "loss.png")})
-    return PretrainResult(flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri=report)
+    return PretrainResult(flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri=report,
+                          step_states=states)
 
 
 def pretrain_markdown(config: PretrainConfig, data: DataRef, run: RunRef, metrics: dict[str, float]) -> str:

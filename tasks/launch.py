@@ -23,6 +23,10 @@ from asymptote.infra.progress import push
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, run_job
 
+# Ray Train logs every report (and local mode) at INFO on every worker; our progress display says it better.
+# Module level so that it also applies in the worker processes that unpickle these functions.
+logging.getLogger("ray.train").setLevel(logging.WARNING)
+
 
 class RayReporter:
     """Metrics to Ray Train (and through it to Tune) and to the driver's progress display."""
@@ -83,7 +87,6 @@ def ray_storage(store: Store, rel: str):
 
 @ray.remote
 def _local_mode_fit(job_dict: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # local mode logs every report at INFO
     job = TrainJob.model_validate(job_dict)
     return _trainer(job, use_gpu, num_workers=0, store=None).fit().return_value
 

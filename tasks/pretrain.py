@@ -16,7 +16,7 @@ from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
-from asymptote.tasks.caching import cached
+from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
 
 
@@ -43,15 +43,15 @@ def run_ref(store: Store, key: str, name: str, summary: dict[str, Any]) -> RunRe
                   summary=summary)
 
 
-def prepare_data(data: DataConfig, store: Store, refresh: bool = False) -> DataRef:
+def prepare_data(data: DataConfig, store: Store, refresh: bool = False, states: dict | None = None) -> DataRef:
     """Tokenised shards of the source, cached by the source's content and the tokenisation settings."""
     key = dataset_key(data, source_fingerprint(data.source, store.options))
-    return cached(prepare_data_task, store, refresh)(data, store, key=key)
+    return run_cached(prepare_data_task, store, data, store, key=key, refresh=refresh, states=states)
 
 
-def train(job: TrainJob, refresh: bool = False) -> RunRef:
-    """Run (or reuse) a training job; cached by the job's key."""
-    return cached(train_task, Store(job.store), refresh)(job, key=job.key, fresh=refresh)
+def train(job: TrainJob, refresh: bool = False, states: dict | None = None) -> RunRef:
+    """Run (or reuse) a training job; cached by the job's key. `states` records Completed/Cached."""
+    return run_cached(train_task, Store(job.store), job, key=job.key, fresh=refresh, refresh=refresh, states=states)
 
 
 def submit_train(job: TrainJob, refresh: bool = False):
@@ -79,7 +79,8 @@ def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[s
     return ray.get(_evaluate_remote.remote(store, run_rel, data_rel))
 
 
-def evaluate(store: Store, run: RunRef, data: DataRef, refresh: bool = False) -> dict[str, float]:
+def evaluate(store: Store, run: RunRef, data: DataRef, refresh: bool = False,
+             states: dict | None = None) -> dict[str, float]:
     """Full validation loss of a run's weights on a corpus (any corpus, not only its own)."""
     key = stable_hash({"run": run.rel, "data": data.rel, "what": "val_loss"})
-    return cached(evaluate_task, store, refresh)(store, run.rel, data.rel, key=key)
+    return run_cached(evaluate_task, store, store, run.rel, data.rel, key=key, refresh=refresh, states=states)
