@@ -1,0 +1,30 @@
+"""Shared bits of the benchmark scripts: argument parsing, a bench store, the last JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", required=True, help="text file, folder or URI to train on")
+    p.add_argument("--store", default=None, help="artifact store (default: a fresh temporary folder)")
+    return p
+
+
+def store_uri(arg: str | None) -> str:
+    return arg or tempfile.mkdtemp(prefix="asymptote-bench-")
+
+
+def emit(result: dict) -> None:
+    """The benchmark's figures: one JSON line, printed last."""
+    sys.stdout.flush()
+    print(json.dumps(result, default=float), flush=True)
