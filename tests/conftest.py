@@ -55,3 +55,44 @@ def corpus_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("corpus") / "python-docs.txt"
     path.write_bytes(read_source("builtin:python-docs"))
     return str(path)
+
+
+# ----------------------------------------------------------------------------- servers on loopback
+# Credentials for the S3-compatible test server are set before any Ray starts, so Ray workers inherit
+# them the way cluster nodes inherit an instance role. The secret is distinctive so tests can prove it
+# never lands in an artifact, a Prefect result or a log.
+TEST_SECRET = "asymptote-test-secret-must-never-leak"
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "asymptote-test-key")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", TEST_SECRET)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server as a separate process on a free loopback port."""
+    from servers import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_store_cfg(s3_endpoint):
+    """A StoreConfig on a fresh bucket of the test S3 server."""
+    import uuid
+
+    from servers import make_bucket
+
+    from asymptote.config import StoreConfig
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    make_bucket(s3_endpoint, bucket)
+    return StoreConfig(uri=f"s3://{bucket}/asymptote", endpoint_url=s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server on a free loopback port (Debian's package; .ci/run installs it)."""
+    from servers import redis_server
+
+    with redis_server() as url:
+        yield url

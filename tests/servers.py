@@ -1,0 +1,135 @@
+"""Real servers and clusters for tests, started and stopped by the test itself (never `ray stop`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stop a process started with start_new_session=True, with its children."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: urllib.request.urlopen(url, timeout=1).status == 200, 30, "moto server")
+        yield url
+    finally:
+        stop_group(proc)
+
+
+def make_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    # No region: with a region, the client sends a LocationConstraint that moto refuses for us-east-1.
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 20, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_group(proc)
+
+
+class RayCluster:
+    """A multi-node Ray cluster on this machine: `ray start --head` + `ray start --address` workers.
+
+    Every node's processes carry this cluster's unique temp dir on their command line, which is how
+    `stop()` finds exactly them (and nothing else on the machine).
+    """
+
+    def __init__(self, nodes: list[dict[str, float]], env: dict[str, str]):
+        self.nodes, self.env = nodes, env
+        self.tag = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Unix socket paths <= 107 bytes
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _ray(self, *args: str) -> None:
+        ray_cli = Path(sys.executable).with_name("ray")
+        subprocess.run([str(ray_cli), "start", *args, "--disable-usage-stats"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180)
+
+    def start(self) -> "RayCluster":
+        for i, res in enumerate(self.nodes):
+            cpus, custom = int(res.get("CPU", 1)), {k: v for k, v in res.items() if k != "CPU"}
+            common = [f"--num-cpus={cpus}", f"--resources={custom!r}".replace("'", '"'),
+                      "--object-store-memory=200000000"]
+            if i == 0:
+                self._ray("--head", f"--port={self.port}", f"--temp-dir={self.tag}", "--include-dashboard=false",
+                          *common)
+            else:
+                self._ray(f"--address={self.address}", *common)
+        return self
+
+    def processes(self) -> list[psutil.Process]:
+        mine = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if self.tag in cmd or f"--gcs-address={self.address}" in cmd or f"--address={self.address}" in cmd:
+                mine.append(p)
+        return mine
+
+    def stop(self) -> None:
+        procs = self.processes()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(self.tag, ignore_errors=True)
