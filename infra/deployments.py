@@ -15,7 +15,9 @@ are loaded by module path (asymptote.flows.<module>:<flow>) so a run imports the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -88,6 +90,8 @@ def deployment_context(store: str | None = None, directory: str = ".") -> dict[s
         raise ValueError("ASYMPTOTE_STORE is not set: deployments need a store every worker reaches, e.g. "
                          "`ASYMPTOTE_STORE=s3://my-bucket/asymptote prefect --no-prompt deploy --all`")
     uri = Store(uri).uri()  # a local folder becomes absolute: workers run in their own directories
+    if DEFAULT_FILE.exists():
+        read_specs(DEFAULT_FILE)  # fail the deploy on a recipe that does not exist, before anything is made
     return {"store": uri, "results_block": results_block(uri), **checkout(directory),
             "recipes": recipe_parameters()}
 
@@ -125,7 +129,13 @@ def read_specs(path: str | Path = DEFAULT_FILE, only: list[str] | None = None) -
     missing = sorted(set(only or []) - set(known))
     if missing:
         raise ValueError(f"--only {missing}: no such deployment in {path}; allowed: {', '.join(known)}")
-    values = {"asymptote": {"recipes": recipe_parameters()}}
+    recipes = recipe_parameters()
+    for entry in entries:  # a missing recipe would silently deploy the flow's defaults instead
+        for name in re.findall(r"asymptote\.recipes\.([\w-]+)", json.dumps(entry)):
+            if name not in recipes:
+                raise ValueError(f"{path}: deployment {entry['name']!r} uses recipe {name!r}, which does not exist; "
+                                 f"recipes: {', '.join(recipes)}")
+    values = {"asymptote": {"recipes": recipes}}
     fields = set(DeploymentSpec.model_fields)
     return [DeploymentSpec.model_validate(apply_values({k: v for k, v in e.items() if k in fields}, values))
             for e in entries if not only or e["name"] in only]
