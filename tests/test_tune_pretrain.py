@@ -62,3 +62,21 @@ def test_a_search_over_an_unknown_field_names_it(store_uri):
         PretrainSearchConfig(base=tiny_pretrain_config(store_uri), space={"train.lrr": {"low": 1e-4, "high": 1e-2}})
     with pytest.raises(ValidationError, match="low < high"):
         PretrainSearchConfig(base=tiny_pretrain_config(store_uri), space={"train.lr": {"low": 1e-2, "high": 1e-4}})
+
+
+@pytest.mark.slow
+def test_search_on_an_s3_store_keeps_tune_results_there(ray_local, s3_store_cfg):
+    from asymptote.infra.storage import Store
+
+    base = tiny_pretrain_config(s3_store_cfg.uri, max_steps=10, eval_every=10)
+    base.store = s3_store_cfg
+    cfg = PretrainSearchConfig(base=base, num_samples=1, space={"train.lr": {"low": 1e-3, "high": 3e-3}})
+    res = tune_pretrain(cfg)
+    store = Store(s3_store_cfg)
+    assert res.results_uri.startswith("s3://") and res.experiment_uri.startswith("s3://")
+    committed = store.manifest(f"tune/{cfg.key}")
+    trial_results = [n for n in committed.files if n.endswith("/result.json")]
+    assert len(trial_results) == 1  # Tune's own records, written to S3 by Ray and covered by the manifest
+    rows = [json.loads(line) for line in store.read(f"tune/{cfg.key}", trial_results[0]).splitlines()]
+    assert rows[-1]["final"] == 1 and rows[-1]["val_loss"] == pytest.approx(res.best_val_loss)
+    assert store.has(store.relpath(res.best_run_uri))
