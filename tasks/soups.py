@@ -158,23 +158,25 @@ def model_shape(store: Store, rels: list[str]):
 class Scorer:
     """Held-out and test losses of a model; held-out optionally on a capped, evenly spaced set of windows."""
 
-    def __init__(self, store: Store, data_rel: str, fraction: float, block: int, eval_windows: int | None):
+    def __init__(self, store: Store, data_rel: str, fraction: float, block: int, eval_windows: int | None,
+                 device: torch.device):
+        from asymptote.dist import DistEnv
         from asymptote.shards import load_dataset
         from asymptote.soups import heldout_test_split
 
         _, val, _ = load_dataset(store, data_rel)
         self.heldout, self.test = heldout_test_split(val, fraction)
-        self.block, self.windows = block, eval_windows
+        self.block, self.windows, self.env = block, eval_windows, DistEnv(device=device)
 
     def held(self, model) -> float:
         from asymptote.evaluation import mean_loss
 
-        return mean_loss(model, self.heldout, self.block, max_windows=self.windows)
+        return mean_loss(model, self.heldout, self.block, self.env, max_windows=self.windows)
 
     def tested(self, model) -> float:
         from asymptote.evaluation import mean_loss
 
-        return mean_loss(model, self.test, self.block)
+        return mean_loss(model, self.test, self.block, self.env)
 
 
 def commit_model(store: Store, rel: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
@@ -232,37 +234,53 @@ def _pantry(kitchen: Kitchen, scorer: Scorer, model, ings, scores, device):
     return Pantry(ings, scores, model, scorer.held, batches, o)
 
 
+def _cook_soups(store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str) -> list[SoupEntry]:
+    from asymptote.soups import SOUPS
+
+    entries = []
+    for name in kitchen.soups.methods:
+        cooked = SOUPS[name](pantry)
+        meta = {**common, "method": name, "ingredients": kitchen.ingredients,
+                "weights": dict(zip(kitchen.ingredients, cooked.weights))}
+        entries.append(_entry(store, scorer, pantry.model, name, "soup", cooked.tensors, meta, out, cooked.info))
+    return entries
+
+
+def _cook_merges(store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str) -> list[SoupEntry]:
+    """Each merge at its best held-out scale; SLERP joins the two best ingredients by held-out loss."""
+    from asymptote.merges import best_scale_merge
+    from asymptote.soups import Checkpoint
+
+    base = Checkpoint.from_folder(store.localize(kitchen.base), name=kitchen.base)
+    ranked = [pantry.ingredients[k] for k in np.argsort(pantry.scores, kind="stable")]
+    entries = []
+    for method in kitchen.merges.methods:
+        members = ranked[:2] if method == "slerp" else list(pantry.ingredients)
+        tensors, scale, losses = best_scale_merge(base, members, method, kitchen.merges, pantry.model, scorer.held)
+        meta = {**common, "method": method, "base": kitchen.base, "ingredients": [m.name for m in members],
+                "weights": {m.name: 1 / len(members) for m in members}, "scale": scale,
+                "options": kitchen.merges.for_method(method)}
+        entries.append(_entry(store, scorer, pantry.model, method, "merge", tensors, meta, out,
+                              {"heldout_by_scale": losses}))
+    return entries
+
+
 @ray.remote
 def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> list[dict]:
-    from asymptote.merges import best_scale_merge
     from asymptote.model import Decoder
-    from asymptote.soups import SOUPS, Checkpoint
 
     device = _device(use_gpu)
     cfg = model_shape(store, kitchen.ingredients + ([kitchen.base] if kitchen.base else []))
-    scorer = Scorer(store, kitchen.data, kitchen.soups.heldout_fraction, cfg.block_size, kitchen.soups.eval_windows)
+    scorer = Scorer(store, kitchen.data, kitchen.soups.heldout_fraction, cfg.block_size, kitchen.soups.eval_windows,
+                    device)
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, kitchen.ingredients)
     entries = _score_ingredients(scorer, model, ings)
-    scores = [e.heldout for e in entries]
+    pantry = _pantry(kitchen, scorer, model, ings, [e.heldout for e in entries], device)
     common = {"model": cfg.model_dump(), "data": kitchen.data, "heldout_fraction": kitchen.soups.heldout_fraction}
-    pantry = _pantry(kitchen, scorer, model, ings, scores, device)
-    for name in kitchen.soups.methods:
-        cooked = SOUPS[name](pantry)
-        weights = dict(zip(kitchen.ingredients, cooked.weights))
-        meta = {**common, "method": name, "ingredients": kitchen.ingredients, "weights": weights}
-        entries.append(_entry(store, scorer, model, name, "soup", cooked.tensors, meta, out, cooked.info))
+    entries += _cook_soups(store, kitchen, scorer, pantry, common, out)
     if kitchen.merges.methods and kitchen.base:
-        base = Checkpoint.from_folder(store.localize(kitchen.base), name=kitchen.base)
-        ranked = [ings[k] for k in np.argsort(scores, kind="stable")]
-        for method in kitchen.merges.methods:
-            members = ranked[:2] if method == "slerp" else ings
-            tensors, scale, losses = best_scale_merge(base, members, method, kitchen.merges, model, scorer.held)
-            meta = {**common, "method": method, "base": kitchen.base, "ingredients": [m.name for m in members],
-                    "weights": {m.name: 1 / len(members) for m in members}, "scale": scale,
-                    "options": kitchen.merges.for_method(method)}
-            entries.append(_entry(store, scorer, model, method, "merge", tensors, meta, out,
-                                  {"heldout_by_scale": losses}))
+        entries += _cook_merges(store, kitchen, scorer, pantry, common, out)
     return [e.model_dump() for e in entries]
 
 
@@ -295,7 +313,7 @@ def _independent_remote(store: Store, members: list[str], data: str, fraction: f
 
     device = _device(use_gpu)
     cfg = model_shape(store, members)
-    scorer = Scorer(store, data, fraction, cfg.block_size, eval_windows)
+    scorer = Scorer(store, data, fraction, cfg.block_size, eval_windows, device)
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, members)
     entries = [e.model_copy(update={"kind": "member"}) for e in _score_ingredients(scorer, model, ings)]

@@ -66,24 +66,23 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
 
 @pytest.mark.slow
 def test_tune_engine_and_given_checkpoints_reuse_the_same_runs(ray_local, prefect_api, store_uri, store):
-    first = soup_study(tiny_study(store_uri, sweep={"engine": "tune", "n_models": 2},
-                                  independent={"members": 0}, merges={"methods": ["ties"], "scales": [1.0]}))
+    light = {"independent": {"members": 0}, "merges": {"methods": ["ties"], "scales": [1.0]},
+             "soups": {"methods": ["uniform", "greedy"]}, "base": {"train": TRAIN | {"max_steps": 20}}}
+    first = soup_study(tiny_study(store_uri, sweep={"engine": "tune", "n_models": 2}, **light))
     runs = [ft.run.rel for ft in first.finetunes]
     assert len(runs) == 2 and all(store.has(r) for r in runs)
     walls = [store.read_json(r, "summary.json")["wall_s"] for r in runs]
 
     # The same sweep through the other engine asks for the same content-addressed runs: nothing trains.
-    again = soup_study(tiny_study(store_uri, sweep={"engine": "tasks", "n_models": 2},
-                                  independent={"members": 0}, merges={"methods": ["ties"], "scales": [1.0]}))
+    again = soup_study(tiny_study(store_uri, sweep={"engine": "tasks", "n_models": 2}, **light))
     assert [ft.run.rel for ft in again.finetunes] == runs
     assert [store.read_json(r, "summary.json")["wall_s"] for r in runs] == walls
 
     # A soup over checkpoints already in the store (no sweep): the same soups as the study made.
-    given = soup_study(tiny_study(store_uri, ingredients=runs, base={"run": first.base}, independent={"members": 0},
-                                  merges={"methods": ["ties"], "scales": [1.0]}))
-    assert given.finetunes == []
+    given = soup_study(tiny_study(store_uri, ingredients=runs, **(light | {"base": {"run": first.base}})))
+    assert given.finetunes == [] and given.base == first.base
     by_name = lambda r: {e.name: e.test for e in r.entries}
-    assert by_name(given) == by_name(first)
+    assert by_name(given) == by_name(first) and set(by_name(given)) == set(runs) | {"uniform", "greedy", "ties"}
 
 
 def test_bad_configs_name_the_field_and_the_fix(store_uri):
