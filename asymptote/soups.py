@@ -25,6 +25,7 @@ order and acceptance, learned weights, mwa losses, merge scales) and the rest is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
@@ -133,8 +134,12 @@ def mwa_weights(losses: Sequence[float], penalty: float) -> list[float]:
     """w_k proportional to (L_k / L_min) ** (-penalty); normalised to sum to one."""
     if penalty < 0:
         raise ValueError(f"mwa penalty={penalty}: must be >= 0 (0 is the uniform soup)")
-    ratios = np.asarray(losses, dtype=np.float64) / min(losses)
-    w = ratios ** (-penalty)
+    losses = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise ValueError("mwa: every ingredient's loss is infinite or NaN; nothing to weight")
+    ratios = np.where(finite, losses / losses[finite].min(), np.inf)
+    w = np.where(finite, ratios ** (-penalty), 0.0)  # a diverged ingredient gets no weight
     return (w / w.sum()).tolist()
 
 
@@ -149,7 +154,7 @@ def mwa_soup(ingredients: Sequence[Ingredient], losses: Sequence[float], penalty
 @dataclass
 class GreedyResult:
     order: list[int]
-    """Ingredient indices in the order tried: held-out loss ascending (ties by index)."""
+    """Ingredient indices in the order tried: held-out loss ascending (ties by index, non-finite last)."""
     chosen: list[int]
     """Ingredients in the soup, in the order they were added."""
     history: list[dict] = field(default_factory=list)
@@ -168,7 +173,8 @@ def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Seq
     """
     if len(scores) != len(ingredients):
         raise ValueError(f"greedy soup: {len(scores)} scores for {len(ingredients)} ingredients")
-    order = sorted(range(len(ingredients)), key=lambda k: (scores[k], k))
+    # A diverged ingredient (NaN or infinite loss) goes last; comparisons with NaN never keep it.
+    order = sorted(range(len(ingredients)), key=lambda k: (not math.isfinite(scores[k]), scores[k], k))
     params = model.state_dict()
     weighted_average([ingredients[order[0]]], lambda k, n: 1.0, into=params)
     result = GreedyResult(order=order, chosen=[order[0]])

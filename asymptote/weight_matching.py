@@ -185,16 +185,19 @@ def align(ref: Tensors, other: Tensors, cfg: ModelConfig, max_iter: int = 30) ->
 class AlignedMember:
     """An ingredient that loads already aligned to a reference state dict."""
 
-    member: Ingredient
+    member: Ingredient | None
+    """None: the reference itself."""
     ref: Tensors
     cfg: ModelConfig
     max_iter: int = 30
 
     @property
     def name(self) -> str:
-        return self.member.name
+        return self.member.name if self.member is not None else "reference"
 
     def load(self) -> Tensors:
+        if self.member is None:  # the reference itself: already aligned
+            return self.ref
         return align(self.ref, self.member.load(), self.cfg, self.max_iter)
 
 
@@ -204,7 +207,8 @@ def aligned_average(members: Sequence[Ingredient], cfg: ModelConfig, max_iter: i
     Memory: the reference, the running mean, and one member with its aligned copy.
     """
     ref = members[0].load()
-    return weighted_average([AlignedMember(m, ref, cfg, max_iter) for m in members], lambda k, n: 1.0)
+    aligned = [AlignedMember(None, ref, cfg)] + [AlignedMember(m, ref, cfg, max_iter) for m in members[1:]]
+    return weighted_average(aligned, lambda k, n: 1.0)
 
 
 def objective(ref: Tensors, other: Tensors) -> float:

@@ -233,3 +233,11 @@ def test_streaming_soups_hold_at_most_two_models(tmp_path):
     everything = [ing.load() for ing in ings]
     assert max(Probe.peaks) >= budget(5) - model_bytes // 5
     del everything
+
+
+def test_diverged_ingredients_get_no_weight_and_go_last(tmp_path):
+    assert mwa_weights([2.0, float("nan"), 2.0], 3.0) == pytest.approx([0.5, 0.0, 0.5])
+    ings = [save(tmp_path, n, {"weight": torch.full((1, 2), v)}) for n, v in (("ok", 1.0), ("nan", 0.0), ("far", 5.0))]
+    res = greedy_soup(nn.Linear(2, 1, bias=False), ings, [1.0, float("nan"), 3.0],
+                      lambda m: float(((m.weight - 1.0) ** 2).sum()))
+    assert res.order == [0, 2, 1] and res.chosen == [0]
