@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and clean an artifact store.")
@@ -27,7 +28,7 @@ RecomputeOpt = typer.Option([], "--recompute", help="Force a step to recompute i
 def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy machine is slow
 
 
 def _config(cls, recipe: Optional[str], overrides: list[str], store: Optional[str]):
@@ -39,7 +40,7 @@ def _config(cls, recipe: Optional[str], overrides: list[str], store: Optional[st
     try:
         return resolve(cls, recipe, overrides)
     except ConfigError as err:
-        console.print(f"[red]{err}[/red]")
+        console.print(f"[red]{escape(str(err))}[/red]", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 

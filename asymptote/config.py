@@ -250,7 +250,8 @@ def explain(err: ValidationError, cls: type[BaseModel] | None = None) -> ConfigE
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + _suggest(cls, e["loc"])
-        lines.append(f"  {path} = {value!r}: {msg}")
+        # A whole-config check (model validator) has no single field: its message names the fields.
+        lines.append(f"  {msg}" if not e["loc"] else f"  {path} = {value!r}: {msg}")
     return ConfigError("invalid config:\n" + "\n".join(lines))
 
 
