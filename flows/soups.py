@@ -238,9 +238,18 @@ def _use_gpu(compute: ComputeConfig) -> bool:
 # ----------------------------------------------------------------------------- the flow
 
 
-def start_members(config: SoupStudyConfig, store: Store, target: DataRef, shape_of: str, hub: str | None,
+def start_members(config: SoupStudyConfig, store: Store, target: DataRef, given: list[str], hub: str | None,
                   refresh: bool) -> list:
-    """Submit the independent members (futures), shaped like `shape_of` (the base or the first ingredient)."""
+    """Submit the independent members (futures) first, so they train while the base does.
+
+    Their shape is the base's: base.model when it is trained here, else that of base.run or of the
+    first given ingredient."""
+    if config.base.run:
+        shape_of = resolve_checkpoint(store, config.base.run, "base.run")
+    elif given:
+        shape_of = given[0]
+    else:
+        return [submit_train(j, refresh) for j in member_jobs(config, store, target, config.base.model, hub)]
     shape = ModelConfig.model_validate(store.manifest(shape_of).meta["model"])
     return [submit_train(j, refresh) for j in member_jobs(config, store, target, shape, hub)]
 
@@ -272,8 +281,8 @@ def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str]
         gpu = _use_gpu(config.compute)
         target = prepare_data(config.data, store, refresh=again("data"))
         given = [resolve_checkpoint(store, r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
+        futures = start_members(config, store, target, given, hub, again("independent"))
         base = base_run(config, store, target, hub, again("base")) if config.base.run or not given else None
-        futures = start_members(config, store, target, base or given[0], hub, again("independent"))
         finetunes = [] if given else sweep(config, store, base, target, hub, again("sweep"))
         kitchen = Kitchen(ingredients=given or [f.run.rel for f in finetunes], data=target.rel, soups=config.soups,
                           base=base if config.merges.methods else None, merges=config.merges)
