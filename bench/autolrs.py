@@ -44,9 +44,11 @@ def progress(label: str):
         if "trial_score" in record:
             log(f"{label}: stage {record['stage']} trial {record['trial']} lr {record['trial_lr']:.3g} "
                 f"-> forecast {record['trial_score']:.4f}")
-        elif record.get("val_loss") is not None:
+        elif "train_loss" in record:
+            val = f" val {record['val_loss']:.4f}" if record.get("val_loss") is not None else ""
+            speed = f" ({record['tok_per_s'] / 1e3:.1f}k tok/s)" if "tok_per_s" in record else ""
             log(f"{label}: step {record['step']}/{record['total_steps']} lr {record['lr']:.3g} "
-                f"train {record['train_loss']:.4f} val {record['val_loss']:.4f}")
+                f"train {record['train_loss']:.4f}{val}{speed}")
     return report
 
 

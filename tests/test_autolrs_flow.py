@@ -51,6 +51,7 @@ def test_cli_refuses_a_bad_option_naming_the_field(store_uri):
     assert out.exit_code == 2 and "autolrs.trials" in out.output
 
 
+@pytest.mark.slow
 def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_uri):
     from asymptote.cli import app
 
