@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,21 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import tiny_pretrain_config
+from servers import free_port
 
 from asymptote.flows import PretrainResult
 from asymptote.infra.deployments import ensure_work_pool, recipe_parameters
 from asymptote.infra.storage import Store
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's `prefect`, `asymptote` and `python`
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
@@ -104,7 +96,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
-    url = f"http://127.0.0.1:{_free_port()}/api"
+    url = f"http://127.0.0.1:{free_port()}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))} | {
         "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -113,6 +105,11 @@ def server(tmp_path_factory):
     with _running([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port], env,
                   home / "server.log", lambda: _healthy(url), "prefect server"):
         yield Server(url, env, home)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("deployments") / "store")
 
 
 @contextmanager
@@ -144,8 +141,27 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
     return result
 
 
-def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_path):
-    store = str(tmp_path / "store")
+def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
+    import asymptote.flows as flows
+    from asymptote.config import build
+    from asymptote.infra.deployments import read_specs
+
+    specs = read_specs(ROOT / "prefect.yaml")
+    by_flow = {spec.entrypoint.rsplit(":", 1)[1]: spec for spec in specs}
+    assert len(by_flow) == len(specs)  # one deployment per flow
+    for name, flow in flows.available_flows().items():  # every flow is deployed, by module path
+        spec = by_flow.get(name)
+        assert spec is not None, f"flow {name} has no deployment in prefect.yaml"
+        module, config_cls, _ = flows.FLOWS[name]
+        assert spec.entrypoint == f"asymptote.flows.{module}:{name}" and spec.load_flow().name == flow.name
+        build(getattr(flows, config_cls), spec.parameters["config"])  # the recipe is a valid config
+    with pytest.raises(ValueError, match="no such deployment"):
+        read_specs(ROOT / "prefect.yaml", only=["nope"])
+
+
+@pytest.mark.slow
+def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared_store):
+    store = shared_store
     with _api(server.url):
         ensure_work_pool("asymptote", "process")  # what `prefect work-pool create asymptote --type process` does
     server.cli("--no-prompt", "deploy", "--all", ASYMPTOTE_STORE=store)
@@ -163,7 +179,7 @@ def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_pa
         assert dep.entrypoint == entry["entrypoint"] and dep.parameters["config"] == recipes[recipe]
         assert dep.work_pool_name == "asymptote" and dep.job_variables["env"]["ASYMPTOTE_STORE"] == store
         assert [s.schedule.cron for s in dep.schedules] == [s["cron"] for s in entry.get("schedules", [])]
-        assert dep.pull_steps[0]["prefect.deployments.steps.git_clone"]["commit_sha"] == _head()
+        assert _is_commit_of_this_checkout(dep.pull_steps[0]["prefect.deployments.steps.git_clone"]["commit_sha"])
 
     log = server.logs / "worker.log"
     worker = [str(BIN / "prefect"), "worker", "start", "--pool", "asymptote", "--work-queue", "default"]
@@ -176,14 +192,17 @@ def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, tmp_pa
     assert result.run.summary["params"] < 200_000  # the tiny model from the parameters, not the recipe's
 
 
-def _head() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+def _is_commit_of_this_checkout(sha: str) -> bool:
+    """The recorded commit is HEAD or behind it (HEAD may move on while the test runs)."""
+    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", sha, "HEAD"]).returncode == 0
 
 
-def test_serve_runs_the_same_deployments_without_a_work_pool(server, tmp_path):
+@pytest.mark.slow
+def test_serve_runs_the_same_deployments_without_a_work_pool(server, shared_store):
+    """The store the worker used: after the worker test, the served run reuses its cached steps."""
     from prefect.deployments import run_deployment
 
-    store = str(tmp_path / "served-store")
+    store = shared_store
     log = server.logs / "serve.log"
 
     serve = [str(BIN / "asymptote"), "serve", "--only", "pretrain", "--store", store, "--no-schedules"]
