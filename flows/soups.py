@@ -35,7 +35,7 @@ from asymptote.job import TrainJob, make_job
 from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
 from asymptote.soups import SoupOptions
-from asymptote.tasks.pretrain import prepare_data, submit_train, train
+from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report
 from asymptote.tasks.soups import (Kitchen, SoupEntry, cook, independent_averages, plot_heldout_vs_test, run_sweep,
                                    sample_trials)
@@ -197,7 +197,8 @@ def resolve_checkpoint(store: Store, ref: str, field: str) -> str:
     return rel
 
 
-def base_run(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool) -> str:
+def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool):
+    """The base checkpoint: base.run as is, or a run trained here (submitted, so members train beside it)."""
     b = config.base
     if b.run:
         return resolve_checkpoint(store, b.run, "base.run")
@@ -205,7 +206,7 @@ def base_run(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | 
     ref = target if b.data is None else prepare_data(data, store)
     job = make_job(name=f"{config.name}-base", model=b.model, data=data, train=b.train, data_artifact=ref.rel,
                    compute=config.compute, store=store.cfg, progress_hub=hub)
-    return train(job, refresh).rel
+    return submit_train(job, refresh)
 
 
 def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None):
@@ -240,7 +241,7 @@ def _use_gpu(compute: ComputeConfig) -> bool:
 
 def start_members(config: SoupStudyConfig, store: Store, target: DataRef, given: list[str], hub: str | None,
                   refresh: bool) -> list:
-    """Submit the independent members (futures) first, so they train while the base does.
+    """Submit the independent members (futures), so they train while the base and the fine-tunes do.
 
     Their shape is the base's: base.model when it is trained here, else that of base.run or of the
     first given ingredient."""
@@ -281,8 +282,9 @@ def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str]
         gpu = _use_gpu(config.compute)
         target = prepare_data(config.data, store, refresh=again("data"))
         given = [resolve_checkpoint(store, r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
-        futures = start_members(config, store, target, given, hub, again("independent"))
-        base = base_run(config, store, target, hub, again("base")) if config.base.run or not given else None
+        pending = submit_base(config, store, target, hub, again("base")) if config.base.run or not given else None
+        futures = start_members(config, store, target, given, hub, again("independent"))  # queued after the base
+        base = pending.result().rel if hasattr(pending, "result") else pending
         finetunes = [] if given else sweep(config, store, base, target, hub, again("sweep"))
         kitchen = Kitchen(ingredients=given or [f.run.rel for f in finetunes], data=target.rel, soups=config.soups,
                           base=base if config.merges.methods else None, merges=config.merges)
