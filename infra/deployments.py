@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -161,12 +162,18 @@ def deploy(project_dir: str | Path = ".", store: str | None = None, names: list[
            pool_type: str = "process") -> None:
     """Python equivalent of `prefect --no-prompt deploy --all` (or `--name` each) in a checkout.
 
-    Runs Prefect's own deploy command so that prefect.yaml means exactly what it means to Prefect.
+    Creates the work pool when missing, then runs Prefect's own deploy command (against the Prefect
+    API this process uses) so that prefect.yaml means exactly what it means to Prefect.
     """
+    from prefect.settings import get_current_settings
+
     ensure_work_pool(pool_type=pool_type)
-    env = os.environ | ({"ASYMPTOTE_STORE": store} if store else {})
+    env = os.environ | {"PREFECT_API_URL": str(get_current_settings().api.url)}
+    if store:
+        env["ASYMPTOTE_STORE"] = store
     selection = [arg for n in names for arg in ("--name", n)] if names else ["--all"]
-    subprocess.run(["prefect", "--no-prompt", "deploy", *selection], cwd=project_dir, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", *selection], cwd=project_dir, env=env,
+                   check=True)
 
 
 def _schedules(spec: DeploymentSpec) -> list:

@@ -24,7 +24,7 @@ from helpers import tiny_pretrain_config
 from servers import free_port
 
 from asymptote.flows import PretrainResult
-from asymptote.infra.deployments import ensure_work_pool, recipe_parameters
+from asymptote.infra.deployments import deploy, recipe_parameters
 from asymptote.infra.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +85,6 @@ class Server:
     url: str
     env: dict[str, str]
     logs: Path
-
-    def cli(self, *args: str, **env: str) -> str:
-        out = subprocess.run([str(BIN / "prefect"), *args], env=self.env | env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=180)
-        assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +154,11 @@ def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
 
 
 @pytest.mark.slow
-def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared_store):
+def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared_store, monkeypatch):
     store = shared_store
-    with _api(server.url):
-        ensure_work_pool("asymptote", "process")  # what `prefect work-pool create asymptote --type process` does
-    server.cli("--no-prompt", "deploy", "--all", ASYMPTOTE_STORE=store)
+    monkeypatch.setenv("PREFECT_HOME", server.env["PREFECT_HOME"])  # the deploy subprocess keeps out of ~/.prefect
+    with _api(server.url):  # creates the work pool, then runs `prefect --no-prompt deploy --all` in the checkout
+        deploy(ROOT, store=store)
 
     from prefect import get_client
     from prefect.deployments import run_deployment
