@@ -13,6 +13,7 @@ from asymptote.flows.soups import SoupStudyConfig, main_step, soup_study
 from asymptote.job import model_from_run
 from asymptote.shards import load_dataset
 from asymptote.soups import heldout_test_split
+from asymptote.tasks.soups import sample_trials
 
 TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}
 
@@ -95,3 +96,12 @@ def test_bad_configs_name_the_field_and_the_fix(store_uri):
     with pytest.raises(ConfigError, match="soups.methods.*allowed: uniform, greedy, learned, mwa"):
         tiny_study(store_uri, soups={"methods": ["median"]})
     assert np.isfinite(tiny_study(store_uri).sweep.lr[0])
+
+
+def test_sweep_draws_are_seeded_and_inside_the_search_space(store_uri):
+    sweep = tiny_study(store_uri, sweep={"n_models": 6, "lr": [1e-4, 1e-2], "weight_decay": [0.05, 0.05]}).sweep
+    draws = sample_trials(sweep.space(), sweep.n_models, sweep.seed)
+    assert draws == sample_trials(sweep.space(), sweep.n_models, sweep.seed)  # same seed, same runs
+    assert draws != sample_trials(sweep.space(), sweep.n_models, sweep.seed + 1)
+    assert len(draws) == 6 and len({d["seed"] for d in draws}) == 6
+    assert all(1e-4 <= d["lr"] <= 1e-2 and d["weight_decay"] == 0.05 and d["epochs"] in (0.05, 0.1) for d in draws)
