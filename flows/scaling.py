@@ -1,0 +1,415 @@
+"""Pre-training under infinite compute: the data-constrained recipe, ensembles and asymptotes.
+
+Following Kim, Kotha, Liang and Hashimoto (2025): with the training tokens fixed at a budget D and
+compute unconstrained, how low can validation loss go?
+
+1. Search. For each model size, certified coordinate descent over (learning rate, weight decay,
+   epochs) finds the best setting of two recipes: *standard* (weight decay fixed, 0.1 in the paper)
+   and *regularized* (weight decay tuned too). Sizes run smallest first; each starts at the previous
+   size's optimum. Every point is a cached training run; a round's points train concurrently.
+2. Parameter scaling. L(N) = A / N^alpha + E per recipe; E is the recipe's asymptote.
+3. Ensembles. At each size, K members train from the regularized optimum with epochs doubled and
+   weight decay halved, member k with train_seed = data_seed = k. Members are evaluated streamed
+   (one in memory at a time), averaging logits (the paper's choice) and probabilities. L(K) =
+   A / K^beta + C per size, then C_N = A / N^alpha + E: the joint (N, K -> infinity) asymptote.
+4. Data efficiency. The standard recipe is searched again at other budgets; its best loss L(D) =
+   A / D^alpha + E is inverted to say how many times D it needs to reach each asymptote.
+5. An epoch sweep at one size shows loss against epochs with weight decay fixed vs tuned.
+
+Fits carry bootstrap intervals; the report (markdown + PNGs) goes to the store and to Prefect.
+Nothing from the paper is hard-coded: its grid is only the default of `SearchGrid`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import BaseModel, Field, field_validator, model_validator
+from prefect import flow
+from prefect.runtime import flow_run
+
+from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
+                              stable_hash, volatile)
+from asymptote.flows.scaling_report import figures, render
+from asymptote.infra.cluster import compute_session
+from asymptote.infra.storage import Store
+from asymptote.job import TrainJob, make_job
+from asymptote.refs import DataRef
+from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, member_train, param_count, point_job,
+                               size_label)
+from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
+from asymptote.tasks.pretrain import prepare_data
+from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.scaling import Descent, descend, ensemble_eval, train_all, tune_search
+
+
+# ----------------------------------------------------------------------------- config
+
+
+class StartPoint(Section):
+    """Where coordinate descent starts (each value must be on the grid)."""
+
+    lr: float = 1e-2
+    """Starting peak learning rate."""
+    weight_decay: float = 0.8
+    """Starting weight decay of the regularized recipe (the standard recipe uses its fixed value)."""
+    epochs: float = 2
+    """Starting epoch count."""
+
+
+class SearchConfig(Section):
+    """How each (size, recipe, budget) is searched."""
+
+    grid: SearchGrid = Field(default_factory=lambda: SearchGrid(lr=[3e-3, 1e-2], weight_decay=[0.1, 0.8],
+                                                                epochs=[1, 2]))
+    """Grid of learning rates, weight decays and epochs (default: a tiny CPU grid; recipe
+    scaling-paper uses the paper's full grid, which is also SearchGrid's own default)."""
+    start: StartPoint = Field(default_factory=StartPoint)
+    """Start of the first size's descent."""
+    standard_weight_decay: float = Field(0.1, ge=0)
+    """The standard recipe's fixed weight decay."""
+    warm_start: bool = True
+    """Start each larger size at the previous size's optimum (fewer runs than starting over)."""
+    max_runs: int | None = Field(None, ge=1)
+    """Cap on distinct points per descent (None: run until certified); a capped search is reported
+    as not certified."""
+    engine: Literal["flow", "tune"] = "flow"
+    """flow: the descent runs as cached Prefect training tasks; tune: each search runs as a Ray Tune
+    experiment (sampler below) and is then certified by the flow."""
+    sampler: Literal["certified", "optuna", "bayesopt"] = "certified"
+    """Tune engine only: certified coordinate descent, Optuna TPE, or BayesOpt over grid indices."""
+    trials: int = Field(12, ge=1)
+    """Tune engine with optuna / bayesopt: trials before certification."""
+    seed: int = 0
+    """Seed of the optuna / bayesopt sampler."""
+
+
+class EnsembleConfig(Section):
+    """Ensembles of the regularized optimum."""
+
+    members: int = Field(2, ge=1)
+    """K: members per size (first-k ensembles are evaluated for every k <= K)."""
+    epoch_factor: float = Field(2.0, gt=0)
+    """Members train this many times the single model's optimal epochs."""
+    weight_decay_factor: float = Field(0.5, ge=0)
+    """Members use this fraction of the single model's optimal weight decay."""
+
+
+class EfficiencyConfig(Section):
+    """The standard recipe at more token budgets, for its data scaling law L(D)."""
+
+    budgets: list[int] = Field(default_factory=lambda: [10_000, 40_000])
+    """Token budgets besides the study's own (fitting L(D) needs 3 budgets in all)."""
+    sizes: list[int] | None = Field(default_factory=lambda: [0])
+    """Indices into the study's sizes (0 = smallest, -1 = largest) searched at every budget; L(D) is the
+    standard recipe's best loss over them. None: every size (the paper's baseline: the best over
+    parameter counts); the default, the smallest size alone, keeps the main job small."""
+
+    @field_validator("budgets")
+    @classmethod
+    def _positive_unique(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v) or len(set(v)) != len(v):
+            raise ValueError(f"budgets={v} must be distinct positive token counts")
+        return sorted(v)
+
+
+def _tiny_sizes() -> list[ModelConfig]:
+    return [ModelConfig(n_layer=1, n_head=2, d_model=32, d_ff=86),
+            ModelConfig(n_layer=2, n_head=2, d_model=48, d_ff=128),
+            ModelConfig(preset="cpu-0.1m")]
+
+
+def _tiny_train() -> TrainConfig:
+    return TrainConfig(batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000,
+                       checkpoint_every=1_000_000)
+
+
+class ScalingStudyConfig(Section):
+    """A data-constrained scaling study. Defaults are the main job's tiny CPU scale; recipes
+    scaling-tiny (bench) and scaling-paper (GPU cluster) are larger."""
+
+    name: str = volatile("scaling")
+    """Label shown in reports and progress."""
+    sizes: list[ModelConfig] = Field(default_factory=_tiny_sizes)
+    """Model shapes, smallest first (presets or explicit shapes)."""
+    budget: int | None = Field(20_000, ge=1)
+    """Token budget D of the study (each run's data.max_train_tokens); None: data.max_train_tokens."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Corpus and tokenisation (its max_train_tokens, if set, must agree with budget)."""
+    train: TrainConfig = Field(default_factory=_tiny_train)
+    """Optimisation template: everything except lr, weight decay, epochs and seeds, which the study sets."""
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    """The recipe search."""
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    """The ensembles."""
+    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
+    """The data-efficiency fit."""
+    sweep_size: int = -1
+    """Index into sizes of the epoch sweep (loss vs epochs, WD fixed vs tuned); -1: the largest."""
+    fits: FitConfig = Field(default_factory=FitConfig)
+    """Bootstrap and checks."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScalingStudyConfig":
+        if not self.sizes:
+            raise ValueError("sizes is empty; give at least one model shape")
+        labels = [size_label(m) for m in self.sizes]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"sizes have repeated labels {labels}; every shape must differ in preset or depth/width")
+        for field, idx in (("efficiency.sizes", self.efficiency.sizes or []), ("sweep_size", [self.sweep_size])):
+            bad = [i for i in idx if not -len(labels) <= i < len(labels)]
+            if bad:
+                raise ValueError(f"{field}={bad}: no such size index; sizes has {len(labels)} entries "
+                                 f"({', '.join(labels)}), so use 0..{len(labels) - 1} or negative indices")
+        if self.tokens in self.efficiency.budgets:
+            raise ValueError(f"efficiency.budgets={self.efficiency.budgets} repeats the study budget {self.tokens}")
+        _start_on_grid(self.search)
+        return self
+
+    @property
+    def tokens(self) -> int:
+        d = self.data.max_train_tokens
+        if self.budget is None and d is None:
+            raise ValueError("no token budget: set budget (or data.max_train_tokens)")
+        if self.budget is not None and d is not None and d != self.budget:
+            raise ValueError(f"budget={self.budget} and data.max_train_tokens={d} disagree; set one of them")
+        return self.budget or d
+
+    @property
+    def labels(self) -> list[str]:
+        return [size_label(m) for m in self.sizes]
+
+    @property
+    def efficiency_labels(self) -> list[str]:
+        idx = range(len(self.sizes)) if self.efficiency.sizes is None else self.efficiency.sizes
+        return [self.labels[i] for i in idx]
+
+    @property
+    def sweep_label(self) -> str:
+        return self.labels[self.sweep_size]
+
+
+def _start_on_grid(search: SearchConfig) -> None:
+    from asymptote.scaling import on_grid
+
+    s = search.start
+    on_grid(Point(s.lr, s.weight_decay, s.epochs), search.grid, RECIPES["regularized"])
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class SearchRow(BaseModel):
+    size: str
+    recipe: str
+    budget: int
+    best: dict[str, float]
+    loss: float
+    certified: bool
+    points: int
+    run: str
+
+
+class ScalingStudyResult(BaseModel):
+    """What `scaling_study` returns: the measured losses, the fits, the checks, where things are."""
+
+    flow_run_id: str | None
+    data: DataRef
+    searches: list[SearchRow]
+    study: StudyData
+    analysis: Analysis
+    runs: list[str]
+    """Every run (runs/<key>) the study used."""
+    report_uri: str
+    figures: dict[str, Any] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+@dataclass
+class Study:
+    """The study's fixed context: builds every run it needs as a TrainJob."""
+
+    config: ScalingStudyConfig
+    store: Store
+    data: DataRef
+    hub: str | None
+
+    def data_at(self, budget: int) -> DataConfig:
+        return DataConfig.model_validate(self.config.data.model_dump() | {"max_train_tokens": budget})
+
+    def volatile(self, name: str) -> dict[str, Any]:
+        return {"name": name, "compute": self.config.compute, "store": self.store.cfg, "progress_hub": self.hub}
+
+    def point_job(self, model: ModelConfig, budget: int, point: Point) -> TrainJob:
+        name = f"{size_label(model)} D={budget:,} {point.label()}"
+        return point_job(model, self.data_at(budget), self.data.rel, self.config.train, point, **self.volatile(name))
+
+    def descent(self, model: ModelConfig, recipe: str, budget: int, start: Point) -> Descent:
+        if recipe == "standard":
+            start = start._replace(weight_decay=self.config.search.standard_weight_decay)
+        cd = CoordinateDescent(self.config.search.grid, RECIPES[recipe], start, max_runs=self.config.search.max_runs)
+        return Descent(name=f"{size_label(model)} {recipe} D={budget:,}", cd=cd,
+                       job=lambda p: self.point_job(model, budget, p))
+
+    def member_job(self, model: ModelConfig, best: Point, k: int) -> TrainJob:
+        e = self.config.ensemble
+        train = member_train(self.config.train, best, k, e.epoch_factor, e.weight_decay_factor)
+        return make_job(model=model, data=self.data_at(self.config.tokens), data_artifact=self.data.rel, train=train,
+                        **self.volatile(f"{size_label(model)} member {k}"))
+
+
+def _budget_searches(config: ScalingStudyConfig, label: str) -> list[tuple[str, int]]:
+    searches = [("standard", config.tokens), ("regularized", config.tokens)]
+    if label in config.efficiency_labels:
+        searches += [("standard", b) for b in config.efficiency.budgets]
+    return searches
+
+
+def search_all(study: Study) -> dict[tuple[str, str, int], Descent]:
+    """Every size's descents, smallest size first; each size's descents advance together."""
+    cfg = study.config
+    s = cfg.search.start
+    first = Point(s.lr, s.weight_decay, s.epochs)
+    out: dict[tuple[str, str, int], Descent] = {}
+    previous: dict[tuple[str, int], Point] = {}
+    for model, label in zip(cfg.sizes, cfg.labels):
+        group = {}
+        for recipe, budget in _budget_searches(cfg, label):
+            start = previous.get((recipe, budget), first) if cfg.search.warm_start else first
+            group[(label, recipe, budget)] = study.descent(model, recipe, budget, start)
+        if cfg.search.engine == "tune":
+            _prefill_from_tune(study, model, group)
+        descend(list(group.values()))
+        out |= group
+        previous |= {(recipe, budget): d.best for (_, recipe, budget), d in group.items()}
+    return out
+
+
+def _prefill_from_tune(study: Study, model: ModelConfig, group: dict) -> None:
+    """Run each search as a Ray Tune experiment; the flow's descent then certifies from its results."""
+    from asymptote.tuning.search import SearchSpec
+
+    cfg = study.config.search
+    for (label, recipe, budget), d in group.items():
+        spec = SearchSpec(name=d.name, model=model, data=study.data_at(budget), data_artifact=study.data.rel,
+                          train=study.config.train, grid=cfg.grid, axes=RECIPES[recipe], start=d.cd.start,
+                          sampler=cfg.sampler, trials=cfg.trials, max_runs=cfg.max_runs, seed=cfg.seed,
+                          compute=study.config.compute, store=study.store.cfg, progress_hub=study.hub)
+        d.cd.results.update(tune_search(spec).losses())
+
+
+def sweep_and_members(study: Study, descents: dict) -> tuple[dict[str, dict[float, float]], dict[str, list]]:
+    """The epoch sweep at one size and every size's members, trained together.
+
+    Sweep: each recipe's optimum (lr, weight decay) run at every grid epoch count. The curve per
+    recipe is then the best loss known at each epoch count within that recipe's search space (the
+    sweep runs and every point its descent ran), so "tuned" means tuned at that epoch count too.
+    """
+    cfg = study.config
+    label, model = cfg.sweep_label, cfg.sizes[cfg.sweep_size]
+    points = {r: [descents[(label, r, cfg.tokens)].best._replace(epochs=e) for e in cfg.search.grid.epochs]
+              for r in ("standard", "regularized")}
+    sweep_jobs = [study.point_job(model, cfg.tokens, p) for r in points for p in points[r]]
+    member_jobs = [study.member_job(m, descents[(lab, "regularized", cfg.tokens)].best, k)
+                   for m, lab in zip(cfg.sizes, cfg.labels) for k in range(1, cfg.ensemble.members + 1)]
+    refs = iter(train_all(sweep_jobs + member_jobs))
+    sweep = {}
+    for recipe, pts in points.items():
+        curve = {p.epochs: next(refs).val_loss for p in pts}
+        for p, loss in descents[(label, recipe, cfg.tokens)].cd.results.items():
+            curve[p.epochs] = min(curve[p.epochs], loss) if p.epochs in curve else loss
+        sweep[recipe] = dict(sorted(curve.items()))
+    k = cfg.ensemble.members
+    members = [next(refs) for _ in member_jobs]
+    return sweep, {lab: members[i * k:(i + 1) * k] for i, lab in enumerate(cfg.labels)}
+
+
+def collect(study: Study, descents: dict, sweep: dict, members: dict, ensembles: dict) -> StudyData:
+    cfg = study.config
+    sizes = []
+    for model, label in zip(cfg.sizes, cfg.labels):
+        best = {r: descents[(label, r, cfg.tokens)] for r in ("standard", "regularized")}
+        sizes.append(SizeData(label=label, params=param_count(model),
+                              standard=best["standard"].cd.results[best["standard"].best],
+                              regularized=best["regularized"].cd.results[best["regularized"].best],
+                              members=[m.val_loss for m in members[label]],
+                              ensemble={h: ensembles[label][h] for h in ("logits", "probs")}))
+    efficiency = {}
+    for (label, recipe, budget), d in descents.items():
+        if recipe == "standard" and label in cfg.efficiency_labels:
+            efficiency[budget] = min(efficiency.get(budget, float("inf")), d.cd.results[d.best])
+    return StudyData(sizes=sizes, base_budget=cfg.tokens, sweep=sweep, efficiency=efficiency)
+
+
+def search_rows(descents: dict) -> list[SearchRow]:
+    return [SearchRow(size=label, recipe=recipe, budget=budget, best=d.best._asdict(), loss=d.cd.results[d.best],
+                      certified=d.cd.certified, points=len(d.cd.results),
+                      run=d.job(d.best).run_rel)
+            for (label, recipe, budget), d in descents.items()]
+
+
+@flow(name="scaling-study", log_prints=True)
+def scaling_study(config: ScalingStudyConfig = ScalingStudyConfig()) -> ScalingStudyResult:
+    """Search every size, ensemble it, fit the asymptotes, measure data efficiency, report."""
+    store = Store(config.store)
+    with compute_session(config.compute.ray_address) as hub:
+        data = prepare_data(config.data, store)
+        _check_budgets(config, data)
+        study = Study(config, store, data, hub)
+        descents = search_all(study)
+        sweep, members = sweep_and_members(study, descents)
+        futures = {label: ensemble_eval(store, refs, data) for label, refs in members.items()}
+        ensembles = {label: f.result() for label, f in futures.items()}
+    measured = collect(study, descents, sweep, members, ensembles)
+    analysis = analyse(measured, config.fits)
+    rows = search_rows(descents)
+    runs = sorted({d.runs[p].rel for d in descents.values() for p in d.runs}
+                  | {r.rel for refs in members.values() for r in refs})
+    markdown, files = render(config, data, rows, measured, analysis)
+    key = stable_hash(key_dict(config))
+    report = publish_report(store, "scaling", key, markdown, files)
+    return ScalingStudyResult(flow_run_id=flow_run.id, data=data, searches=rows, study=measured, analysis=analysis,
+                              runs=runs, report_uri=report, figures=figures(measured, analysis))
+
+
+def _check_budgets(config: ScalingStudyConfig, data: DataRef) -> None:
+    for budget in [config.tokens, *config.efficiency.budgets]:
+        if budget > data.n_train:
+            raise ValueError(f"token budget {budget:,} exceeds the corpus's {data.n_train:,} training tokens; "
+                             "lower budget / efficiency.budgets or use a larger data.source")
+
+
+# ----------------------------------------------------------------------------- main job and CLI
+
+
+def main_step(config: ScalingStudyConfig):
+    """The main job's scaling step: the whole study at the config's (tiny default) scale."""
+    from asymptote.flows.main import StepOutcome
+
+    res = scaling_study(config)
+    markdown, files = render(config, res.data, res.searches, res.study, res.analysis, prefix="scaling-", level=2)
+    files = {n: b for n, b in files.items() if n.endswith(".png")}
+    return StepOutcome(markdown=markdown, figures=res.figures, files=files, result=res)
+
+
+def cli(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
+        set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout)."),
+        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root; overrides the recipe.")) -> None:
+    """Data-constrained scaling study: search, parameter and ensemble scaling, asymptotes, data efficiency."""
+    from asymptote.cli import _config, _finish, _quiet_prefect
+
+    _quiet_prefect()
+    cfg = _config(ScalingStudyConfig, recipe, set_, store)
+    res = scaling_study(cfg)
+    _finish(res.figures | {"report_uri": res.report_uri}, as_json,
+            [f"[green]done[/green]. {', '.join(f'{k} {v}' for k, v in res.figures.items() if k != 'loss_per_k')}",
+             f"report {res.report_uri}"])
