@@ -19,8 +19,12 @@ Methods (each a pure function over checkpoints; no Ray, no Prefect):
   soup and p -> infinity the best single ingredient.
 
 Data rule for choosing soups: a target corpus's validation split (the last `val_fraction` of the
-text) is cut in two by position: its first `heldout_fraction` is held-out (every choice: greedy
-order and acceptance, learned weights, mwa losses, merge scales) and the rest is test (reported only).
+text) is cut into consecutive chunks of `split_chunk_windows` evaluation windows, and the chunks are
+dealt alternately (for heldout_fraction 0.5; in proportion otherwise) to held-out, where every choice
+is made (greedy order and acceptance, learned weights, MWA losses, merge scales), and test, which
+is only reported. Interleaving keeps both from the same stretches of text: a cut by position made
+held-out the text right after the training split and test a later one, and on tinyshakespeare
+the fine-tunes' held-out and test rankings disagreed.
 """
 
 from __future__ import annotations
@@ -84,12 +88,22 @@ class Checkpoint:
 # ----------------------------------------------------------------------------- data split
 
 
-def heldout_test_split(val_tokens: np.ndarray, heldout_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out = the first heldout_fraction of the validation tokens, test = the rest (by position)."""
+def heldout_test_split(val_tokens: np.ndarray, heldout_fraction: float = 0.5,
+                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, test): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f), else test.
+
+    So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate.
+    """
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction={heldout_fraction}: must be strictly between 0 and 1")
-    cut = int(len(val_tokens) * heldout_fraction)
-    return val_tokens[:cut], val_tokens[cut:]
+    idx = np.arange(-(-len(val_tokens) // chunk))
+    held = np.floor((idx + 1) * heldout_fraction) > np.floor(idx * heldout_fraction)
+    pieces = [val_tokens[i * chunk : (i + 1) * chunk] for i in idx]
+    if held.all() or not held.any():
+        raise ValueError(f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
+                         "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction")
+    return (np.concatenate([p for p, h in zip(pieces, held) if h]),
+            np.concatenate([p for p, h in zip(pieces, held) if not h]))
 
 
 # ----------------------------------------------------------------------------- streaming means
@@ -194,6 +208,10 @@ def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Seq
             for name, acc in params.items():
                 acc.mul_(n + 1).sub_(x[name].to(acc)).div_(n)
         del x
+    # Undoing is exact only up to rounding: rebuild the chosen mean once, so one kept ingredient is
+    # exactly that ingredient, and score what is returned.
+    weighted_average([ingredients[k] for k in result.chosen], lambda k, n: 1.0, into=params)
+    result.loss = evaluate(model)
     return result
 
 
@@ -278,7 +296,9 @@ class SoupOptions(Section):
     methods: list[str] = Field(default_factory=lambda: ["uniform", "greedy", "learned", "mwa"])
     """Soups to make: names from the soup registry (uniform, greedy, learned, mwa)."""
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
-    """Share of the target's validation split used as held-out (its first part); the rest is test."""
+    """Share of the target's validation split used as held-out; the rest is test."""
+    split_chunk_windows: int = Field(16, ge=1)
+    """Held-out and test interleave in chunks of this many evaluation windows (block_size tokens each)."""
     eval_windows: int | None = Field(None, ge=1)
     """Cap on held-out windows when scoring candidates (evenly spaced); None: the whole held-out split.
     Test losses always use every test window."""
@@ -300,6 +320,10 @@ class SoupOptions(Section):
         if unknown:
             raise ValueError(f"{unknown}: unknown soups; allowed: {', '.join(SOUPS)}")
         return v
+
+    def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held-out, test) of a validation split, by this config's rule."""
+        return heldout_test_split(val_tokens, self.heldout_fraction, self.split_chunk_windows * block)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Model soups: average fine-tunes of one base, merge them, and average independently trained models.
 
 1. Data: the target corpus is tokenised once; its validation split (the last val_fraction of the
-   text) is cut by position into held-out (first soups.heldout_fraction) and test (the rest). Fine-tunes
-   train on the train split; every choice (greedy order and acceptance, learned weights, MWA losses,
-   merge scales) is made on held-out; test is only reported. (A fine-tune's own summary val_loss,
-   logged during training, covers the whole validation split and is never used to choose.)
+   text) is cut into chunks of soups.split_chunk_windows windows dealt alternately to held-out and
+   test (asymptote.soups.heldout_test_split). Fine-tunes train on the train split; every choice
+   (greedy order and acceptance, learned weights, MWA losses, merge scales) is made on held-out;
+   test is only reported. (A fine-tune's own summary val_loss, logged during training, covers the
+   whole validation split and is never used to choose.)
 2. Base: a checkpoint already in the store (base.run), or a run trained here on base.data (another
    part of the text) or, by default, on the target itself.
 3. Sweep: M fine-tunes from the base with lr, weight decay, epochs and seed drawn from a Ray Tune
@@ -267,8 +268,7 @@ def averages(config: SoupStudyConfig, store: Store, futures: list, target: DataR
     if not futures:
         return []
     members = [f.result().rel for f in futures]
-    return independent_averages(store, members, target.rel, config.soups.heldout_fraction,
-                                config.soups.eval_windows, gpu, refresh)
+    return independent_averages(store, members, target.rel, config.soups, gpu, refresh)
 
 
 @flow(name="soups", log_prints=True)
@@ -330,8 +330,9 @@ def soup_report(config: SoupStudyConfig, result: SoupStudyResult, store: Store,
     base = f"`{store.uri(result.base)}`" if result.base else "none (given checkpoints, no merges)"
     markdown = (
         f"# Model soups: {config.name}\n\n"
-        f"Target `{result.data.uri}`; validation split cut into held-out (first {config.soups.heldout_fraction:.0%}, "
-        f"every choice) and test (the rest, reported only). Base: {base}.\n{verdict}\n"
+        f"Target `{result.data.uri}`; its validation split is cut into chunks of {config.soups.split_chunk_windows} "
+        f"windows dealt to held-out ({config.soups.heldout_fraction:.0%}, every choice) and test (the rest, "
+        f"reported only). Base: {base}.\n{verdict}\n"
         f"{md_table(_rows(result))}\n{sweep}\n"
         "- MWA weights: w_k proportional to (L_k / L_min)^(-p) on held-out loss, "
         f"p = {config.soups.mwa_penalty}.\n- Merges add scale x the merged task vector to the base; the scale "

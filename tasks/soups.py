@@ -158,15 +158,13 @@ def model_shape(store: Store, rels: list[str]):
 class Scorer:
     """Held-out and test losses of a model; held-out optionally on a capped, evenly spaced set of windows."""
 
-    def __init__(self, store: Store, data_rel: str, fraction: float, block: int, eval_windows: int | None,
-                 device: torch.device):
+    def __init__(self, store: Store, data_rel: str, options: SoupOptions, block: int, device: torch.device):
         from asymptote.dist import DistEnv
         from asymptote.shards import load_dataset
-        from asymptote.soups import heldout_test_split
 
         _, val, _ = load_dataset(store, data_rel)
-        self.heldout, self.test = heldout_test_split(val, fraction)
-        self.block, self.windows, self.env = block, eval_windows, DistEnv(device=device)
+        self.heldout, self.test = options.split(val, block)
+        self.block, self.windows, self.env = block, options.eval_windows, DistEnv(device=device)
 
     def held(self, model) -> float:
         from asymptote.evaluation import mean_loss
@@ -271,13 +269,12 @@ def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> lis
 
     device = _device(use_gpu)
     cfg = model_shape(store, kitchen.ingredients + ([kitchen.base] if kitchen.base else []))
-    scorer = Scorer(store, kitchen.data, kitchen.soups.heldout_fraction, cfg.block_size, kitchen.soups.eval_windows,
-                    device)
+    scorer = Scorer(store, kitchen.data, kitchen.soups, cfg.block_size, device)
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, kitchen.ingredients)
     entries = _score_ingredients(scorer, model, ings)
     pantry = _pantry(kitchen, scorer, model, ings, [e.heldout for e in entries], device)
-    common = {"model": cfg.model_dump(), "data": kitchen.data, "heldout_fraction": kitchen.soups.heldout_fraction}
+    common = {"model": cfg.model_dump(), "data": kitchen.data, "split": _split_meta(kitchen.soups)}
     entries += _cook_soups(store, kitchen, scorer, pantry, common, out)
     if kitchen.merges.methods and kitchen.base:
         entries += _cook_merges(store, kitchen, scorer, pantry, common, out)
@@ -302,9 +299,13 @@ def cook(store: Store, kitchen: Kitchen, use_gpu: bool = False, refresh: bool = 
 # ----------------------------------------------------------------------------- independent members
 
 
+def _split_meta(options: SoupOptions) -> dict[str, Any]:
+    return {"heldout_fraction": options.heldout_fraction, "chunk_windows": options.split_chunk_windows}
+
+
 @ray.remote
-def _independent_remote(store: Store, members: list[str], data: str, fraction: float, eval_windows: int | None,
-                        out: str, use_gpu: bool) -> list[dict]:
+def _independent_remote(store: Store, members: list[str], data: str, options: SoupOptions, out: str,
+                        use_gpu: bool) -> list[dict]:
     from asymptote.ensemble import stream_eval
     from asymptote.job import model_from_run
     from asymptote.model import Decoder
@@ -313,39 +314,41 @@ def _independent_remote(store: Store, members: list[str], data: str, fraction: f
 
     device = _device(use_gpu)
     cfg = model_shape(store, members)
-    scorer = Scorer(store, data, fraction, cfg.block_size, eval_windows, device)
+    scorer = Scorer(store, data, options, cfg.block_size, device)
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, members)
     entries = [e.model_copy(update={"kind": "member"}) for e in _score_ingredients(scorer, model, ings)]
     meta = {"model": cfg.model_dump(), "data": data, "ingredients": members,
-            "weights": {m: 1 / len(members) for m in members}, "heldout_fraction": fraction}
+            "weights": {m: 1 / len(members) for m in members}, "split": _split_meta(options)}
     entries.append(_entry(store, scorer, model, "naive_avg", "independent-average", uniform_soup(ings),
                           {**meta, "method": "naive_avg"}, out))
     entries.append(_entry(store, scorer, model, "aligned_avg", "independent-average", aligned_average(ings, cfg),
                           {**meta, "method": "aligned_avg (weight matching to the first member)"}, out))
     load = lambda i: model_from_run(store, members[i], device)
     losses = {split: stream_eval(load, len(members), tokens, cfg.block_size, cap, device=device)["logits"][-1]
-              for split, tokens, cap in (("heldout", scorer.heldout, eval_windows), ("test", scorer.test, None))}
+              for split, tokens, cap in (("heldout", scorer.heldout, options.eval_windows), ("test", scorer.test, None))}
     entries.append(SoupEntry(name="ensemble", kind="ensemble", heldout=losses["heldout"], test=losses["test"],
                              info={"combine": "logits", "members": len(members)}))
     return [e.model_dump() for e in entries]
 
 
 @task(name="independent-averages", retries=1, retry_delay_seconds=5)
-def independent_task(store: Store, members: list[str], data: str, fraction: float, eval_windows: int | None,
-                     use_gpu: bool, key: str) -> list[SoupEntry]:
+def independent_task(store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool,
+                     key: str) -> list[SoupEntry]:
     remote = _independent_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
-    rows = ray.get(remote.remote(store, members, data, fraction, eval_windows, f"soups/{key}", use_gpu))
+    rows = ray.get(remote.remote(store, members, data, options, f"soups/{key}", use_gpu))
     return [SoupEntry.model_validate(r) for r in rows]
 
 
-def independent_averages(store: Store, members: list[str], data: str, fraction: float, eval_windows: int | None,
-                         use_gpu: bool = False, refresh: bool = False) -> list[SoupEntry]:
-    """Members' losses, their naive and aligned averages, and their ensemble; cached."""
+def independent_averages(store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool = False,
+                         refresh: bool = False) -> list[SoupEntry]:
+    """Members' losses, their naive and aligned averages, and their ensemble; cached.
+
+    Scored on the held-out / test split of `options` (its soup methods play no part here)."""
     key = stable_hash({"members": members, "digests": [store.manifest(m).digest for m in members], "data": data,
-                       "fraction": fraction, "eval_windows": eval_windows, "code": code_version(),
+                       "split": _split_meta(options), "eval_windows": options.eval_windows, "code": code_version(),
                        "what": "independent"})
-    return cached(independent_task, store, refresh)(store, members, data, fraction, eval_windows, use_gpu, key=key)
+    return cached(independent_task, store, refresh)(store, members, data, options, use_gpu, key=key)
 
 
 # ----------------------------------------------------------------------------- the plot

@@ -12,7 +12,6 @@ from asymptote.evaluation import mean_loss
 from asymptote.flows.soups import SoupStudyConfig, main_step, soup_study
 from asymptote.job import model_from_run
 from asymptote.shards import load_dataset
-from asymptote.soups import heldout_test_split
 from asymptote.tasks.soups import sample_trials
 
 TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}
@@ -50,12 +49,12 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
     assert all(math.isfinite(e.heldout) and math.isfinite(e.test) for e in res.entries)
 
     # Every soup is a committed checkpoint that model_from_run loads; its test loss reproduces.
-    _, val, _ = load_dataset(store, res.data.rel)
-    _, test = heldout_test_split(val, 0.5)
     greedy = next(e for e in res.entries if e.name == "greedy")
     meta = store.manifest(greedy.rel).meta
     assert meta["ingredients"] == [ft.run.rel for ft in res.finetunes] and sum(meta["weights"].values()) == pytest.approx(1)
     model = model_from_run(store, greedy.rel)
+    _, val, _ = load_dataset(store, res.data.rel)
+    _, test = config.soups.split(val, model.cfg.block_size)
     assert mean_loss(model, test, model.cfg.block_size) == pytest.approx(greedy.test, rel=1e-5)
 
     singles = [e for e in res.entries if e.kind == "ingredient"]
