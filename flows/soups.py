@@ -210,7 +210,8 @@ def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str
     return submit_train(job, refresh)
 
 
-def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None):
+def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: DataRef,
+                  hub: str | None) -> tuple[list[TrainJob], list[dict[str, Any]]]:
     """One TrainJob per drawn hyperparameter set, each initialised from the base."""
     shape = store.manifest(base).meta["model"]
     draws = sample_trials(config.sweep.space(), config.sweep.n_models, config.sweep.seed)
@@ -225,7 +226,8 @@ def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: Data
     return jobs, draws
 
 
-def member_jobs(config: SoupStudyConfig, store: Store, target: DataRef, shape: ModelConfig, hub: str | None):
+def member_jobs(config: SoupStudyConfig, store: Store, target: DataRef, shape: ModelConfig,
+                hub: str | None) -> list[TrainJob]:
     t = config.independent.train
     return [make_job(name=f"{config.name}-member-{i}", model=shape, data=config.data,
                      train=t.model_copy(update={"train_seed": t.train_seed + i, "data_seed": t.data_seed + i}),
