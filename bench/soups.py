@@ -3,7 +3,7 @@
     python bench/soups.py --data ../shared/data/tinyshakespeare.txt [--store /tmp/asymptote-bench-soups]
 
 The text is cut in two halves, written once under /tmp (named by the text's hash, so cache keys stay
-stable between invocations): a base is pretrained on the first half; 8 fine-tunes of it (a Ray Tune
+stable between invocations): a base is pretrained on the first half; 10 fine-tunes of it (a Ray Tune
 search over lr, weight decay, epochs and seed) train on the second half, the target, whose validation
 split is cut into held-out (every choice) and test (reported). Every soup and merge is made, and two
 models trained from scratch on the target are averaged naively and after weight matching, against
