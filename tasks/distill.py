@@ -22,7 +22,11 @@ from asymptote.infra.storage import Store
 from asymptote.refs import DataRef
 from asymptote.sampling import SamplingConfig
 from asymptote.tasks.caching import cached
-from asymptote.versioning import code_version
+from asymptote.versioning import code_version_of
+
+
+# What a sampling run executes beyond the core modules: editing other methods never invalidates samples.
+SAMPLING_CODE = ("asymptote.sampling", "asymptote.ensemble", "asymptote.distill")
 
 
 @ray.remote
@@ -79,7 +83,7 @@ def sample(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig
            refresh: bool = False, workers: int | None = None) -> DataRef:
     """Synthetic sequences of `length` tokens from the teachers, cached by everything that shapes them."""
     key = stable_hash({"teachers": teachers, "corpus": data_rel, "sampling": key_dict(cfg), "length": length,
-                       "code": code_version(), "what": "synthetic"})
+                       "code": code_version_of(*SAMPLING_CODE), "what": "synthetic"})
     return cached(sample_task, store, refresh)(store, teachers, data_rel, cfg, length, key=key, workers=workers)
 
 
@@ -105,7 +109,8 @@ def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -
 
 def ensemble_losses(store: Store, runs: list[str], data_rel: str, refresh: bool = False) -> dict[str, list[float]]:
     """Validation loss of each run and of the first-k ensembles (logit and probability averaging)."""
-    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses", "code": code_version()})
+    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses",
+                       "code": code_version_of("asymptote.ensemble")})
     return cached(ensemble_eval_task, store, refresh)(store, runs, data_rel, key=key)
 
 
