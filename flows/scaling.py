@@ -22,6 +22,7 @@ Nothing from the paper is hard-coded: its grid is only the default of `SearchGri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -41,7 +42,7 @@ from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, me
                                size_label)
 from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
 from asymptote.tasks.pretrain import prepare_data
-from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.reports import publish_report
 from asymptote.tasks.scaling import Descent, descend, ensemble_eval, train_all, tune_search
 
 
@@ -323,13 +324,16 @@ def sweep_and_members(study: Study, descents: dict) -> tuple[dict[str, dict[floa
     refs = iter(train_all(sweep_jobs + member_jobs))
     sweep = {}
     for recipe, pts in points.items():
-        curve = {p.epochs: next(refs).val_loss for p in pts}
-        for p, loss in descents[(label, recipe, cfg.tokens)].cd.results.items():
-            curve[p.epochs] = min(curve[p.epochs], loss) if p.epochs in curve else loss
-        sweep[recipe] = dict(sorted(curve.items()))
+        known = [(p.epochs, next(refs).val_loss) for p in pts]
+        known += [(p.epochs, loss) for p, loss in descents[(label, recipe, cfg.tokens)].cd.results.items()]
+        sweep[recipe] = {e: min(_finite(v) for ep, v in known if ep == e) for e in sorted({e for e, _ in known})}
     k = cfg.ensemble.members
     members = [next(refs) for _ in member_jobs]
     return sweep, {lab: members[i * k:(i + 1) * k] for i, lab in enumerate(cfg.labels)}
+
+
+def _finite(loss: float) -> float:
+    return loss if math.isfinite(loss) else math.inf  # a diverged run is worse than any finished one
 
 
 def collect(study: Study, descents: dict, sweep: dict, members: dict, ensembles: dict) -> StudyData:

@@ -101,3 +101,22 @@ def test_bad_config_names_the_field(store_uri):
         resolve(ScalingStudyConfig, base=TINY | {"search": TINY["search"] | {"start": {"lr": 0.02}}})
     with pytest.raises(ConfigError, match="repeats the study budget"):
         resolve(ScalingStudyConfig, base=TINY | {"efficiency": {"budgets": [3000]}})
+
+
+@pytest.mark.slow
+def test_tune_engine_runs_are_the_flows_runs(ray_local, prefect_api, store_uri, store):
+    """Searches run as Ray Tune experiments; the flow then asks for the same points (certification,
+    epoch sweep) through its cached Prefect tasks and finds the runs Tune trained: none trains twice."""
+    one = TINY | {"sizes": TINY["sizes"][:1], "efficiency": {"budgets": []}, "ensemble": {"members": 2},
+                  "search": TINY["search"] | {"engine": "tune"}}
+    res = scaling_study(resolve(ScalingStudyConfig, base=one | {"store": {"uri": store_uri}}))
+    assert [r.certified for r in res.searches] == [True, True]
+    tuned = {}
+    for rel in store.artifacts("searches"):
+        if rel.endswith("/certify"):
+            committed = store.manifest(rel).created
+            tuned |= {row["run"]: committed for row in store.read_json(rel, "results.json")}
+    assert {r.run for r in res.searches} <= set(tuned)
+    for run, committed in tuned.items():  # trained inside a trial, before its search committed; never again
+        assert store.manifest(run).created <= committed
+    assert not res.analysis.fits["regularized_N"].ok  # one size cannot fit L(N); the study still reports

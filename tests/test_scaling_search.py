@@ -166,3 +166,10 @@ def test_search_resumes_after_its_driver_is_killed(ray_local, store_uri, store, 
     after = _created(store, finished_runs(store))
     assert {k: v for k, v in after.items() if k in done_before} == done_before  # nothing finished retrains
     assert set(done_before) <= {r["run"] for r in res.results}
+
+
+def test_a_spec_off_the_grid_names_the_axis(tmp_path):
+    with pytest.raises(ValueError, match="start lr=0.005 is not on the grid"):
+        spec_for(str(tmp_path), start=Point(5e-3, 0.1, 1))
+    with pytest.raises(ValueError, match="unknown; allowed: epochs, lr, weight_decay"):
+        spec_for(str(tmp_path), axes=("epochs", "warmup"))

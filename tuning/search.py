@@ -27,14 +27,14 @@ import tempfile
 from typing import Any, Literal
 
 import ray
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from ray import tune
 from ray.tune.search import Searcher
 
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, StoreConfig, TrainConfig, key_dict, stable_hash
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
-from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, point_job
+from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
 from asymptote.versioning import code_version
 
 METRIC = "val_loss"  # what tuning.tune_pretrain's trials report last: the run's final validation loss
@@ -45,15 +45,23 @@ class SearchSpec(BaseModel):
     """One search: a model and token budget, the grid and tuned axes, and how to sample it."""
 
     name: str = "search"
+    """Label of the search's runs in progress displays."""
     model: ModelConfig
+    """Model shape of every run."""
     data: DataConfig
+    """Corpus settings; data.max_train_tokens is the token budget D."""
     data_artifact: str
+    """Store-relative path of the prepared data (data/<key>)."""
     train: TrainConfig
     """Template: every setting except lr, weight decay and epochs, which the point sets."""
     grid: SearchGrid = Field(default_factory=SearchGrid)
+    """The values each axis may take (default: the paper's grid)."""
     axes: tuple[str, ...] = ("epochs", "lr", "weight_decay")
+    """Tuned axes; the others stay at the start point's values (standard recipe: epochs and lr)."""
     start: Point
+    """Where coordinate descent starts and what optuna / bayesopt evaluate first."""
     sampler: Literal["certified", "optuna", "bayesopt"] = "certified"
+    """certified coordinate descent, Optuna TPE, or BayesOpt (Gaussian process) over grid indices."""
     trials: int = Field(16, ge=1)
     """Trials of the optuna / bayesopt phase (coordinate descent runs until certified)."""
     certify: bool = True
@@ -61,9 +69,21 @@ class SearchSpec(BaseModel):
     max_runs: int | None = Field(None, ge=1)
     """Stop coordinate descent after this many distinct points even if not certified (None: no cap)."""
     seed: int = 0
+    """Seed of the optuna / bayesopt sampler."""
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    """Execution of each run (not part of the search's key)."""
     store: StoreConfig = Field(default_factory=StoreConfig)
+    """Artifact store for runs, Tune experiments and results (not part of the key)."""
     progress_hub: str | None = None
+    """The driver's progress actor, if any."""
+
+    @model_validator(mode="after")
+    def _start_on_grid(self) -> "SearchSpec":
+        unknown = set(self.axes) - set(AXES)
+        if unknown:
+            raise ValueError(f"axes {sorted(unknown)}: unknown; allowed: {', '.join(AXES)}")
+        on_grid(self.start, self.grid, self.axes)
+        return self
 
     @property
     def key(self) -> str:
