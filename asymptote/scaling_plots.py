@@ -32,6 +32,15 @@ def _curve(ax, fit: FitOutcome | None, x, color: str, label: str) -> None:
     ax.axhspan(lo, hi, color=color, alpha=0.12)
 
 
+def _focus(ax, values) -> None:
+    """Frame the measured losses (a wide interval band must not squash them into a line)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if finite:
+        lo, hi = min(finite), max(finite)
+        pad = max(0.1 * (hi - lo), 0.02)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def _save(fig, path: str | Path, ax, xlabel: str, title: str) -> None:
     ax.set(xlabel=xlabel, ylabel="validation loss (nats/token)", title=title)
     ax.grid(alpha=0.3, which="both")
@@ -51,6 +60,8 @@ def plot_loss_vs_params(data: StudyData, analysis: Analysis, path: str | Path) -
     if ens:
         ax.plot(*zip(*ens), "s", color=COLORS["ensemble"], label=f"ensemble of {len(data.sizes[0].members)}")
     _curve(ax, analysis.fits.get("joint_N"), n, COLORS["ensemble"], "joint (N, K -> inf)")
+    asymptotes = [analysis.fits[k].asymptote for k in ("standard_N", "regularized_N", "joint_N") if k in analysis.fits]
+    _focus(ax, [s.standard for s in data.sizes] + [s.regularized for s in data.sizes] + [v for _, v in ens] + asymptotes)
     ax.set_xscale("log")
     _save(fig, path, ax, "parameters N", f"loss vs parameters at {data.base_budget:,} tokens")
 
@@ -67,6 +78,7 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
         law = _law(analysis.fits.get(f"ensemble_K/{s.label}"))
         if law is not None:
             ax.axhline(law.E, color=cmap(i), ls="--", lw=0.8)
+    _focus(ax, [v for s in data.sizes for c in s.ensemble.values() for v in c])
     ax.set_xscale("log")
     _save(fig, path, ax, "ensemble members K", "loss vs members (dashed: fitted asymptote C)")
 
@@ -89,6 +101,8 @@ def plot_data_scaling(data: StudyData, analysis: Analysis, path: str | Path) -> 
         ax.plot(budgets, [data.efficiency[b] for b in budgets], "o", color=COLORS["standard"],
                 label="standard recipe")
         _curve(ax, analysis.fits.get("standard_D"), budgets, COLORS["standard"], "standard L(D)")
+    targets = [m.get("target_loss") for m in analysis.multipliers.values()]
+    _focus(ax, [data.efficiency[b] for b in budgets] + targets)
     for name, color in (("regularized", COLORS["regularized"]), ("joint", COLORS["ensemble"])):
         target = analysis.multipliers.get(name, {}).get("target_loss")
         if target is not None:

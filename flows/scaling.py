@@ -322,11 +322,12 @@ def sweep_and_members(study: Study, descents: dict) -> tuple[dict[str, dict[floa
     member_jobs = [study.member_job(m, descents[(lab, "regularized", cfg.tokens)].best, k)
                    for m, lab in zip(cfg.sizes, cfg.labels) for k in range(1, cfg.ensemble.members + 1)]
     refs = iter(train_all(sweep_jobs + member_jobs))
-    sweep = {}
-    for recipe, pts in points.items():
-        known = [(p.epochs, next(refs).val_loss) for p in pts]
-        known += [(p.epochs, loss) for p, loss in descents[(label, recipe, cfg.tokens)].cd.results.items()]
-        sweep[recipe] = {e: min(_finite(v) for ep, v in known if ep == e) for e in sorted({e for e, _ in known})}
+    known = {r: [(p.epochs, next(refs).val_loss) for p in pts]
+                + [(p.epochs, v) for p, v in descents[(label, r, cfg.tokens)].cd.results.items()]
+             for r, pts in points.items()}
+    known["regularized"] += known["standard"]  # weight decay 0.1 is one of the tuned recipe's options
+    sweep = {r: {e: min(_finite(v) for ep, v in kv if ep == e) for e in sorted({e for e, _ in kv})}
+             for r, kv in known.items()}
     k = cfg.ensemble.members
     members = [next(refs) for _ in member_jobs]
     return sweep, {lab: members[i * k:(i + 1) * k] for i, lab in enumerate(cfg.labels)}

@@ -79,8 +79,8 @@ def render(config, data: DataRef, searches, measured: StudyData, analysis: Analy
     files = _plots(measured, analysis, sweep_label, prefix)
     mult = [{"target": n, "times the base budget": m.get("value") if m.get("value") is not None else "unreachable",
              "CI": _interval(m.get("ci")), "note": m.get("reason", "")} for n, m in analysis.multipliers.items()]
-    search_rows = [{"size": r.size, "recipe": r.recipe, "tokens": r.budget, "lr": r.best["lr"],
-                    "wd": r.best["weight_decay"], "epochs": r.best["epochs"], "loss": r.loss,
+    search_rows = [{"size": r.size, "recipe": r.recipe, "tokens": r.budget, "lr": f"{r.best['lr']:g}",
+                    "wd": f"{r.best['weight_decay']:g}", "epochs": f"{r.best['epochs']:g}", "loss": r.loss,
                     "certified": r.certified, "points": r.points} for r in searches]
     eff = [{"tokens": b, "standard best": v} for b, v in sorted(measured.efficiency.items())]
     noise = f"{analysis.seed_noise:.4f}" if analysis.seed_noise is not None else "n/a (K < 2)"
