@@ -19,7 +19,6 @@ RESULT_MODULES = [
     "model.py", "data.py", "shards.py", "trainer.py", "optim.py", "schedules.py", "checkpoint.py",
     "job.py", "dist.py", "evaluation.py", "distill.py", "sampling.py", "soups.py", "merges.py",
     "weight_matching.py", "ensemble.py", "forecast.py",
-    "scaling.py",  # certified coordinate descent decides which runs a cached search result holds
 ]
 
 

@@ -7,7 +7,9 @@ its LR range from the Step Law prior, validation loss on the whole split every `
 Reported: the steps AutoLRS needed to reach the target, without and with its trial steps, and
 speedup = N / those steps (the paper's bar: 1.22x to 1.5x, trials counted).
 
-Runs in this process (no Ray, no Prefect), so the wall time is the training's own.
+Runs in this process (no Ray, no Prefect), so the wall time is the training's own. Runs are committed
+to the store and reused by a rerun on the same store (e.g. to try another AutoLRS range against the
+same baseline: --min-lr/--max-lr).
 Prints progress on stderr and, last, one JSON line on stdout.
 
     python bench/autolrs.py --data ../shared/data/tinyshakespeare.txt
@@ -126,6 +128,8 @@ def main(data: str = typer.Option(..., "--data", help="Text corpus (file, folder
          stage_steps: int = typer.Option(200, help="AutoLRS tau."),
          max_stage_steps: int = typer.Option(1600, help="AutoLRS tau_max."),
          backend: str = typer.Option("bayes_opt", help="bayes_opt, optuna_gp or optuna_tpe."),
+         min_lr: Optional[float] = typer.Option(None, help="AutoLRS range low end (default: Step Law prior)."),
+         max_lr: Optional[float] = typer.Option(None, help="AutoLRS range high end (default: Step Law prior)."),
          threads: int = typer.Option(2, help="torch threads."),
          store: Optional[str] = typer.Option(None, help="Artifact store (default: a new folder in /tmp)."),
          max_train_tokens: Optional[int] = typer.Option(None, help="Token budget D (default: the whole corpus).")):
@@ -138,7 +142,8 @@ def main(data: str = typer.Option(..., "--data", help="Text corpus (file, folder
     baseline = tune_baseline(bench, [float(x) for x in grid.split(",")])
     log(f"baseline grid: {baseline}")
     options = {"trials": trials, "trial_steps": trial_steps, "stage_steps": stage_steps,
-               "max_stage_steps": max_stage_steps, "backend": backend, "warmup_steps": warmup}
+               "max_stage_steps": max_stage_steps, "backend": backend, "warmup_steps": warmup,
+               "min_lr": min_lr, "max_lr": max_lr}
     doc = run_autolrs(bench, budget, options)
     result = {"data": data, "model": preset, "batch_size": batch, **figures(baseline, doc, steps),
               "wall_s": round(time.time() - started, 1), "threads": threads, "store": root}

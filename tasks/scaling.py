@@ -21,7 +21,7 @@ from asymptote.refs import DataRef, RunRef
 from asymptote.scaling import CoordinateDescent, Point
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import submit_train
-from asymptote.versioning import code_version
+from asymptote.versioning import code_version_of
 
 
 @dataclass
@@ -90,7 +90,8 @@ def ensemble_eval(store: Store, members: list[RunRef], data: DataRef, refresh: b
     """Losses of each member and of the first-k ensembles (logit and probability averaging), streamed
     one member at a time; cached by the members' content-addressed runs and the data."""
     rels = [m.rel for m in members]
-    key = stable_hash({"members": rels, "data": data.rel, "what": "ensemble-stream-eval", "code": code_version()})
+    key = stable_hash({"members": rels, "data": data.rel, "what": "ensemble-stream-eval",
+                      "code": code_version_of("asymptote.ensemble")})
     return cached(ensemble_eval_task, store, refresh).submit(store, rels, data.rel, key=key)
 
 

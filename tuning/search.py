@@ -35,7 +35,7 @@ from asymptote.config import ComputeConfig, DataConfig, ModelConfig, StoreConfig
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
-from asymptote.versioning import code_version
+from asymptote.versioning import code_version_of
 
 METRIC = "val_loss"  # what tuning.tune_pretrain's trials report last: the run's final validation loss
 SAMPLERS = ("certified", "optuna", "bayesopt")
@@ -89,7 +89,8 @@ class SearchSpec(BaseModel):
     def key(self) -> str:
         body = self.model_dump(exclude={"name", "compute", "store", "progress_hub"})
         body |= {"model": key_dict(self.model), "data": key_dict(self.data), "train": key_dict(self.train)}
-        return stable_hash({**body, "code": code_version()})
+        # the walk (scaling.py) and the searchers (this module) decide which runs a search holds
+        return stable_hash({**body, "code": code_version_of("asymptote.scaling", "asymptote.tuning.search")})
 
     @property
     def rel(self) -> str:
