@@ -1,6 +1,7 @@
 """`asymptote`: the command line. Each command = a recipe + `--set` overrides -> a flow -> a summary.
 
-Flows and Ray load lazily so that `asymptote --help` and config errors answer instantly.
+Method commands are registered from COMMANDS (their flows live beside them); Ray starts only when a
+flow needs it, so `asymptote --help` and config errors never start a cluster.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and clean an artifact store.")
 app.add_typer(store_app, name="store")
 console = Console(stderr=True)
-
-SetOpt = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout).")
-StoreOpt = typer.Option(None, "--store", help="Artifact store root (folder or s3://...); overrides the recipe.")
-RecomputeOpt = typer.Option([], "--recompute", help="Force a step to recompute instead of using its cache.")
 
 
 def _quiet_prefect() -> None:
@@ -69,9 +67,8 @@ def run(recipe: str = typer.Argument("main", help="Recipe name or YAML path."), 
 
 
 @app.command()
-def pretrain(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
-             set_: list[str] = SetOpt, as_json: bool = JsonOpt, store: Optional[str] = StoreOpt,
-             recompute: list[str] = RecomputeOpt) -> None:
+def pretrain(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
+             store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(("data", "train", "evaluate"))) -> None:
     """Pre-train one model: prepare data, train on Ray, evaluate."""
     _quiet_prefect()
     from asymptote.config import PretrainConfig
@@ -157,13 +154,7 @@ def _register_commands() -> None:
 
     for name, target in COMMANDS.items():
         module, attr = target.split(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real import error inside the module must surface
-                raise
-            continue
-        app.command(name=name)(fn)
+        app.command(name=name)(getattr(importlib.import_module(module), attr))
 
 
 _register_commands()

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-import typer
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
+from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt, recompute_opt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
                               stable_hash)
 from asymptote.infra.cluster import compute_session
@@ -326,11 +326,8 @@ def main_step(config: DistillConfig):
                        figures=figures(res), files=files, result=res)
 
 
-def cli(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
-        set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout)."),
-        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root; overrides the recipe."),
-        recompute: list[str] = typer.Option([], "--recompute", help=f"Force a step: {', '.join(STEPS)}.")) -> None:
+def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
+        store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(STEPS)) -> None:
     """Distil an ensemble into one model of the single model's size (sequence, token-level, self)."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 

@@ -26,11 +26,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-import typer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from prefect import flow
 from prefect.runtime import flow_run
 
+from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
                               stable_hash, volatile)
 from asymptote.flows.scaling_report import figures, render
@@ -405,10 +405,8 @@ def main_step(config: ScalingStudyConfig):
     return StepOutcome(markdown=markdown, figures=res.figures, files=files, result=res)
 
 
-def cli(recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
-        set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout)."),
-        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root; overrides the recipe.")) -> None:
+def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
+        store: Optional[str] = StoreOpt) -> None:
     """Data-constrained scaling study: search, parameter and ensemble scaling, asymptotes, data efficiency."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 
