@@ -21,6 +21,16 @@ def volatile(default: Any = None, **kw) -> Any:
     return Field(default, json_schema_extra=extra, **kw)
 
 
+def known_names(values: list[str], allowed, what: str, allow_empty: bool = True) -> list[str]:
+    """Validator body for a list of names drawn from a registry: unknown ones name what is allowed."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; allowed: {', '.join(allowed)}")
+    if not values and not allow_empty:
+        raise ValueError(f"no {what} given; name at least one of: {', '.join(allowed)}")
+    return values
+
+
 class Section(BaseModel):
     """Base for every config section: unknown fields are errors, every field is documented."""
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 from pydantic import Field, field_validator
 from safetensors import safe_open
 
-from asymptote.config import Section
+from asymptote.config import Section, known_names
 from asymptote.soups import Evaluate, Ingredient, Tensors
 
 MergeFn = Callable[..., torch.Tensor]  # (deltas, index=tensor index, **options) -> merged delta
@@ -146,10 +146,7 @@ class MergeOptions(Section):
     @field_validator("methods")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in MERGES]
-        if unknown:
-            raise ValueError(f"{unknown}: unknown merges; allowed: {', '.join(MERGES)}")
-        return v
+        return known_names(v, MERGES, "merges")
 
     @field_validator("scales")
     @classmethod

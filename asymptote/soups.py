@@ -43,7 +43,7 @@ from safetensors.torch import load_file
 from pydantic import Field, field_validator
 
 from asymptote.checkpoint import WEIGHTS
-from asymptote.config import Section
+from asymptote.config import Section, known_names
 from asymptote.model import lm_loss
 
 Tensors = dict[str, torch.Tensor]
@@ -316,10 +316,7 @@ class SoupOptions(Section):
     @field_validator("methods")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in SOUPS]
-        if unknown:
-            raise ValueError(f"{unknown}: unknown soups; allowed: {', '.join(SOUPS)}")
-        return v
+        return known_names(v, SOUPS, "soups")
 
     def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
         """(held-out, test) of a validation split, by this config's rule."""

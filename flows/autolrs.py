@@ -23,6 +23,7 @@ from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
+from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.pretrain import prepare_data, train
 from asymptote.tasks.reports import md_table, publish_report
@@ -83,9 +84,7 @@ def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "rep
 @flow(name="autolrs", log_prints=True)
 def autolrs(config: AutoLRSFlowConfig = AutoLRSFlowConfig(), recompute: list[str] = []) -> AutoLRSResult:  # noqa: B006
     """Prepare data -> train with AutoLRS -> commit the found schedule -> report."""
-    unknown = set(recompute) - set(STEPS)
-    if unknown:
-        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    check_recompute(recompute, STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store, refresh="data" in recompute)

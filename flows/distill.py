@@ -23,12 +23,13 @@ from pydantic import BaseModel, Field, field_validator
 
 from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt, recompute_opt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
-                              stable_hash)
+                              known_names, stable_hash)
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.sampling import SamplingConfig
+from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.distill import ensemble_losses, plot_comparison, run_params, sample
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report
@@ -91,10 +92,7 @@ class StudentConfig(Section):
     @field_validator("methods")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in METHODS]
-        if unknown or not v:
-            raise ValueError(f"{unknown or v}: unknown or empty; allowed: {', '.join(METHODS)}")
-        return v
+        return known_names(v, METHODS, "methods", allow_empty=False)
 
 
 class DistillConfig(Section):
@@ -220,9 +218,7 @@ def retained(single: float, ensemble: float, student: float) -> float | None:
 @flow(name="distill", log_prints=True)
 def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) -> DistillResult:  # noqa: B006
     """Teachers -> evaluate -> sample -> students -> retained fraction -> report."""
-    unknown = set(recompute) - set(STEPS)
-    if unknown:
-        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    check_recompute(recompute, STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store, refresh="data" in recompute)

@@ -18,6 +18,7 @@ from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import make_job
 from asymptote.refs import DataRef, RunRef
+from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import evaluate, prepare_data, train
 from asymptote.tasks.reports import md_table, publish_report
 
@@ -39,9 +40,7 @@ class PretrainResult(BaseModel):
 @flow(name="pretrain", log_prints=True)
 def pretrain(config: PretrainConfig = PretrainConfig(), recompute: list[str] = []) -> PretrainResult:  # noqa: B006
     """Prepare data -> train -> evaluate -> report. `recompute` forces steps (data, train, evaluate)."""
-    unknown = set(recompute) - set(STEPS)
-    if unknown:
-        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    check_recompute(recompute, STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         states: dict[str, str] = {}

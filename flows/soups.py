@@ -36,6 +36,7 @@ from asymptote.job import TrainJob, make_job
 from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
 from asymptote.soups import SoupOptions
+from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report
 from asymptote.tasks.soups import (Kitchen, SoupEntry, cook, independent_averages, plot_heldout_vs_test, run_sweep,
@@ -276,9 +277,7 @@ def averages(config: SoupStudyConfig, store: Store, futures: list, target: DataR
 @flow(name="soups", log_prints=True)
 def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str] = []) -> SoupStudyResult:  # noqa: B006
     """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages -> report."""
-    unknown = set(recompute) - set(STEPS)
-    if unknown:
-        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(STEPS)}")
+    check_recompute(recompute, STEPS)
     store, again = Store(config.store), lambda step: step in recompute
     with compute_session(config.compute.ray_address) as hub:
         gpu = _use_gpu(config.compute)

@@ -72,6 +72,14 @@ def cache_options(store: Store) -> dict[str, Any]:
     return _CONFIGURED[uri]
 
 
+def check_recompute(recompute: list[str], steps) -> set[str]:
+    """The steps a flow was asked to recompute, refusing names that are not among its steps."""
+    unknown = set(recompute) - set(steps)
+    if unknown:
+        raise ValueError(f"recompute={sorted(unknown)}: unknown steps; allowed: {', '.join(steps)}")
+    return set(recompute)
+
+
 def cached(task, store: Store, refresh: bool = False):
     """The task, cached in the store; refresh=True recomputes it and overwrites the cached result."""
     return task.with_options(**cache_options(store), refresh_cache=refresh or None)
