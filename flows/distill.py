@@ -157,15 +157,6 @@ class DistillResult(BaseModel):
 # ----------------------------------------------------------------------------- steps
 
 
-def resolve_run(store: Store, ref: str, field: str) -> str:
-    """A run path or URI -> its store-relative path, refusing anything that is not a committed model."""
-    rel = store.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
-    if not store.has(rel) or "model" not in store.manifest(rel).meta:
-        raise ValueError(f"{field}={ref!r}: no committed run with a model at {store.uri(rel)}; "
-                         "give a runs/<key> path of this store or its URI")
-    return rel
-
-
 def member_job(config: DistillConfig, store: Store, data: DataRef, i: int, hub: str | None) -> TrainJob:
     base = config.teacher.train
     train = base.model_copy(update={"train_seed": base.train_seed + i, "data_seed": base.data_seed + i})
@@ -175,9 +166,9 @@ def member_job(config: DistillConfig, store: Store, data: DataRef, i: int, hub: 
 
 def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str | None, refresh: bool) -> Teachers:
     t = config.teacher
-    single = resolve_run(store, t.single, "teacher.single") if t.single else None
+    single = store.model_ref(t.single, "teacher.single") if t.single else None
     if t.members:
-        members = [resolve_run(store, m, f"teacher.members[{i}]") for i, m in enumerate(t.members)]
+        members = [store.model_ref(m, f"teacher.members[{i}]") for i, m in enumerate(t.members)]
     else:
         futures = [submit_train(member_job(config, store, data, i, hub), refresh) for i in range(t.n_members)]
         members = [f.result().rel for f in futures]

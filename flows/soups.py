@@ -190,20 +190,11 @@ class SoupStudyResult(BaseModel):
 # ----------------------------------------------------------------------------- steps
 
 
-def resolve_checkpoint(store: Store, ref: str, field: str) -> str:
-    """A run/checkpoint path or URI -> its store-relative path, refusing anything without a model."""
-    rel = store.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
-    if not store.has(rel) or "model" not in store.manifest(rel).meta:
-        raise ValueError(f"{field}={ref!r}: no committed checkpoint with a model at {store.uri(rel)}; "
-                         "give a runs/<key> (or soups/<key>/<name>) path of this store or its URI")
-    return rel
-
-
 def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool):
     """The base checkpoint: base.run as is, or a run trained here (submitted, so members train beside it)."""
     b = config.base
     if b.run:
-        return resolve_checkpoint(store, b.run, "base.run")
+        return store.model_ref(b.run, "base.run")
     data = b.data or config.data
     ref = target if b.data is None else prepare_data(data, store)
     job = make_job(name=f"{config.name}-base", model=b.model, data=data, train=b.train, data_artifact=ref.rel,
@@ -250,7 +241,7 @@ def start_members(config: SoupStudyConfig, store: Store, target: DataRef, given:
     Their shape is the base's: base.model when it is trained here, else that of base.run or of the
     first given ingredient."""
     if config.base.run:
-        shape_of = resolve_checkpoint(store, config.base.run, "base.run")
+        shape_of = store.model_ref(config.base.run, "base.run")
     elif given:
         shape_of = given[0]
     else:
@@ -282,7 +273,7 @@ def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str]
     with compute_session(config.compute.ray_address) as hub:
         gpu = _use_gpu(config.compute)
         target = prepare_data(config.data, store, refresh=again("data"))
-        given = [resolve_checkpoint(store, r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
+        given = [store.model_ref(r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
         pending = submit_base(config, store, target, hub, again("base")) if config.base.run or not given else None
         futures = start_members(config, store, target, given, hub, again("independent"))  # queued after the base
         base = pending.result().rel if hasattr(pending, "result") else pending

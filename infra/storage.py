@@ -199,6 +199,15 @@ class Store:
     def has(self, rel: str) -> bool:
         return self.exists(f"{rel}/{MANIFEST}")
 
+    def model_ref(self, ref: str, field: str) -> str:
+        """A user's path or URI of a trained model (a run, a soup) -> its store-relative path, refusing
+        anything that is not a committed artifact with a model; `field` names the config field."""
+        rel = self.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
+        if not self.has(rel) or "model" not in self.manifest(rel).meta:
+            raise ValueError(f"{field}={ref!r}: no committed model at {self.uri(rel)}; give a runs/<key> "
+                             "(or soups/<key>/<name>) path of this store, or its URI")
+        return rel
+
     def read(self, rel: str, name: str) -> bytes:
         """One file of a committed artifact, verified against its manifest."""
         entry = self.manifest(rel).files.get(name)

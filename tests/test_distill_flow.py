@@ -10,7 +10,7 @@ import torch
 
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import ConfigError, DataConfig, ModelConfig, build
-from asymptote.flows.distill import DistillConfig, distill, resolve_run
+from asymptote.flows.distill import DistillConfig, distill
 from asymptote.model import Decoder
 from asymptote.sampling import SamplingConfig
 from asymptote.shards import load_dataset, prepare_dataset
@@ -110,6 +110,6 @@ def test_sampling_job_is_the_same_on_any_number_of_workers(ray_local, store):
 
 def test_bad_teachers_and_methods_are_named(store):
     with pytest.raises(ValueError, match=r"teacher.members\[1\]='runs/nope'"):
-        resolve_run(store, "runs/nope", "teacher.members[1]")
+        store.model_ref("runs/nope", "teacher.members[1]")
     with pytest.raises(ConfigError, match="student.methods"):
         build(DistillConfig, {"student": {"methods": ["sequence", "telepathy"]}})
