@@ -20,19 +20,14 @@ FLOWS: dict[str, tuple[str, str, str]] = {
     "distill": ("distill", "DistillConfig", "DistillResult"),
     "soup_study": ("soups", "SoupStudyConfig", "SoupStudyResult"),
     "autolrs": ("autolrs", "AutoLRSFlowConfig", "AutoLRSResult"),
+    "autolrs_search": ("autolrs", "AutoLRSSearchConfig", "AutoLRSSearchResult"),
 }
 
 __all__: list[str] = []
 
 
 def _export(flow: str, module: str, names: tuple[str, ...]) -> None:
-    qualified = f"{__name__}.{module}"
-    try:
-        mod = import_module(qualified)
-    except ModuleNotFoundError as err:
-        if err.name != qualified:  # a real import error inside the module must surface
-            raise
-        return  # a method whose module is not installed: its flow is simply not offered
+    mod = import_module(f"{__name__}.{module}")
     # Binding the flow over the submodule attribute of the same name is deliberate: `from asymptote.flows
     # import distill` gives the flow; importlib.import_module("asymptote.flows.distill") gives the module.
     for name in (flow, *names):
@@ -45,5 +40,5 @@ for _flow, (_module, *_types) in FLOWS.items():
 
 
 def available_flows() -> dict[str, object]:
-    """name -> flow object for every flow whose module is present."""
+    """name -> flow object of every flow in FLOWS."""
     return {name: globals()[name] for name in FLOWS if name in globals()}

@@ -28,6 +28,7 @@ from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.pretrain import prepare_data, train
 from asymptote.tasks.reports import md_table, publish_report
 from asymptote.tuning.autolrs import AutoLRSOptions
+from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig, AutoLRSSearchResult, search_with_autolrs
 
 STEPS = ("data", "train", "schedule")
 
@@ -97,14 +98,13 @@ def autolrs(config: AutoLRSFlowConfig = AutoLRSFlowConfig(), recompute: list[str
 
 
 @flow(name="autolrs-search", log_prints=True)
-def autolrs_search(config):
+def autolrs_search(config: AutoLRSSearchConfig = AutoLRSSearchConfig()) -> AutoLRSSearchResult:
     """A Ray Tune weight-decay search with AutoLRS as the schedule in every trial (tuning.autolrs_tune)."""
-    from asymptote.tuning.autolrs_tune import search_with_autolrs
-
     base = config.flow_config()
     with compute_session(base.compute.ray_address):
         data = prepare_data(base.data, Store(base.store))
-        return search_with_autolrs(config, data.rel)
+        result = search_with_autolrs(config, data.rel)
+    return result.model_copy(update={"flow_run_id": flow_run.id})
 
 
 def autolrs_markdown(config: AutoLRSFlowConfig, run: RunRef, schedule: ScheduleRef, store: Store,

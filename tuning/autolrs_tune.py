@@ -65,7 +65,9 @@ class AutoLRSSearchConfig(Section):
         return stable_hash({**body, "code": code_version()})
 
 
-class SearchOutcome(BaseModel):
+class AutoLRSSearchResult(BaseModel):
+    flow_run_id: str | None = None
+    """The Prefect flow run that returned it (when called through the autolrs_search flow)."""
     rel: str
     """searches/autolrs-<key>: where results.json is committed."""
     results: list[dict[str, Any]]
@@ -125,7 +127,7 @@ def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str
             if r.metrics and METRIC in r.metrics]
 
 
-def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> SearchOutcome:
+def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSearchResult:
     """Run the search on the connected Ray cluster (or return the committed one)."""
     store = Store(config.flow_config().store)
     rel = f"searches/autolrs-{config.key}"
@@ -137,4 +139,4 @@ def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> SearchOut
             raise RuntimeError(f"every trial of the search {config.name} failed; see the Tune logs under {rel}/tune")
         with store.writer(rel, kind="search", meta={"what": "autolrs weight-decay search"}) as d:
             (d / "results.json").write_text(json.dumps(rows, indent=1))
-    return SearchOutcome(rel=rel, results=rows, best=min(rows, key=lambda r: r[METRIC]))
+    return AutoLRSSearchResult(rel=rel, results=rows, best=min(rows, key=lambda r: r[METRIC]))
