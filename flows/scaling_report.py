@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from asymptote.fits import MAX_EXPONENT
 from asymptote.refs import DataRef
 from asymptote.scaling_analysis import Analysis, StudyData
 from asymptote.tasks.reports import md_table
@@ -58,15 +59,25 @@ def _size_rows(data: StudyData) -> list[dict]:
              f"ensemble K={len(s.members)} (probs)": s.ensemble.get("probs", [""])[-1]} for s in data.sizes]
 
 
+def _fit_note(p: dict) -> str:
+    """Flag fits that hit a bound: their asymptote is not a power law's, just the points' floor."""
+    if p["A"] == 0 or p["alpha"] == 0:
+        return "flat: the loss does not fall with x here, so the asymptote is the points' level"
+    if p["alpha"] >= MAX_EXPONENT * (1 - 1e-6):
+        return f"exponent at its bound ({MAX_EXPONENT:g}): the points do not follow a power law"
+    return ""
+
+
 def _fit_rows(analysis: Analysis) -> list[dict]:
     rows = []
+    ci = next((f"{f.params['level']:.0%} CI" for f in analysis.fits.values() if f.ok), "CI")
     for name, f in analysis.fits.items():
         if f.ok:
             p = f.params
             rows.append({"fit": name, "A": f"{p['A']:.4g}", "exponent": f"{p['alpha']:.4g}", "asymptote": p["E"],
-                         f"{p['level']:.0%} CI": _interval(p["ci"]["E"]), "points": p["n_points"]})
+                         ci: _interval(p["ci"]["E"]), "points": p["n_points"], "note": _fit_note(p)})
         else:
-            rows.append({"fit": name, "A": "", "exponent": "", "asymptote": "not fitted", "points": "",
+            rows.append({"fit": name, "A": "", "exponent": "", "asymptote": "not fitted", ci: "", "points": "",
                          "note": f.reason})
     return rows
 

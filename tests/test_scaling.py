@@ -144,3 +144,19 @@ def test_analysis_reports_fits_it_cannot_make_instead_of_failing():
     assert not out.fits["regularized_N"].ok and "at least 3" in out.fits["regularized_N"].reason
     assert out.fits["ensemble_K/s0"].ok  # K fits still work per size
     assert out.multipliers["joint"]["value"] is None and out.checks["joint_below_regularized"] is None
+
+
+def test_fit_table_says_why_a_fit_is_missing_or_degenerate():
+    from asymptote.flows.scaling_report import _fit_rows
+    from asymptote.scaling_analysis import Analysis, FitOutcome
+    from asymptote.tasks.reports import md_table
+
+    ci = {"E": [1.0, 2.0]}
+    fits = {"good": FitOutcome(ok=True, params={"A": 2.0, "alpha": 0.3, "E": 1.5, "ci": ci, "level": 0.9, "n_points": 4}),
+            "bound": FitOutcome(ok=True, params={"A": 7e39, "alpha": 10.0, "E": 3.3, "ci": ci, "level": 0.9, "n_points": 3}),
+            "missing": FitOutcome(ok=False, reason="needs 2 members")}
+    table = md_table(_fit_rows(Analysis(fits=fits, multipliers={}, checks={}, seed_noise=None)))
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "90% CI" in table.splitlines()[0]
+    assert lines["good"].rstrip(" |").endswith("4")  # a sound fit carries no note
+    assert "exponent at its bound" in lines["bound"] and "needs 2 members" in lines["missing"]
