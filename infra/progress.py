@@ -66,6 +66,15 @@ class _Display:
                                  transient=False)
         self.tasks: dict[str, int] = {}
         self.printed: dict[str, tuple[float, Any]] = {}  # run -> (time, step) of its last plain line
+        self.first: dict[str, tuple[float, int]] = {}  # run -> (time, step) when first seen: the ETA's rate
+
+    def _eta(self, run: str, rec: dict[str, Any]) -> str:
+        step, total = rec.get("step") or 0, rec.get("total_steps")
+        t0, s0 = self.first.setdefault(run, (time.time(), step))
+        if not total or step <= s0 or step >= total:
+            return ""
+        left = (total - step) * (time.time() - t0) / (step - s0)
+        return f"  ETA {int(left // 60)}:{int(left % 60):02d}"
 
     def draw(self, runs: dict[str, dict[str, Any]]) -> None:
         for run, rec in runs.items():
@@ -75,10 +84,11 @@ class _Display:
                     self.tasks[run] = self.progress.add_task(label, total=rec.get("total_steps"), stats="")
                 self.progress.update(self.tasks[run], completed=rec.get("step", 0), stats=_describe(rec))
             else:
+                eta = self._eta(run, rec)
                 when, step = self.printed.get(run, (0.0, None))
                 due = time.time() - when > 10 or rec.get("step") == rec.get("total_steps")
                 if due and step != rec.get("step"):
-                    self.console.print(f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}")
+                    self.console.print(f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}{eta}")
                     self.printed[run] = (time.time(), rec.get("step"))
 
 

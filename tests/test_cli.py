@@ -43,3 +43,25 @@ def test_config_error_exits_2_naming_the_field():
 def test_unknown_main_step_is_refused():
     res = runner.invoke(app, ["run", "--set", "steps=[pretrain, nope]"])
     assert res.exit_code == 2 and "steps=['nope']: unknown; allowed: pretrain, scaling" in res.output
+
+
+def test_plain_progress_lines_show_step_loss_speed_and_eta(monkeypatch):
+    """Where stderr is not a terminal (CI, deployments), each run gets a plain line every 10 s with an ETA."""
+    import io
+    import types
+
+    from rich.console import Console
+
+    from asymptote.infra import progress
+
+    now = [1000.0]
+    monkeypatch.setattr(progress, "time", types.SimpleNamespace(time=lambda: now[0]))
+    out = io.StringIO()
+    display = progress._Display(Console(file=out, width=200))
+    record = {"label": "baby", "total_steps": 600, "train_loss": 2.5, "tok_per_s": 8000.0}
+    for t, step in [(0, 100), (5, 150), (12, 220)]:  # 120 steps in 12 s: 380 left take 38 s
+        now[0] = 1000.0 + t
+        display.draw({"run": {**record, "step": step}})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("baby: step 100/600  loss 2.500  8.0k tok/s")
+    assert len(lines) == 2 and lines[1].startswith("baby: step 220/600") and lines[1].endswith("ETA 0:38")
