@@ -76,6 +76,11 @@ class _Display:
         left = (total - step) * (time.time() - t0) / (step - s0)
         return f"  ETA {int(left // 60)}:{int(left % 60):02d}"
 
+    @property
+    def seen(self) -> bool:
+        """Whether any run has reported yet."""
+        return bool(self.tasks or self.printed)
+
     def draw(self, runs: dict[str, dict[str, Any]]) -> None:
         for run, rec in runs.items():
             label = rec.get("label", run)
@@ -92,6 +97,13 @@ class _Display:
                     self.printed[run] = (time.time(), rec.get("step"))
 
 
+def _draw(display: "_Display", snapshot) -> None:
+    try:
+        display.draw(ray.get(snapshot))
+    except Exception:  # the display must never break a run
+        pass
+
+
 @contextmanager
 def live_progress(console: Console | None = None, interval: float = 0.5) -> Iterator[str]:
     """Start a hub, draw until the block ends; yields the hub's actor name for TrainJob.progress_hub."""
@@ -101,11 +113,14 @@ def live_progress(console: Console | None = None, interval: float = 0.5) -> Iter
     stop = threading.Event()
 
     def poll():
+        # Never block on the hub: its worker process may still be starting (a fully cached flow ends
+        # before it does, and must not wait for it).
+        pending = None
         while not stop.wait(interval):
-            try:
-                display.draw(ray.get(hub.snapshot.remote(), timeout=5))
-            except Exception:  # the display must never break a run
-                pass
+            pending = pending or hub.snapshot.remote()
+            if ray.wait([pending], timeout=0)[0]:
+                _draw(display, pending)
+                pending = None
 
     thread = threading.Thread(target=poll, daemon=True)
     if display.live:
@@ -118,10 +133,9 @@ def live_progress(console: Console | None = None, interval: float = 0.5) -> Iter
         _ACTIVE.reset(token)
         stop.set()
         thread.join(timeout=5)
-        try:
-            display.draw(ray.get(hub.snapshot.remote(), timeout=5))
-        except Exception:
-            pass
+        final = hub.snapshot.remote()  # the last lines; skipped if the hub never started (nothing ran)
+        if ray.wait([final], timeout=2.0 if display.seen else 0.2)[0]:
+            _draw(display, final)
         if display.live:
             display.progress.stop()
         ray.kill(hub)

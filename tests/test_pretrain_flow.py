@@ -24,8 +24,10 @@ def task_states(flow_run_id: str) -> dict[str, str]:
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
 
-def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, store):
+def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, store, capfd):
     res = pretrain(tiny_pretrain_config(store_uri))
+    progress = capfd.readouterr().err  # workers report to the driver's display: plain lines off a terminal
+    assert "tiny: step 30/30  loss " in progress and "tok/s" in progress, progress[-2000:]
     summary = store.read_json(res.run.rel, "summary.json")
     assert summary["steps"] == 30 and summary["world_size"] == 1
     assert res.metrics["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
