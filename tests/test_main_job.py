@@ -1,5 +1,6 @@
 """The main job as a user runs it: the shipped `main` recipe, every method's step, one report, then a
-second run that trains nothing. Only the pretrain step is shortened, to keep CI's suite short."""
+second run that trains nothing. Only the pretrain step and the scaling study's token budgets are cut,
+to keep CI's suite short."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def _committed_runs(store: Store) -> dict[str, str]:
 
 
 def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_api, store_uri):
-    config = resolve(MainConfig, "main", [f"store.uri={store_uri}", "pretrain.train.max_steps=60",
-                                          "pretrain.train.eval_every=30"])
+    config = resolve(MainConfig, "main", [f"store.uri={store_uri}", "pretrain.train.max_steps=30",
+                                          "pretrain.train.eval_every=30", "scaling.budget=10000",
+                                          "scaling.efficiency.budgets=[5000,20000]"])
     assert config.steps == list(STEPS)  # the shipped recipe runs every method
 
     first = main_job(config)
