@@ -97,11 +97,16 @@ class _Display:
                     self.printed[run] = (time.time(), rec.get("step"))
 
 
-def _draw(display: "_Display", snapshot) -> None:
+def _draw_when_ready(display: "_Display", snapshot, timeout: float) -> bool:
+    """Draw the hub's snapshot if it answers within timeout; whether it did. Never raises: the
+    display must never break a run (nor mask its error while Ray shuts down)."""
     try:
+        if not ray.wait([snapshot], timeout=timeout)[0]:
+            return False
         display.draw(ray.get(snapshot))
-    except Exception:  # the display must never break a run
+    except Exception:
         pass
+    return True
 
 
 @contextmanager
@@ -117,9 +122,11 @@ def live_progress(console: Console | None = None, interval: float = 0.5) -> Iter
         # before it does, and must not wait for it).
         pending = None
         while not stop.wait(interval):
-            pending = pending or hub.snapshot.remote()
-            if ray.wait([pending], timeout=0)[0]:
-                _draw(display, pending)
+            try:
+                pending = pending or hub.snapshot.remote()
+            except Exception:
+                continue
+            if _draw_when_ready(display, pending, timeout=0):
                 pending = None
 
     thread = threading.Thread(target=poll, daemon=True)
@@ -133,9 +140,10 @@ def live_progress(console: Console | None = None, interval: float = 0.5) -> Iter
         _ACTIVE.reset(token)
         stop.set()
         thread.join(timeout=5)
-        final = hub.snapshot.remote()  # the last lines; skipped if the hub never started (nothing ran)
-        if ray.wait([final], timeout=2.0 if display.seen else 0.2)[0]:
-            _draw(display, final)
+        try:  # the last lines; skipped if the hub never started (nothing ran)
+            _draw_when_ready(display, hub.snapshot.remote(), timeout=2.0 if display.seen else 0.2)
+            ray.kill(hub)
+        except Exception:
+            pass
         if display.live:
             display.progress.stop()
-        ray.kill(hub)
