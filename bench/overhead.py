@@ -6,6 +6,9 @@ the bare loop again (its two timings are averaged so that drifting machine load 
 
 - steady_ratio: tokens/s after warm-up (project / bare), from the project's own step timings of the
   whole loop (reports, checkpoints and the interval evaluation excluded from neither) vs the bare loop.
+- step_ratio: the same, from the time spent inside the project's train steps alone (its per-window
+  tokens/s), i.e. without reports, checkpoints and interval evaluations: how much of the gap is the
+  step itself (the same code as the bare loop's) running beside Ray's and Prefect's services.
 - end_to_end_ratio: bare wall time / project wall time for the same budget, start-up included
   (Prefect's API, Ray, data preparation, the final evaluation and artifact commit).
 
@@ -76,8 +79,10 @@ def project_loop(data_source: str, steps: int, threads: int, batch: int, store: 
     first = next(m for m in metrics if m["step"] >= WARMUP_STEPS)
     last = metrics[-1]
     tokens = last["tokens"] - first["tokens"]
-    return {"steady_tok_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]), "wall_s": wall,
-            "final_val_loss": res.metrics["val_loss"]}
+    windows = list(zip(metrics, metrics[1:]))  # each record's tok_per_s covers the steps since the previous one
+    step_time = sum((b["tokens"] - a["tokens"]) / b["tok_per_s"] for a, b in windows if a["step"] >= first["step"])
+    return {"steady_tok_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]), "step_tok_per_s": tokens / step_time,
+            "wall_s": wall, "final_val_loss": res.metrics["val_loss"]}
 
 
 def main() -> None:
@@ -96,8 +101,10 @@ def main() -> None:
     bare_tps = (bare1["steady_tok_per_s"] + bare2["steady_tok_per_s"]) / 2
     bare_wall = (bare1["wall_s"] + bare2["wall_s"]) / 2
     emit({"steady_ratio": round(proj["steady_tok_per_s"] / bare_tps, 4),
+          "step_ratio": round(proj["step_tok_per_s"] / bare_tps, 4),
           "end_to_end_ratio": round(bare_wall / proj["wall_s"], 4),
           "bare_steady_tok_per_s": round(bare_tps), "project_steady_tok_per_s": round(proj["steady_tok_per_s"]),
+          "project_step_tok_per_s": round(proj["step_tok_per_s"]),
           "bare_wall_s": round(bare_wall, 1), "project_wall_s": round(proj["wall_s"], 1),
           "bare_runs_tok_per_s": [round(bare1["steady_tok_per_s"]), round(bare2["steady_tok_per_s"])],
           "steps": args.steps, "threads": args.threads})
