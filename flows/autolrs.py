@@ -16,7 +16,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt, recompute_opt
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, PretrainConfig, Section, StoreConfig,
                               TrainConfig, volatile)
 from asymptote.infra.cluster import compute_session

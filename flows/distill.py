@@ -21,7 +21,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
-from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt, recompute_opt
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
                               known_names, stable_hash)
 from asymptote.infra.cluster import compute_session

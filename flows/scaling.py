@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from prefect import flow
 from prefect.runtime import flow_run
 
-from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt
 from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
                               stable_hash, volatile)
 from asymptote.flows.scaling_report import figures, render

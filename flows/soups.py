@@ -28,7 +28,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asymptote.cli_options import RecipeOpt, SetOpt, JsonOpt, StoreOpt, recompute_opt
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.infra.cluster import cluster_has_gpus, compute_session
 from asymptote.infra.storage import Store
