@@ -30,7 +30,8 @@ from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.sampling import SamplingConfig
 from asymptote.tasks.caching import check_recompute
-from asymptote.tasks.distill import ensemble_losses, plot_comparison, run_params, sample
+from asymptote.tasks.distill import plot_comparison, run_params, sample
+from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report
 
@@ -220,7 +221,8 @@ def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) 
         jobs = {m: student_job(config, store, data, m, teachers, synthetic, hub) for m in config.student.methods}
         futures = {m: submit_train(job, "students" in recompute) for m, job in jobs.items()}
         runs = {m: f.result() for m, f in futures.items()}
-        student_losses = {m: ensemble_losses(store, [r.rel], data.rel)["member"][0] for m, r in runs.items()}
+        evals = {m: ensemble_eval(store, [r.rel], data.rel) for m, r in runs.items()}  # evaluated concurrently
+        student_losses = {m: f.result()["member"][0] for m, f in evals.items()}
     students = {m: StudentOutcome(method=m, run=runs[m], val_loss=loss,
                                   retained=retained(losses["single_loss"], losses["ensemble_loss"], loss))
                 for m, loss in student_losses.items()}
@@ -233,11 +235,11 @@ def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) 
 
 def teacher_losses(store: Store, teachers: Teachers, data: DataRef, how: str, refresh: bool) -> dict[str, Any]:
     """Validation losses of each member, of the first-k ensembles and of the single model."""
-    ens = ensemble_losses(store, teachers.members, data.rel, refresh)
+    ens = ensemble_eval(store, teachers.members, data.rel, refresh).result()
     if teachers.single in teachers.members:
         single = ens["member"][teachers.members.index(teachers.single)]
     else:
-        single = ensemble_losses(store, [teachers.single], data.rel, refresh)["member"][0]
+        single = ensemble_eval(store, [teachers.single], data.rel, refresh).result()["member"][0]
     return {"single_loss": single, "ensemble_loss": ens[how][-1], "member_losses": ens["member"],
             "ensemble_curve": ens[how]}
 

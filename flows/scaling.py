@@ -43,7 +43,8 @@ from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, me
 from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import publish_report
-from asymptote.tasks.scaling import Descent, descend, ensemble_eval, train_all, tune_search
+from asymptote.tasks.ensembles import ensemble_eval
+from asymptote.tasks.scaling import Descent, descend, train_all, tune_search
 
 
 # ----------------------------------------------------------------------------- config
@@ -371,7 +372,7 @@ def scaling_study(config: ScalingStudyConfig = ScalingStudyConfig()) -> ScalingS
         study = Study(config, store, data, hub)
         descents = search_all(study)
         sweep, members = sweep_and_members(study, descents)
-        futures = {label: ensemble_eval(store, refs, data) for label, refs in members.items()}
+        futures = {label: ensemble_eval(store, [r.rel for r in refs], data.rel) for label, refs in members.items()}
         ensembles = {label: f.result() for label, f in futures.items()}
     measured = collect(study, descents, sweep, members, ensembles)
     analysis = analyse(measured, config.fits)

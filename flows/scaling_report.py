@@ -36,7 +36,7 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
     out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
     out["data_efficiency"] = {name: {k: m.get(k) for k in ("value", "ci", "reachable")}
                               for name, m in analysis.multipliers.items()}
-    return out | {k: v for k, v in analysis.checks.items()}
+    return out | analysis.checks
 
 
 def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -> dict[str, bytes]:

@@ -87,33 +87,6 @@ def sample(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig
     return cached(sample_task, store, refresh)(store, teachers, data_rel, cfg, length, key=key, workers=workers)
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-@ray.remote(num_cpus=1)
-def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[str, list[float]]:
-    from asymptote.ensemble import stream_eval
-    from asymptote.job import model_from_run
-    from asymptote.shards import load_dataset
-
-    torch.set_num_threads(1)
-    _, val, _ = load_dataset(store, data_rel)
-    block = store.manifest(runs[0]).meta["model"]["block_size"]
-    return stream_eval(lambda i: model_from_run(store, runs[i]), len(runs), val, block)
-
-
-@task(name="ensemble-eval", retries=1)
-def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
-    return ray.get(_ensemble_eval_remote.remote(store, runs, data_rel))
-
-
-def ensemble_losses(store: Store, runs: list[str], data_rel: str, refresh: bool = False) -> dict[str, list[float]]:
-    """Validation loss of each run and of the first-k ensembles (logit and probability averaging)."""
-    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses",
-                       "code": code_version_of("asymptote.ensemble")})
-    return cached(ensemble_eval_task, store, refresh)(store, runs, data_rel, key=key)
-
-
 # ----------------------------------------------------------------------------- the comparison plot
 
 

@@ -1,0 +1,42 @@
+"""Evaluating runs and their ensembles as one cached, retried step on Ray, for every method.
+
+Members stream through memory one at a time (asymptote.ensemble.stream_eval): peak memory is about
+one member plus the logit accumulator, whatever the ensemble's size.
+"""
+
+from __future__ import annotations
+
+import ray
+from prefect import task
+
+from asymptote.config import stable_hash
+from asymptote.infra.storage import Store
+from asymptote.tasks.caching import cached
+from asymptote.versioning import code_version_of
+
+
+@ray.remote(num_cpus=1)
+def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[str, list[float]]:
+    import torch
+
+    from asymptote.ensemble import stream_eval
+    from asymptote.job import model_from_run
+    from asymptote.shards import load_dataset
+
+    torch.set_num_threads(1)
+    _, val, _ = load_dataset(store, data_rel)
+    block = store.manifest(runs[0]).meta["model"]["block_size"]
+    return stream_eval(lambda i: model_from_run(store, runs[i]), len(runs), val, block)
+
+
+@task(name="ensemble-eval", retries=1)
+def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
+    return ray.get(_ensemble_eval_remote.remote(store, runs, data_rel))
+
+
+def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False):
+    """A future of the validation loss of each run and of the first-k ensembles (logit and probability
+    averaging); cached by the runs' content-addressed paths, the data and the ensemble code."""
+    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses",
+                       "code": code_version_of("asymptote.ensemble")})
+    return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key)
