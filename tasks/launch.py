@@ -104,3 +104,26 @@ def launch(job: TrainJob) -> dict[str, Any]:
         ray.get(task.remote(job.model_dump(), use_gpu))
     store.invalidate()
     return store.read_json(job.run_rel, "summary.json")
+
+
+def concurrent_runs(compute) -> int:
+    """How many runs of this compute shape fit the connected cluster at once (a search's trial limit)."""
+    res = ray.cluster_resources()
+    if compute.use_gpu is True or (compute.use_gpu == "auto" and res.get("GPU", 0) > 0):
+        return max(1, int(res.get("GPU", 0) // compute.num_workers))
+    return max(1, int(res.get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
+
+
+@ray.remote(num_cpus=0)
+def _launch_remote(job_dict: dict[str, Any]) -> dict[str, Any]:
+    return launch(TrainJob.model_validate(job_dict))
+
+
+def launch_from_trial(job: TrainJob) -> dict[str, Any]:
+    """`launch` called from inside a Ray Tune trial; returns the run summary.
+
+    Tune places a trial in a placement group that captures its child tasks, and the trial's tiny
+    bundle cannot hold the run, so the launch goes through a task scheduled outside that group.
+    """
+    return ray.get(_launch_remote.options(scheduling_strategy="DEFAULT").remote(job.model_dump()))
+

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
-from asymptote.config import ComputeConfig, key_dict, stable_hash
+from asymptote.config import key_dict, stable_hash
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.merges import MergeOptions
@@ -63,41 +63,25 @@ def sample_trials(space: dict[str, Any], n: int, seed: int) -> list[dict[str, An
     return [cfg for _ in range(n) for _, cfg in generate_variants(space, random_state=rng)]
 
 
-@ray.remote(num_cpus=0)
-def _launch_outside_trial(job: TrainJob) -> dict[str, Any]:
-    from asymptote.tasks.launch import launch
-
-    return launch(job)
-
-
 def _sweep_trial(config: dict[str, Any]) -> None:
-    """A Tune function trainable: train (or find) the trial's run and report its summary.
+    """A Tune function trainable: train (or find) the trial's run and report its summary."""
+    from asymptote.tasks.launch import launch_from_trial
 
-    Tune places a trial in a placement group that captures child tasks; the run needs CPUs the
-    trial's tiny bundle does not have, so it is launched from a task scheduled outside that group.
-    """
     job = TrainJob.model_validate(config["job"])
-    summary = ray.get(_launch_outside_trial.options(scheduling_strategy="DEFAULT").remote(job))
+    summary = launch_from_trial(job)
     tune.report({"val_loss": float(summary["val_loss"]), "run": job.run_rel})
-
-
-def _concurrency(compute: ComputeConfig) -> int:
-    res = ray.cluster_resources()
-    if compute.use_gpu is True or (compute.use_gpu == "auto" and res.get("GPU", 0) > 0):
-        return max(1, int(res.get("GPU", 0) // compute.num_workers))
-    return max(1, int(res.get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
 
 
 @task(name="soup-sweep", retries=1, retry_delay_seconds=5)
 def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     """Every job as one trial of a Ray Tune experiment stored under sweeps/<key>/tune."""
-    from asymptote.tasks.launch import ray_storage
+    from asymptote.tasks.launch import concurrent_runs, ray_storage
 
     store = Store(jobs[0].store)
     storage, fs = ray_storage(store, f"sweeps/{key}")
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
     tuner = tune.Tuner(trainable, param_space={"job": tune.grid_search([j.model_dump() for j in jobs])},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=_concurrency(jobs[0].compute)),
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_runs(jobs[0].compute)),
                        run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=fs, verbose=0))
     failed = [r.error for r in tuner.fit() if r.error]
     if failed:

@@ -15,7 +15,6 @@ import json
 import math
 from typing import Any, Literal
 
-import ray
 from pydantic import BaseModel, Field, model_validator
 from ray import tune
 
@@ -75,26 +74,14 @@ class AutoLRSSearchResult(BaseModel):
     best: dict[str, Any]
 
 
-@ray.remote(num_cpus=0)
-def _launch_outside_trial(job_dict: dict[str, Any]) -> dict[str, Any]:
-    from asymptote.job import TrainJob
-    from asymptote.tasks.launch import launch
-
-    return launch(TrainJob.model_validate(job_dict))
-
-
 def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> None:
-    """A Tune function trainable: one AutoLRS run at the proposed weight decay.
-
-    Tune's placement group captures the trial's child tasks, and its tiny bundle cannot hold the
-    run, so the run is launched from a task scheduled outside that group.
-    """
+    """A Tune function trainable: one AutoLRS run at the proposed weight decay."""
     from asymptote.flows.autolrs import autolrs_job
+    from asymptote.tasks.launch import launch_from_trial
 
     cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])
     job = autolrs_job(cfg, data_rel)
-    launched = _launch_outside_trial.options(scheduling_strategy="DEFAULT").remote(job.model_dump())
-    loss = ray.get(launched).get("val_loss")
+    loss = launch_from_trial(job).get("val_loss")
     tune.report({METRIC: float(loss) if loss is not None else math.inf, "run": job.run_rel, **params})
 
 
@@ -106,13 +93,8 @@ def _searcher(config: AutoLRSSearchConfig):
     return OptunaSearch(seed=config.seed)
 
 
-def _concurrency(config: AutoLRSSearchConfig) -> int:
-    compute = config.flow_config().compute
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
-
-
 def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str, Any]]:
-    from asymptote.tasks.launch import ray_storage
+    from asymptote.tasks.launch import concurrent_runs, ray_storage
 
     store = Store(config.flow_config().store)
     storage, fs = ray_storage(store, f"{rel}/tune")
@@ -121,7 +103,7 @@ def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str
     space = {"weight_decay": tune.loguniform(*config.weight_decay)}
     tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
         search_alg=_searcher(config), num_samples=config.samples, metric=METRIC, mode="min",
-        max_concurrent_trials=_concurrency(config)),
+        max_concurrent_trials=concurrent_runs(config.flow_config().compute)),
         run_config=tune.RunConfig(name="search", storage_path=storage, storage_filesystem=fs, verbose=0))
     return [{k: r.metrics[k] for k in ("weight_decay", METRIC, "run")} for r in tuner.fit()
             if r.metrics and METRIC in r.metrics]

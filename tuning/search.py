@@ -26,7 +26,6 @@ import pickle
 import tempfile
 from typing import Any, Literal
 
-import ray
 from pydantic import BaseModel, Field, model_validator
 from ray import tune
 from ray.tune.search import Searcher
@@ -123,7 +122,16 @@ class SearchResult(BaseModel):
     certified: bool
 
     def losses(self) -> dict[Point, float]:
-        return {Point(r["lr"], r["weight_decay"], r["epochs"]): r["loss"] for r in self.results}
+        return _losses(self.results)
+
+
+def _row_point(row: dict[str, Any]) -> Point:
+    return Point(row["lr"], row["weight_decay"], row["epochs"])
+
+
+def _losses(rows: list[dict[str, Any]]) -> dict[Point, float]:
+    """Result rows (lr, weight_decay, epochs, loss, ...) -> loss per grid point."""
+    return {_row_point(r): r["loss"] for r in rows}
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -283,17 +291,9 @@ SAMPLER_BUILDERS = {"optuna": _optuna, "bayesopt": _bayesopt}
 # ----------------------------------------------------------------------------- running a search
 
 
-def _concurrency(compute: ComputeConfig) -> int:
-    """Trials that fit the cluster at once (each trial's run reserves its own CPUs or GPUs)."""
-    res = ray.cluster_resources()
-    if compute.use_gpu is True or (compute.use_gpu == "auto" and res.get("GPU", 0) > 0):
-        return max(1, int(res.get("GPU", 0) // compute.num_workers))
-    return max(1, int(res.get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
-
-
 def _tune_phase(spec: SearchSpec, phase: str, searcher: Searcher, space: dict, samples: int) -> list[dict]:
     """Run (or resume) one Tune experiment and return its trials' final results."""
-    from asymptote.tasks.launch import ray_storage
+    from asymptote.tasks.launch import concurrent_runs, ray_storage
 
     store = Store(spec.store)
     storage, fs = ray_storage(store, f"{spec.rel}/tune")
@@ -304,7 +304,7 @@ def _tune_phase(spec: SearchSpec, phase: str, searcher: Searcher, space: dict, s
     else:
         tuner = tune.Tuner(trainable(spec), param_space=space,
                            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, metric=METRIC,
-                                                       mode="min", max_concurrent_trials=_concurrency(spec.compute)),
+                                                       mode="min", max_concurrent_trials=concurrent_runs(spec.compute)),
                            run_config=tune.RunConfig(name=phase, storage_path=storage, storage_filesystem=fs,
                                                      verbose=0))
     grid = tuner.fit()
@@ -346,7 +346,7 @@ def run_search(spec: SearchSpec) -> SearchResult:
     cap = spec.max_runs or spec.grid.size(spec.axes)
     if spec.sampler != "certified":
         rows = _phase(spec, spec.sampler, lambda: _sampler(spec))
-    known = {Point(r["lr"], r["weight_decay"], r["epochs"]): r["loss"] for r in rows}
+    known = _losses(rows)
     if spec.sampler == "certified" or spec.certify:
         start = min(known, key=known.get) if known else spec.start
         rows = rows + _phase(spec, "certify", lambda: (CertifiedSearch(spec, known, start), {}, cap))
@@ -356,7 +356,7 @@ def run_search(spec: SearchSpec) -> SearchResult:
 def _result(spec: SearchSpec, rows: list[dict[str, Any]]) -> SearchResult:
     from asymptote.scaling import certified
 
-    merged = {Point(r["lr"], r["weight_decay"], r["epochs"]): r for r in rows}
+    merged = {_row_point(r): r for r in rows}
     losses = {p: r["loss"] for p, r in merged.items()}
     best = min(losses, key=lambda p: losses[p] if math.isfinite(losses[p]) else math.inf)
     return SearchResult(key=spec.key, rel=spec.rel, results=list(merged.values()), best=merged[best],
