@@ -50,8 +50,12 @@ def _finish(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 
 @app.command()
-def run(recipe: str = typer.Argument("main", help="Recipe name or YAML path."), set_: list[str] = SetOpt,
-        as_json: bool = JsonOpt, store: Optional[str] = StoreOpt) -> None:
+def run(
+    recipe: str = typer.Argument("main", help="Recipe name or YAML path."),
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
     """The main job: every step of the recipe on one corpus, then one report."""
     _quiet_prefect()
     from asymptote.flows.main import MainConfig, main_job
@@ -59,16 +63,25 @@ def run(recipe: str = typer.Argument("main", help="Recipe name or YAML path."), 
     cfg = _config(MainConfig, recipe, set_, store)
     console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
     res = main_job(cfg)
-    _finish(res.model_dump(), as_json, [
-        f"[green]done[/green]. Report: {res.report_uri}",
-        f"Results, checkpoints and plots are under {res.store_uri} (runs/, reports/); list them with "
-        f"`asymptote store ls --store {res.store_uri}`.",
-    ])
+    _finish(
+        res.model_dump(),
+        as_json,
+        [
+            f"[green]done[/green]. Report: {res.report_uri}",
+            f"Results, checkpoints and plots are under {res.store_uri} (runs/, reports/); list them with "
+            f"`asymptote store ls --store {res.store_uri}`.",
+        ],
+    )
 
 
 @app.command()
-def pretrain(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
-             store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(("data", "train", "evaluate"))) -> None:
+def pretrain(
+    recipe: Optional[str] = RecipeOpt,
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+    recompute: list[str] = recompute_opt(("data", "train", "evaluate")),
+) -> None:
     """Pre-train one model: prepare data, train on Ray, evaluate."""
     _quiet_prefect()
     from asymptote.config import PretrainConfig
@@ -76,8 +89,13 @@ def pretrain(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_jso
 
     cfg = _config(PretrainConfig, recipe, set_, store)
     res = pretrain_flow(cfg, recompute=recompute)
-    _finish(res.model_dump() | {"val_loss": res.metrics["val_loss"], "params": res.run.summary["params"]}, as_json,
-            [f"[green]done[/green]. val_loss {res.metrics['val_loss']:.4f}; run {res.run.uri}; report {res.report_uri}"])
+    _finish(
+        res.model_dump() | {"val_loss": res.metrics["val_loss"], "params": res.run.summary["params"]},
+        as_json,
+        [
+            f"[green]done[/green]. val_loss {res.metrics['val_loss']:.4f}; run {res.run.uri}; report {res.report_uri}"
+        ],
+    )
 
 
 @app.command()
@@ -93,8 +111,10 @@ def presets() -> None:
         cfg = ModelConfig(preset=name)
         with torch.device("meta"):
             n = count_params(Decoder(cfg))
-        typer.echo(f"{name:12s} {n / 1e6:9.3f}M  {cfg.n_layer}x{cfg.d_model} ffn {cfg.d_ff} heads {cfg.n_head}"
-                   f"/{cfg.n_kv_head} block {cfg.block_size}")
+        typer.echo(
+            f"{name:12s} {n / 1e6:9.3f}M  {cfg.n_layer}x{cfg.d_model} ffn {cfg.d_ff} heads {cfg.n_head}"
+            f"/{cfg.n_kv_head} block {cfg.block_size}"
+        )
 
 
 @app.command()
@@ -113,15 +133,21 @@ def store_ls(store: Optional[str] = StoreOpt, as_json: bool = JsonOpt) -> None:
 
     rows = inventory(_store(store))
     for r in rows:
-        typer.echo(f"{r['kind']:10s} {r['size'] / 1e6:9.2f} MB  {r['created']}  {r['path']}  {r.get('headline', '')}")
+        typer.echo(
+            f"{r['kind']:10s} {r['size'] / 1e6:9.2f} MB  {r['created']}  {r['path']}  {r.get('headline', '')}"
+        )
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str) + "\n")
 
 
 @store_app.command("gc")
-def store_gc(store: Optional[str] = StoreOpt, dry_run: bool = typer.Option(False, "--dry-run"),
-             min_age_hours: float = typer.Option(1.0, help="Spare unreferenced files younger than this "
-                                                 "(they may belong to a run still writing).")) -> None:
+def store_gc(
+    store: Optional[str] = StoreOpt,
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    min_age_hours: float = typer.Option(
+        1.0, help="Spare unreferenced files younger than this (they may belong to a run still writing)."
+    ),
+) -> None:
     """Delete files that no committed manifest references."""
     from asymptote.infra.inventory import garbage_collect
 

@@ -7,9 +7,13 @@ import typer
 RecipeOpt = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path.")
 SetOpt = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout).")
-StoreOpt = typer.Option(None, "--store", help="Artifact store root (folder or s3://...); overrides the recipe.")
+StoreOpt = typer.Option(
+    None, "--store", help="Artifact store root (folder or s3://...); overrides the recipe."
+)
 
 
 def recompute_opt(steps) -> typer.models.OptionInfo:
     """`--recompute STEP` (repeatable): force one of the flow's cached steps to run again."""
-    return typer.Option([], "--recompute", help=f"Force a step to recompute instead of using its cache: {', '.join(steps)}.")
+    return typer.Option(
+        [], "--recompute", help=f"Force a step to recompute instead of using its cache: {', '.join(steps)}."
+    )

@@ -34,7 +34,9 @@ def known_names(values: list[str], allowed, what: str, allow_empty: bool = True)
 class Section(BaseModel):
     """Base for every config section: unknown fields are errors, every field is documented."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True, frozen=False
+    )
 
 
 class ModelConfig(Section):

@@ -113,7 +113,9 @@ class EpochBatcher:
 
     def __post_init__(self):
         if self.batch_size % self.world:
-            raise ValueError(f"train.batch_size={self.batch_size} must be divisible by num_workers={self.world}")
+            raise ValueError(
+                f"train.batch_size={self.batch_size} must be divisible by num_workers={self.world}"
+            )
 
     @property
     def windows_per_epoch(self) -> int:

@@ -68,7 +68,9 @@ def parse_options(cls: type[Section], spec: dict, where: str) -> Section:
 # ----------------------------------------------------------------------------- token level
 
 
-def soft_kl(teacher_logprobs: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_kl(
+    teacher_logprobs: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Mean over positions of KL(teacher_T || student_T), both softened by the temperature.
 
     The teacher may put exactly zero mass on tokens (log-prob -inf, e.g. a one-hot teacher): those
@@ -81,8 +83,13 @@ def soft_kl(teacher_logprobs: torch.Tensor, student_logits: torch.Tensor, temper
     return kl.sum(-1).mean()
 
 
-def distill_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, targets: torch.Tensor,
-                 temperature: float = 1.0, alpha: float = 0.5) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy on the real next token.
 
     T^2 keeps the KL gradients on the scale of the cross-entropy's whatever the temperature (Hinton et al.).
@@ -99,11 +106,13 @@ def load_teacher(store: Store, teachers: list[str], student_cfg, device, how: st
     from asymptote.job import model_from_run  # job.py names this module in its registries
 
     members = [model_from_run(store, rel, device) for rel in teachers]
-    for rel, m in zip(teachers, members):
+    for rel, m in zip(teachers, members, strict=False):
         if m.cfg.vocab_size != student_cfg.vocab_size or m.cfg.block_size < student_cfg.block_size:
-            raise ValueError(f"objective.teachers: {rel} has vocab_size={m.cfg.vocab_size}, block_size="
-                             f"{m.cfg.block_size}; the student needs vocab_size={student_cfg.vocab_size} and "
-                             f"block_size >= {student_cfg.block_size}")
+            raise ValueError(
+                f"objective.teachers: {rel} has vocab_size={m.cfg.vocab_size}, block_size="
+                f"{m.cfg.block_size}; the student needs vocab_size={student_cfg.vocab_size} and "
+                f"block_size >= {student_cfg.block_size}"
+            )
     teacher = Ensemble(members, how).eval()
     teacher.requires_grad_(False)
     return teacher
@@ -153,7 +162,9 @@ class WindowStream:
 
     def take(self, k: int) -> np.ndarray:
         if k > 0 and not len(self.order()):
-            raise ValueError(f"{self.n_tokens} tokens hold no window of {self.seq_len or self.block + 1} tokens")
+            raise ValueError(
+                f"{self.n_tokens} tokens hold no window of {self.seq_len or self.block + 1} tokens"
+            )
         out = []
         while k > 0:
             part = self.order()[self.index : self.index + k]
@@ -193,10 +204,14 @@ class MixtureBatcher:
 
     def __post_init__(self):
         if self.batch_size % self.world:
-            raise ValueError(f"train.batch_size={self.batch_size} must be divisible by num_workers={self.world}")
+            raise ValueError(
+                f"train.batch_size={self.batch_size} must be divisible by num_workers={self.world}"
+            )
         if self.seq_len < self.block + 1:
-            raise ValueError(f"batches.synthetic holds sequences of {self.seq_len} tokens; a student with "
-                             f"block_size={self.block} needs at least {self.block + 1}: sample longer sequences")
+            raise ValueError(
+                f"batches.synthetic holds sequences of {self.seq_len} tokens; a student with "
+                f"block_size={self.block} needs at least {self.block + 1}: sample longer sequences"
+            )
         self.real_stream = WindowStream(len(self.real), self.block, self.data_seed)
         self.synthetic_stream = WindowStream(len(self.synthetic), self.block, self.data_seed, self.seq_len)
 
@@ -206,16 +221,27 @@ class MixtureBatcher:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.synthetic_rows(self.batch)
-        parts = [(self.synthetic, self.synthetic_stream.take(k)), (self.real, self.real_stream.take(self.batch_size - k))]
-        xs, ys = zip(*[windows_to_batch(tokens, starts, self.block) for tokens, starts in parts if len(starts)])
+        parts = [
+            (self.synthetic, self.synthetic_stream.take(k)),
+            (self.real, self.real_stream.take(self.batch_size - k)),
+        ]
+        xs, ys = zip(
+            *[windows_to_batch(tokens, starts, self.block) for tokens, starts in parts if len(starts)],
+            strict=False,
+        )
         self.batch += 1
         per_rank = self.batch_size // self.world
         rows = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         return torch.cat(xs)[rows], torch.cat(ys)[rows]
 
     def state_dict(self) -> dict:
-        return {"batch": self.batch, "data_seed": self.data_seed, "weight": self.weight,
-                "real": self.real_stream.state_dict(), "synthetic": self.synthetic_stream.state_dict()}
+        return {
+            "batch": self.batch,
+            "data_seed": self.data_seed,
+            "weight": self.weight,
+            "real": self.real_stream.state_dict(),
+            "synthetic": self.synthetic_stream.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["data_seed"] != self.data_seed or state["weight"] != self.weight:
@@ -229,33 +255,61 @@ def mixture_batches(job, store: Store, env, train_tokens: np.ndarray) -> Mixture
     """Registered batch source "mixture": real windows mixed with a synthetic data artifact."""
     opts = parse_options(MixtureOptions, job.batches, "batches")
     if not store.has(opts.synthetic):
-        raise ValueError(f"batches.synthetic={opts.synthetic!r}: no committed data artifact there; "
-                         "give the data/<key> path a sampling run returned")
+        raise ValueError(
+            f"batches.synthetic={opts.synthetic!r}: no committed data artifact there; "
+            "give the data/<key> path a sampling run returned"
+        )
     synthetic, _, meta = load_dataset(store, opts.synthetic)
     seq_len = meta.get("sequence_length")
     if not seq_len:
-        raise ValueError(f"batches.synthetic={opts.synthetic!r} is not a sampled data artifact (no sequence_length)")
-    return MixtureBatcher(train_tokens, synthetic, seq_len, opts.weight, job.model.block_size,
-                          job.train.batch_size, job.train.data_seed, rank=env.rank, world=env.world)
+        raise ValueError(
+            f"batches.synthetic={opts.synthetic!r} is not a sampled data artifact (no sequence_length)"
+        )
+    return MixtureBatcher(
+        train_tokens,
+        synthetic,
+        seq_len,
+        opts.weight,
+        job.model.block_size,
+        job.train.batch_size,
+        job.train.data_seed,
+        rank=env.rank,
+        world=env.world,
+    )
 
 
 # ----------------------------------------------------------------------------- synthetic data artifacts
 
 
-def save_synthetic(store: Store, rel: str, sequences: np.ndarray, corpus_meta: dict, val_fraction: float = 0.05,
-                   meta: dict | None = None) -> dict:
+def save_synthetic(
+    store: Store,
+    rel: str,
+    sequences: np.ndarray,
+    corpus_meta: dict,
+    val_fraction: float = 0.05,
+    meta: dict | None = None,
+) -> dict:
     """Commit (N, L) sampled sequences as a data artifact in the shards format (load_dataset reads it).
 
     Tokenizer and vocabulary are the real corpus' (corpus_meta); the last val_fraction of the
     sequences form the artifact's own validation split.
     """
     n_val = max(1, int(len(sequences) * val_fraction)) if len(sequences) > 1 else 0
-    train, val = sequences[: len(sequences) - n_val].reshape(-1), sequences[len(sequences) - n_val :].reshape(-1)
-    meta = {"tokenizer": corpus_meta["tokenizer"], "vocab_size": corpus_meta["vocab_size"],
-            "dtype": np.dtype(sequences.dtype).name,
-            "source_sha256": hashlib.sha256(sequences.tobytes()).hexdigest(), "val_fraction": val_fraction,
-            "n_train": int(len(train)), "n_val": int(len(val)), "n_sequences": int(len(sequences)),
-            "sequence_length": int(sequences.shape[1])} | (meta or {})
+    train, val = (
+        sequences[: len(sequences) - n_val].reshape(-1),
+        sequences[len(sequences) - n_val :].reshape(-1),
+    )
+    meta = {
+        "tokenizer": corpus_meta["tokenizer"],
+        "vocab_size": corpus_meta["vocab_size"],
+        "dtype": np.dtype(sequences.dtype).name,
+        "source_sha256": hashlib.sha256(sequences.tobytes()).hexdigest(),
+        "val_fraction": val_fraction,
+        "n_train": int(len(train)),
+        "n_val": int(len(val)),
+        "n_sequences": int(len(sequences)),
+        "sequence_length": int(sequences.shape[1]),
+    } | (meta or {})
     with store.writer(rel, kind="data", meta=meta) as folder:
         meta["train_shards"] = _write_shards(folder, "train", train)
         meta["val_shards"] = _write_shards(folder, "val", val)

@@ -49,7 +49,9 @@ class Ensemble(nn.Module):
         return combine([m(idx) for m in self.members], self.how)
 
 
-def load_member(folder: str | Path, model_cfg: ModelConfig | dict, device: str | torch.device = "cpu") -> Decoder:
+def load_member(
+    folder: str | Path, model_cfg: ModelConfig | dict, device: str | torch.device = "cpu"
+) -> Decoder:
     cfg = model_cfg if isinstance(model_cfg, ModelConfig) else ModelConfig.model_validate(model_cfg)
     model = Decoder(cfg)
     model.load_state_dict(load_weights(Path(folder) / WEIGHTS, device))
@@ -57,9 +59,15 @@ def load_member(folder: str | Path, model_cfg: ModelConfig | dict, device: str |
 
 
 @torch.no_grad()
-def stream_eval(load: Callable[[int], nn.Module], n_members: int, tokens: np.ndarray, block: int,
-                max_windows: int | None = None, batch_size: int = 64,
-                device: str | torch.device = "cpu") -> dict[str, list[float]]:
+def stream_eval(
+    load: Callable[[int], nn.Module],
+    n_members: int,
+    tokens: np.ndarray,
+    block: int,
+    max_windows: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[float]]:
     """Losses of each member and of the first-k ensembles (k = 1..n) under both combinations.
 
     `load(i)` returns member i; it is called once per member and the member is dropped before the
@@ -67,7 +75,9 @@ def stream_eval(load: Callable[[int], nn.Module], n_members: int, tokens: np.nda
     probabilities.
     """
     starts = eval_windows(len(tokens), block, max_windows)
-    batches = [windows_to_batch(tokens, starts[i : i + batch_size], block) for i in range(0, len(starts), batch_size)]
+    batches = [
+        windows_to_batch(tokens, starts[i : i + batch_size], block) for i in range(0, len(starts), batch_size)
+    ]
     logit_sum = [None] * len(batches)
     prob_sum = [None] * len(batches)
     out = {"member": [], "logits": [], "probs": []}

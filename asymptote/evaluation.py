@@ -20,9 +20,15 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def mean_loss(logits_fn: LogitsFn, tokens: np.ndarray, block: int, env: DistEnv | None = None,
-              max_windows: int | None = None, batch_size: int = 64,
-              dtype: torch.dtype | None = None) -> float:
+def mean_loss(
+    logits_fn: LogitsFn,
+    tokens: np.ndarray,
+    block: int,
+    env: DistEnv | None = None,
+    max_windows: int | None = None,
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
+) -> float:
     """Mean next-token cross-entropy (nats/token) of logits_fn over the windows of tokens."""
     env = env or DistEnv()
     starts = eval_windows(len(tokens), block, max_windows)[env.rank :: env.world]

@@ -64,22 +64,37 @@ class Fit:
         return self.law.E
 
     def to_dict(self) -> dict:
-        return {"A": self.law.A, "alpha": self.law.alpha, "E": self.law.E, "rmse": self.rmse,
-                "ci": {k: list(v) for k, v in self.ci.items()}, "level": self.level,
-                "n_points": len(self.x), "n_boot": int(len(self.samples)), "x": self.x, "y": self.y}
+        return {
+            "A": self.law.A,
+            "alpha": self.law.alpha,
+            "E": self.law.E,
+            "rmse": self.rmse,
+            "ci": {k: list(v) for k, v in self.ci.items()},
+            "level": self.level,
+            "n_points": len(self.x),
+            "n_boot": int(len(self.samples)),
+            "x": self.x,
+            "y": self.y,
+        }
 
 
 def _check_points(x: np.ndarray, y: np.ndarray, what: str) -> None:
     if x.shape != y.shape or x.ndim != 1:
         raise FitError(f"{what}: x and y must be 1-D and of equal length, got {x.shape} and {y.shape}")
     if len(x) < len(PARAMS):
-        raise FitError(f"{what}: {len(x)} point(s) cannot fit the {len(PARAMS)} parameters of A/x^alpha+E; "
-                       f"need at least {len(PARAMS)} distinct x values (add sizes, members or budgets)")
+        raise FitError(
+            f"{what}: {len(x)} point(s) cannot fit the {len(PARAMS)} parameters of A/x^alpha+E; "
+            f"need at least {len(PARAMS)} distinct x values (add sizes, members or budgets)"
+        )
     if len(np.unique(x)) < len(PARAMS):
-        raise FitError(f"{what}: x has only {len(np.unique(x))} distinct values {sorted(set(x.tolist()))}; "
-                       f"need at least {len(PARAMS)}")
+        raise FitError(
+            f"{what}: x has only {len(np.unique(x))} distinct values {sorted(set(x.tolist()))}; "
+            f"need at least {len(PARAMS)}"
+        )
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))) or np.any(x <= 0):
-        raise FitError(f"{what}: x must be positive and finite and y finite, got x={x.tolist()} y={y.tolist()}")
+        raise FitError(
+            f"{what}: x must be positive and finite and y finite, got x={x.tolist()} y={y.tolist()}"
+        )
 
 
 def _nonneg_linear(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,14 +109,20 @@ def _nonneg_linear(u: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndar
     det = suu * sw - su**2
     safe = np.where(np.abs(det) > 1e-300, det, np.inf)
     zeros = np.zeros(np.broadcast_shapes(su.shape, sy.shape))
-    candidates = [((suy * sw - su * sy) / safe, (suu * sy - su * suy) / safe),  # both free
-                  (zeros, np.maximum(sy / sw, 0.0) + zeros),  # A = 0: E is the weighted mean
-                  (np.maximum(suy / np.maximum(suu, 1e-300), 0.0), zeros)]  # E = 0
+    candidates = [
+        ((suy * sw - su * sy) / safe, (suu * sy - su * suy) / safe),  # both free
+        (zeros, np.maximum(sy / sw, 0.0) + zeros),  # A = 0: E is the weighted mean
+        (np.maximum(suy / np.maximum(suu, 1e-300), 0.0), zeros),
+    ]  # E = 0
     best_a, best_e, best_c = zeros.copy(), zeros.copy(), np.full(zeros.shape, np.inf)
     for a, e in candidates:
         cost = (w2 * (a[..., None] * u + e[..., None] - y) ** 2).sum(-1)
         better = (a >= 0) & (e >= 0) & (cost < best_c)
-        best_a, best_e, best_c = np.where(better, a, best_a), np.where(better, e, best_e), np.where(better, cost, best_c)
+        best_a, best_e, best_c = (
+            np.where(better, a, best_a),
+            np.where(better, e, best_e),
+            np.where(better, cost, best_c),
+        )
     return best_a, best_e, best_c
 
 
@@ -130,8 +151,15 @@ def _unscale(p: np.ndarray, x_ref: float) -> np.ndarray:
     return np.array([p[0] * x_ref ** p[1], p[1], p[2]])
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], sigma: Sequence[float] | float | None = None,
-                  n_boot: int = 1000, level: float = 0.95, seed: int = 0, what: str = "fit") -> Fit:
+def fit_power_law(
+    x: Sequence[float],
+    y: Sequence[float],
+    sigma: Sequence[float] | float | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    what: str = "fit",
+) -> Fit:
     """Fit L(x) = A / x^alpha + E with A, alpha, E >= 0 and bootstrap a `level` interval for each.
 
     sigma: per-point standard deviation of y (or one for all). It weights the fit and is the noise the
@@ -165,14 +193,15 @@ def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def _bootstrap(xs, y, params, w, sig, n_boot: int, seed: int, x_ref: float, what: str) -> np.ndarray:
-    """Refit on y* = fitted + resampled residuals (+ N(0, sigma)); returns the unscaled draws.
-    """
+    """Refit on y* = fitted + resampled residuals (+ N(0, sigma)); returns the unscaled draws."""
     n, p = len(y), len(PARAMS)
     fitted = params[0] * xs ** -params[1] + params[2]
     resid = (y - fitted) - (y - fitted).mean()
     if n <= p and (sig is None or not np.any(sig > 0)):
-        raise FitError(f"{what}: {n} points fit {p} parameters exactly, so the bootstrap needs per-point "
-                       "sigma (e.g. the seed-to-seed spread of losses); pass sigma or add points")
+        raise FitError(
+            f"{what}: {n} points fit {p} parameters exactly, so the bootstrap needs per-point "
+            "sigma (e.g. the seed-to-seed spread of losses); pass sigma or add points"
+        )
     if n_boot < 1:
         raise FitError(f"{what}: n_boot={n_boot} must be >= 1")
     rng = np.random.default_rng(seed)
@@ -200,13 +229,20 @@ class Multiplier:
         return math.isfinite(self.value)
 
     def to_dict(self) -> dict:
-        finite = lambda v: v if math.isfinite(v) else None  # JSON has no infinity
-        return {"value": finite(self.value), "ci": [finite(self.ci[0]), finite(self.ci[1])],
-                "level": self.level, "reachable": self.reachable}
+        def finite(v):
+            return v if math.isfinite(v) else None  # JSON has no infinity
+
+        return {
+            "value": finite(self.value),
+            "ci": [finite(self.ci[0]), finite(self.ci[1])],
+            "level": self.level,
+            "reachable": self.reachable,
+        }
 
 
-def data_multiplier(data_fit: Fit, target: float, base_budget: float,
-                    target_samples: np.ndarray | None = None) -> Multiplier:
+def data_multiplier(
+    data_fit: Fit, target: float, base_budget: float, target_samples: np.ndarray | None = None
+) -> Multiplier:
     """D(target) / base_budget under the fitted L(D), inverting D = (A / (L - E))^(1/alpha).
 
     The interval pairs the data fit's bootstrap draws with the target's (when given), so it carries
@@ -216,6 +252,10 @@ def data_multiplier(data_fit: Fit, target: float, base_budget: float,
         raise FitError(f"base_budget={base_budget} must be positive")
     value = data_fit.law.inverse(target) / base_budget
     n = len(data_fit.samples)
-    targets = np.full(n, target) if target_samples is None else np.resize(np.asarray(target_samples, float), n)
-    draws = np.array([PowerLaw(*s).inverse(t) / base_budget for s, t in zip(data_fit.samples, targets)])
+    targets = (
+        np.full(n, target) if target_samples is None else np.resize(np.asarray(target_samples, float), n)
+    )
+    draws = np.array(
+        [PowerLaw(*s).inverse(t) / base_budget for s, t in zip(data_fit.samples, targets, strict=False)]
+    )
     return Multiplier(value=float(value), ci=_interval(draws, data_fit.level), level=data_fit.level)

@@ -41,7 +41,9 @@ def _check_series(steps, losses) -> tuple[np.ndarray, np.ndarray]:
     if xs.shape != ys.shape or xs.ndim != 1:
         raise ValueError(f"steps and losses must be 1-D and of equal length, got {xs.shape} and {ys.shape}")
     if len(xs) < MIN_POINTS:
-        raise ValueError(f"a forecast needs at least {MIN_POINTS} loss points, got {len(xs)}; run longer trials")
+        raise ValueError(
+            f"a forecast needs at least {MIN_POINTS} loss points, got {len(xs)}; run longer trials"
+        )
     if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
         raise ValueError("steps and losses must be finite; a diverged trial cannot be forecast")
     if np.any(np.diff(xs) <= 0):
@@ -67,8 +69,14 @@ def _spline(xs: np.ndarray, ys: np.ndarray, degree: int) -> UnivariateSpline:
     return UnivariateSpline(xs, ys, k=degree, s=s)
 
 
-def drop_outliers(xs: np.ndarray, ys: np.ndarray, rounds: int = 3, threshold: float = 3.0,
-                  protected_tail: float = 0.5, degree: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def drop_outliers(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    rounds: int = 3,
+    threshold: float = 3.0,
+    protected_tail: float = 0.5,
+    degree: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop points far from a smoothing spline of the curve's running median, a few rounds over.
 
     The spline goes through the running median, not the points, so that a spike cannot pull the
@@ -123,7 +131,10 @@ def fit_exponential(steps, losses) -> ExpFit:
     t = xs - xs[0]
     span = max(t[-1], 1.0)
     lo, hi = math.log(1.0 / span), math.log(10.0 / max(np.min(np.diff(t)), 1e-9))
-    rss = lambda u: _linear_part(t, ys, -math.exp(u))[2]
+
+    def rss(u):
+        return _linear_part(t, ys, -math.exp(u))[2]
+
     grid = np.linspace(lo, hi, 64)
     best = int(np.argmin([rss(u) for u in grid]))
     bracket = (grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])

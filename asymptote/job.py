@@ -91,8 +91,14 @@ def ce_objective(job: TrainJob, store: Store, env: DistEnv):
 
 
 def epoch_batches(job: TrainJob, store: Store, env: DistEnv, train_tokens) -> EpochBatcher:
-    return EpochBatcher(train_tokens, job.model.block_size, job.train.batch_size, job.train.data_seed,
-                        rank=env.rank, world=env.world)
+    return EpochBatcher(
+        train_tokens,
+        job.model.block_size,
+        job.train.batch_size,
+        job.train.data_seed,
+        rank=env.rank,
+        world=env.world,
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -117,7 +123,9 @@ class StoreCheckpoints:
     def save(self, trainer: Trainer) -> None:
         if self.env.is_main:
             meta = {"step": trainer.step, "run": self.job.key, "model": self.job.model.model_dump()}
-            with self.store.writer(f"{self.prefix}/step_{trainer.step:08d}", kind="checkpoint", meta=meta) as d:
+            with self.store.writer(
+                f"{self.prefix}/step_{trainer.step:08d}", kind="checkpoint", meta=meta
+            ) as d:
                 state = trainer.state_dict()
                 save_weights(trainer.model, d / WEIGHTS)
                 save_state(d / STATE, {k: v for k, v in state.items() if k != "model"})
@@ -157,8 +165,10 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
 def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, int, dict]:
     train_tokens, val_tokens, meta = load_dataset(store, job.data_artifact, job.data.max_train_tokens)
     if meta["vocab_size"] > job.model.vocab_size:
-        raise ValueError(f"model.vocab_size={job.model.vocab_size} is smaller than the tokenizer's "
-                         f"{meta['vocab_size']}; set model.vocab_size >= {meta['vocab_size']}")
+        raise ValueError(
+            f"model.vocab_size={job.model.vocab_size} is smaller than the tokenizer's "
+            f"{meta['vocab_size']}; set model.vocab_size >= {meta['vocab_size']}"
+        )
     model = build_model(job, store, env)
     batches = _registered(BATCHES, job.batches, "batches")(job, store, env, train_tokens)
     objective = _registered(OBJECTIVES, job.objective, "objective")(job, store, env)
@@ -166,21 +176,38 @@ def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, i
     micro = job.compute.micro_batch_size or per_rank
     if per_rank % micro:
         raise ValueError(f"compute.micro_batch_size={micro} must divide the per-worker batch {per_rank}")
-    trainer = Trainer(wrap_ddp(model, env), build_optimizer(model, job.train, env.device), batches, job.train,
-                      env, val_tokens, job.model.block_size, objective, micro_batches=per_rank // micro)
-    total = steps_for(len(train_tokens), job.model.block_size, job.train.batch_size,
-                      job.train.epochs, job.train.max_steps)
-    info = {"params": count_params(model), "non_embedding_params": count_params(model, non_embedding=True),
-            "n_train_tokens": int(len(train_tokens)), "data_sha256": meta["source_sha256"]}
+    trainer = Trainer(
+        wrap_ddp(model, env),
+        build_optimizer(model, job.train, env.device),
+        batches,
+        job.train,
+        env,
+        val_tokens,
+        job.model.block_size,
+        objective,
+        micro_batches=per_rank // micro,
+    )
+    total = steps_for(
+        len(train_tokens), job.model.block_size, job.train.batch_size, job.train.epochs, job.train.max_steps
+    )
+    info = {
+        "params": count_params(model),
+        "non_embedding_params": count_params(model, non_embedding=True),
+        "n_train_tokens": int(len(train_tokens)),
+        "data_sha256": meta["source_sha256"],
+    }
     return trainer, total, info
 
 
-def schedule_driver(trainer: Trainer, job: TrainJob, store: Store, total: int, report: Reporter,
-                    checkpoints: StoreCheckpoints) -> dict[str, Any]:
+def schedule_driver(
+    trainer: Trainer, job: TrainJob, store: Store, total: int, report: Reporter, checkpoints: StoreCheckpoints
+) -> dict[str, Any]:
     table = None
     if job.train.schedule == "replay":
         table = json.loads(store.get_bytes(store.relpath(job.train.schedule_file)))["lrs"]
-    lr = make_schedule(job.train.schedule, job.train.lr, total, job.train.warmup_steps, job.train.min_lr_ratio, table)
+    lr = make_schedule(
+        job.train.schedule, job.train.lr, total, job.train.warmup_steps, job.train.min_lr_ratio, table
+    )
     return fit(trainer, lr, total, report, checkpoints)
 
 
@@ -194,10 +221,20 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
     checkpoints = StoreCheckpoints(store, job, env)
     resumed = resume(trainer, checkpoints)
     last = _registered(DRIVERS, job.driver, "driver")(trainer, job, store, total, report, checkpoints)
-    summary = {"key": job.key, "name": job.name, "steps": trainer.step, "total_steps": total, "resumed": resumed,
-               "val_loss": last.get("val_loss"), "train_loss": last.get("train_loss"), **info,
-               "tokens": trainer.step * job.train.batch_size * job.model.block_size,
-               "wall_s": time.time() - started, "world_size": env.world, "device": env.device.type}
+    summary = {
+        "key": job.key,
+        "name": job.name,
+        "steps": trainer.step,
+        "total_steps": total,
+        "resumed": resumed,
+        "val_loss": last.get("val_loss"),
+        "train_loss": last.get("train_loss"),
+        **info,
+        "tokens": trainer.step * job.train.batch_size * job.model.block_size,
+        "wall_s": time.time() - started,
+        "world_size": env.world,
+        "device": env.device.type,
+    }
     if env.is_main:
         commit_run(store, job, trainer, summary)
     env.barrier()
@@ -207,11 +244,17 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
 def commit_run(store: Store, job: TrainJob, trainer: Trainer, summary: dict[str, Any]) -> None:
     from asymptote.plots import plot_loss_curve  # matplotlib only where it is used
 
-    meta = {"summary": summary, "model": job.model.model_dump(), "code_version": job_code_version(job),
-            "config": job.model_dump(exclude={"store", "compute", "progress_hub"})}
+    meta = {
+        "summary": summary,
+        "model": job.model.model_dump(),
+        "code_version": job_code_version(job),
+        "config": job.model_dump(exclude={"store", "compute", "progress_hub"}),
+    }
     with store.writer(job.run_rel, kind="run", meta=meta) as d:
         save_weights(trainer.model, d / WEIGHTS, metadata={"run": job.key})
-        (d / "config.json").write_text(json.dumps(meta["config"] | {"code_version": meta["code_version"]}, indent=1))
+        (d / "config.json").write_text(
+            json.dumps(meta["config"] | {"code_version": meta["code_version"]}, indent=1)
+        )
         (d / "summary.json").write_text(json.dumps(summary, indent=1))
         (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in trainer.metrics))
         plot_loss_curve(trainer.metrics, d / "loss.png", title=f"{job.name} ({job.key})")
@@ -234,14 +277,20 @@ def job_key(job: TrainJob) -> str:
     """
     from asymptote.config import key_dict, stable_hash
 
-    body = {k: (key_dict(v) if isinstance(v, Section) else v)
-            for k, v in job if k not in ("key", "name", "compute", "store", "progress_hub", "keep_checkpoints")}
+    body = {
+        k: (key_dict(v) if isinstance(v, Section) else v)
+        for k, v in job
+        if k not in ("key", "name", "compute", "store", "progress_hub", "keep_checkpoints")
+    }
     return stable_hash({**body, "code": job_code_version(job)})
 
 
 def job_code_version(job: TrainJob) -> str:
-    modules = [registry[spec["kind"]].split(":")[0] for registry, spec in
-               ((OBJECTIVES, job.objective), (BATCHES, job.batches), (DRIVERS, job.driver)) if spec.get("kind") in registry]
+    modules = [
+        registry[spec["kind"]].split(":")[0]
+        for registry, spec in ((OBJECTIVES, job.objective), (BATCHES, job.batches), (DRIVERS, job.driver))
+        if spec.get("kind") in registry
+    ]
     return code_version_of(*modules)
 
 

@@ -94,8 +94,9 @@ MERGES: dict[str, MergeFn] = {
 }
 
 
-def merge(base: Ingredient, members: Sequence[Ingredient], method: str, scale: float = 1.0,
-          **options) -> Tensors:
+def merge(
+    base: Ingredient, members: Sequence[Ingredient], method: str, scale: float = 1.0, **options
+) -> Tensors:
     """theta_base + scale * delta over every tensor, reading one tensor per member at a time."""
     if method not in MERGES:
         raise ValueError(f"merge method={method!r}: unknown; allowed: {', '.join(MERGES)}")
@@ -157,12 +158,21 @@ class MergeOptions(Section):
 
     def for_method(self, method: str) -> dict:
         """The per-tensor options of one merge."""
-        return {"ties": {"density": self.ties_density}, "dare": {"drop": self.dare_drop, "seed": self.seed},
-                "slerp": {"t": self.slerp_t}}.get(method, {})
+        return {
+            "ties": {"density": self.ties_density},
+            "dare": {"drop": self.dare_drop, "seed": self.seed},
+            "slerp": {"t": self.slerp_t},
+        }.get(method, {})
 
 
-def best_scale_merge(base: Ingredient, members: Sequence[Ingredient], method: str, options: MergeOptions,
-                     model: nn.Module, evaluate: Evaluate) -> tuple[Tensors, float, dict[float, float]]:
+def best_scale_merge(
+    base: Ingredient,
+    members: Sequence[Ingredient],
+    method: str,
+    options: MergeOptions,
+    model: nn.Module,
+    evaluate: Evaluate,
+) -> tuple[Tensors, float, dict[float, float]]:
     """The merge at the scale with the lowest held-out loss: (tensors, scale, held-out loss per scale)."""
     best, losses = None, {}
     for scale in options.scales:

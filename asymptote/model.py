@@ -41,7 +41,10 @@ class KVCache:
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, device, dtype) -> "KVCache":
         shape = (batch, cfg.n_kv_head, cfg.block_size, cfg.head_dim)
-        make = lambda: [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+
+        def make():
+            return [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+
         return cls(make(), make(), 0)
 
 
@@ -72,7 +75,11 @@ class Attention(nn.Module):
             if T > 1 and start > 0:
                 raise ValueError("KV cache: feed a prefix once, then one token at a time")
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0,
+            q,
+            k,
+            v,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head,
         )
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
@@ -122,7 +129,9 @@ class Decoder(nn.Module):
             if p.dim() < 2:
                 nn.init.ones_(p)  # RMSNorm gains
                 continue
-            std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("wo.weight", "w2.weight")) else 0.02
+            std = (
+                0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("wo.weight", "w2.weight")) else 0.02
+            )
             nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

@@ -17,9 +17,9 @@ def plot_loss_curve(metrics: list[dict[str, Any]], path: str | Path, title: str 
     train = [(m["tokens"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
     val = [(m["tokens"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None]
     if train:
-        ax.plot(*zip(*train), label="train", lw=1.2)
+        ax.plot(*zip(*train, strict=False), label="train", lw=1.2)
     if val:
-        ax.plot(*zip(*val), "o-", label="validation", ms=3)
+        ax.plot(*zip(*val, strict=False), "o-", label="validation", ms=3)
     ax.set(xlabel="tokens", ylabel="loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -26,7 +26,9 @@ def load_recipe(name_or_path: str | None) -> dict[str, Any]:
     if not path.exists():
         path = RECIPE_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        raise ConfigError(f"recipe {name_or_path!r} not found: give a YAML path or one of {', '.join(recipe_names())}")
+        raise ConfigError(
+            f"recipe {name_or_path!r} not found: give a YAML path or one of {', '.join(recipe_names())}"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of config sections")
@@ -48,7 +50,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
     return data
 
 
-def resolve(cls: type[T], recipe: str | None = None, overrides: list[str] = (), base: dict | None = None) -> T:
+def resolve(
+    cls: type[T], recipe: str | None = None, overrides: list[str] = (), base: dict | None = None
+) -> T:
     """Recipe (or base dict) + overrides, validated into cls with errors that name the field and the fix."""
     data = copy.deepcopy(base) if base is not None else load_recipe(recipe)
     for assignment in overrides:

@@ -43,11 +43,12 @@ class SamplingConfig(Section):
         return min(self.batch_size, self.n_sequences - chunk * self.batch_size)
 
 
-def next_logprobs(models: Sequence[Decoder], idx: torch.Tensor, caches: Sequence[KVCache] | None,
-                  how: str = "logits") -> torch.Tensor:
+def next_logprobs(
+    models: Sequence[Decoder], idx: torch.Tensor, caches: Sequence[KVCache] | None, how: str = "logits"
+) -> torch.Tensor:
     """Combined log-probabilities (B, vocab) of the token after idx; with caches, idx is only the new part."""
     caches = caches or [None] * len(models)
-    return combine([m(idx, cache)[:, -1] for m, cache in zip(models, caches)], how)
+    return combine([m(idx, cache)[:, -1] for m, cache in zip(models, caches, strict=False)], how)
 
 
 def draw(logprobs: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -59,8 +60,15 @@ def draw(logprobs: torch.Tensor, temperature: float, generator: torch.Generator 
 
 
 @torch.no_grad()
-def generate(models: Decoder | Sequence[Decoder], prompt: torch.Tensor, length: int, temperature: float = 1.0,
-             generator: torch.Generator | None = None, how: str = "logits", use_cache: bool = True) -> torch.Tensor:
+def generate(
+    models: Decoder | Sequence[Decoder],
+    prompt: torch.Tensor,
+    length: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    how: str = "logits",
+    use_cache: bool = True,
+) -> torch.Tensor:
     """Extend prompt (B, P) to (B, length) tokens. Without the cache every step re-reads the whole prefix
     (the reference the cached path is tested against)."""
     models = [models] if isinstance(models, torch.nn.Module) else list(models)
@@ -83,8 +91,10 @@ def _check_length(models: Sequence[Decoder], prompt_len: int, length: int) -> No
     # The last token is predicted from block_size positions, so a sequence holds at most block_size + 1.
     longest = min(m.cfg.block_size for m in models) + 1
     if not prompt_len <= length <= longest:
-        raise ValueError(f"sequence length {length} must lie between the prompt ({prompt_len} tokens) and the "
-                         f"teachers' block_size + 1 = {longest}; lower the length or use teachers with a longer context")
+        raise ValueError(
+            f"sequence length {length} must lie between the prompt ({prompt_len} tokens) and the "
+            f"teachers' block_size + 1 = {longest}; lower the length or use teachers with a longer context"
+        )
     if len({m.cfg.vocab_size for m in models}) > 1:
         raise ValueError("ensemble members disagree on vocab_size; they cannot be averaged")
 
@@ -104,8 +114,14 @@ def chunk_generator(cfg: SamplingConfig, chunk: int, device: torch.device | str)
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def sample_chunk(models: Sequence[Decoder], train_tokens: np.ndarray, cfg: SamplingConfig, chunk: int,
-                 length: int, device: torch.device | str = "cpu") -> np.ndarray:
+def sample_chunk(
+    models: Sequence[Decoder],
+    train_tokens: np.ndarray,
+    cfg: SamplingConfig,
+    chunk: int,
+    length: int,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Chunk `chunk` of a sampling run: (n, length) token ids in the corpus' dtype."""
     prompt = torch.from_numpy(chunk_prompts(train_tokens, cfg, chunk)).to(device)
     out = generate(models, prompt, length, cfg.temperature, chunk_generator(cfg, chunk, device), cfg.combine)

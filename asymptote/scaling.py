@@ -32,7 +32,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
 def _increasing(name: str, values: list[float], positive: bool) -> list[float]:
     if not values:
         raise ValueError(f"{name} is empty; give at least one value")
-    if any(b <= a for a, b in zip(values, values[1:])):
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"{name}={values} must be strictly increasing (neighbours are adjacent entries)")
     if values[0] < 0 or (positive and values[0] == 0):
         raise ValueError(f"{name}={values} must be {'> 0' if positive else '>= 0'}")
@@ -78,8 +78,10 @@ def on_grid(point: Point, grid: SearchGrid, axes: Iterable[str]) -> None:
     """Raise a ValueError naming the axis when a tuned coordinate is not a grid value."""
     for axis in axes:
         if getattr(point, axis) not in getattr(grid, axis):
-            raise ValueError(f"start {axis}={getattr(point, axis)} is not on the grid {getattr(grid, axis)}; "
-                             f"pick one of those values or add it to grid.{axis}")
+            raise ValueError(
+                f"start {axis}={getattr(point, axis)} is not on the grid {getattr(grid, axis)}; "
+                f"pick one of those values or add it to grid.{axis}"
+            )
 
 
 def neighbours(point: Point, grid: SearchGrid, axes: Iterable[str]) -> list[Point]:
@@ -162,15 +164,19 @@ def train_at(template: TrainConfig, point: Point, **extra) -> TrainConfig:
     return TrainConfig.model_validate(template.model_dump() | fields | extra)
 
 
-def point_job(model: ModelConfig, data: DataConfig, data_artifact: str, template: TrainConfig, point: Point,
-              **volatile) -> TrainJob:
+def point_job(
+    model: ModelConfig, data: DataConfig, data_artifact: str, template: TrainConfig, point: Point, **volatile
+) -> TrainJob:
     """The run at a grid point. Flows and Tune trials both build runs here, so equal points give equal
     job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub)."""
-    return make_job(model=model, data=data, data_artifact=data_artifact, train=train_at(template, point), **volatile)
+    return make_job(
+        model=model, data=data, data_artifact=data_artifact, train=train_at(template, point), **volatile
+    )
 
 
-def member_train(template: TrainConfig, best: Point, k: int, epoch_factor: float = 2.0,
-                 weight_decay_factor: float = 0.5) -> TrainConfig:
+def member_train(
+    template: TrainConfig, best: Point, k: int, epoch_factor: float = 2.0, weight_decay_factor: float = 0.5
+) -> TrainConfig:
     """Ensemble member k: the single-model optimum with epochs doubled and weight decay halved (the
     paper's member recipe), and train_seed = data_seed = k so members differ in init and data order."""
     if k < 1:
@@ -207,4 +213,4 @@ def overfits(curve: dict[float, float], tol: float) -> bool:
 
 def monotone_decreasing(values: Sequence[float], tol: float = 0.0) -> bool:
     """True when every value is below the previous one by more than tol."""
-    return all(b < a - tol for a, b in zip(values, values[1:]))
+    return all(b < a - tol for a, b in zip(values, values[1:], strict=False))

@@ -109,14 +109,18 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
     noise = seed_noise(data.sizes)
     point_sigma = max(noise or 0.0, cfg.noise_floor)
     n = [s.params for s in data.sizes]
-    std = _try_fit(fits, "standard_N", n, [s.standard for s in data.sizes], point_sigma, cfg)
+    _try_fit(fits, "standard_N", n, [s.standard for s in data.sizes], point_sigma, cfg)
     reg = _try_fit(fits, "regularized_N", n, [s.regularized for s in data.sizes], point_sigma, cfg)
     joint = _joint(fits, data.sizes, point_sigma, cfg)
     budgets = sorted(data.efficiency)
     data_fit = _try_fit(fits, "standard_D", budgets, [data.efficiency[b] for b in budgets], point_sigma, cfg)
-    multipliers = {name: _multiplier(data_fit, target, data.base_budget, cfg)
-                   for name, target in (("regularized", reg), ("joint", joint))}
-    return Analysis(fits=fits, multipliers=multipliers, checks=_checks(data, reg, joint, cfg), seed_noise=noise)
+    multipliers = {
+        name: _multiplier(data_fit, target, data.base_budget, cfg)
+        for name, target in (("regularized", reg), ("joint", joint))
+    }
+    return Analysis(
+        fits=fits, multipliers=multipliers, checks=_checks(data, reg, joint, cfg), seed_noise=noise
+    )
 
 
 def _joint(fits: dict, sizes: list[SizeData], sigma: float, cfg: FitConfig) -> Fit | None:
@@ -136,17 +140,28 @@ def _joint(fits: dict, sizes: list[SizeData], sigma: float, cfg: FitConfig) -> F
 def _multiplier(data_fit: Fit | None, target: Fit | None, base: int, cfg: FitConfig) -> dict[str, Any]:
     if data_fit is None or target is None:
         missing = "standard_D" if data_fit is None else "the target's N fit"
-        return {"value": None, "ci": [None, None], "level": cfg.level, "reachable": None,
-                "reason": f"needs {missing}"}
+        return {
+            "value": None,
+            "ci": [None, None],
+            "level": cfg.level,
+            "reachable": None,
+            "reason": f"needs {missing}",
+        }
     m: Multiplier = data_multiplier(data_fit, target.law.E, base, target_samples=target.samples[:, 2])
     return m.to_dict() | {"target_loss": target.law.E}
 
 
 def _checks(data: StudyData, reg: Fit | None, joint: Fit | None, cfg: FitConfig) -> dict[str, bool | None]:
     sweep_ok = all(len(data.sweep.get(r, {})) >= 2 for r in ("standard", "regularized"))
-    wd = (overfits(data.sweep["standard"], cfg.overfit_tol) and not overfits(data.sweep["regularized"], cfg.overfit_tol)
-          if sweep_ok else None)
+    wd = (
+        overfits(data.sweep["standard"], cfg.overfit_tol)
+        and not overfits(data.sweep["regularized"], cfg.overfit_tol)
+        if sweep_ok
+        else None
+    )
     curves = [s.ensemble.get(cfg.combine, []) for s in data.sizes]
-    mono = all(monotone_decreasing(c) for c in curves) if curves and all(len(c) >= 2 for c in curves) else None
+    mono = (
+        all(monotone_decreasing(c) for c in curves) if curves and all(len(c) >= 2 for c in curves) else None
+    )
     below = bool(joint.law.E < reg.law.E) if joint is not None and reg is not None else None
     return {"wd_overfit_fixed": wd, "ensemble_monotone_in_k": mono, "joint_below_regularized": below}

@@ -17,7 +17,11 @@ COLORS = {"standard": "tab:red", "regularized": "tab:blue", "ensemble": "tab:gre
 
 
 def _law(fit: FitOutcome | None) -> PowerLaw | None:
-    return PowerLaw(fit.params["A"], fit.params["alpha"], fit.params["E"]) if fit is not None and fit.ok else None
+    return (
+        PowerLaw(fit.params["A"], fit.params["alpha"], fit.params["E"])
+        if fit is not None and fit.ok
+        else None
+    )
 
 
 def _curve(ax, fit: FitOutcome | None, x, color: str, label: str) -> None:
@@ -54,14 +58,29 @@ def plot_loss_vs_params(data: StudyData, analysis: Analysis, path: str | Path) -
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     n = [s.params for s in data.sizes]
     for recipe in ("standard", "regularized"):
-        ax.plot(n, [getattr(s, recipe) for s in data.sizes], "o", color=COLORS[recipe], label=f"{recipe} (best)")
+        ax.plot(
+            n, [getattr(s, recipe) for s in data.sizes], "o", color=COLORS[recipe], label=f"{recipe} (best)"
+        )
         _curve(ax, analysis.fits.get(f"{recipe}_N"), n, COLORS[recipe], recipe)
     ens = [(s.params, s.ensemble["logits"][-1]) for s in data.sizes if s.ensemble.get("logits")]
     if ens:
-        ax.plot(*zip(*ens), "s", color=COLORS["ensemble"], label=f"ensemble of {len(data.sizes[0].members)}")
+        ax.plot(
+            *zip(*ens, strict=False),
+            "s",
+            color=COLORS["ensemble"],
+            label=f"ensemble of {len(data.sizes[0].members)}",
+        )
     _curve(ax, analysis.fits.get("joint_N"), n, COLORS["ensemble"], "joint (N, K -> inf)")
-    asymptotes = [analysis.fits[k].asymptote for k in ("standard_N", "regularized_N", "joint_N") if k in analysis.fits]
-    _focus(ax, [s.standard for s in data.sizes] + [s.regularized for s in data.sizes] + [v for _, v in ens] + asymptotes)
+    asymptotes = [
+        analysis.fits[k].asymptote for k in ("standard_N", "regularized_N", "joint_N") if k in analysis.fits
+    ]
+    _focus(
+        ax,
+        [s.standard for s in data.sizes]
+        + [s.regularized for s in data.sizes]
+        + [v for _, v in ens]
+        + asymptotes,
+    )
     ax.set_xscale("log")
     _save(fig, path, ax, "parameters N", f"loss vs parameters at {data.base_budget:,} tokens")
 
@@ -73,8 +92,14 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
         for how, style in (("logits", "o-"), ("probs", "x:")):
             curve = s.ensemble.get(how, [])
             if curve:
-                ax.plot(range(1, len(curve) + 1), curve, style, color=cmap(i), ms=4,
-                        label=f"{s.label} ({how})" if how == "logits" or i == 0 else None)
+                ax.plot(
+                    range(1, len(curve) + 1),
+                    curve,
+                    style,
+                    color=cmap(i),
+                    ms=4,
+                    label=f"{s.label} ({how})" if how == "logits" or i == 0 else None,
+                )
         law = _law(analysis.fits.get(f"ensemble_K/{s.label}"))
         if law is not None:
             ax.axhline(law.E, color=cmap(i), ls="--", lw=0.8)
@@ -98,8 +123,13 @@ def plot_data_scaling(data: StudyData, analysis: Analysis, path: str | Path) -> 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     budgets = sorted(data.efficiency)
     if budgets:
-        ax.plot(budgets, [data.efficiency[b] for b in budgets], "o", color=COLORS["standard"],
-                label="standard recipe")
+        ax.plot(
+            budgets,
+            [data.efficiency[b] for b in budgets],
+            "o",
+            color=COLORS["standard"],
+            label="standard recipe",
+        )
         _curve(ax, analysis.fits.get("standard_D"), budgets, COLORS["standard"], "standard L(D)")
     targets = [m.get("target_loss") for m in analysis.multipliers.values()]
     _focus(ax, [data.efficiency[b] for b in budgets] + targets)

@@ -42,7 +42,9 @@ def constant(lr: float, total: int, warmup: int, floor: float, table=None) -> Sc
     return lambda step: _warmup(step, warmup, lr) or lr
 
 
-def replay(lr: float, total: int, warmup: int, floor: float, table: Sequence[float] | None = None) -> Schedule:
+def replay(
+    lr: float, total: int, warmup: int, floor: float, table: Sequence[float] | None = None
+) -> Schedule:
     """Play back a recorded per-step table; past its end, hold the last value."""
     if not table:
         raise ValueError("schedule=replay needs a non-empty table of per-step learning rates")

@@ -1,8 +1,8 @@
 """Token shards in the store: text is tokenised once, keyed by its content hash, and reused.
 
-    data/<key>/meta.json        tokenizer, dtype, counts, the source and its sha256
-    data/<key>/train_00000.bin  raw token ids (uint8 for bytes, uint16 for vocabularies up to 65536)
-    data/<key>/val_00000.bin
+data/<key>/meta.json        tokenizer, dtype, counts, the source and its sha256
+data/<key>/train_00000.bin  raw token ids (uint8 for bytes, uint16 for vocabularies up to 65536)
+data/<key>/val_00000.bin
 """
 
 from __future__ import annotations
@@ -72,9 +72,16 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     blob = read_source(cfg.source, storage_options)
     tok = get_tokenizer(cfg.tokenizer)
     train, val = split_tokens(tok.encode(blob).astype(tok.dtype), cfg.val_fraction)
-    meta = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "dtype": np.dtype(tok.dtype).name,
-            "source": cfg.source, "source_sha256": content_hash(blob), "val_fraction": cfg.val_fraction,
-            "n_train": int(len(train)), "n_val": int(len(val))}
+    meta = {
+        "tokenizer": tok.name,
+        "vocab_size": tok.vocab_size,
+        "dtype": np.dtype(tok.dtype).name,
+        "source": cfg.source,
+        "source_sha256": content_hash(blob),
+        "val_fraction": cfg.val_fraction,
+        "n_train": int(len(train)),
+        "n_val": int(len(val)),
+    }
     with store.writer(rel, kind="data", meta=meta) as folder:
         meta["train_shards"] = _write_shards(folder, "train", train)
         meta["val_shards"] = _write_shards(folder, "val", val)
@@ -82,15 +89,22 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     return rel
 
 
-def load_dataset(store: Store, rel: str, max_train_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_dataset(
+    store: Store, rel: str, max_train_tokens: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(train, val, meta) token arrays of a data artifact, verified; train cut to the token budget."""
     folder = store.localize(rel)
     meta = json.loads((folder / "meta.json").read_text())
-    read = lambda names: np.concatenate([np.fromfile(folder / n, dtype=meta["dtype"]) for n in names])
+
+    def read(names):
+        return np.concatenate([np.fromfile(folder / n, dtype=meta["dtype"]) for n in names])
+
     train, val = read(meta["train_shards"]), read(meta["val_shards"])
     if max_train_tokens is not None:
         if max_train_tokens > len(train):
-            raise ValueError(f"data.max_train_tokens={max_train_tokens} exceeds the {len(train)} training tokens "
-                             "of the corpus; lower it or use a larger corpus")
+            raise ValueError(
+                f"data.max_train_tokens={max_train_tokens} exceeds the {len(train)} training tokens "
+                "of the corpus; lower it or use a larger corpus"
+            )
         train = train[:max_train_tokens]
     return train, val, meta

@@ -37,10 +37,9 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+from pydantic import Field, field_validator
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-from pydantic import Field, field_validator
 
 from asymptote.checkpoint import WEIGHTS
 from asymptote.config import Section, known_names
@@ -88,8 +87,9 @@ class Checkpoint:
 # ----------------------------------------------------------------------------- data split
 
 
-def heldout_test_split(val_tokens: np.ndarray, heldout_fraction: float = 0.5,
-                       chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def heldout_test_split(
+    val_tokens: np.ndarray, heldout_fraction: float = 0.5, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """(held-out, test): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f), else test.
 
     So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate.
@@ -100,10 +100,14 @@ def heldout_test_split(val_tokens: np.ndarray, heldout_fraction: float = 0.5,
     held = np.floor((idx + 1) * heldout_fraction) > np.floor(idx * heldout_fraction)
     pieces = [val_tokens[i * chunk : (i + 1) * chunk] for i in idx]
     if held.all() or not held.any():
-        raise ValueError(f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
-                         "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction")
-    return (np.concatenate([p for p, h in zip(pieces, held) if h]),
-            np.concatenate([p for p, h in zip(pieces, held) if not h]))
+        raise ValueError(
+            f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
+            "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction"
+        )
+    return (
+        np.concatenate([p for p, h in zip(pieces, held, strict=False) if h]),
+        np.concatenate([p for p, h in zip(pieces, held, strict=False) if not h]),
+    )
 
 
 # ----------------------------------------------------------------------------- streaming means
@@ -127,7 +131,9 @@ def _fold(acc: Tensors, x: Tensors, k: int, weight: WeightFn, seen: dict[str, fl
 
 
 @torch.no_grad()
-def weighted_average(ingredients: Sequence[Ingredient], weight: WeightFn, into: Tensors | None = None) -> Tensors:
+def weighted_average(
+    ingredients: Sequence[Ingredient], weight: WeightFn, into: Tensors | None = None
+) -> Tensors:
     """The weighted mean of the ingredients, streamed. `into` (e.g. a model's state_dict) receives it in place."""
     if not ingredients:
         raise ValueError("a soup needs at least one ingredient")
@@ -157,7 +163,9 @@ def mwa_weights(losses: Sequence[float], penalty: float) -> list[float]:
     return (w / w.sum()).tolist()
 
 
-def mwa_soup(ingredients: Sequence[Ingredient], losses: Sequence[float], penalty: float) -> tuple[Tensors, list[float]]:
+def mwa_soup(
+    ingredients: Sequence[Ingredient], losses: Sequence[float], penalty: float
+) -> tuple[Tensors, list[float]]:
     weights = mwa_weights(losses, penalty)
     return weighted_average(ingredients, lambda k, name: weights[k]), weights
 
@@ -178,8 +186,9 @@ class GreedyResult:
 
 
 @torch.no_grad()
-def greedy_soup(model: nn.Module, ingredients: Sequence[Ingredient], scores: Sequence[float],
-                evaluate: Evaluate) -> GreedyResult:
+def greedy_soup(
+    model: nn.Module, ingredients: Sequence[Ingredient], scores: Sequence[float], evaluate: Evaluate
+) -> GreedyResult:
     """Greedy soup into model's weights (in place); scores are the ingredients' held-out losses.
 
     The candidate soup is formed in the model's own tensors and undone if rejected, so memory
@@ -232,15 +241,21 @@ def _float_names(model: nn.Module) -> list[str]:
     return [n for n, t in model.state_dict().items() if t.is_floating_point()]
 
 
-def build_mixture(model: nn.Module, ingredients: Sequence[Ingredient], weights: torch.Tensor,
-                  names: list[str]) -> None:
+def build_mixture(
+    model: nn.Module, ingredients: Sequence[Ingredient], weights: torch.Tensor, names: list[str]
+) -> None:
     """Model weights <- per-tensor weighted means of the ingredients (weights: ingredients x tensors)."""
     column = {n: i for i, n in enumerate(names)}
     weighted_average(ingredients, lambda k, n: float(weights[k, column[n]]), into=model.state_dict())
 
 
-def mixing_grad(model: nn.Module, ingredients: Sequence[Ingredient], weights: torch.Tensor, names: list[str],
-                batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, torch.Tensor]:
+def mixing_grad(
+    model: nn.Module,
+    ingredients: Sequence[Ingredient],
+    weights: torch.Tensor,
+    names: list[str],
+    batch: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[float, torch.Tensor]:
     """Loss of the mixture on a batch and dL/dweights (ingredients x tensors), streamed.
 
     After the backward pass the gradient is copied into the model's own tensors (which are
@@ -264,8 +279,13 @@ def mixing_grad(model: nn.Module, ingredients: Sequence[Ingredient], weights: to
     return float(loss.detach()), grads
 
 
-def learned_soup(model: nn.Module, ingredients: Sequence[Ingredient], batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                 steps: int, lr: float) -> LearnedResult:
+def learned_soup(
+    model: nn.Module,
+    ingredients: Sequence[Ingredient],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float,
+) -> LearnedResult:
     """Train per-tensor softmax mixing logits on held-out batches; the model ends as the learned soup."""
     names = _float_names(model)
     missing = set(names) - set(dict(model.named_parameters()))
@@ -358,14 +378,18 @@ def cook_uniform(p: Pantry) -> Cooked:
 def cook_greedy(p: Pantry) -> Cooked:
     res = greedy_soup(p.model, p.ingredients, p.scores, p.evaluate)
     weights = [1 / len(res.chosen) if k in res.chosen else 0.0 for k in range(len(p.ingredients))]
-    return Cooked(_owned(p.model), weights, {"order": res.order, "chosen": res.chosen, "history": res.history})
+    return Cooked(
+        _owned(p.model), weights, {"order": res.order, "chosen": res.chosen, "history": res.history}
+    )
 
 
 def cook_learned(p: Pantry) -> Cooked:
     o = p.options
     res = learned_soup(p.model, p.ingredients, p.batches(), o.learned_steps, o.learned_lr)
     per_tensor = {n: res.weights[:, t].tolist() for t, n in enumerate(res.names)}
-    return Cooked(_owned(p.model), res.weights.mean(1).tolist(), {"per_tensor": per_tensor, "losses": res.losses})
+    return Cooked(
+        _owned(p.model), res.weights.mean(1).tolist(), {"per_tensor": per_tensor, "losses": res.losses}
+    )
 
 
 def cook_mwa(p: Pantry) -> Cooked:

@@ -73,9 +73,15 @@ class Trainer:
         x, y = self.batches.next_batch()
         x, y = x.to(self.env.device, non_blocking=True), y.to(self.env.device, non_blocking=True)
         total = torch.zeros((), device=self.env.device)
-        for i, (xs, ys) in enumerate(zip(x.chunk(self.micro_batches), y.chunk(self.micro_batches))):
+        for i, (xs, ys) in enumerate(
+            zip(x.chunk(self.micro_batches), y.chunk(self.micro_batches), strict=False)
+        ):
             last = i == self.micro_batches - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last or not hasattr(self.model, "no_sync")
+                else self.model.no_sync()
+            )
             with sync, self._autocast():
                 loss = self.objective(self.model, xs, ys) / self.micro_batches
             loss.backward()
@@ -150,13 +156,21 @@ class Window:
 
     def flush(self, env: DistEnv) -> dict[str, float]:
         loss = float(env.mean(self.loss_sum / self.steps)) if self.steps else float("nan")
-        out = {"train_loss": loss, "tok_per_s": self.tokens_per_step * self.steps / max(self.train_time, 1e-9)}
+        out = {
+            "train_loss": loss,
+            "tok_per_s": self.tokens_per_step * self.steps / max(self.train_time, 1e-9),
+        }
         self.loss_sum, self.steps, self.train_time = None, 0, 0.0
         return out
 
 
-def fit(trainer: Trainer, schedule: Callable[[int], float], total_steps: int,
-        report: Reporter, checkpoints: Checkpoints) -> dict[str, Any]:
+def fit(
+    trainer: Trainer,
+    schedule: Callable[[int], float],
+    total_steps: int,
+    report: Reporter,
+    checkpoints: Checkpoints,
+) -> dict[str, Any]:
     """Train to total_steps from wherever the trainer is; evaluate, report and checkpoint on the way."""
     cfg = trainer.cfg
     window = Window(tokens_per_step=cfg.batch_size * trainer.block)
@@ -167,8 +181,14 @@ def fit(trainer: Trainer, schedule: Callable[[int], float], total_steps: int,
         window.add(loss, time.perf_counter() - t0)
         step, last = trainer.step, trainer.step == total_steps
         if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or last:
-            record = {"step": step, "total_steps": total_steps, "lr": schedule(step - 1), **window.flush(trainer.env),
-                      "tokens": step * window.tokens_per_step, "elapsed_s": time.perf_counter() - started}
+            record = {
+                "step": step,
+                "total_steps": total_steps,
+                "lr": schedule(step - 1),
+                **window.flush(trainer.env),
+                "tokens": step * window.tokens_per_step,
+                "elapsed_s": time.perf_counter() - started,
+            }
             if step % cfg.eval_every == 0 or last:
                 record["val_loss"] = trainer.evaluate(max_windows=None if last else cfg.eval_windows)
             trainer.metrics.append(record)

@@ -16,16 +16,38 @@ from pathlib import Path
 import asymptote
 
 RESULT_MODULES = [
-    "model.py", "data.py", "shards.py", "trainer.py", "optim.py", "schedules.py", "checkpoint.py",
-    "job.py", "dist.py", "evaluation.py", "distill.py", "sampling.py", "soups.py", "merges.py",
-    "weight_matching.py", "ensemble.py", "forecast.py",
+    "model.py",
+    "data.py",
+    "shards.py",
+    "trainer.py",
+    "optim.py",
+    "schedules.py",
+    "checkpoint.py",
+    "job.py",
+    "dist.py",
+    "evaluation.py",
+    "distill.py",
+    "sampling.py",
+    "soups.py",
+    "merges.py",
+    "weight_matching.py",
+    "ensemble.py",
+    "forecast.py",
 ]
 
 
 # What every training run executes.
 CORE_MODULES = [
-    "asymptote.model", "asymptote.data", "asymptote.shards", "asymptote.trainer", "asymptote.optim",
-    "asymptote.schedules", "asymptote.checkpoint", "asymptote.job", "asymptote.dist", "asymptote.evaluation",
+    "asymptote.model",
+    "asymptote.data",
+    "asymptote.shards",
+    "asymptote.trainer",
+    "asymptote.optim",
+    "asymptote.schedules",
+    "asymptote.checkpoint",
+    "asymptote.job",
+    "asymptote.dist",
+    "asymptote.evaluation",
 ]
 
 

@@ -45,8 +45,12 @@ class Permutation:
     @classmethod
     def identity(cls, cfg: ModelConfig) -> "Permutation":
         ar = torch.arange
-        return cls(ar(cfg.d_model), [ar(cfg.n_kv_head) for _ in range(cfg.n_layer)],
-                   [ar(cfg.n_head) for _ in range(cfg.n_layer)], [ar(cfg.d_ff) for _ in range(cfg.n_layer)])
+        return cls(
+            ar(cfg.d_model),
+            [ar(cfg.n_kv_head) for _ in range(cfg.n_layer)],
+            [ar(cfg.n_head) for _ in range(cfg.n_layer)],
+            [ar(cfg.d_ff) for _ in range(cfg.n_layer)],
+        )
 
     @classmethod
     def random(cls, cfg: ModelConfig, gen: torch.Generator) -> "Permutation":
@@ -54,12 +58,21 @@ class Permutation:
         g = cfg.n_head // cfg.n_kv_head
         kv = [torch.randperm(cfg.n_kv_head, generator=gen) for _ in range(cfg.n_layer)]
         within = [torch.stack([torch.randperm(g, generator=gen) for _ in range(cfg.n_kv_head)]) for _ in kv]
-        q = [(s[:, None] * g + r).flatten() for s, r in zip(kv, within)]
-        return cls(torch.randperm(cfg.d_model, generator=gen), kv, q,
-                   [torch.randperm(cfg.d_ff, generator=gen) for _ in range(cfg.n_layer)])
+        q = [(s[:, None] * g + r).flatten() for s, r in zip(kv, within, strict=False)]
+        return cls(
+            torch.randperm(cfg.d_model, generator=gen),
+            kv,
+            q,
+            [torch.randperm(cfg.d_ff, generator=gen) for _ in range(cfg.n_layer)],
+        )
 
     def same_as(self, other: "Permutation") -> bool:
-        pairs = [(self.residual, other.residual), *zip(self.kv, other.kv), *zip(self.q, other.q), *zip(self.ff, other.ff)]
+        pairs = [
+            (self.residual, other.residual),
+            *zip(self.kv, other.kv, strict=False),
+            *zip(self.q, other.q, strict=False),
+            *zip(self.ff, other.ff, strict=False),
+        ]
         return all(torch.equal(a, b) for a, b in pairs)
 
 
@@ -129,7 +142,9 @@ def _head_features(state: Tensors, layer: int, cfg: ModelConfig) -> tuple[torch.
     return torch.cat([q, o], -1), torch.cat([k, v], -1)
 
 
-def _head_step(ref: Tensors, moved: Tensors, layer: int, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _head_step(
+    ref: Tensors, moved: Tensors, layer: int, cfg: ModelConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(kv perm, q perm) of one layer: for each pair of kv groups the best query pairing inside them,
     then the best pairing of groups under those scores."""
     g = cfg.n_head // cfg.n_kv_head
@@ -149,7 +164,10 @@ def _head_step(ref: Tensors, moved: Tensors, layer: int, cfg: ModelConfig) -> tu
 
 def _ff_step(ref: Tensors, moved: Tensors, layer: int) -> torch.Tensor:
     p = f"layers.{layer}.mlp."
-    feats = lambda s: torch.cat([s[p + "w1.weight"], s[p + "w3.weight"], s[p + "w2.weight"].T], 1).double()
+
+    def feats(s):
+        return torch.cat([s[p + "w1.weight"], s[p + "w3.weight"], s[p + "w2.weight"].T], 1).double()
+
     return _assign(feats(ref) @ feats(moved).T)[0]
 
 

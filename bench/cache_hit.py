@@ -39,11 +39,15 @@ def run(data: str, endpoint: str, bucket: str, steps: int) -> dict:
     from asymptote.job import make_job
     from asymptote.tasks.pretrain import train
 
-    cfg = PretrainConfig.model_validate({
-        "name": "cache-bench", "model": {"preset": "cpu-0.1m"}, "data": {"source": data},
-        "train": {"max_steps": steps, "batch_size": 8, "eval_every": steps},
-        "store": {"uri": f"s3://{bucket}/asymptote", "endpoint_url": endpoint},
-    })
+    cfg = PretrainConfig.model_validate(
+        {
+            "name": "cache-bench",
+            "model": {"preset": "cpu-0.1m"},
+            "data": {"source": data},
+            "train": {"max_steps": steps, "batch_size": 8, "eval_every": steps},
+            "store": {"uri": f"s3://{bucket}/asymptote", "endpoint_url": endpoint},
+        }
+    )
     flow(name="warm-up")(lambda: None)()  # bring Prefect's API up before timing anything
     first, uncached = timed(pretrain, cfg)
     second, cached = timed(pretrain, cfg)
@@ -51,15 +55,27 @@ def run(data: str, endpoint: str, bucket: str, steps: int) -> dict:
 
     @flow(name="cached-train-probe")
     def probe() -> float:
-        job = make_job(name=cfg.name, model=cfg.model, data=cfg.data, train=cfg.train, data_artifact=first.data.rel,
-                       compute=cfg.compute, store=Store(cfg.store).cfg)
+        job = make_job(
+            name=cfg.name,
+            model=cfg.model,
+            data=cfg.data,
+            train=cfg.train,
+            data_artifact=first.data.rel,
+            compute=cfg.compute,
+            store=Store(cfg.store).cfg,
+        )
         states: dict[str, str] = {}
         _, seconds = timed(train, job, states=states)
         assert states["train"] == "Cached", states
         return seconds
 
-    return {"uncached_flow_s": round(uncached, 3), "cached_flow_s": round(cached, 3),
-            "cached_task_s": round(probe(), 3), "steps": steps, "store": cfg.store.uri}
+    return {
+        "uncached_flow_s": round(uncached, 3),
+        "cached_flow_s": round(cached, 3),
+        "cached_task_s": round(probe(), 3),
+        "steps": steps,
+        "store": cfg.store.uri,
+    }
 
 
 def main() -> None:
@@ -76,8 +92,11 @@ def main() -> None:
             result = run(args.data, endpoint, bucket, args.steps)
         finally:
             cluster.stop()
-    print(f"uncached {result['uncached_flow_s']} s, cached flow {result['cached_flow_s']} s, "
-          f"cached train task {result['cached_task_s']} s", flush=True)
+    print(
+        f"uncached {result['uncached_flow_s']} s, cached flow {result['cached_flow_s']} s, "
+        f"cached train task {result['cached_task_s']} s",
+        flush=True,
+    )
     emit(result)
 
 

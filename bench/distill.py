@@ -21,12 +21,15 @@ import typer
 PAPER_MEMBERS = 8
 
 
-def main(data: str = typer.Option(..., "--data", help="Text file (or folder of .txt) to train on."),
-         store: str = typer.Option("/tmp/asymptote-bench-distill", "--store", help="Artifact store (cache)."),
-         members: int = typer.Option(PAPER_MEMBERS, "--members", help="Ensemble size K (the paper: 8)."),
-         recipe: str = typer.Option("distill-bench", "--recipe", "-r", help="Recipe name or YAML path."),
-         set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Extra overrides: section.field=value.")
-         ) -> None:
+def main(
+    data: str = typer.Option(..., "--data", help="Text file (or folder of .txt) to train on."),
+    store: str = typer.Option("/tmp/asymptote-bench-distill", "--store", help="Artifact store (cache)."),
+    members: int = typer.Option(PAPER_MEMBERS, "--members", help="Ensemble size K (the paper: 8)."),
+    recipe: str = typer.Option("distill-bench", "--recipe", "-r", help="Recipe name or YAML path."),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="Extra overrides: section.field=value."
+    ),
+) -> None:
     from asymptote.cli import _quiet_prefect, console
 
     _quiet_prefect()
@@ -35,21 +38,37 @@ def main(data: str = typer.Option(..., "--data", help="Text file (or folder of .
 
     overrides = [f"data.source={os.path.abspath(data)}", f"teacher.n_members={members}", *(set_ or [])]
     cfg = resolve(DistillConfig, recipe, [*overrides, f"store.uri={store}"])
-    console.print(f"[bold]bench distill[/bold]: {cfg.model.preset} single + {members}-member ensemble, students "
-                  f"{', '.join(cfg.student.methods)}; store {store}")
+    console.print(
+        f"[bold]bench distill[/bold]: {cfg.model.preset} single + {members}-member ensemble, students "
+        f"{', '.join(cfg.student.methods)}; store {store}"
+    )
     started = time.time()
     res = distill(cfg)
     wall = time.time() - started
-    console.print(f"single {res.single_loss:.4f}  ensemble x{members} {res.ensemble_loss:.4f}  ({wall:.0f} s)")
+    console.print(
+        f"single {res.single_loss:.4f}  ensemble x{members} {res.ensemble_loss:.4f}  ({wall:.0f} s)"
+    )
     for m, s in res.students.items():
         console.print(f"student {m}: {s.val_loss:.4f}  retained {s.retained}")
-    summary = {"data": data, "model": cfg.model.preset, "params": res.params, "members": members,
-               "paper_members": PAPER_MEMBERS, "fewer_members_than_paper": members < PAPER_MEMBERS,
-               "student_fraction_of_ensemble": 1 / members, "train_tokens": cfg.data.max_train_tokens,
-               "single": res.single_loss, "ensemble": res.ensemble_loss, "member_losses": res.member_losses,
-               "ensemble_curve": res.ensemble_curve, "students": {m: s.val_loss for m, s in res.students.items()},
-               "retained": res.retained,
-               "synthetic_sequences": cfg.sampling.n_sequences, "wall_s": round(wall, 1), "report": res.report_uri}
+    summary = {
+        "data": data,
+        "model": cfg.model.preset,
+        "params": res.params,
+        "members": members,
+        "paper_members": PAPER_MEMBERS,
+        "fewer_members_than_paper": members < PAPER_MEMBERS,
+        "student_fraction_of_ensemble": 1 / members,
+        "train_tokens": cfg.data.max_train_tokens,
+        "single": res.single_loss,
+        "ensemble": res.ensemble_loss,
+        "member_losses": res.member_losses,
+        "ensemble_curve": res.ensemble_curve,
+        "students": {m: s.val_loss for m, s in res.students.items()},
+        "retained": res.retained,
+        "synthetic_sequences": cfg.sampling.n_sequences,
+        "wall_s": round(wall, 1),
+        "report": res.report_uri,
+    }
     sys.stdout.write(json.dumps(summary) + "\n")
 
 

@@ -47,7 +47,11 @@ def bare_loop(data_source: str, steps: int, threads: int, batch: int) -> dict[st
     for step in range(steps):
         if step == WARMUP_STEPS:
             steady_start = time.perf_counter()
-        lr = 1e-3 * (step + 1) / 100 if step < 100 else 1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * (step - 100) / (steps - 100)))
+        lr = (
+            1e-3 * (step + 1) / 100
+            if step < 100
+            else 1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * (step - 100) / (steps - 100)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = batches.next_batch()
@@ -58,7 +62,11 @@ def bare_loop(data_source: str, steps: int, threads: int, batch: int) -> dict[st
         opt.zero_grad(set_to_none=True)
     end = time.perf_counter()
     tokens = (steps - WARMUP_STEPS) * batch * cfg.block_size
-    return {"steady_tok_per_s": tokens / (end - steady_start), "wall_s": end - started, "final_loss": float(loss)}
+    return {
+        "steady_tok_per_s": tokens / (end - steady_start),
+        "wall_s": end - started,
+        "final_loss": float(loss),
+    }
 
 
 def project_loop(data_source: str, steps: int, threads: int, batch: int, store: str) -> dict[str, float]:
@@ -66,23 +74,45 @@ def project_loop(data_source: str, steps: int, threads: int, batch: int, store: 
     from asymptote.flows.pretrain import pretrain
     from asymptote.infra.storage import Store
 
-    cfg = PretrainConfig.model_validate({
-        "name": "overhead", "model": {"preset": "baby"}, "data": {"source": data_source},
-        "train": {"max_steps": steps, "batch_size": batch, "lr": 1e-3, "min_lr_ratio": 0.1, "beta2": 0.99,
-                  "warmup_steps": 100, "eval_every": 500},
-        "compute": {"cpus_per_worker": threads}, "store": {"uri": store},
-    })
+    cfg = PretrainConfig.model_validate(
+        {
+            "name": "overhead",
+            "model": {"preset": "baby"},
+            "data": {"source": data_source},
+            "train": {
+                "max_steps": steps,
+                "batch_size": batch,
+                "lr": 1e-3,
+                "min_lr_ratio": 0.1,
+                "beta2": 0.99,
+                "warmup_steps": 100,
+                "eval_every": 500,
+            },
+            "compute": {"cpus_per_worker": threads},
+            "store": {"uri": store},
+        }
+    )
     started = time.perf_counter()
     res = pretrain(cfg)
     wall = time.perf_counter() - started
-    metrics = [json.loads(line) for line in Store(store).read(res.run.rel, "metrics.jsonl").decode().splitlines()]
+    metrics = [
+        json.loads(line) for line in Store(store).read(res.run.rel, "metrics.jsonl").decode().splitlines()
+    ]
     first = next(m for m in metrics if m["step"] >= WARMUP_STEPS)
     last = metrics[-1]
     tokens = last["tokens"] - first["tokens"]
-    windows = list(zip(metrics, metrics[1:]))  # each record's tok_per_s covers the steps since the previous one
-    step_time = sum((b["tokens"] - a["tokens"]) / b["tok_per_s"] for a, b in windows if a["step"] >= first["step"])
-    return {"steady_tok_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]), "step_tok_per_s": tokens / step_time,
-            "wall_s": wall, "final_val_loss": res.metrics["val_loss"]}
+    windows = list(
+        zip(metrics, metrics[1:], strict=False)
+    )  # each record's tok_per_s covers the steps since the previous one
+    step_time = sum(
+        (b["tokens"] - a["tokens"]) / b["tok_per_s"] for a, b in windows if a["step"] >= first["step"]
+    )
+    return {
+        "steady_tok_per_s": tokens / (last["elapsed_s"] - first["elapsed_s"]),
+        "step_tok_per_s": tokens / step_time,
+        "wall_s": wall,
+        "final_val_loss": res.metrics["val_loss"],
+    }
 
 
 def main() -> None:
@@ -100,14 +130,21 @@ def main() -> None:
     print(f"  {bare2}", flush=True)
     bare_tps = (bare1["steady_tok_per_s"] + bare2["steady_tok_per_s"]) / 2
     bare_wall = (bare1["wall_s"] + bare2["wall_s"]) / 2
-    emit({"steady_ratio": round(proj["steady_tok_per_s"] / bare_tps, 4),
-          "step_ratio": round(proj["step_tok_per_s"] / bare_tps, 4),
-          "end_to_end_ratio": round(bare_wall / proj["wall_s"], 4),
-          "bare_steady_tok_per_s": round(bare_tps), "project_steady_tok_per_s": round(proj["steady_tok_per_s"]),
-          "project_step_tok_per_s": round(proj["step_tok_per_s"]),
-          "bare_wall_s": round(bare_wall, 1), "project_wall_s": round(proj["wall_s"], 1),
-          "bare_runs_tok_per_s": [round(bare1["steady_tok_per_s"]), round(bare2["steady_tok_per_s"])],
-          "steps": args.steps, "threads": args.threads})
+    emit(
+        {
+            "steady_ratio": round(proj["steady_tok_per_s"] / bare_tps, 4),
+            "step_ratio": round(proj["step_tok_per_s"] / bare_tps, 4),
+            "end_to_end_ratio": round(bare_wall / proj["wall_s"], 4),
+            "bare_steady_tok_per_s": round(bare_tps),
+            "project_steady_tok_per_s": round(proj["steady_tok_per_s"]),
+            "project_step_tok_per_s": round(proj["step_tok_per_s"]),
+            "bare_wall_s": round(bare_wall, 1),
+            "project_wall_s": round(proj["wall_s"], 1),
+            "bare_runs_tok_per_s": [round(bare1["steady_tok_per_s"]), round(bare2["steady_tok_per_s"])],
+            "steps": args.steps,
+            "threads": args.threads,
+        }
+    )
 
 
 if __name__ == "__main__":

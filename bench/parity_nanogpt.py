@@ -24,21 +24,44 @@ def main() -> None:
     from asymptote.config import PretrainConfig
     from asymptote.flows.pretrain import pretrain
 
-    cfg = PretrainConfig.model_validate({
-        "name": "nanogpt-baby", "model": {"preset": "baby"},
-        "data": {"source": args.data},
-        "train": {"max_steps": args.steps, "batch_size": 12, "lr": 1e-3, "min_lr_ratio": 0.1, "warmup_steps": 100,
-                  "beta2": 0.99, "weight_decay": 0.1, "eval_every": 500},
-        "compute": {"cpus_per_worker": 2}, "store": {"uri": store_uri(args.store)},
-    })
+    cfg = PretrainConfig.model_validate(
+        {
+            "name": "nanogpt-baby",
+            "model": {"preset": "baby"},
+            "data": {"source": args.data},
+            "train": {
+                "max_steps": args.steps,
+                "batch_size": 12,
+                "lr": 1e-3,
+                "min_lr_ratio": 0.1,
+                "warmup_steps": 100,
+                "beta2": 0.99,
+                "weight_decay": 0.1,
+                "eval_every": 500,
+            },
+            "compute": {"cpus_per_worker": 2},
+            "store": {"uri": store_uri(args.store)},
+        }
+    )
     started = time.time()
     res = pretrain(cfg)
     s = res.run.summary
-    print(f"val_loss {res.metrics['val_loss']:.4f} (nanoGPT {NANOGPT_VAL_LOSS}) params {s['params']:,} "
-          f"tokens {s['tokens']:,} in {time.time() - started:.0f} s; run {res.run.uri}")
-    emit({"val_loss": res.metrics["val_loss"], "params": s["params"], "tokens": s["tokens"], "steps": s["steps"],
-          "nanogpt_val_loss": NANOGPT_VAL_LOSS, "beats_nanogpt": res.metrics["val_loss"] <= NANOGPT_VAL_LOSS,
-          "wall_s": round(time.time() - started, 1), "run_uri": res.run.uri})
+    print(
+        f"val_loss {res.metrics['val_loss']:.4f} (nanoGPT {NANOGPT_VAL_LOSS}) params {s['params']:,} "
+        f"tokens {s['tokens']:,} in {time.time() - started:.0f} s; run {res.run.uri}"
+    )
+    emit(
+        {
+            "val_loss": res.metrics["val_loss"],
+            "params": s["params"],
+            "tokens": s["tokens"],
+            "steps": s["steps"],
+            "nanogpt_val_loss": NANOGPT_VAL_LOSS,
+            "beats_nanogpt": res.metrics["val_loss"] <= NANOGPT_VAL_LOSS,
+            "wall_s": round(time.time() - started, 1),
+            "run_uri": res.run.uri,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -22,16 +22,24 @@ import typer
 
 def _budget(cfg, res) -> dict:
     """What this run spent and how it differs from the paper's protocol, so the numbers read right."""
-    return {"sizes": {s.label: s.params for s in res.study.sizes}, "tokens": cfg.tokens,
-            "efficiency_budgets": cfg.efficiency.budgets, "members": cfg.ensemble.members,
-            "grid": cfg.search.grid.model_dump(), "runs": len(res.runs),
-            "searches_certified": sum(r.certified for r in res.searches), "searches": len(res.searches),
-            "note": "coarser grid than the paper's (lr x3, wd x4 steps, epochs 4..64) and CPU-scale models"}
+    return {
+        "sizes": {s.label: s.params for s in res.study.sizes},
+        "tokens": cfg.tokens,
+        "efficiency_budgets": cfg.efficiency.budgets,
+        "members": cfg.ensemble.members,
+        "grid": cfg.search.grid.model_dump(),
+        "runs": len(res.runs),
+        "searches_certified": sum(r.certified for r in res.searches),
+        "searches": len(res.searches),
+        "note": "coarser grid than the paper's (lr x3, wd x4 steps, epochs 4..64) and CPU-scale models",
+    }
 
 
-def main(data: str = typer.Option(..., "--data", help="Text file to study."),
-         store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
-         set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable).")) -> None:
+def main(
+    data: str = typer.Option(..., "--data", help="Text file to study."),
+    store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
+) -> None:
     from asymptote.cli import _quiet_prefect
 
     _quiet_prefect()
@@ -44,13 +52,18 @@ def main(data: str = typer.Option(..., "--data", help="Text file to study."),
     started = time.time()
     res = scaling_study(cfg)
     f = res.figures
-    out = {"regularized_asymptote": {"value": f["regularized_asymptote"], "ci": f["regularized_asymptote_ci"]},
-           "standard_asymptote": {"value": f["standard_asymptote"], "ci": f["standard_asymptote_ci"]},
-           "joint_asymptote": {"value": f["joint_asymptote"], "ci": f["joint_asymptote_ci"]},
-           "loss_per_k": f["loss_per_k"], "loss_per_k_probs": f["loss_per_k_probs"],
-           "data_efficiency": f["data_efficiency"],
-           **{k: f[k] for k in ("wd_overfit_fixed", "ensemble_monotone_in_k", "joint_below_regularized")},
-           "report": res.report_uri, "wall_s": round(time.time() - started, 1), "budget": _budget(cfg, res)}
+    out = {
+        "regularized_asymptote": {"value": f["regularized_asymptote"], "ci": f["regularized_asymptote_ci"]},
+        "standard_asymptote": {"value": f["standard_asymptote"], "ci": f["standard_asymptote_ci"]},
+        "joint_asymptote": {"value": f["joint_asymptote"], "ci": f["joint_asymptote_ci"]},
+        "loss_per_k": f["loss_per_k"],
+        "loss_per_k_probs": f["loss_per_k_probs"],
+        "data_efficiency": f["data_efficiency"],
+        **{k: f[k] for k in ("wd_overfit_fixed", "ensemble_monotone_in_k", "joint_below_regularized")},
+        "report": res.report_uri,
+        "wall_s": round(time.time() - started, 1),
+        "budget": _budget(cfg, res),
+    }
     sys.stdout.write(json.dumps(out, default=str) + "\n")
 
 

@@ -30,7 +30,9 @@ def split_halves(data: str) -> tuple[str, str]:
     from asymptote.data import read_source
 
     blob = read_source(os.path.abspath(data) if "://" not in data else data)
-    folder = Path(tempfile.gettempdir()) / "asymptote-bench-soups-data" / hashlib.sha256(blob).hexdigest()[:16]
+    folder = (
+        Path(tempfile.gettempdir()) / "asymptote-bench-soups-data" / hashlib.sha256(blob).hexdigest()[:16]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     cut = blob.rfind(b"\n", 0, len(blob) // 2) + 1 or len(blob) // 2  # at a line break
     paths = []
@@ -42,11 +44,14 @@ def split_halves(data: str) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def main(data: str = typer.Option(..., "--data", help="Text file (or folder of .txt) to cut in two."),
-         store: str = typer.Option("/tmp/asymptote-bench-soups", "--store", help="Artifact store (cache)."),
-         recipe: str = typer.Option("soups-bench", "--recipe", "-r", help="Recipe name or YAML path."),
-         set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Extra overrides: section.field=value.")
-         ) -> None:
+def main(
+    data: str = typer.Option(..., "--data", help="Text file (or folder of .txt) to cut in two."),
+    store: str = typer.Option("/tmp/asymptote-bench-soups", "--store", help="Artifact store (cache)."),
+    recipe: str = typer.Option("soups-bench", "--recipe", "-r", help="Recipe name or YAML path."),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", help="Extra overrides: section.field=value."
+    ),
+) -> None:
     from asymptote.cli import _quiet_prefect, console
 
     _quiet_prefect()
@@ -56,20 +61,29 @@ def main(data: str = typer.Option(..., "--data", help="Text file (or folder of .
     first, second = split_halves(data)
     overrides = [f"base.data.source={first}", f"data.source={second}", *(set_ or []), f"store.uri={store}"]
     cfg = resolve(SoupStudyConfig, recipe, overrides)
-    console.print(f"[bold]bench soups[/bold]: base {cfg.base.model.preset} on {first}; {cfg.sweep.n_models} "
-                  f"fine-tunes on {second} ({cfg.sweep.engine}); {cfg.independent.members} members from scratch; "
-                  f"store {store}")
+    console.print(
+        f"[bold]bench soups[/bold]: base {cfg.base.model.preset} on {first}; {cfg.sweep.n_models} "
+        f"fine-tunes on {second} ({cfg.sweep.engine}); {cfg.independent.members} members from scratch; "
+        f"store {store}"
+    )
     started = time.time()
     res = soup_study(cfg)
     wall = time.time() - started
     for e in res.entries:
         console.print(f"{e.kind:20s} {e.name:28s} held-out {e.heldout:.4f}  test {e.test:.4f}")
     losses = res.test_loss()
-    summary = {"data": data, "model": cfg.base.model.preset, "finetunes": len(res.finetunes),
-               "independent_members": cfg.independent.members, "test_loss": losses,
-               "heldout_loss": {e.name: e.heldout for e in res.entries if e.kind != "ingredient"},
-               "greedy_beats_or_ties_best_single": losses["greedy"] <= losses["best_single"],
-               "hparams": [ft.hparams for ft in res.finetunes], "wall_s": round(wall, 1), "report": res.report_uri}
+    summary = {
+        "data": data,
+        "model": cfg.base.model.preset,
+        "finetunes": len(res.finetunes),
+        "independent_members": cfg.independent.members,
+        "test_loss": losses,
+        "heldout_loss": {e.name: e.heldout for e in res.entries if e.kind != "ingredient"},
+        "greedy_beats_or_ties_best_single": losses["greedy"] <= losses["best_single"],
+        "hparams": [ft.hparams for ft in res.finetunes],
+        "wall_s": round(wall, 1),
+        "report": res.report_uri,
+    }
     sys.stdout.write(json.dumps(summary) + "\n")
 
 

@@ -17,14 +17,22 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
-from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, PretrainConfig, Section, StoreConfig,
-                              TrainConfig, volatile)
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    PretrainConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    volatile,
+)
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
-from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
+from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
 from asymptote.tasks.reports import md_table, publish_report
 from asymptote.tuning.autolrs import AutoLRSOptions
@@ -34,8 +42,15 @@ STEPS = ("data", "train", "schedule")
 
 
 def _tiny_train() -> TrainConfig:
-    return TrainConfig(max_steps=300, batch_size=16, warmup_steps=20, eval_every=100, eval_windows=64,
-                       log_every=25, checkpoint_every=100)
+    return TrainConfig(
+        max_steps=300,
+        batch_size=16,
+        warmup_steps=20,
+        eval_every=100,
+        eval_windows=64,
+        log_every=25,
+        checkpoint_every=100,
+    )
 
 
 class AutoLRSFlowConfig(Section):
@@ -70,16 +85,30 @@ class AutoLRSResult(BaseModel):
 
 
 def autolrs_job(config: AutoLRSFlowConfig, data_rel: str, hub: str | None = None) -> TrainJob:
-    return make_job(name=config.name, model=config.model, data=config.data, train=config.train,
-                    data_artifact=data_rel, driver=config.autolrs.model_dump(), compute=config.compute,
-                    store=Store(config.store).cfg, progress_hub=hub)
+    return make_job(
+        name=config.name,
+        model=config.model,
+        data=config.data,
+        train=config.train,
+        data_artifact=data_rel,
+        driver=config.autolrs.model_dump(),
+        compute=config.compute,
+        store=Store(config.store).cfg,
+        progress_hub=hub,
+    )
 
 
 def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "replay") -> PretrainConfig:
     """A pretrain config that plays the found schedule back step by step on the same model and data."""
     train = config.train.model_copy(update={"schedule": "replay", "schedule_file": schedule_uri})
-    return PretrainConfig(name=name, model=config.model, data=config.data, train=train, compute=config.compute,
-                          store=config.store)
+    return PretrainConfig(
+        name=name,
+        model=config.model,
+        data=config.data,
+        train=train,
+        compute=config.compute,
+        store=config.store,
+    )
 
 
 @flow(name="autolrs", log_prints=True)
@@ -93,8 +122,14 @@ def autolrs(config: AutoLRSFlowConfig = AutoLRSFlowConfig(), recompute: list[str
     schedule = publish_schedule(store, run, refresh="schedule" in recompute)
     markdown = autolrs_markdown(config, run, schedule, store)
     report = publish_report(store, "autolrs", run.key, markdown, {PLOT: store.read(schedule.rel, PLOT)})
-    return AutoLRSResult(flow_run_id=flow_run.id, data=data, run=run, schedule=schedule, val_loss=run.val_loss,
-                         report_uri=report)
+    return AutoLRSResult(
+        flow_run_id=flow_run.id,
+        data=data,
+        run=run,
+        schedule=schedule,
+        val_loss=run.val_loss,
+        report_uri=report,
+    )
 
 
 @flow(name="autolrs-search", log_prints=True)
@@ -107,29 +142,47 @@ def autolrs_search(config: AutoLRSSearchConfig = AutoLRSSearchConfig()) -> AutoL
     return result.model_copy(update={"flow_run_id": flow_run.id})
 
 
-def autolrs_markdown(config: AutoLRSFlowConfig, run: RunRef, schedule: ScheduleRef, store: Store,
-                     plot: str = PLOT) -> str:
+def autolrs_markdown(
+    config: AutoLRSFlowConfig, run: RunRef, schedule: ScheduleRef, store: Store, plot: str = PLOT
+) -> str:
     doc = store.read_json(schedule.rel, "schedule.json")
-    rows = [{"stage": s["index"], "start": s["start_step"], "steps": s["steps"], "trial steps": s["trial_steps"],
-             "scored on": s["scored_on"], "tried": len(s["trials"]), "chosen lr": f"{s['lr']:.3g}",
-             "best forecast": min((t["forecast"] for t in s["trials"]), default=float("nan"))}
-            for s in doc["stages"]]
+    rows = [
+        {
+            "stage": s["index"],
+            "start": s["start_step"],
+            "steps": s["steps"],
+            "trial steps": s["trial_steps"],
+            "scored on": s["scored_on"],
+            "tried": len(s["trials"]),
+            "chosen lr": f"{s['lr']:.3g}",
+            "best forecast": min((t["forecast"] for t in s["trials"]), default=float("nan")),
+        }
+        for s in doc["stages"]
+    ]
     lo, hi = doc["search_range"]
     overhead = schedule.trial_steps / max(1, schedule.steps)
-    return (f"# AutoLRS: {config.name}\n\n"
-            f"{config.model.preset or 'custom'} model, {schedule.steps} steps at the found schedule plus "
-            f"{schedule.trial_steps} trial steps ({overhead:.0%} search overhead); final validation loss "
-            f"**{run.val_loss:.4f}**. LRs searched in [{lo:.3g}, {hi:.3g}] with `{config.autolrs.backend}`, "
-            f"{config.autolrs.trials} trials per stage.\n\n{md_table(rows)}\n\n"
-            f"- run: `{run.uri}`\n- schedule: `{schedule.uri}` (replay it: `--set train.schedule=replay "
-            f"--set train.schedule_file={schedule.uri}`)\n\n![AutoLRS schedule]({plot})\n")
+    return (
+        f"# AutoLRS: {config.name}\n\n"
+        f"{config.model.preset or 'custom'} model, {schedule.steps} steps at the found schedule plus "
+        f"{schedule.trial_steps} trial steps ({overhead:.0%} search overhead); final validation loss "
+        f"**{run.val_loss:.4f}**. LRs searched in [{lo:.3g}, {hi:.3g}] with `{config.autolrs.backend}`, "
+        f"{config.autolrs.trials} trials per stage.\n\n{md_table(rows)}\n\n"
+        f"- run: `{run.uri}`\n- schedule: `{schedule.uri}` (replay it: `--set train.schedule=replay "
+        f"--set train.schedule_file={schedule.uri}`)\n\n![AutoLRS schedule]({plot})\n"
+    )
 
 
 def figures(res: AutoLRSResult) -> dict:
     s = res.schedule
-    return {"val_loss": res.val_loss, "steps": s.steps, "trial_steps": s.trial_steps,
-            "search_overhead": s.trial_steps / max(1, s.steps), "chosen_lrs": s.chosen_lrs,
-            "schedule_uri": s.uri, "run_uri": res.run.uri}
+    return {
+        "val_loss": res.val_loss,
+        "steps": s.steps,
+        "trial_steps": s.trial_steps,
+        "search_overhead": s.trial_steps / max(1, s.steps),
+        "chosen_lrs": s.chosen_lrs,
+        "schedule_uri": s.uri,
+        "run_uri": res.run.uri,
+    }
 
 
 def main_step(config: AutoLRSFlowConfig):
@@ -139,12 +192,21 @@ def main_step(config: AutoLRSFlowConfig):
     res = autolrs(config)
     store = Store(config.store)
     markdown = autolrs_markdown(config, res.run, res.schedule, store, plot="autolrs-schedule.png")
-    return StepOutcome(markdown=markdown.replace("# AutoLRS", "## AutoLRS", 1), figures=figures(res),
-                       files={"autolrs-schedule.png": store.read(res.schedule.rel, PLOT)}, result=res)
+    return StepOutcome(
+        markdown=markdown.replace("# AutoLRS", "## AutoLRS", 1),
+        figures=figures(res),
+        files={"autolrs-schedule.png": store.read(res.schedule.rel, PLOT)},
+        result=res,
+    )
 
 
-def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
-        store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(STEPS)) -> None:
+def cli(
+    recipe: Optional[str] = RecipeOpt,
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+    recompute: list[str] = recompute_opt(STEPS),
+) -> None:
     """Train with AutoLRS (the LR schedule found on the fly by Bayesian optimisation); keep the schedule."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 
@@ -152,8 +214,13 @@ def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bo
     cfg = _config(AutoLRSFlowConfig, recipe, set_, store)
     res = autolrs(cfg, recompute=recompute)
     f = figures(res)
-    _finish(res.model_dump() | f, as_json, [
-        f"[green]done[/green]. val_loss {res.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; "
-        f"chosen LRs {', '.join(f'{x:.3g}' for x in f['chosen_lrs'])}",
-        f"schedule {res.schedule.uri} (replay: --set train.schedule=replay --set train.schedule_file=<that URI>)",
-        f"report {res.report_uri}"])
+    _finish(
+        res.model_dump() | f,
+        as_json,
+        [
+            f"[green]done[/green]. val_loss {res.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; "
+            f"chosen LRs {', '.join(f'{x:.3g}' for x in f['chosen_lrs'])}",
+            f"schedule {res.schedule.uri} (replay: --set train.schedule=replay --set train.schedule_file=<that URI>)",
+            f"report {res.report_uri}",
+        ],
+    )

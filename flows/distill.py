@@ -22,8 +22,17 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
-from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
-                              known_names, stable_hash)
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    key_dict,
+    known_names,
+    stable_hash,
+)
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
@@ -57,8 +66,16 @@ METHODS: dict[str, Method] = {
 
 
 def _train(**fields: Any) -> TrainConfig:
-    base = {"lr": 3e-3, "max_steps": 200, "batch_size": 16, "warmup_steps": 20, "eval_every": 100,
-            "eval_windows": 64, "log_every": 20, "checkpoint_every": 100}
+    base = {
+        "lr": 3e-3,
+        "max_steps": 200,
+        "batch_size": 16,
+        "warmup_steps": 20,
+        "eval_every": 100,
+        "eval_windows": 64,
+        "log_every": 20,
+        "checkpoint_every": 100,
+    }
     return TrainConfig(**(base | fields))
 
 
@@ -161,11 +178,21 @@ class DistillResult(BaseModel):
 def member_job(config: DistillConfig, store: Store, data: DataRef, i: int, hub: str | None) -> TrainJob:
     base = config.teacher.train
     train = base.model_copy(update={"train_seed": base.train_seed + i, "data_seed": base.data_seed + i})
-    return make_job(name=f"{config.name}-member-{i}", model=config.model, data=config.data, train=train,
-                    data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
+    return make_job(
+        name=f"{config.name}-member-{i}",
+        model=config.model,
+        data=config.data,
+        train=train,
+        data_artifact=data.rel,
+        compute=config.compute,
+        store=store.cfg,
+        progress_hub=hub,
+    )
 
 
-def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str | None, refresh: bool) -> Teachers:
+def select_teachers(
+    config: DistillConfig, store: Store, data: DataRef, hub: str | None, refresh: bool
+) -> Teachers:
     t = config.teacher
     single = store.model_ref(t.single, "teacher.single") if t.single else None
     if t.members:
@@ -176,27 +203,53 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
     return Teachers(single=single or members[0], members=members, trained_here=not t.members)
 
 
-def synthetic_sets(config: DistillConfig, store: Store, teachers: Teachers, data: DataRef,
-                   refresh: bool) -> dict[str, DataRef]:
+def synthetic_sets(
+    config: DistillConfig, store: Store, teachers: Teachers, data: DataRef, refresh: bool
+) -> dict[str, DataRef]:
     """Sample once per teacher kind that a chosen method needs (ensemble and/or single)."""
     needed = {METHODS[m].teacher for m in config.student.methods if METHODS[m].level == "sequence"}
     runs = {"ensemble": teachers.members, "single": [teachers.single]}
     length = config.model.block_size + 1
-    return {kind: sample(store, runs[kind], data.rel, config.sampling, length, refresh) for kind in sorted(needed)}
+    return {
+        kind: sample(store, runs[kind], data.rel, config.sampling, length, refresh) for kind in sorted(needed)
+    }
 
 
-def student_job(config: DistillConfig, store: Store, data: DataRef, method: str, teachers: Teachers,
-                synthetic: dict[str, DataRef], hub: str | None) -> TrainJob:
+def student_job(
+    config: DistillConfig,
+    store: Store,
+    data: DataRef,
+    method: str,
+    teachers: Teachers,
+    synthetic: dict[str, DataRef],
+    hub: str | None,
+) -> TrainJob:
     m, s = METHODS[method], config.student
     runs = teachers.members if m.teacher == "ensemble" else [teachers.single]
     if m.level == "token":
-        extra = {"objective": {"kind": "token_kl", "teachers": runs, "temperature": s.kl_temperature,
-                               "alpha": s.kl_alpha, "combine": config.sampling.combine}}
+        extra = {
+            "objective": {
+                "kind": "token_kl",
+                "teachers": runs,
+                "temperature": s.kl_temperature,
+                "alpha": s.kl_alpha,
+                "combine": config.sampling.combine,
+            }
+        }
     else:
         weight = s.synthetic_weight if m.synthetic_weight is None else m.synthetic_weight
         extra = {"batches": {"kind": "mixture", "synthetic": synthetic[m.teacher].rel, "weight": weight}}
-    return make_job(name=f"{config.name}-student-{method}", model=config.model, data=config.data, train=s.train,
-                    data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub, **extra)
+    return make_job(
+        name=f"{config.name}-student-{method}",
+        model=config.model,
+        data=config.data,
+        train=s.train,
+        data_artifact=data.rel,
+        compute=config.compute,
+        store=store.cfg,
+        progress_hub=hub,
+        **extra,
+    )
 
 
 def retained(single: float, ensemble: float, student: float) -> float | None:
@@ -218,38 +271,64 @@ def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) 
         check_single_shape(store, teachers.single, config.model)
         losses = teacher_losses(store, teachers, data, config.sampling.combine, "evaluate" in recompute)
         synthetic = synthetic_sets(config, store, teachers, data, "sample" in recompute)
-        jobs = {m: student_job(config, store, data, m, teachers, synthetic, hub) for m in config.student.methods}
+        jobs = {
+            m: student_job(config, store, data, m, teachers, synthetic, hub) for m in config.student.methods
+        }
         futures = {m: submit_train(job, "students" in recompute) for m, job in jobs.items()}
         runs = {m: f.result() for m, f in futures.items()}
-        evals = {m: ensemble_eval(store, [r.rel], data.rel) for m, r in runs.items()}  # evaluated concurrently
+        evals = {
+            m: ensemble_eval(store, [r.rel], data.rel) for m, r in runs.items()
+        }  # evaluated concurrently
         student_losses = {m: f.result()["member"][0] for m, f in evals.items()}
-    students = {m: StudentOutcome(method=m, run=runs[m], val_loss=loss,
-                                  retained=retained(losses["single_loss"], losses["ensemble_loss"], loss))
-                for m, loss in student_losses.items()}
-    result = DistillResult(flow_run_id=flow_run.id, data=data, teachers=teachers, params=run_params(store, teachers.single),
-                           synthetic=synthetic, students=students, report_uri="", **losses)
+    students = {
+        m: StudentOutcome(
+            method=m,
+            run=runs[m],
+            val_loss=loss,
+            retained=retained(losses["single_loss"], losses["ensemble_loss"], loss),
+        )
+        for m, loss in student_losses.items()
+    }
+    result = DistillResult(
+        flow_run_id=flow_run.id,
+        data=data,
+        teachers=teachers,
+        params=run_params(store, teachers.single),
+        synthetic=synthetic,
+        students=students,
+        report_uri="",
+        **losses,
+    )
     markdown, files = distill_report(config, result, store)
     report = publish_report(store, "distill", stable_hash(key_dict(config)), markdown, files)
     return result.model_copy(update={"report_uri": report})
 
 
-def teacher_losses(store: Store, teachers: Teachers, data: DataRef, how: str, refresh: bool) -> dict[str, Any]:
+def teacher_losses(
+    store: Store, teachers: Teachers, data: DataRef, how: str, refresh: bool
+) -> dict[str, Any]:
     """Validation losses of each member, of the first-k ensembles and of the single model."""
     ens = ensemble_eval(store, teachers.members, data.rel, refresh).result()
     if teachers.single in teachers.members:
         single = ens["member"][teachers.members.index(teachers.single)]
     else:
         single = ensemble_eval(store, [teachers.single], data.rel, refresh).result()["member"][0]
-    return {"single_loss": single, "ensemble_loss": ens[how][-1], "member_losses": ens["member"],
-            "ensemble_curve": ens[how]}
+    return {
+        "single_loss": single,
+        "ensemble_loss": ens[how][-1],
+        "member_losses": ens["member"],
+        "ensemble_curve": ens[how],
+    }
 
 
 def check_single_shape(store: Store, single: str, model: ModelConfig) -> None:
     """retained compares a student with the single model of its own size: refuse a mismatch."""
     theirs = ModelConfig.model_validate(store.manifest(single).meta["model"]).model_dump(exclude={"preset"})
     if theirs != model.model_dump(exclude={"preset"}):
-        raise ValueError(f"teacher.single {single} has shape {theirs}, the student {model.model_dump()}; "
-                         "set model to the single model's shape (the student must match it)")
+        raise ValueError(
+            f"teacher.single {single} has shape {theirs}, the student {model.model_dump()}; "
+            "set model to the single model's shape (the student must match it)"
+        )
 
 
 # ----------------------------------------------------------------------------- report
@@ -257,17 +336,33 @@ def check_single_shape(store: Store, single: str, model: ModelConfig) -> None:
 
 def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
     k, p = len(result.teachers.members), result.params
-    rows = [{"model": "single", "kind": "single", "params": p, "val_loss": result.single_loss, "retained": ""},
-            {"model": f"ensemble x{k}", "kind": "ensemble", "params": k * p, "val_loss": result.ensemble_loss,
-             "retained": 1.0}]
+    rows = [
+        {"model": "single", "kind": "single", "params": p, "val_loss": result.single_loss, "retained": ""},
+        {
+            "model": f"ensemble x{k}",
+            "kind": "ensemble",
+            "params": k * p,
+            "val_loss": result.ensemble_loss,
+            "retained": 1.0,
+        },
+    ]
     for m, s in result.students.items():
         kept = "n/a" if s.retained is None else round(s.retained, 3)
-        rows.append({"model": f"student: {m}", "kind": "student", "params": p, "val_loss": s.val_loss, "retained": kept})
+        rows.append(
+            {
+                "model": f"student: {m}",
+                "kind": "student",
+                "params": p,
+                "val_loss": s.val_loss,
+                "retained": kept,
+            }
+        )
     return rows
 
 
-def distill_report(config: DistillConfig, result: DistillResult, store: Store,
-                   plot_name: str = "compare.png") -> tuple[str, dict[str, bytes]]:
+def distill_report(
+    config: DistillConfig, result: DistillResult, store: Store, plot_name: str = "compare.png"
+) -> tuple[str, dict[str, bytes]]:
     """The report's markdown and its comparison plot (PNG bytes under plot_name)."""
     return distill_markdown(config, result, store, plot_name), {plot_name: comparison_png(config, result)}
 
@@ -279,30 +374,46 @@ def comparison_png(config: DistillConfig, result: DistillResult) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "compare.png"
         k = len(result.teachers.members)
-        plot_comparison(comparison_rows(result), path, title=f"{config.name}: single vs ensemble x{k} vs students")
+        plot_comparison(
+            comparison_rows(result), path, title=f"{config.name}: single vs ensemble x{k} vs students"
+        )
         return path.read_bytes()
 
 
 def distill_markdown(config: DistillConfig, result: DistillResult, store: Store, plot_name: str) -> str:
     k, p = len(result.teachers.members), result.params
     source = "trained here" if result.teachers.trained_here else "taken from the store"
-    no_gain = "" if result.single_loss > result.ensemble_loss else (
-        "\n**The ensemble does not beat the single model here, so no retained fraction is defined.**\n")
-    links = [f"- synthetic ({kind}): `{ref.uri}` ({ref.n_train + ref.n_val:,} tokens sampled at temperature "
-             f"{config.sampling.temperature})" for kind, ref in result.synthetic.items()]
+    no_gain = (
+        ""
+        if result.single_loss > result.ensemble_loss
+        else ("\n**The ensemble does not beat the single model here, so no retained fraction is defined.**\n")
+    )
+    links = [
+        f"- synthetic ({kind}): `{ref.uri}` ({ref.n_train + ref.n_val:,} tokens sampled at temperature "
+        f"{config.sampling.temperature})"
+        for kind, ref in result.synthetic.items()
+    ]
     links += [f"- single: `{store.uri(result.teachers.single)}`"]
     links += [f"- student {m}: `{s.run.uri}`" for m, s in result.students.items()]
-    return (f"# Ensemble distillation: {config.name}\n\n{k} members ({source}) of {p:,} parameters each; every "
-            f"student has the single model's size, 1/{k} of the ensemble's {k * p:,} parameters.\n\n"
-            f"{md_table(comparison_rows(result), ['model', 'params', 'val_loss', 'retained'])}\n{no_gain}\n"
-            "- retained = (L_single - L_student) / (L_single - L_ensemble); the paper keeps 0.83 of an 8-member "
-            f"ensemble's gain.\n- ensemble of the first k members: {', '.join(f'{v:.4f}' for v in result.ensemble_curve)}\n"
-            + "\n".join(links) + f"\n\n![single vs ensemble vs students]({plot_name})\n")
+    return (
+        f"# Ensemble distillation: {config.name}\n\n{k} members ({source}) of {p:,} parameters each; every "
+        f"student has the single model's size, 1/{k} of the ensemble's {k * p:,} parameters.\n\n"
+        f"{md_table(comparison_rows(result), ['model', 'params', 'val_loss', 'retained'])}\n{no_gain}\n"
+        "- retained = (L_single - L_student) / (L_single - L_ensemble); the paper keeps 0.83 of an 8-member "
+        f"ensemble's gain.\n- ensemble of the first k members: {', '.join(f'{v:.4f}' for v in result.ensemble_curve)}\n"
+        + "\n".join(links)
+        + f"\n\n![single vs ensemble vs students]({plot_name})\n"
+    )
 
 
 def figures(result: DistillResult) -> dict[str, Any]:
-    return {"single": result.single_loss, "ensemble": result.ensemble_loss, "members": len(result.teachers.members),
-            "students": {m: s.val_loss for m, s in result.students.items()}, "retained": result.retained}
+    return {
+        "single": result.single_loss,
+        "ensemble": result.ensemble_loss,
+        "members": len(result.teachers.members),
+        "students": {m: s.val_loss for m, s in result.students.items()},
+        "retained": result.retained,
+    }
 
 
 def main_step(config: DistillConfig):
@@ -311,12 +422,21 @@ def main_step(config: DistillConfig):
 
     res = distill(config)
     markdown, files = distill_report(config, res, Store(config.store), plot_name="distill-compare.png")
-    return StepOutcome(markdown=markdown.replace("# Ensemble distillation", "## Ensemble distillation", 1),
-                       figures=figures(res), files=files, result=res)
+    return StepOutcome(
+        markdown=markdown.replace("# Ensemble distillation", "## Ensemble distillation", 1),
+        figures=figures(res),
+        files=files,
+        result=res,
+    )
 
 
-def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
-        store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(STEPS)) -> None:
+def cli(
+    recipe: Optional[str] = RecipeOpt,
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+    recompute: list[str] = recompute_opt(STEPS),
+) -> None:
     """Distil an ensemble into one model of the single model's size (sequence, token-level, self)."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 
@@ -324,6 +444,11 @@ def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bo
     cfg = _config(DistillConfig, recipe, set_, store)
     res = distill(cfg, recompute=recompute)
     kept = ", ".join(f"{m} {'n/a' if r is None else f'{r:.2f}'}" for m, r in res.retained.items())
-    _finish(res.model_dump() | {"figures": figures(res)}, as_json,
-            [f"[green]done[/green]. single {res.single_loss:.4f}, ensemble {res.ensemble_loss:.4f}; retained: {kept}",
-             f"report {res.report_uri}"])
+    _finish(
+        res.model_dump() | {"figures": figures(res)},
+        as_json,
+        [
+            f"[green]done[/green]. single {res.single_loss:.4f}, ensemble {res.ensemble_loss:.4f}; retained: {kept}",
+            f"report {res.report_uri}",
+        ],
+    )

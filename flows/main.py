@@ -11,11 +11,20 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field, model_validator
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, model_validator
 
-from asymptote.config import ComputeConfig, ConfigError, DataConfig, Section, StoreConfig, build, key_dict, stable_hash
+from asymptote.config import (
+    ComputeConfig,
+    ConfigError,
+    DataConfig,
+    Section,
+    StoreConfig,
+    build,
+    key_dict,
+    stable_hash,
+)
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.tasks.reports import publish_report
@@ -115,5 +124,9 @@ def main_job(config: MainConfig = MainConfig()) -> MainResult:
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(o.markdown for o in outcomes.values())
     files = {n: b for o in outcomes.values() for n, b in o.files.items()}
     report = publish_report(store, "main", key, markdown, files)
-    return MainResult(flow_run_id=flow_run.id, report_uri=report, store_uri=store.uri(),
-                      figures={n: o.figures for n, o in outcomes.items()})
+    return MainResult(
+        flow_run_id=flow_run.id,
+        report_uri=report,
+        store_uri=store.uri(),
+        figures={n: o.figures for n, o in outcomes.items()},
+    )

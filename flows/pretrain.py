@@ -9,9 +9,9 @@ that shares the store.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
 
 from asymptote.config import PretrainConfig
 from asymptote.infra.cluster import compute_session
@@ -45,24 +45,48 @@ def pretrain(config: PretrainConfig = PretrainConfig(), recompute: list[str] = [
     with compute_session(config.compute.ray_address) as hub:
         states: dict[str, str] = {}
         data = prepare_data(config.data, store, refresh="data" in recompute, states=states)
-        job = make_job(name=config.name, model=config.model, data=config.data, train=config.train,
-                       data_artifact=data.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
+        job = make_job(
+            name=config.name,
+            model=config.model,
+            data=config.data,
+            train=config.train,
+            data_artifact=data.rel,
+            compute=config.compute,
+            store=store.cfg,
+            progress_hub=hub,
+        )
         run = train(job, refresh="train" in recompute, states=states)
         metrics = evaluate(store, run, data, refresh="evaluate" in recompute, states=states)
-    report = publish_report(store, "pretrain", run.key, pretrain_markdown(config, data, run, metrics),
-                            {"loss.png": store.read(run.rel, "loss.png")})
-    return PretrainResult(flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri=report,
-                          step_states=states)
+    report = publish_report(
+        store,
+        "pretrain",
+        run.key,
+        pretrain_markdown(config, data, run, metrics),
+        {"loss.png": store.read(run.rel, "loss.png")},
+    )
+    return PretrainResult(
+        flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri=report, step_states=states
+    )
 
 
 def pretrain_markdown(config: PretrainConfig, data: DataRef, run: RunRef, metrics: dict[str, float]) -> str:
     s = run.summary
-    rows = [{"model": config.model.preset or "custom", "params": s["params"], "steps": s["steps"],
-             "tokens": s["tokens"], "val_loss": metrics["val_loss"], "bits/token": metrics["val_bits_per_token"],
-             "train_wall_s": round(s["wall_s"], 1)}]
-    return (f"# Pre-training: {config.name}\n\n{md_table(rows)}\n\n"
-            f"- data: `{data.uri}` ({data.n_train:,} train / {data.n_val:,} validation tokens)\n"
-            f"- run: `{run.uri}`\n- weights: `{run.weights_uri}`\n\n![loss curve](loss.png)\n")
+    rows = [
+        {
+            "model": config.model.preset or "custom",
+            "params": s["params"],
+            "steps": s["steps"],
+            "tokens": s["tokens"],
+            "val_loss": metrics["val_loss"],
+            "bits/token": metrics["val_bits_per_token"],
+            "train_wall_s": round(s["wall_s"], 1),
+        }
+    ]
+    return (
+        f"# Pre-training: {config.name}\n\n{md_table(rows)}\n\n"
+        f"- data: `{data.uri}` ({data.n_train:,} train / {data.n_val:,} validation tokens)\n"
+        f"- run: `{run.uri}`\n- weights: `{run.weights_uri}`\n\n![loss curve](loss.png)\n"
+    )
 
 
 def main_step(config: PretrainConfig):
@@ -71,7 +95,17 @@ def main_step(config: PretrainConfig):
 
     res = pretrain(config)
     store = Store(config.store)
-    markdown = pretrain_markdown(config, res.data, res.run, res.metrics).replace("](loss.png)", "](pretrain-loss.png)")
-    figures = {"val_loss": res.metrics["val_loss"], "params": res.run.summary["params"], "run_uri": res.run.uri}
-    return StepOutcome(markdown=markdown.replace("# Pre-training", "## Pre-training"), figures=figures,
-                       files={"pretrain-loss.png": store.read(res.run.rel, "loss.png")}, result=res)
+    markdown = pretrain_markdown(config, res.data, res.run, res.metrics).replace(
+        "](loss.png)", "](pretrain-loss.png)"
+    )
+    figures = {
+        "val_loss": res.metrics["val_loss"],
+        "params": res.run.summary["params"],
+        "run_uri": res.run.uri,
+    }
+    return StepOutcome(
+        markdown=markdown.replace("# Pre-training", "## Pre-training"),
+        figures=figures,
+        files={"pretrain-loss.png": store.read(res.run.rel, "loss.png")},
+        result=res,
+    )

@@ -26,26 +26,42 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator, model_validator
 from prefect import flow
 from prefect.runtime import flow_run
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt
-from asymptote.config import (ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig, key_dict,
-                              stable_hash, volatile)
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    key_dict,
+    stable_hash,
+    volatile,
+)
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
-from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, member_train, param_count, point_job,
-                               size_label)
+from asymptote.scaling import (
+    RECIPES,
+    CoordinateDescent,
+    Point,
+    SearchGrid,
+    member_train,
+    param_count,
+    point_job,
+    size_label,
+)
 from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
+from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import publish_report
-from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.scaling import Descent, descend, train_all, tune_search
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -64,8 +80,9 @@ class StartPoint(Section):
 class SearchConfig(Section):
     """How each (size, recipe, budget) is searched."""
 
-    grid: SearchGrid = Field(default_factory=lambda: SearchGrid(lr=[3e-3, 1e-2], weight_decay=[0.1, 0.8],
-                                                                epochs=[1, 2]))
+    grid: SearchGrid = Field(
+        default_factory=lambda: SearchGrid(lr=[3e-3, 1e-2], weight_decay=[0.1, 0.8], epochs=[1, 2])
+    )
     """Grid of learning rates, weight decays and epochs (default: a tiny CPU grid; recipe
     scaling-paper uses the paper's full grid, which is also SearchGrid's own default)."""
     start: StartPoint = Field(default_factory=StartPoint)
@@ -118,14 +135,17 @@ class EfficiencyConfig(Section):
 
 
 def _tiny_sizes() -> list[ModelConfig]:
-    return [ModelConfig(n_layer=1, n_head=2, d_model=32, d_ff=86),
-            ModelConfig(n_layer=2, n_head=2, d_model=48, d_ff=128),
-            ModelConfig(preset="cpu-0.1m")]
+    return [
+        ModelConfig(n_layer=1, n_head=2, d_model=32, d_ff=86),
+        ModelConfig(n_layer=2, n_head=2, d_model=48, d_ff=128),
+        ModelConfig(preset="cpu-0.1m"),
+    ]
 
 
 def _tiny_train() -> TrainConfig:
-    return TrainConfig(batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000,
-                       checkpoint_every=1_000_000)
+    return TrainConfig(
+        batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000, checkpoint_every=1_000_000
+    )
 
 
 class ScalingStudyConfig(Section):
@@ -163,14 +183,23 @@ class ScalingStudyConfig(Section):
             raise ValueError("sizes is empty; give at least one model shape")
         labels = [size_label(m) for m in self.sizes]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"sizes have repeated labels {labels}; every shape must differ in preset or depth/width")
-        for field, idx in (("efficiency.sizes", self.efficiency.sizes or []), ("sweep_size", [self.sweep_size])):
+            raise ValueError(
+                f"sizes have repeated labels {labels}; every shape must differ in preset or depth/width"
+            )
+        for field, idx in (
+            ("efficiency.sizes", self.efficiency.sizes or []),
+            ("sweep_size", [self.sweep_size]),
+        ):
             bad = [i for i in idx if not -len(labels) <= i < len(labels)]
             if bad:
-                raise ValueError(f"{field}={bad}: no such size index; sizes has {len(labels)} entries "
-                                 f"({', '.join(labels)}), so use 0..{len(labels) - 1} or negative indices")
+                raise ValueError(
+                    f"{field}={bad}: no such size index; sizes has {len(labels)} entries "
+                    f"({', '.join(labels)}), so use 0..{len(labels) - 1} or negative indices"
+                )
         if self.tokens in self.efficiency.budgets:
-            raise ValueError(f"efficiency.budgets={self.efficiency.budgets} repeats the study budget {self.tokens}")
+            raise ValueError(
+                f"efficiency.budgets={self.efficiency.budgets} repeats the study budget {self.tokens}"
+            )
         _start_on_grid(self.search)
         return self
 
@@ -248,24 +277,41 @@ class Study:
         return DataConfig.model_validate(self.config.data.model_dump() | {"max_train_tokens": budget})
 
     def volatile(self, name: str) -> dict[str, Any]:
-        return {"name": name, "compute": self.config.compute, "store": self.store.cfg, "progress_hub": self.hub}
+        return {
+            "name": name,
+            "compute": self.config.compute,
+            "store": self.store.cfg,
+            "progress_hub": self.hub,
+        }
 
     def point_job(self, model: ModelConfig, budget: int, point: Point) -> TrainJob:
         name = f"{size_label(model)} D={budget:,} {point.label()}"
-        return point_job(model, self.data_at(budget), self.data.rel, self.config.train, point, **self.volatile(name))
+        return point_job(
+            model, self.data_at(budget), self.data.rel, self.config.train, point, **self.volatile(name)
+        )
 
     def descent(self, model: ModelConfig, recipe: str, budget: int, start: Point) -> Descent:
         if recipe == "standard":
             start = start._replace(weight_decay=self.config.search.standard_weight_decay)
-        cd = CoordinateDescent(self.config.search.grid, RECIPES[recipe], start, max_runs=self.config.search.max_runs)
-        return Descent(name=f"{size_label(model)} {recipe} D={budget:,}", cd=cd,
-                       job=lambda p: self.point_job(model, budget, p))
+        cd = CoordinateDescent(
+            self.config.search.grid, RECIPES[recipe], start, max_runs=self.config.search.max_runs
+        )
+        return Descent(
+            name=f"{size_label(model)} {recipe} D={budget:,}",
+            cd=cd,
+            job=lambda p: self.point_job(model, budget, p),
+        )
 
     def member_job(self, model: ModelConfig, best: Point, k: int) -> TrainJob:
         e = self.config.ensemble
         train = member_train(self.config.train, best, k, e.epoch_factor, e.weight_decay_factor)
-        return make_job(model=model, data=self.data_at(self.config.tokens), data_artifact=self.data.rel, train=train,
-                        **self.volatile(f"{size_label(model)} member {k}"))
+        return make_job(
+            model=model,
+            data=self.data_at(self.config.tokens),
+            data_artifact=self.data.rel,
+            train=train,
+            **self.volatile(f"{size_label(model)} member {k}"),
+        )
 
 
 def _budget_searches(config: ScalingStudyConfig, label: str) -> list[tuple[str, int]]:
@@ -282,7 +328,7 @@ def search_all(study: Study) -> dict[tuple[str, str, int], Descent]:
     first = Point(s.lr, s.weight_decay, s.epochs)
     out: dict[tuple[str, str, int], Descent] = {}
     previous: dict[tuple[str, int], Point] = {}
-    for model, label in zip(cfg.sizes, cfg.labels):
+    for model, label in zip(cfg.sizes, cfg.labels, strict=False):
         group = {}
         for recipe, budget in _budget_searches(cfg, label):
             start = previous.get((recipe, budget), first) if cfg.search.warm_start else first
@@ -300,11 +346,24 @@ def _prefill_from_tune(study: Study, model: ModelConfig, group: dict) -> None:
     from asymptote.tuning.search import SearchSpec
 
     cfg = study.config.search
-    for (label, recipe, budget), d in group.items():
-        spec = SearchSpec(name=d.name, model=model, data=study.data_at(budget), data_artifact=study.data.rel,
-                          train=study.config.train, grid=cfg.grid, axes=RECIPES[recipe], start=d.cd.start,
-                          sampler=cfg.sampler, trials=cfg.trials, max_runs=cfg.max_runs, seed=cfg.seed,
-                          compute=study.config.compute, store=study.store.cfg, progress_hub=study.hub)
+    for (_label, recipe, budget), d in group.items():
+        spec = SearchSpec(
+            name=d.name,
+            model=model,
+            data=study.data_at(budget),
+            data_artifact=study.data.rel,
+            train=study.config.train,
+            grid=cfg.grid,
+            axes=RECIPES[recipe],
+            start=d.cd.start,
+            sampler=cfg.sampler,
+            trials=cfg.trials,
+            max_runs=cfg.max_runs,
+            seed=cfg.seed,
+            compute=study.config.compute,
+            store=study.store.cfg,
+            progress_hub=study.hub,
+        )
         d.cd.results.update(tune_search(spec).losses())
 
 
@@ -317,21 +376,30 @@ def sweep_and_members(study: Study, descents: dict) -> tuple[dict[str, dict[floa
     """
     cfg = study.config
     label, model = cfg.sweep_label, cfg.sizes[cfg.sweep_size]
-    points = {r: [descents[(label, r, cfg.tokens)].best._replace(epochs=e) for e in cfg.search.grid.epochs]
-              for r in ("standard", "regularized")}
+    points = {
+        r: [descents[(label, r, cfg.tokens)].best._replace(epochs=e) for e in cfg.search.grid.epochs]
+        for r in ("standard", "regularized")
+    }
     sweep_jobs = [study.point_job(model, cfg.tokens, p) for r in points for p in points[r]]
-    member_jobs = [study.member_job(m, descents[(lab, "regularized", cfg.tokens)].best, k)
-                   for m, lab in zip(cfg.sizes, cfg.labels) for k in range(1, cfg.ensemble.members + 1)]
+    member_jobs = [
+        study.member_job(m, descents[(lab, "regularized", cfg.tokens)].best, k)
+        for m, lab in zip(cfg.sizes, cfg.labels, strict=False)
+        for k in range(1, cfg.ensemble.members + 1)
+    ]
     refs = iter(train_all(sweep_jobs + member_jobs))
-    known = {r: [(p.epochs, next(refs).val_loss) for p in pts]
-                + [(p.epochs, v) for p, v in descents[(label, r, cfg.tokens)].cd.results.items()]
-             for r, pts in points.items()}
+    known = {
+        r: [(p.epochs, next(refs).val_loss) for p in pts]
+        + [(p.epochs, v) for p, v in descents[(label, r, cfg.tokens)].cd.results.items()]
+        for r, pts in points.items()
+    }
     known["regularized"] += known["standard"]  # weight decay 0.1 is one of the tuned recipe's options
-    sweep = {r: {e: min(_finite(v) for ep, v in kv if ep == e) for e in sorted({e for e, _ in kv})}
-             for r, kv in known.items()}
+    sweep = {
+        r: {e: min(_finite(v) for ep, v in kv if ep == e) for e in sorted({e for e, _ in kv})}
+        for r, kv in known.items()
+    }
     k = cfg.ensemble.members
     members = [next(refs) for _ in member_jobs]
-    return sweep, {lab: members[i * k:(i + 1) * k] for i, lab in enumerate(cfg.labels)}
+    return sweep, {lab: members[i * k : (i + 1) * k] for i, lab in enumerate(cfg.labels)}
 
 
 def _finite(loss: float) -> float:
@@ -341,13 +409,18 @@ def _finite(loss: float) -> float:
 def collect(study: Study, descents: dict, sweep: dict, members: dict, ensembles: dict) -> StudyData:
     cfg = study.config
     sizes = []
-    for model, label in zip(cfg.sizes, cfg.labels):
+    for model, label in zip(cfg.sizes, cfg.labels, strict=False):
         best = {r: descents[(label, r, cfg.tokens)] for r in ("standard", "regularized")}
-        sizes.append(SizeData(label=label, params=param_count(model),
-                              standard=best["standard"].cd.results[best["standard"].best],
-                              regularized=best["regularized"].cd.results[best["regularized"].best],
-                              members=[m.val_loss for m in members[label]],
-                              ensemble={h: ensembles[label][h] for h in ("logits", "probs")}))
+        sizes.append(
+            SizeData(
+                label=label,
+                params=param_count(model),
+                standard=best["standard"].cd.results[best["standard"].best],
+                regularized=best["regularized"].cd.results[best["regularized"].best],
+                members=[m.val_loss for m in members[label]],
+                ensemble={h: ensembles[label][h] for h in ("logits", "probs")},
+            )
+        )
     efficiency = {}
     for (label, recipe, budget), d in descents.items():
         if recipe == "standard" and label in cfg.efficiency_labels:
@@ -356,10 +429,19 @@ def collect(study: Study, descents: dict, sweep: dict, members: dict, ensembles:
 
 
 def search_rows(descents: dict) -> list[SearchRow]:
-    return [SearchRow(size=label, recipe=recipe, budget=budget, best=d.best._asdict(), loss=d.cd.results[d.best],
-                      certified=d.cd.certified, points=len(d.cd.results),
-                      run=d.job(d.best).run_rel)
-            for (label, recipe, budget), d in descents.items()]
+    return [
+        SearchRow(
+            size=label,
+            recipe=recipe,
+            budget=budget,
+            best=d.best._asdict(),
+            loss=d.cd.results[d.best],
+            certified=d.cd.certified,
+            points=len(d.cd.results),
+            run=d.job(d.best).run_rel,
+        )
+        for (label, recipe, budget), d in descents.items()
+    ]
 
 
 @flow(name="scaling-study", log_prints=True)
@@ -372,25 +454,39 @@ def scaling_study(config: ScalingStudyConfig = ScalingStudyConfig()) -> ScalingS
         study = Study(config, store, data, hub)
         descents = search_all(study)
         sweep, members = sweep_and_members(study, descents)
-        futures = {label: ensemble_eval(store, [r.rel for r in refs], data.rel) for label, refs in members.items()}
+        futures = {
+            label: ensemble_eval(store, [r.rel for r in refs], data.rel) for label, refs in members.items()
+        }
         ensembles = {label: f.result() for label, f in futures.items()}
     measured = collect(study, descents, sweep, members, ensembles)
     analysis = analyse(measured, config.fits)
     rows = search_rows(descents)
-    runs = sorted({d.runs[p].rel for d in descents.values() for p in d.runs}
-                  | {r.rel for refs in members.values() for r in refs})
+    runs = sorted(
+        {d.runs[p].rel for d in descents.values() for p in d.runs}
+        | {r.rel for refs in members.values() for r in refs}
+    )
     markdown, files = render(config, data, rows, measured, analysis)
     key = stable_hash(key_dict(config))
     report = publish_report(store, "scaling", key, markdown, files)
-    return ScalingStudyResult(flow_run_id=flow_run.id, data=data, searches=rows, study=measured, analysis=analysis,
-                              runs=runs, report_uri=report, figures=figures(measured, analysis))
+    return ScalingStudyResult(
+        flow_run_id=flow_run.id,
+        data=data,
+        searches=rows,
+        study=measured,
+        analysis=analysis,
+        runs=runs,
+        report_uri=report,
+        figures=figures(measured, analysis),
+    )
 
 
 def _check_budgets(config: ScalingStudyConfig, data: DataRef) -> None:
     for budget in [config.tokens, *config.efficiency.budgets]:
         if budget > data.n_train:
-            raise ValueError(f"token budget {budget:,} exceeds the corpus's {data.n_train:,} training tokens; "
-                             "lower budget / efficiency.budgets or use a larger data.source")
+            raise ValueError(
+                f"token budget {budget:,} exceeds the corpus's {data.n_train:,} training tokens; "
+                "lower budget / efficiency.budgets or use a larger data.source"
+            )
 
 
 # ----------------------------------------------------------------------------- main job and CLI
@@ -401,19 +497,30 @@ def main_step(config: ScalingStudyConfig):
     from asymptote.flows.main import StepOutcome
 
     res = scaling_study(config)
-    markdown, files = render(config, res.data, res.searches, res.study, res.analysis, prefix="scaling-", level=2)
+    markdown, files = render(
+        config, res.data, res.searches, res.study, res.analysis, prefix="scaling-", level=2
+    )
     files = {n: b for n, b in files.items() if n.endswith(".png")}
     return StepOutcome(markdown=markdown, figures=res.figures, files=files, result=res)
 
 
-def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
-        store: Optional[str] = StoreOpt) -> None:
+def cli(
+    recipe: Optional[str] = RecipeOpt,
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
     """Data-constrained scaling study: search, parameter and ensemble scaling, asymptotes, data efficiency."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 
     _quiet_prefect()
     cfg = _config(ScalingStudyConfig, recipe, set_, store)
     res = scaling_study(cfg)
-    _finish(res.figures | {"report_uri": res.report_uri}, as_json,
-            [f"[green]done[/green]. {', '.join(f'{k} {v}' for k, v in res.figures.items() if k != 'loss_per_k')}",
-             f"report {res.report_uri}"])
+    _finish(
+        res.figures | {"report_uri": res.report_uri},
+        as_json,
+        [
+            f"[green]done[/green]. {', '.join(f'{k} {v}' for k, v in res.figures.items() if k != 'loss_per_k')}",
+            f"report {res.report_uri}",
+        ],
+    )

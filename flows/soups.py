@@ -39,16 +39,32 @@ from asymptote.soups import SoupOptions
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report
-from asymptote.tasks.soups import (Kitchen, SoupEntry, cook, independent_averages, plot_heldout_vs_test, run_sweep,
-                                   sample_trials)
+from asymptote.tasks.soups import (
+    Kitchen,
+    SoupEntry,
+    cook,
+    independent_averages,
+    plot_heldout_vs_test,
+    run_sweep,
+    sample_trials,
+)
 
 STEPS = ("data", "base", "sweep", "soups", "independent")
 
 
 def _recipe(**fields: Any) -> TrainConfig:
     # The distill step's teacher recipe: in the main job its first member doubles as this base.
-    base = {"lr": 3e-3, "max_steps": 200, "batch_size": 16, "warmup_steps": 20, "eval_every": 100,
-            "eval_windows": 64, "log_every": 20, "checkpoint_every": 100, "weight_decay": 0.5}
+    base = {
+        "lr": 3e-3,
+        "max_steps": 200,
+        "batch_size": 16,
+        "warmup_steps": 20,
+        "eval_every": 100,
+        "eval_windows": 64,
+        "log_every": 20,
+        "checkpoint_every": 100,
+        "weight_decay": 0.5,
+    }
     return TrainConfig(**(base | fields))
 
 
@@ -81,7 +97,9 @@ class SweepConfig(Section):
     engine: Literal["tune", "tasks"] = "tasks"
     """tune: one Ray Tune trial per fine-tune; tasks: concurrent cached Prefect train tasks (no Tune
     start-up). Both train the same content-addressed runs."""
-    train: TrainConfig = Field(default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None))
+    train: TrainConfig = Field(
+        default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None)
+    )
     """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, epochs and seeds are drawn."""
 
     @field_validator("lr", "weight_decay")
@@ -102,9 +120,12 @@ class SweepConfig(Section):
         from ray import tune
 
         lr, wd = self.lr, self.weight_decay
-        return {"lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
-                "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
-                "epochs": tune.choice(self.epochs), "seed": tune.randint(0, 2**16)}
+        return {
+            "lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
+            "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
+            "epochs": tune.choice(self.epochs),
+            "seed": tune.randint(0, 2**16),
+        }
 
 
 class IndependentConfig(Section):
@@ -150,8 +171,10 @@ class SoupStudyConfig(Section):
     @model_validator(mode="after")
     def _merges_need_a_base(self) -> "SoupStudyConfig":
         if self.ingredients and self.merges.methods and not self.base.run:
-            raise ValueError("merges are relative to the base the ingredients were fine-tuned from: "
-                             "set base.run, or merges.methods=[] to soup them without merges")
+            raise ValueError(
+                "merges are relative to the base the ingredients were fine-tuned from: "
+                "set base.run, or merges.methods=[] to soup them without merges"
+            )
         return self
 
 
@@ -180,7 +203,11 @@ class SoupStudyResult(BaseModel):
         if singles:
             out["best_single"] = min(singles, key=lambda e: e.heldout).test
             out["oracle_single"] = min(e.test for e in singles)
-        out |= {e.name: e.test for e in self.entries if e.kind in ("soup", "merge", "independent-average", "ensemble")}
+        out |= {
+            e.name: e.test
+            for e in self.entries
+            if e.kind in ("soup", "merge", "independent-average", "ensemble")
+        }
         members = [e.test for e in self.entries if e.kind == "member"]
         if members:
             out["independent_members"] = sum(members) / len(members)
@@ -197,34 +224,69 @@ def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str
         return store.model_ref(b.run, "base.run")
     data = b.data or config.data
     ref = target if b.data is None else prepare_data(data, store)
-    job = make_job(name=f"{config.name}-base", model=b.model, data=data, train=b.train, data_artifact=ref.rel,
-                   compute=config.compute, store=store.cfg, progress_hub=hub)
+    job = make_job(
+        name=f"{config.name}-base",
+        model=b.model,
+        data=data,
+        train=b.train,
+        data_artifact=ref.rel,
+        compute=config.compute,
+        store=store.cfg,
+        progress_hub=hub,
+    )
     return submit_train(job, refresh)
 
 
-def finetune_jobs(config: SoupStudyConfig, store: Store, base: str, target: DataRef,
-                  hub: str | None) -> tuple[list[TrainJob], list[dict[str, Any]]]:
+def finetune_jobs(
+    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None
+) -> tuple[list[TrainJob], list[dict[str, Any]]]:
     """One TrainJob per drawn hyperparameter set, each initialised from the base."""
     shape = store.manifest(base).meta["model"]
     draws = sample_trials(config.sweep.space(), config.sweep.n_models, config.sweep.seed)
     jobs = []
     for i, hp in enumerate(draws):
-        tr = config.sweep.train.model_copy(update={"lr": hp["lr"], "weight_decay": hp["weight_decay"],
-                                                   "epochs": hp["epochs"], "train_seed": hp["seed"],
-                                                   "data_seed": hp["seed"]})
-        jobs.append(make_job(name=f"{config.name}-ft-{i}", model=ModelConfig.model_validate(shape), data=config.data,
-                             train=tr, data_artifact=target.rel, init_from=base, compute=config.compute,
-                             store=store.cfg, progress_hub=hub))
+        tr = config.sweep.train.model_copy(
+            update={
+                "lr": hp["lr"],
+                "weight_decay": hp["weight_decay"],
+                "epochs": hp["epochs"],
+                "train_seed": hp["seed"],
+                "data_seed": hp["seed"],
+            }
+        )
+        jobs.append(
+            make_job(
+                name=f"{config.name}-ft-{i}",
+                model=ModelConfig.model_validate(shape),
+                data=config.data,
+                train=tr,
+                data_artifact=target.rel,
+                init_from=base,
+                compute=config.compute,
+                store=store.cfg,
+                progress_hub=hub,
+            )
+        )
     return jobs, draws
 
 
-def member_jobs(config: SoupStudyConfig, store: Store, target: DataRef, shape: ModelConfig,
-                hub: str | None) -> list[TrainJob]:
+def member_jobs(
+    config: SoupStudyConfig, store: Store, target: DataRef, shape: ModelConfig, hub: str | None
+) -> list[TrainJob]:
     t = config.independent.train
-    return [make_job(name=f"{config.name}-member-{i}", model=shape, data=config.data,
-                     train=t.model_copy(update={"train_seed": t.train_seed + i, "data_seed": t.data_seed + i}),
-                     data_artifact=target.rel, compute=config.compute, store=store.cfg, progress_hub=hub)
-            for i in range(config.independent.members)]
+    return [
+        make_job(
+            name=f"{config.name}-member-{i}",
+            model=shape,
+            data=config.data,
+            train=t.model_copy(update={"train_seed": t.train_seed + i, "data_seed": t.data_seed + i}),
+            data_artifact=target.rel,
+            compute=config.compute,
+            store=store.cfg,
+            progress_hub=hub,
+        )
+        for i in range(config.independent.members)
+    ]
 
 
 def _use_gpu(compute: ComputeConfig) -> bool:
@@ -234,8 +296,9 @@ def _use_gpu(compute: ComputeConfig) -> bool:
 # ----------------------------------------------------------------------------- the flow
 
 
-def start_members(config: SoupStudyConfig, store: Store, target: DataRef, given: list[str], hub: str | None,
-                  refresh: bool) -> list:
+def start_members(
+    config: SoupStudyConfig, store: Store, target: DataRef, given: list[str], hub: str | None, refresh: bool
+) -> list:
     """Submit the independent members (futures), so they train while the base and the fine-tunes do.
 
     Their shape is the base's: base.model when it is trained here, else that of base.run or of the
@@ -250,15 +313,17 @@ def start_members(config: SoupStudyConfig, store: Store, target: DataRef, given:
     return [submit_train(j, refresh) for j in member_jobs(config, store, target, shape, hub)]
 
 
-def sweep(config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None,
-          refresh: bool) -> list[FineTune]:
+def sweep(
+    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None, refresh: bool
+) -> list[FineTune]:
     jobs, draws = finetune_jobs(config, store, base, target, hub)
     runs = run_sweep(jobs, config.sweep.engine, refresh)
-    return [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws)]
+    return [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws, strict=False)]
 
 
-def averages(config: SoupStudyConfig, store: Store, futures: list, target: DataRef, gpu: bool,
-             refresh: bool) -> list[SoupEntry]:
+def averages(
+    config: SoupStudyConfig, store: Store, futures: list, target: DataRef, gpu: bool, refresh: bool
+) -> list[SoupEntry]:
     if not futures:
         return []
     members = [f.result().rel for f in futures]
@@ -274,18 +339,30 @@ def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str]
         gpu = _use_gpu(config.compute)
         target = prepare_data(config.data, store, refresh=again("data"))
         given = [store.model_ref(r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
-        pending = submit_base(config, store, target, hub, again("base")) if config.base.run or not given else None
-        futures = start_members(config, store, target, given, hub, again("independent"))  # queued after the base
+        pending = (
+            submit_base(config, store, target, hub, again("base")) if config.base.run or not given else None
+        )
+        futures = start_members(
+            config, store, target, given, hub, again("independent")
+        )  # queued after the base
         base = pending.result().rel if hasattr(pending, "result") else pending
         finetunes = [] if given else sweep(config, store, base, target, hub, again("sweep"))
-        kitchen = Kitchen(ingredients=given or [f.run.rel for f in finetunes], data=target.rel, soups=config.soups,
-                          base=base if config.merges.methods else None, merges=config.merges)
+        kitchen = Kitchen(
+            ingredients=given or [f.run.rel for f in finetunes],
+            data=target.rel,
+            soups=config.soups,
+            base=base if config.merges.methods else None,
+            merges=config.merges,
+        )
         entries = cook(store, kitchen, gpu, refresh=again("soups"))
         entries += averages(config, store, futures, target, gpu, again("independent"))
-    result = SoupStudyResult(flow_run_id=flow_run.id, data=target, base=base, finetunes=finetunes, entries=entries,
-                             report_uri="")
+    result = SoupStudyResult(
+        flow_run_id=flow_run.id, data=target, base=base, finetunes=finetunes, entries=entries, report_uri=""
+    )
     markdown, files = soup_report(config, result, store)
-    return result.model_copy(update={"report_uri": publish_report(store, "soups", kitchen.key(store), markdown, files)})
+    return result.model_copy(
+        update={"report_uri": publish_report(store, "soups", kitchen.key(store), markdown, files)}
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -295,29 +372,53 @@ def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
     names = {ft.run.rel: f"ft-{i}" for i, ft in enumerate(result.finetunes)}
     rows = []
     for e in result.entries:
-        used = [f"{names.get(k, k)}:{w:.2f}" for k, w in e.weights.items() if w > 0] if e.kind != "ingredient" else []
+        used = (
+            [f"{names.get(k, k)}:{w:.2f}" for k, w in e.weights.items() if w > 0]
+            if e.kind != "ingredient"
+            else []
+        )
         extra = f"scale {e.info['scale']}" if "scale" in e.info else ""
-        rows.append({"model": names.get(e.name, e.name), "kind": e.kind, "held-out": e.heldout, "test": e.test,
-                     "weights": " ".join(used) if len(used) <= 8 else f"{len(used)} ingredients", "notes": extra})
+        rows.append(
+            {
+                "model": names.get(e.name, e.name),
+                "kind": e.kind,
+                "held-out": e.heldout,
+                "test": e.test,
+                "weights": " ".join(used) if len(used) <= 8 else f"{len(used)} ingredients",
+                "notes": extra,
+            }
+        )
     return rows
 
 
 def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
-    return [{"fine-tune": f"ft-{i}", "lr": f"{ft.hparams['lr']:.2e}", "weight_decay": f"{ft.hparams['weight_decay']:.3f}",
-             "epochs": ft.hparams["epochs"], "seed": ft.hparams["seed"], "steps": ft.run.summary.get("steps"),
-             "run": f"`{ft.run.rel}`"} for i, ft in enumerate(result.finetunes)]
+    return [
+        {
+            "fine-tune": f"ft-{i}",
+            "lr": f"{ft.hparams['lr']:.2e}",
+            "weight_decay": f"{ft.hparams['weight_decay']:.3f}",
+            "epochs": ft.hparams["epochs"],
+            "seed": ft.hparams["seed"],
+            "steps": ft.run.summary.get("steps"),
+            "run": f"`{ft.run.rel}`",
+        }
+        for i, ft in enumerate(result.finetunes)
+    ]
 
 
-def soup_report(config: SoupStudyConfig, result: SoupStudyResult, store: Store,
-                plot_name: str = "heldout_vs_test.png") -> tuple[str, dict[str, bytes]]:
+def soup_report(
+    config: SoupStudyConfig, result: SoupStudyResult, store: Store, plot_name: str = "heldout_vs_test.png"
+) -> tuple[str, dict[str, bytes]]:
     with tempfile.TemporaryDirectory() as tmp:
         plot_heldout_vs_test(result.entries, Path(tmp) / plot_name, title=f"{config.name}: held-out vs test")
         files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
     t = result.test_loss()
     verdict = ""
     if "greedy" in t and "best_single" in t:
-        verdict = (f"\nGreedy soup vs the best single fine-tune (chosen on held-out), on test: {t['greedy']:.4f} vs "
-                   f"{t['best_single']:.4f} ({'greedy is better or equal' if t['greedy'] <= t['best_single'] else 'greedy is worse'}).\n")
+        verdict = (
+            f"\nGreedy soup vs the best single fine-tune (chosen on held-out), on test: {t['greedy']:.4f} vs "
+            f"{t['best_single']:.4f} ({'greedy is better or equal' if t['greedy'] <= t['best_single'] else 'greedy is worse'}).\n"
+        )
     sweep = f"\n### Fine-tunes\n\n{md_table(_finetune_rows(result))}\n" if result.finetunes else ""
     base = f"`{store.uri(result.base)}`" if result.base else "none (given checkpoints, no merges)"
     markdown = (
@@ -333,7 +434,8 @@ def soup_report(config: SoupStudyConfig, result: SoupStudyResult, store: Store,
         "first by weight matching (residual stream, heads, SwiGLU units) before averaging; the ensemble "
         "averages their logits.\n"
         f"- Soups are committed under `{store.uri('soups')}` with manifests naming ingredients and weights.\n\n"
-        f"![held-out vs test]({plot_name})\n")
+        f"![held-out vs test]({plot_name})\n"
+    )
     return markdown, files
 
 
@@ -343,12 +445,21 @@ def main_step(config: SoupStudyConfig):
 
     res = soup_study(config)
     markdown, files = soup_report(config, res, Store(config.store), plot_name="soups-heldout-vs-test.png")
-    return StepOutcome(markdown=markdown.replace("# Model soups", "## Model soups", 1).replace("### Fine", "#### Fine"),
-                       figures={"test_loss": res.test_loss()}, files=files, result=res)
+    return StepOutcome(
+        markdown=markdown.replace("# Model soups", "## Model soups", 1).replace("### Fine", "#### Fine"),
+        figures={"test_loss": res.test_loss()},
+        files=files,
+        result=res,
+    )
 
 
-def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bool = JsonOpt,
-        store: Optional[str] = StoreOpt, recompute: list[str] = recompute_opt(STEPS)) -> None:
+def cli(
+    recipe: Optional[str] = RecipeOpt,
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+    store: Optional[str] = StoreOpt,
+    recompute: list[str] = recompute_opt(STEPS),
+) -> None:
     """Soups and merges of fine-tunes (a sweep here, or any checkpoints of the store), and aligned averaging."""
     from asymptote.cli import _config, _finish, _quiet_prefect
 
@@ -357,5 +468,8 @@ def cli(recipe: Optional[str] = RecipeOpt, set_: list[str] = SetOpt, as_json: bo
     res = soup_study(cfg, recompute=recompute)
     losses = res.test_loss()
     line = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-    _finish(res.model_dump() | {"test_loss": losses}, as_json,
-            [f"[green]done[/green]. test loss: {line}", f"report {res.report_uri}"])
+    _finish(
+        res.model_dump() | {"test_loss": losses},
+        as_json,
+        [f"[green]done[/green]. test loss: {line}", f"report {res.report_uri}"],
+    )

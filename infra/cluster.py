@@ -14,7 +14,9 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 # The controller polls workers every 2 s by default; short runs spend that idle at start and end.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
-LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # the default reserves ~30% of RAM in /dev/shm; tiny models need little
+LOCAL_OBJECT_STORE_BYTES = (
+    256 * 2**20
+)  # the default reserves ~30% of RAM in /dev/shm; tiny models need little
 
 
 def cluster_address(configured: str | None = None) -> str | None:
@@ -41,8 +43,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, _temp_dir=_short_temp_dir())
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            _temp_dir=_short_temp_dir(),
+        )
     try:
         yield
     finally:

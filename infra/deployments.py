@@ -64,8 +64,11 @@ def checkout(directory: str | Path = ".") -> dict[str, str]:
         remote = Path(top).as_uri()
     if _git(top, "status", "--porcelain", "--untracked-files=no"):
         print(f"note: {top} has uncommitted changes; workers run the committed HEAD only")
-    return {"repository": os.environ.get("ASYMPTOTE_GIT_URL") or remote,
-            "branch": _git(top, "rev-parse", "--abbrev-ref", "HEAD"), "commit": _git(top, "rev-parse", "HEAD")}
+    return {
+        "repository": os.environ.get("ASYMPTOTE_GIT_URL") or remote,
+        "branch": _git(top, "rev-parse", "--abbrev-ref", "HEAD"),
+        "commit": _git(top, "rev-parse", "HEAD"),
+    }
 
 
 def results_block(store_uri: str) -> str:
@@ -88,13 +91,19 @@ def deployment_context(store: str | None = None, directory: str = ".") -> dict[s
 
     uri = store or os.environ.get("ASYMPTOTE_STORE")
     if not uri:
-        raise ValueError("ASYMPTOTE_STORE is not set: deployments need a store every worker reaches, e.g. "
-                         "`ASYMPTOTE_STORE=s3://my-bucket/asymptote prefect --no-prompt deploy --all`")
+        raise ValueError(
+            "ASYMPTOTE_STORE is not set: deployments need a store every worker reaches, e.g. "
+            "`ASYMPTOTE_STORE=s3://my-bucket/asymptote prefect --no-prompt deploy --all`"
+        )
     uri = Store(uri).uri()  # a local folder becomes absolute: workers run in their own directories
     if DEFAULT_FILE.exists():
         read_specs(DEFAULT_FILE)  # fail the deploy on a recipe that does not exist, before anything is made
-    return {"store": uri, "results_block": results_block(uri), **checkout(directory),
-            "recipes": recipe_parameters()}
+    return {
+        "store": uri,
+        "results_block": results_block(uri),
+        **checkout(directory),
+        "recipes": recipe_parameters(),
+    }
 
 
 # ----------------------------------------------------------------------------- reading prefect.yaml
@@ -134,12 +143,17 @@ def read_specs(path: str | Path = DEFAULT_FILE, only: list[str] | None = None) -
     for entry in entries:  # a missing recipe would silently deploy the flow's defaults instead
         for name in re.findall(r"asymptote\.recipes\.([\w-]+)", json.dumps(entry)):
             if name not in recipes:
-                raise ValueError(f"{path}: deployment {entry['name']!r} uses recipe {name!r}, which does not exist; "
-                                 f"recipes: {', '.join(recipes)}")
+                raise ValueError(
+                    f"{path}: deployment {entry['name']!r} uses recipe {name!r}, which does not exist; "
+                    f"recipes: {', '.join(recipes)}"
+                )
     values = {"asymptote": {"recipes": recipes}}
     fields = set(DeploymentSpec.model_fields)
-    return [DeploymentSpec.model_validate(apply_values({k: v for k, v in e.items() if k in fields}, values))
-            for e in entries if not only or e["name"] in only]
+    return [
+        DeploymentSpec.model_validate(apply_values({k: v for k, v in e.items() if k in fields}, values))
+        for e in entries
+        if not only or e["name"] in only
+    ]
 
 
 # ----------------------------------------------------------------------------- deploying and serving
@@ -158,8 +172,12 @@ def ensure_work_pool(name: str = WORK_POOL, pool_type: str = "process") -> None:
             pass
 
 
-def deploy(project_dir: str | Path = ".", store: str | None = None, names: list[str] | None = None,
-           pool_type: str = "process") -> None:
+def deploy(
+    project_dir: str | Path = ".",
+    store: str | None = None,
+    names: list[str] | None = None,
+    pool_type: str = "process",
+) -> None:
     """Python equivalent of `prefect --no-prompt deploy --all` (or `--name` each) in a checkout.
 
     Creates the work pool when missing, then runs Prefect's own deploy command (against the Prefect
@@ -172,25 +190,39 @@ def deploy(project_dir: str | Path = ".", store: str | None = None, names: list[
     if store:
         env["ASYMPTOTE_STORE"] = store
     selection = [arg for n in names for arg in ("--name", n)] if names else ["--all"]
-    subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", *selection], cwd=project_dir, env=env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *selection],
+        cwd=project_dir,
+        env=env,
+        check=True,
+    )
 
 
 def _schedules(spec: DeploymentSpec) -> list:
     from prefect.schedules import Cron
 
-    return [Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
-            for s in spec.schedules if "cron" in s]
+    return [
+        Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
+        for s in spec.schedules
+        if "cron" in s
+    ]
 
 
 def runner_deployments(specs: list[DeploymentSpec], schedules: bool = True) -> list:
     """RunnerDeployments for `prefect.serve`, loaded by module path so runs import the installed package."""
     from prefect.deployments.runner import EntrypointType
 
-    return [spec.load_flow().to_deployment(
-        spec.name, parameters=spec.parameters, description=spec.description, tags=spec.tags,
-        schedules=_schedules(spec) if schedules else None, entrypoint_type=EntrypointType.MODULE_PATH)
-        for spec in specs]
+    return [
+        spec.load_flow().to_deployment(
+            spec.name,
+            parameters=spec.parameters,
+            description=spec.description,
+            tags=spec.tags,
+            schedules=_schedules(spec) if schedules else None,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for spec in specs
+    ]
 
 
 def use_store_for_results(store_uri: str) -> None:
@@ -212,12 +244,19 @@ def _import_safe_cwd() -> None:
         os.chdir(cache_dir())
 
 
-def cli(file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="The prefect.yaml to serve."),
-        only: list[str] = typer.Option([], "--only", help="Serve only this deployment (repeatable)."),
-        store: Optional[str] = typer.Option(None, "--store", help="Artifact store root (folder or s3://...); "
-                                            "else $ASYMPTOTE_STORE, else ./artifacts."),
-        schedules: bool = typer.Option(True, "--schedules/--no-schedules", help="Keep prefect.yaml's cron schedules."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Most flow runs at a time.")) -> None:
+def cli(
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="The prefect.yaml to serve."),
+    only: list[str] = typer.Option([], "--only", help="Serve only this deployment (repeatable)."),
+    store: Optional[str] = typer.Option(
+        None,
+        "--store",
+        help="Artifact store root (folder or s3://...); else $ASYMPTOTE_STORE, else ./artifacts.",
+    ),
+    schedules: bool = typer.Option(
+        True, "--schedules/--no-schedules", help="Keep prefect.yaml's cron schedules."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Most flow runs at a time."),
+) -> None:
     """Serve the deployments of prefect.yaml from this process: no work pool or worker needed.
 
     Trigger them from the Prefect UI, `prefect deployment run <flow>/<name>`, or run_deployment().

@@ -32,8 +32,17 @@ def _headline(m: Manifest) -> str:
 
 
 def inventory(store: Store) -> list[dict[str, Any]]:
-    rows = [{"path": rel, "kind": m.kind, "size": m.size, "created": m.created, "headline": _headline(m),
-             "meta": m.meta} for rel, m in _manifests(store).items()]
+    rows = [
+        {
+            "path": rel,
+            "kind": m.kind,
+            "size": m.size,
+            "created": m.created,
+            "headline": _headline(m),
+            "meta": m.meta,
+        }
+        for rel, m in _manifests(store).items()
+    ]
     return sorted(rows, key=lambda r: (r["kind"], r["path"]))
 
 

@@ -41,7 +41,11 @@ class CrashSafeFileLockManager(FileSystemLockManager):
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         info = self._get_lock_info(key, use_cache=use_cache)
-        if info is not None and info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid", -1)):
+        if (
+            info is not None
+            and info.get("host") == socket.gethostname()
+            and not _pid_alive(info.get("pid", -1))
+        ):
             Path(info["path"]).unlink(missing_ok=True)
             self._locks.pop(key, None)
             return False

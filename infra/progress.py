@@ -18,7 +18,6 @@ import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-
 _ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("asymptote_progress_hub", default=None)
 
 
@@ -61,9 +60,15 @@ class _Display:
     def __init__(self, console: Console):
         self.console = console
         self.live = console.is_terminal
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
-                                 transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         self.tasks: dict[str, int] = {}
         self.printed: dict[str, tuple[float, Any]] = {}  # run -> (time, step) of its last plain line
         self.first: dict[str, tuple[float, int]] = {}  # run -> (time, step) when first seen: the ETA's rate
@@ -93,7 +98,9 @@ class _Display:
                 when, step = self.printed.get(run, (0.0, None))
                 due = time.time() - when > 10 or rec.get("step") == rec.get("total_steps")
                 if due and step != rec.get("step"):
-                    self.console.print(f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}{eta}")
+                    self.console.print(
+                        f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}{eta}"
+                    )
                     self.printed[run] = (time.time(), rec.get("step"))
 
 

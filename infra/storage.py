@@ -204,8 +204,10 @@ class Store:
         anything that is not a committed artifact with a model; `field` names the config field."""
         rel = self.relpath(ref) if "://" in ref or ref.startswith("/") else ref.strip("/")
         if not self.has(rel) or "model" not in self.manifest(rel).meta:
-            raise ValueError(f"{field}={ref!r}: no committed model at {self.uri(rel)}; give a runs/<key> "
-                             "(or soups/<key>/<name>) path of this store, or its URI")
+            raise ValueError(
+                f"{field}={ref!r}: no committed model at {self.uri(rel)}; give a runs/<key> "
+                "(or soups/<key>/<name>) path of this store, or its URI"
+            )
         return rel
 
     def read(self, rel: str, name: str) -> bytes:
@@ -228,7 +230,12 @@ class Store:
             folder = Path(self.path(rel))
             _verify_folder(folder, manifest, self.uri(rel))
             return folder
-        folder = cache_dir() / "artifacts" / hashlib.sha256(self.uri(rel).encode()).hexdigest()[:16] / manifest.digest
+        folder = (
+            cache_dir()
+            / "artifacts"
+            / hashlib.sha256(self.uri(rel).encode()).hexdigest()[:16]
+            / manifest.digest
+        )
         if not (folder / ".complete").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))

@@ -36,9 +36,15 @@ class ScheduleRef(BaseModel):
 
 
 def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
-    return ScheduleRef(rel=rel, uri=store.uri(rel, SCHEDULE), plot_uri=store.uri(rel, PLOT), steps=len(doc["lrs"]),
-                       trial_steps=doc["trial_steps_spent"], chosen_lrs=doc["chosen_lrs"],
-                       final_val_loss=doc["final_val_loss"])
+    return ScheduleRef(
+        rel=rel,
+        uri=store.uri(rel, SCHEDULE),
+        plot_uri=store.uri(rel, PLOT),
+        steps=len(doc["lrs"]),
+        trial_steps=doc["trial_steps_spent"],
+        chosen_lrs=doc["chosen_lrs"],
+        final_val_loss=doc["final_val_loss"],
+    )
 
 
 @task(name="autolrs-schedule", retries=1, retry_delay_seconds=5)

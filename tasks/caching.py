@@ -27,7 +27,9 @@ from asymptote.infra.storage import Store, cache_dir
 class StepKey(CachePolicy):
     """The cache key is the task's `key` argument, prefixed by the task name."""
 
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> str | None:
+    def compute_key(
+        self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs
+    ) -> str | None:
         key = inputs.get("key")
         return f"{task_ctx.task.name}-{key}" if key else None
 
@@ -65,10 +67,16 @@ def cache_options(store: Store) -> dict[str, Any]:
     # Blocks live in one Prefect database: configure again when the process talks to another API.
     uri = f"{store.uri()}|{get_current_settings().api.url}"
     if uri not in _CONFIGURED:
-        policy = StepKey().configure(key_storage=result_storage(store, "keys"), lock_manager=lock_manager(store),
-                                     isolation_level="SERIALIZABLE")
-        _CONFIGURED[uri] = {"cache_policy": policy, "result_storage": result_storage(store),
-                            "persist_result": True}
+        policy = StepKey().configure(
+            key_storage=result_storage(store, "keys"),
+            lock_manager=lock_manager(store),
+            isolation_level="SERIALIZABLE",
+        )
+        _CONFIGURED[uri] = {
+            "cache_policy": policy,
+            "result_storage": result_storage(store),
+            "persist_result": True,
+        }
     return _CONFIGURED[uri]
 
 
@@ -85,7 +93,9 @@ def cached(task, store: Store, refresh: bool = False):
     return task.with_options(**cache_options(store), refresh_cache=refresh or None)
 
 
-def run_cached(task, store: Store, *args, refresh: bool = False, states: dict[str, str] | None = None, **kwargs):
+def run_cached(
+    task, store: Store, *args, refresh: bool = False, states: dict[str, str] | None = None, **kwargs
+):
     """Call the cached task and return its value; record its final state name (Completed, Cached) in states."""
     state = cached(task, store, refresh)(*args, return_state=True, **kwargs)
     if states is not None:

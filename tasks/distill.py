@@ -24,14 +24,20 @@ from asymptote.sampling import SamplingConfig
 from asymptote.tasks.caching import cached
 from asymptote.versioning import code_version_of
 
-
 # What a sampling run executes beyond the core modules: editing other methods never invalidates samples.
 SAMPLING_CODE = ("asymptote.sampling", "asymptote.ensemble", "asymptote.distill")
 
 
 @ray.remote
-def _sample_share(store: Store, teachers: list[str], data_rel: str, spec: dict, length: int,
-                  chunks: list[int], use_gpu: bool) -> list[np.ndarray]:
+def _sample_share(
+    store: Store,
+    teachers: list[str],
+    data_rel: str,
+    spec: dict,
+    length: int,
+    chunks: list[int],
+    use_gpu: bool,
+) -> list[np.ndarray]:
     from asymptote.job import model_from_run
     from asymptote.sampling import sample_chunk
     from asymptote.shards import load_dataset
@@ -51,40 +57,90 @@ def sampling_workers(n_chunks: int) -> tuple[int, bool]:
     return max(1, min(n_chunks, int(ray.available_resources().get("CPU", 1)))), False
 
 
-def sample_sequences(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int,
-                     workers: int | None = None) -> np.ndarray:
+def sample_sequences(
+    store: Store,
+    teachers: list[str],
+    data_rel: str,
+    cfg: SamplingConfig,
+    length: int,
+    workers: int | None = None,
+) -> np.ndarray:
     """(n_sequences, length) tokens sampled from the teachers, chunks spread over Ray workers."""
     n_workers, use_gpu = sampling_workers(cfg.n_chunks())
     n_workers = workers or n_workers
     shares = [list(range(w, cfg.n_chunks(), n_workers)) for w in range(n_workers)]
     remote = _sample_share.options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=2)
-    results = ray.get([remote.remote(store, teachers, data_rel, cfg.model_dump(), length, s, use_gpu) for s in shares])
-    by_chunk = {c: arr for share, arrs in zip(shares, results) for c, arr in zip(share, arrs)}
+    results = ray.get(
+        [remote.remote(store, teachers, data_rel, cfg.model_dump(), length, s, use_gpu) for s in shares]
+    )
+    by_chunk = {
+        c: arr
+        for share, arrs in zip(shares, results, strict=False)
+        for c, arr in zip(share, arrs, strict=False)
+    }
     return np.concatenate([by_chunk[c] for c in range(cfg.n_chunks())])
 
 
 @task(name="sample", retries=1, retry_delay_seconds=5)
-def sample_task(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int, key: str,
-                workers: int | None = None) -> DataRef:
+def sample_task(
+    store: Store,
+    teachers: list[str],
+    data_rel: str,
+    cfg: SamplingConfig,
+    length: int,
+    key: str,
+    workers: int | None = None,
+) -> DataRef:
     from asymptote.distill import save_synthetic
 
     rel = f"data/{key}"
     if not store.has(rel):  # committed by an earlier attempt whose result Prefect did not record
         sequences = sample_sequences(store, teachers, data_rel, cfg, length, workers)
-        save_synthetic(store, rel, sequences, store.manifest(data_rel).meta,
-                       meta={"source": f"sampled from {len(teachers)} teacher(s)", "teachers": teachers,
-                             "corpus": data_rel, "sampling": cfg.model_dump()})
+        save_synthetic(
+            store,
+            rel,
+            sequences,
+            store.manifest(data_rel).meta,
+            meta={
+                "source": f"sampled from {len(teachers)} teacher(s)",
+                "teachers": teachers,
+                "corpus": data_rel,
+                "sampling": cfg.model_dump(),
+            },
+        )
     meta = store.manifest(rel).meta
-    return DataRef(rel=rel, uri=store.uri(rel), n_train=meta["n_train"], n_val=meta["n_val"],
-                   source_sha256=meta["source_sha256"])
+    return DataRef(
+        rel=rel,
+        uri=store.uri(rel),
+        n_train=meta["n_train"],
+        n_val=meta["n_val"],
+        source_sha256=meta["source_sha256"],
+    )
 
 
-def sample(store: Store, teachers: list[str], data_rel: str, cfg: SamplingConfig, length: int,
-           refresh: bool = False, workers: int | None = None) -> DataRef:
+def sample(
+    store: Store,
+    teachers: list[str],
+    data_rel: str,
+    cfg: SamplingConfig,
+    length: int,
+    refresh: bool = False,
+    workers: int | None = None,
+) -> DataRef:
     """Synthetic sequences of `length` tokens from the teachers, cached by everything that shapes them."""
-    key = stable_hash({"teachers": teachers, "corpus": data_rel, "sampling": key_dict(cfg), "length": length,
-                       "code": code_version_of(*SAMPLING_CODE), "what": "synthetic"})
-    return cached(sample_task, store, refresh)(store, teachers, data_rel, cfg, length, key=key, workers=workers)
+    key = stable_hash(
+        {
+            "teachers": teachers,
+            "corpus": data_rel,
+            "sampling": key_dict(cfg),
+            "length": length,
+            "code": code_version_of(*SAMPLING_CODE),
+            "what": "synthetic",
+        }
+    )
+    return cached(sample_task, store, refresh)(
+        store, teachers, data_rel, cfg, length, key=key, workers=workers
+    )
 
 
 # ----------------------------------------------------------------------------- the comparison plot
@@ -95,13 +151,17 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None
     from asymptote.plots import plt  # matplotlib configured headless there
 
     names, losses = [r["model"] for r in rows], [r["val_loss"] for r in rows]
-    colors = ["tab:gray" if r["kind"] == "single" else "tab:green" if r["kind"] == "ensemble" else "tab:blue"
-              for r in rows]
+    colors = [
+        "tab:gray" if r["kind"] == "single" else "tab:green" if r["kind"] == "ensemble" else "tab:blue"
+        for r in rows
+    ]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows)), 4), dpi=110)
     ax.bar(names, losses, color=colors)
     for r in rows:
         if r["kind"] in ("single", "ensemble"):
-            ax.axhline(r["val_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1)
+            ax.axhline(
+                r["val_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1
+            )
     spread = max(losses) - min(losses)
     ax.set_ylim(min(losses) - max(spread, 0.01), max(losses) + 0.5 * max(spread, 0.01))
     ax.set(ylabel="validation loss (nats/token)", title=title)

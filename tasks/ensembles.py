@@ -37,6 +37,12 @@ def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -
 def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False):
     """A future of the validation loss of each run and of the first-k ensembles (logit and probability
     averaging); cached by the runs' content-addressed paths, the data and the ensemble code."""
-    key = stable_hash({"runs": runs, "data": data_rel, "what": "ensemble_losses",
-                       "code": code_version_of("asymptote.ensemble")})
+    key = stable_hash(
+        {
+            "runs": runs,
+            "data": data_rel,
+            "what": "ensemble_losses",
+            "code": code_version_of("asymptote.ensemble"),
+        }
+    )
     return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key)

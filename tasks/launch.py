@@ -63,17 +63,27 @@ def _trainer(job: TrainJob, use_gpu: bool, num_workers: int, store: Store | None
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    scaling = ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                            resources_per_worker={"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})})
+    scaling = ScalingConfig(
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker={"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
+    )
     run = RunConfig(name=f"train-{job.key}")
     if store is not None:
         path, fs = ray_storage(store, job.run_rel)
-        run = RunConfig(name="train", storage_path=path, storage_filesystem=fs,
-                        failure_config=FailureConfig(max_failures=job.compute.max_failures,
-                                                     controller_failure_limit=3))
-    return TorchTrainer(train_loop_per_worker, train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu},
-                        scaling_config=scaling, run_config=run,
-                        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"))
+        run = RunConfig(
+            name="train",
+            storage_path=path,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=job.compute.max_failures, controller_failure_limit=3),
+        )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu},
+        scaling_config=scaling,
+        run_config=run,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+    )
 
 
 def ray_storage(store: Store, rel: str):
@@ -98,9 +108,12 @@ def launch(job: TrainJob) -> dict[str, Any]:
     if resolve_launcher(job) == "ray_train":
         _trainer(job, use_gpu, job.compute.num_workers, store).fit()
     else:
-        task = _local_mode_fit.options(num_cpus=job.compute.cpus_per_worker, num_gpus=1 if use_gpu else 0,
-                                       max_retries=job.compute.max_failures,
-                                       retry_exceptions=[OSError, TimeoutError])
+        task = _local_mode_fit.options(
+            num_cpus=job.compute.cpus_per_worker,
+            num_gpus=1 if use_gpu else 0,
+            max_retries=job.compute.max_failures,
+            retry_exceptions=[OSError, TimeoutError],
+        )
         ray.get(task.remote(job.model_dump(), use_gpu))
     store.invalidate()
     return store.read_json(job.run_rel, "summary.json")
@@ -126,4 +139,3 @@ def launch_from_trial(job: TrainJob) -> dict[str, Any]:
     bundle cannot hold the run, so the launch goes through a task scheduled outside that group.
     """
     return ray.get(_launch_remote.options(scheduling_strategy="DEFAULT").remote(job.model_dump()))
-

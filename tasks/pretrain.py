@@ -24,8 +24,13 @@ from asymptote.tasks.launch import launch
 def prepare_data_task(data: DataConfig, store: Store, key: str) -> DataRef:
     rel = prepare_dataset(data, store, store.options)
     meta = store.manifest(rel).meta
-    return DataRef(rel=rel, uri=store.uri(rel), n_train=meta["n_train"], n_val=meta["n_val"],
-                   source_sha256=meta["source_sha256"])
+    return DataRef(
+        rel=rel,
+        uri=store.uri(rel),
+        n_train=meta["n_train"],
+        n_val=meta["n_val"],
+        source_sha256=meta["source_sha256"],
+    )
 
 
 @task(name="train", retries=1, retry_delay_seconds=10)
@@ -39,11 +44,19 @@ def train_task(job: TrainJob, key: str, fresh: bool = False) -> RunRef:
 
 def run_ref(store: Store, key: str, name: str, summary: dict[str, Any]) -> RunRef:
     rel = f"runs/{key}"
-    return RunRef(key=key, name=name, rel=rel, uri=store.uri(rel), weights_uri=store.uri(rel, "model.safetensors"),
-                  summary=summary)
+    return RunRef(
+        key=key,
+        name=name,
+        rel=rel,
+        uri=store.uri(rel),
+        weights_uri=store.uri(rel, "model.safetensors"),
+        summary=summary,
+    )
 
 
-def prepare_data(data: DataConfig, store: Store, refresh: bool = False, states: dict | None = None) -> DataRef:
+def prepare_data(
+    data: DataConfig, store: Store, refresh: bool = False, states: dict | None = None
+) -> DataRef:
     """Tokenised shards of the source, cached by the source's content and the tokenisation settings."""
     key = dataset_key(data, source_fingerprint(data.source, store.options))
     return run_cached(prepare_data_task, store, data, store, key=key, refresh=refresh, states=states)
@@ -51,7 +64,9 @@ def prepare_data(data: DataConfig, store: Store, refresh: bool = False, states: 
 
 def train(job: TrainJob, refresh: bool = False, states: dict | None = None) -> RunRef:
     """Run (or reuse) a training job; cached by the job's key. `states` records Completed/Cached."""
-    return run_cached(train_task, Store(job.store), job, key=job.key, fresh=refresh, refresh=refresh, states=states)
+    return run_cached(
+        train_task, Store(job.store), job, key=job.key, fresh=refresh, refresh=refresh, states=states
+    )
 
 
 def submit_train(job: TrainJob, refresh: bool = False):
@@ -79,8 +94,9 @@ def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[s
     return ray.get(_evaluate_remote.remote(store, run_rel, data_rel))
 
 
-def evaluate(store: Store, run: RunRef, data: DataRef, refresh: bool = False,
-             states: dict | None = None) -> dict[str, float]:
+def evaluate(
+    store: Store, run: RunRef, data: DataRef, refresh: bool = False, states: dict | None = None
+) -> dict[str, float]:
     """Full validation loss of a run's weights on a corpus (any corpus, not only its own)."""
     key = stable_hash({"run": run.rel, "data": data.rel, "what": "val_loss"})
     return run_cached(evaluate_task, store, store, run.rel, data.rel, key=key, refresh=refresh, states=states)

@@ -11,8 +11,9 @@ from prefect.context import get_run_context
 from asymptote.infra.storage import Store
 
 
-def publish_report(store: Store, flow: str, key: str, markdown: str,
-                   files: dict[str, bytes | str | Path] | None = None) -> str:
+def publish_report(
+    store: Store, flow: str, key: str, markdown: str, files: dict[str, bytes | str | Path] | None = None
+) -> str:
     """Commit reports/<flow>/<key>/ (report.md + files) and attach the markdown to the flow run.
 
     Returns the URI of report.md. The Prefect artifact key must be lowercase letters, digits and dashes.
@@ -26,8 +27,11 @@ def publish_report(store: Store, flow: str, key: str, markdown: str,
             else:
                 shutil.copyfile(src, folder / name)
     if _in_prefect_run():
-        create_markdown_artifact(markdown=markdown, key=f"{flow}-report".lower().replace("_", "-"),
-                                 description=f"{flow} report ({store.uri(rel)})")
+        create_markdown_artifact(
+            markdown=markdown,
+            key=f"{flow}-report".lower().replace("_", "-"),
+            description=f"{flow} report ({store.uri(rel)})",
+        )
     return store.uri(rel, "report.md")
 
 
@@ -44,7 +48,10 @@ def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_(none)_"
     columns = columns or list(rows[0])
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

@@ -52,7 +52,7 @@ def descend(descents: list[Descent]) -> None:
         if not batch:
             return
         refs = train_all([d.job(p) for d, p in batch])
-        for (d, p), ref in zip(batch, refs):
+        for (d, p), ref in zip(batch, refs, strict=False):
             d.runs[p] = ref
             d.cd.record(p, ref.summary.get("val_loss", float("nan")))
 

@@ -80,9 +80,12 @@ def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     store = Store(jobs[0].store)
     storage, fs = ray_storage(store, f"sweeps/{key}")
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
-    tuner = tune.Tuner(trainable, param_space={"job": tune.grid_search([j.model_dump() for j in jobs])},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_runs(jobs[0].compute)),
-                       run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=fs, verbose=0))
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search([j.model_dump() for j in jobs])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_runs(jobs[0].compute)),
+        run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=fs, verbose=0),
+    )
     failed = [r.error for r in tuner.fit() if r.error]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(jobs)} fine-tunes failed; first error: {failed[0]}")
@@ -116,9 +119,21 @@ class Kitchen(BaseModel):
     merges: MergeOptions
 
     def key(self, store: Store) -> str:
-        digests = {rel: store.manifest(rel).digest for rel in [*self.ingredients, *([self.base] if self.base else [])]}
-        return stable_hash({"ingredients": self.ingredients, "base": self.base, "digests": digests, "data": self.data,
-                            "soups": key_dict(self.soups), "merges": key_dict(self.merges), "code": code_version()})
+        digests = {
+            rel: store.manifest(rel).digest
+            for rel in [*self.ingredients, *([self.base] if self.base else [])]
+        }
+        return stable_hash(
+            {
+                "ingredients": self.ingredients,
+                "base": self.base,
+                "digests": digests,
+                "data": self.data,
+                "soups": key_dict(self.soups),
+                "merges": key_dict(self.merges),
+                "code": code_version(),
+            }
+        )
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -134,8 +149,10 @@ def model_shape(store: Store, rels: list[str]):
     first = shapes[rels[0]]
     for rel, cfg in shapes.items():
         if cfg.model_dump(exclude={"preset"}) != first.model_dump(exclude={"preset"}):
-            raise ValueError(f"ingredients must share one shape: {rel} differs from {rels[0]}; "
-                             "soup only checkpoints of one model shape")
+            raise ValueError(
+                f"ingredients must share one shape: {rel} differs from {rels[0]}; "
+                "soup only checkpoints of one model shape"
+            )
     return first
 
 
@@ -161,8 +178,13 @@ class Scorer:
         return mean_loss(model, self.test, self.block, self.env)
 
 
-def commit_model(store: Store, rel: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> None:
+def commit_model(
+    store: Store,
+    rel: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """A soup as an artifact: model.safetensors + weights.json; meta names ingredients and weights."""
     from safetensors.torch import save_file
 
@@ -173,14 +195,30 @@ def commit_model(store: Store, rel: str, tensors: dict[str, torch.Tensor], meta:
         (d / "weights.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1, default=str))
 
 
-def _entry(store: Store, scorer: Scorer, model, name: str, kind: Kind, tensors, meta: dict, out: str,
-           extra: dict | None = None) -> SoupEntry:
+def _entry(
+    store: Store,
+    scorer: Scorer,
+    model,
+    name: str,
+    kind: Kind,
+    tensors,
+    meta: dict,
+    out: str,
+    extra: dict | None = None,
+) -> SoupEntry:
     model.load_state_dict(tensors)
     held, test = scorer.held(model), scorer.tested(model)
     rel = f"{out}/{name}"
     commit_model(store, rel, tensors, {**meta, "heldout_loss": held, "test_loss": test}, extra)
-    return SoupEntry(name=name, kind=kind, heldout=held, test=test, rel=rel, weights=meta.get("weights", {}),
-                     info={k: v for k, v in meta.items() if k not in ("weights", "model", "ingredients")})
+    return SoupEntry(
+        name=name,
+        kind=kind,
+        heldout=held,
+        test=test,
+        rel=rel,
+        weights=meta.get("weights", {}),
+        info={k: v for k, v in meta.items() if k not in ("weights", "model", "ingredients")},
+    )
 
 
 # ----------------------------------------------------------------------------- cooking soups and merges
@@ -196,8 +234,15 @@ def _score_ingredients(scorer: Scorer, model, ings) -> list[SoupEntry]:
     entries = []
     for ing in ings:
         model.load_state_dict(ing.load())
-        entries.append(SoupEntry(name=ing.name, kind="ingredient", heldout=scorer.held(model),
-                                 test=scorer.tested(model), rel=ing.name))
+        entries.append(
+            SoupEntry(
+                name=ing.name,
+                kind="ingredient",
+                heldout=scorer.held(model),
+                test=scorer.tested(model),
+                rel=ing.name,
+            )
+        )
     return entries
 
 
@@ -216,19 +261,29 @@ def _pantry(kitchen: Kitchen, scorer: Scorer, model, ings, scores, device):
     return Pantry(ings, scores, model, scorer.held, batches, o)
 
 
-def _cook_soups(store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str) -> list[SoupEntry]:
+def _cook_soups(
+    store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str
+) -> list[SoupEntry]:
     from asymptote.soups import SOUPS
 
     entries = []
     for name in kitchen.soups.methods:
         cooked = SOUPS[name](pantry)
-        meta = {**common, "method": name, "ingredients": kitchen.ingredients,
-                "weights": dict(zip(kitchen.ingredients, cooked.weights))}
-        entries.append(_entry(store, scorer, pantry.model, name, "soup", cooked.tensors, meta, out, cooked.info))
+        meta = {
+            **common,
+            "method": name,
+            "ingredients": kitchen.ingredients,
+            "weights": dict(zip(kitchen.ingredients, cooked.weights, strict=False)),
+        }
+        entries.append(
+            _entry(store, scorer, pantry.model, name, "soup", cooked.tensors, meta, out, cooked.info)
+        )
     return entries
 
 
-def _cook_merges(store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str) -> list[SoupEntry]:
+def _cook_merges(
+    store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str
+) -> list[SoupEntry]:
     """Each merge at its best held-out scale; SLERP joins the two best ingredients by held-out loss."""
     from asymptote.merges import best_scale_merge
     from asymptote.soups import Checkpoint
@@ -238,12 +293,23 @@ def _cook_merges(store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common:
     entries = []
     for method in kitchen.merges.methods:
         members = ranked[:2] if method == "slerp" else list(pantry.ingredients)
-        tensors, scale, losses = best_scale_merge(base, members, method, kitchen.merges, pantry.model, scorer.held)
-        meta = {**common, "method": method, "base": kitchen.base, "ingredients": [m.name for m in members],
-                "weights": {m.name: 1 / len(members) for m in members}, "scale": scale,
-                "options": kitchen.merges.for_method(method)}
-        entries.append(_entry(store, scorer, pantry.model, method, "merge", tensors, meta, out,
-                              {"heldout_by_scale": losses}))
+        tensors, scale, losses = best_scale_merge(
+            base, members, method, kitchen.merges, pantry.model, scorer.held
+        )
+        meta = {
+            **common,
+            "method": method,
+            "base": kitchen.base,
+            "ingredients": [m.name for m in members],
+            "weights": {m.name: 1 / len(members) for m in members},
+            "scale": scale,
+            "options": kitchen.merges.for_method(method),
+        }
+        entries.append(
+            _entry(
+                store, scorer, pantry.model, method, "merge", tensors, meta, out, {"heldout_by_scale": losses}
+            )
+        )
     return entries
 
 
@@ -267,16 +333,21 @@ def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> lis
 
 @task(name="cook-soups", retries=1, retry_delay_seconds=5)
 def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool, key: str) -> list[SoupEntry]:
-    rows = ray.get(_cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
-        store, kitchen, f"soups/{key}", use_gpu))
+    rows = ray.get(
+        _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
+            store, kitchen, f"soups/{key}", use_gpu
+        )
+    )
     return [SoupEntry.model_validate(r) for r in rows]
 
 
 def cook(store: Store, kitchen: Kitchen, use_gpu: bool = False, refresh: bool = False) -> list[SoupEntry]:
     """Score the ingredients and make every soup and merge; cached by the kitchen's key."""
     if kitchen.merges.methods and not kitchen.base:
-        raise ValueError("merges are relative to a base: set base.run (the checkpoint the ingredients were "
-                         "fine-tuned from) or merges.methods=[]")
+        raise ValueError(
+            "merges are relative to a base: set base.run (the checkpoint the ingredients were "
+            "fine-tuned from) or merges.methods=[]"
+        )
     return cached(cook_task, store, refresh)(store, kitchen, use_gpu, key=kitchen.key(store))
 
 
@@ -288,8 +359,9 @@ def _split_meta(options: SoupOptions) -> dict[str, Any]:
 
 
 @ray.remote
-def _independent_remote(store: Store, members: list[str], data: str, options: SoupOptions, out: str,
-                        use_gpu: bool) -> list[dict]:
+def _independent_remote(
+    store: Store, members: list[str], data: str, options: SoupOptions, out: str, use_gpu: bool
+) -> list[dict]:
     from asymptote.ensemble import stream_eval
     from asymptote.job import model_from_run
     from asymptote.model import Decoder
@@ -302,44 +374,105 @@ def _independent_remote(store: Store, members: list[str], data: str, options: So
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, members)
     entries = [e.model_copy(update={"kind": "member"}) for e in _score_ingredients(scorer, model, ings)]
-    meta = {"model": cfg.model_dump(), "data": data, "ingredients": members,
-            "weights": {m: 1 / len(members) for m in members}, "split": _split_meta(options)}
-    entries.append(_entry(store, scorer, model, "naive_avg", "independent-average", uniform_soup(ings),
-                          {**meta, "method": "naive_avg"}, out))
-    entries.append(_entry(store, scorer, model, "aligned_avg", "independent-average", aligned_average(ings, cfg),
-                          {**meta, "method": "aligned_avg (weight matching to the first member)"}, out))
-    load = lambda i: model_from_run(store, members[i], device)
-    losses = {split: stream_eval(load, len(members), tokens, cfg.block_size, cap, device=device)["logits"][-1]
-              for split, tokens, cap in (("heldout", scorer.heldout, options.eval_windows), ("test", scorer.test, None))}
-    entries.append(SoupEntry(name="ensemble", kind="ensemble", heldout=losses["heldout"], test=losses["test"],
-                             info={"combine": "logits", "members": len(members)}))
+    meta = {
+        "model": cfg.model_dump(),
+        "data": data,
+        "ingredients": members,
+        "weights": {m: 1 / len(members) for m in members},
+        "split": _split_meta(options),
+    }
+    entries.append(
+        _entry(
+            store,
+            scorer,
+            model,
+            "naive_avg",
+            "independent-average",
+            uniform_soup(ings),
+            {**meta, "method": "naive_avg"},
+            out,
+        )
+    )
+    entries.append(
+        _entry(
+            store,
+            scorer,
+            model,
+            "aligned_avg",
+            "independent-average",
+            aligned_average(ings, cfg),
+            {**meta, "method": "aligned_avg (weight matching to the first member)"},
+            out,
+        )
+    )
+
+    def load(i):
+        return model_from_run(store, members[i], device)
+
+    losses = {
+        split: stream_eval(load, len(members), tokens, cfg.block_size, cap, device=device)["logits"][-1]
+        for split, tokens, cap in (
+            ("heldout", scorer.heldout, options.eval_windows),
+            ("test", scorer.test, None),
+        )
+    }
+    entries.append(
+        SoupEntry(
+            name="ensemble",
+            kind="ensemble",
+            heldout=losses["heldout"],
+            test=losses["test"],
+            info={"combine": "logits", "members": len(members)},
+        )
+    )
     return [e.model_dump() for e in entries]
 
 
 @task(name="independent-averages", retries=1, retry_delay_seconds=5)
-def independent_task(store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool,
-                     key: str) -> list[SoupEntry]:
+def independent_task(
+    store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool, key: str
+) -> list[SoupEntry]:
     remote = _independent_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
     rows = ray.get(remote.remote(store, members, data, options, f"soups/{key}", use_gpu))
     return [SoupEntry.model_validate(r) for r in rows]
 
 
-def independent_averages(store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool = False,
-                         refresh: bool = False) -> list[SoupEntry]:
+def independent_averages(
+    store: Store,
+    members: list[str],
+    data: str,
+    options: SoupOptions,
+    use_gpu: bool = False,
+    refresh: bool = False,
+) -> list[SoupEntry]:
     """Members' losses, their naive and aligned averages, and their ensemble; cached.
 
     Scored on the held-out / test split of `options` (its soup methods play no part here)."""
-    key = stable_hash({"members": members, "digests": [store.manifest(m).digest for m in members], "data": data,
-                       "split": _split_meta(options), "eval_windows": options.eval_windows, "code": code_version(),
-                       "what": "independent"})
+    key = stable_hash(
+        {
+            "members": members,
+            "digests": [store.manifest(m).digest for m in members],
+            "data": data,
+            "split": _split_meta(options),
+            "eval_windows": options.eval_windows,
+            "code": code_version(),
+            "what": "independent",
+        }
+    )
     return cached(independent_task, store, refresh)(store, members, data, options, use_gpu, key=key)
 
 
 # ----------------------------------------------------------------------------- the plot
 
 
-COLORS = {"ingredient": "tab:gray", "soup": "tab:blue", "merge": "tab:orange", "member": "tab:olive",
-          "independent-average": "tab:red", "ensemble": "tab:green"}
+COLORS = {
+    "ingredient": "tab:gray",
+    "soup": "tab:blue",
+    "merge": "tab:orange",
+    "member": "tab:olive",
+    "independent-average": "tab:red",
+    "ensemble": "tab:green",
+}
 
 
 def plot_heldout_vs_test(entries: list[SoupEntry], path: str | Path, title: str = "") -> None:
@@ -347,11 +480,15 @@ def plot_heldout_vs_test(entries: list[SoupEntry], path: str | Path, title: str 
     members, their averages and their ensemble on the right (naive averages sit far off)."""
     from asymptote.plots import plt  # matplotlib configured headless there
 
-    panels = [[e for e in entries if e.kind in ("ingredient", "soup", "merge")],
-              [e for e in entries if e.kind in ("member", "independent-average", "ensemble")]]
+    panels = [
+        [e for e in entries if e.kind in ("ingredient", "soup", "merge")],
+        [e for e in entries if e.kind in ("member", "independent-average", "ensemble")],
+    ]
     panels = [p for p in panels if p]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), dpi=110, squeeze=False)
-    for ax, group, name in zip(axes[0], panels, ["fine-tunes of one base", "independent members"]):
+    for ax, group, name in zip(
+        axes[0], panels, ["fine-tunes of one base", "independent members"], strict=False
+    ):
         _scatter(ax, group)
         ax.set(xlabel="held-out loss (nats/token)", ylabel="test loss (nats/token)", title=f"{title}: {name}")
     fig.tight_layout()
@@ -363,8 +500,14 @@ def _scatter(ax, entries: list[SoupEntry]) -> None:
     for kind, color in COLORS.items():
         pts = [e for e in entries if e.kind == kind]
         if pts:
-            ax.scatter([e.heldout for e in pts], [e.test for e in pts], c=color, label=kind,
-                       s=18 if kind in ("ingredient", "member") else 40, zorder=3)
+            ax.scatter(
+                [e.heldout for e in pts],
+                [e.test for e in pts],
+                c=color,
+                label=kind,
+                s=18 if kind in ("ingredient", "member") else 40,
+                zorder=3,
+            )
     for e in entries:
         if e.kind not in ("ingredient", "member"):
             ax.annotate(e.name, (e.heldout, e.test), fontsize=7, xytext=(3, 3), textcoords="offset points")

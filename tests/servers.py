@@ -53,8 +53,12 @@ def stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: urllib.request.urlopen(url, timeout=1).status == 200, 30, "moto server")
@@ -74,10 +78,16 @@ def make_bucket(endpoint: str, bucket: str) -> None:
 def redis_server() -> Iterator[str]:
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
+        raise RuntimeError(
+            "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
+        )
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 20, "redis-server")
         yield f"redis://127.0.0.1:{port}/0"
@@ -100,17 +110,31 @@ class RayCluster:
 
     def _ray(self, *args: str) -> None:
         ray_cli = Path(sys.executable).with_name("ray")
-        subprocess.run([str(ray_cli), "start", *args, "--disable-usage-stats"], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180)
+        subprocess.run(
+            [str(ray_cli), "start", *args, "--disable-usage-stats"],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=180,
+        )
 
     def start(self) -> "RayCluster":
         for i, res in enumerate(self.nodes):
             cpus, custom = int(res.get("CPU", 1)), {k: v for k, v in res.items() if k != "CPU"}
-            common = [f"--num-cpus={cpus}", f"--resources={custom!r}".replace("'", '"'),
-                      "--object-store-memory=200000000"]
+            common = [
+                f"--num-cpus={cpus}",
+                f"--resources={custom!r}".replace("'", '"'),
+                "--object-store-memory=200000000",
+            ]
             if i == 0:
-                self._ray("--head", f"--port={self.port}", f"--temp-dir={self.tag}", "--include-dashboard=false",
-                          *common)
+                self._ray(
+                    "--head",
+                    f"--port={self.port}",
+                    f"--temp-dir={self.tag}",
+                    "--include-dashboard=false",
+                    *common,
+                )
             else:
                 self._ray(f"--address={self.address}", *common)
         return self
@@ -119,7 +143,11 @@ class RayCluster:
         mine = []
         for p in psutil.process_iter(["cmdline"]):
             cmd = " ".join(p.info["cmdline"] or [])
-            if self.tag in cmd or f"--gcs-address={self.address}" in cmd or f"--address={self.address}" in cmd:
+            if (
+                self.tag in cmd
+                or f"--gcs-address={self.address}" in cmd
+                or f"--address={self.address}" in cmd
+            ):
                 mine.append(p)
         return mine
 

@@ -25,12 +25,16 @@ def _task_states(flow_run_id: str) -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
         parent = client.read_flow_run(UUID(flow_run_id)).parent_task_run_id
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs} | {"(parent task)": str(parent)}
 
 
-def test_a_flow_called_from_a_user_flow_returns_its_typed_result_and_is_cached(ray_local, prefect_api, store_uri, store):
+def test_a_flow_called_from_a_user_flow_returns_its_typed_result_and_is_cached(
+    ray_local, prefect_api, store_uri, store
+):
     first = user_pipeline(store_uri)
     assert isinstance(first, PretrainResult)
     assert PretrainResult.model_validate_json(first.model_dump_json()) == first  # serialisable as JSON
@@ -55,5 +59,7 @@ def test_every_exported_flow_takes_a_typed_config_and_returns_a_typed_result(nam
     config, result = hints["config"], hints["return"]
     assert issubclass(config, BaseModel) and list(typing.get_type_hints(fn))[0] == "config"
     assert issubclass(result, BaseModel) and "flow_run_id" in result.model_fields
-    assert (config.__name__, result.__name__) == flows.FLOWS[name][1:]  # the exported types are the flow's own
+    assert (config.__name__, result.__name__) == flows.FLOWS[name][
+        1:
+    ]  # the exported types are the flow's own
     assert {name, config.__name__, result.__name__} <= set(flows.__all__)

@@ -19,15 +19,25 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from asymptote.checkpoint import STATE, load_state
 from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.dist import DistEnv
+from asymptote.forecast import forecast
 from asymptote.infra.storage import Store
 from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
 from asymptote.shards import prepare_dataset
-from asymptote.checkpoint import STATE, load_state
-from asymptote.forecast import forecast
-from asymptote.tuning.autolrs import (AutoLRS, AutoLRSOptions, AutoLRSState, LoopIO, PROPOSERS, Stage, drive,
-                                      search_range, step_law_lr, trial_score)
+from asymptote.tuning.autolrs import (
+    PROPOSERS,
+    AutoLRS,
+    AutoLRSOptions,
+    AutoLRSState,
+    LoopIO,
+    Stage,
+    drive,
+    search_range,
+    step_law_lr,
+    trial_score,
+)
 from asymptote.tuning.autolrs_driver import TRACE, autolrs_driver, autolrs_options, trace_rel
 
 BEST_LR = 3e-3
@@ -71,8 +81,15 @@ class Surface:
 
 
 def _options(**kw) -> AutoLRSOptions:
-    base = dict(min_lr=1e-4, max_lr=1e-1, trials=6, trial_steps=20, stage_steps=200, max_stage_steps=200,
-                warmup_steps=0)
+    base = dict(
+        min_lr=1e-4,
+        max_lr=1e-1,
+        trials=6,
+        trial_steps=20,
+        stage_steps=200,
+        max_stage_steps=200,
+        warmup_steps=0,
+    )
     return AutoLRSOptions(**(base | kw))
 
 
@@ -122,20 +139,31 @@ def test_a_trial_that_spiked_above_the_start_is_scored_by_its_recent_level():
     steps = list(range(20))
     spiked = [2.8 + 1.4 * math.exp(-i / 15) for i in steps]  # jumps to 4.2, recovers to 3.2: a too-large LR
     assert trial_score(stage, steps, spiked) == pytest.approx(sum(spiked[-10:]) / 10)
-    assert trial_score(stage, steps, spiked) > forecast(steps, spiked, 200) + 0.3  # no credit for the recovery
+    assert (
+        trial_score(stage, steps, spiked) > forecast(steps, spiked, 200) + 0.3
+    )  # no credit for the recovery
     calm = [2.8 + 0.4 * math.exp(-i / 15) for i in steps]  # below the start all along: forecast as usual
     assert trial_score(stage, steps, calm) == pytest.approx(forecast(steps, calm, 200))
 
 
 def test_stages_double_then_score_on_validation_and_the_last_is_cut():
-    opts = _options(trials=2, trial_steps=10, stage_steps=100, max_stage_steps=400, warmup_steps=5,
-                    val_points=5, backend="optuna_tpe")
+    opts = _options(
+        trials=2,
+        trial_steps=10,
+        stage_steps=100,
+        max_stage_steps=400,
+        warmup_steps=5,
+        val_points=5,
+        backend="optuna_tpe",
+    )
     state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 1000)
     shape = [(s.start_step, s.trial_steps, s.stage_steps, s.validation) for s in state.stages]
     # tau' doubles while tau' < tau_max/10 = 40; at 40 trials are scored on validation loss
     assert shape == [(5, 10, 100, False), (105, 20, 200, False), (305, 40, 400, True), (705, 40, 295, True)]
     assert [len(t.losses) for t in state.stages[2].trials] == [5, 5]  # val_points evaluations per trial
-    assert len(state.lrs) == 1000 and state.lrs[:5] == pytest.approx([state.lrs[4] * i / 5 for i in range(1, 6)])
+    assert len(state.lrs) == 1000 and state.lrs[:5] == pytest.approx(
+        [state.lrs[4] * i / 5 for i in range(1, 6)]
+    )
 
 
 def test_a_stage_too_short_for_its_trials_keeps_the_last_lr():
@@ -153,8 +181,11 @@ def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
     surface = Surface()
     io = LoopIO(save=lambda: saved.append(json.dumps({"snap": surface.snapshot()})))
     drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), surface, 400, io)
-    mid = next(json.loads(s)["snap"] for s in saved
-               if 0 < len(json.loads(s)["snap"]["extra"]["autolrs"]["stages"][-1]["trials"]) < 4)
+    mid = next(
+        json.loads(s)["snap"]
+        for s in saved
+        if 0 < len(json.loads(s)["snap"]["extra"]["autolrs"]["stages"][-1]["trials"]) < 4
+    )
     resumed_surface = Surface()
     resumed_surface.restore(mid)
     ctl = AutoLRS(opts, AutoLRSState.model_validate(mid["extra"]["autolrs"]))
@@ -164,18 +195,21 @@ def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
 
 def test_search_range_from_the_step_law_or_the_user():
     lr = step_law_lr(100_000, 1_000_000)
-    assert lr == pytest.approx(1.79 * 1e5 ** -0.713 * 1e6 ** 0.307)
+    assert lr == pytest.approx(1.79 * 1e5**-0.713 * 1e6**0.307)
     assert search_range(AutoLRSOptions(), 100_000, 1_000_000) == pytest.approx((lr / 10, lr * 10))
     assert search_range(AutoLRSOptions(min_lr=1e-4, max_lr=1e-2), 1, 1) == (1e-4, 1e-2)
     assert step_law_lr(10**9, 10**11) < step_law_lr(10**5, 10**11)  # bigger models want smaller LRs
 
 
-@pytest.mark.parametrize("fields, match", [
-    ({"min_lr": 1e-3}, "give both or neither"),
-    ({"min_lr": 1e-2, "max_lr": 1e-3}, "must be below max_lr"),
-    ({"trial_steps": 200, "stage_steps": 100}, "trial_steps=200 must be below stage_steps=100"),
-    ({"stage_steps": 1000, "max_stage_steps": 500}, "at least stage_steps"),
-])
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"min_lr": 1e-3}, "give both or neither"),
+        ({"min_lr": 1e-2, "max_lr": 1e-3}, "must be below max_lr"),
+        ({"trial_steps": 200, "stage_steps": 100}, "trial_steps=200 must be below stage_steps=100"),
+        ({"stage_steps": 1000, "max_stage_steps": 500}, "at least stage_steps"),
+    ],
+)
 def test_bad_options_name_the_field_and_the_fix(fields, match):
     with pytest.raises(ValueError, match=match):
         AutoLRSOptions(**fields)
@@ -195,12 +229,35 @@ def test_driver_options_errors_name_the_driver_field(store):
 def _job(store: Store, driver: dict | None = None, **train):
     data = DataConfig(max_train_tokens=50_000)
     rel = prepare_dataset(data, store)
-    train = {"max_steps": 60, "batch_size": 8, "warmup_steps": 4, "eval_every": 30, "eval_windows": 16,
-             "log_every": 10, "checkpoint_every": 20, "lr": 3e-3} | train
-    driver = driver or {"kind": "autolrs", "min_lr": 1e-3, "max_lr": 3e-2, "trials": 2, "trial_steps": 6,
-                        "stage_steps": 25, "max_stage_steps": 100, "backend": "optuna_tpe"}
-    return make_job(name="autolrs-test", model=ModelConfig(preset="cpu-0.1m"), data=data, train=TrainConfig(**train),
-                    data_artifact=rel, store=StoreConfig(uri=store.uri()), driver=driver)
+    train = {
+        "max_steps": 60,
+        "batch_size": 8,
+        "warmup_steps": 4,
+        "eval_every": 30,
+        "eval_windows": 16,
+        "log_every": 10,
+        "checkpoint_every": 20,
+        "lr": 3e-3,
+    } | train
+    driver = driver or {
+        "kind": "autolrs",
+        "min_lr": 1e-3,
+        "max_lr": 3e-2,
+        "trials": 2,
+        "trial_steps": 6,
+        "stage_steps": 25,
+        "max_stage_steps": 100,
+        "backend": "optuna_tpe",
+    }
+    return make_job(
+        name="autolrs-test",
+        model=ModelConfig(preset="cpu-0.1m"),
+        data=data,
+        train=TrainConfig(**train),
+        data_artifact=rel,
+        store=StoreConfig(uri=store.uri()),
+        driver=driver,
+    )
 
 
 def test_snapshot_restore_continues_bit_for_bit(store):
@@ -215,7 +272,7 @@ def test_snapshot_restore_continues_bit_for_bit(store):
     assert trainer.step == 3
     again = [trainer.train_step(lr).item() for lr in (5e-3, 1e-2, 5e-3, 1e-3)]
     assert again == first  # same data position, optimizer moments and RNG: the same numbers
-    assert all(torch.equal(a, b.detach()) for a, b in zip(params, trainer.model.parameters()))
+    assert all(torch.equal(a, b.detach()) for a, b in zip(params, trainer.model.parameters(), strict=False))
 
 
 def test_driver_trains_records_and_commits_the_trace(store):
@@ -248,9 +305,12 @@ def _ddp_worker(rank: int, store_uri: str, init_file: str, out_dir: str) -> None
         trainer, total, _ = build_trainer(job, store, env)
         autolrs_driver(trainer, job, store, total, lambda r: None, StoreCheckpoints(store, job, env))
         state = trainer.extra["autolrs"]
-        out = {"world": env.world, "lrs": state["lrs"],
-               "trials": [[t["lr"] for t in s["trials"]] for s in state["stages"]],
-               "weights": float(sum(p.double().sum() for p in trainer.model.parameters()))}
+        out = {
+            "world": env.world,
+            "lrs": state["lrs"],
+            "trials": [[t["lr"] for t in s["trials"]] for s in state["stages"]],
+            "weights": float(sum(p.double().sum() for p in trainer.model.parameters())),
+        }
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(out, f)
     finally:
@@ -260,7 +320,9 @@ def _ddp_worker(rank: int, store_uri: str, init_file: str, out_dir: str) -> None
 @pytest.mark.slow
 def test_two_ddp_ranks_use_identical_learning_rates(store, tmp_path):
     prepare_dataset(DataConfig(max_train_tokens=50_000), store)  # once, before the ranks race for it
-    torch.multiprocessing.spawn(_ddp_worker, args=(store.uri(), str(tmp_path / "pg"), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(store.uri(), str(tmp_path / "pg"), str(tmp_path)), nprocs=2
+    )
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     assert len(r0["lrs"]) == 40 and r0["lrs"] == r1["lrs"]
@@ -277,8 +339,15 @@ from asymptote.job import TrainJob, run_job
 torch.set_num_threads(1)
 run_job(TrainJob.model_validate_json(sys.stdin.read()), DistEnv(), lambda r: None)
 """
-KILL_DRIVER = {"kind": "autolrs", "min_lr": 1e-3, "max_lr": 3e-2, "trials": 3, "trial_steps": 20, "stage_steps": 40,
-               "max_stage_steps": 400}
+KILL_DRIVER = {
+    "kind": "autolrs",
+    "min_lr": 1e-3,
+    "max_lr": 3e-2,
+    "trials": 3,
+    "trial_steps": 20,
+    "stage_steps": 40,
+    "max_stage_steps": 400,
+}
 
 
 def _checkpointed_state(store: Store, job) -> dict | None:

@@ -12,13 +12,30 @@ from asymptote.flows.pretrain import pretrain
 
 
 def _tiny(store_uri: str) -> AutoLRSFlowConfig:
-    return AutoLRSFlowConfig.model_validate({
-        "name": "tiny-autolrs", "model": {"preset": "cpu-0.1m"}, "data": {"max_train_tokens": 50_000},
-        "train": {"max_steps": 60, "batch_size": 8, "warmup_steps": 4, "eval_every": 30, "eval_windows": 16,
-                  "log_every": 10, "checkpoint_every": 30},
-        "autolrs": {"trials": 2, "trial_steps": 6, "stage_steps": 25, "max_stage_steps": 400, "backend": "optuna_tpe"},
-        "store": {"uri": store_uri},
-    })
+    return AutoLRSFlowConfig.model_validate(
+        {
+            "name": "tiny-autolrs",
+            "model": {"preset": "cpu-0.1m"},
+            "data": {"max_train_tokens": 50_000},
+            "train": {
+                "max_steps": 60,
+                "batch_size": 8,
+                "warmup_steps": 4,
+                "eval_every": 30,
+                "eval_windows": 16,
+                "log_every": 10,
+                "checkpoint_every": 30,
+            },
+            "autolrs": {
+                "trials": 2,
+                "trial_steps": 6,
+                "stage_steps": 25,
+                "max_stage_steps": 400,
+                "backend": "optuna_tpe",
+            },
+            "store": {"uri": store_uri},
+        }
+    )
 
 
 @pytest.mark.slow
@@ -55,10 +72,28 @@ def test_cli_refuses_a_bad_option_naming_the_field(store_uri):
 def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_uri):
     from asymptote.cli import app
 
-    sets = ["data.max_train_tokens=50000", "train.max_steps=40", "train.batch_size=8", "train.eval_windows=16",
-            "autolrs.trials=2", "autolrs.trial_steps=6", "autolrs.stage_steps=25", "autolrs.backend=optuna_tpe"]
-    out = CliRunner().invoke(app, ["autolrs", "-r", "autolrs-tiny", "--store", store_uri, "--json",
-                                   *[a for s in sets for a in ("--set", s)]])
+    sets = [
+        "data.max_train_tokens=50000",
+        "train.max_steps=40",
+        "train.batch_size=8",
+        "train.eval_windows=16",
+        "autolrs.trials=2",
+        "autolrs.trial_steps=6",
+        "autolrs.stage_steps=25",
+        "autolrs.backend=optuna_tpe",
+    ]
+    out = CliRunner().invoke(
+        app,
+        [
+            "autolrs",
+            "-r",
+            "autolrs-tiny",
+            "--store",
+            store_uri,
+            "--json",
+            *[a for s in sets for a in ("--set", s)],
+        ],
+    )
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 40 and summary["schedule_uri"].endswith("schedule.json")

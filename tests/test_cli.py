@@ -21,7 +21,7 @@ def test_every_registered_command_is_on_the_cli():
 
 
 def test_every_main_step_resolves_and_has_a_command():
-    for name, (config_cls, step_fn) in STEPS.items():
+    for _name, (config_cls, step_fn) in STEPS.items():
         for target in (config_cls, step_fn):
             module, attr = target.split(":")
             assert callable(getattr(importlib.import_module(module), attr)), target

@@ -31,12 +31,36 @@ def cluster():
 def _launch(tmp: Path, name: str, cluster: RayCluster, store_cfg, redis_url: str) -> subprocess.Popen:
     home = tmp / f"prefect-{name}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env |= {"PREFECT_HOME": str(home), "RAY_ADDRESS": cluster.address, "RAY_AUTH_MODE": "token",
-            "ASYMPTOTE_REDIS_URL": redis_url, "ASYMPTOTE_CACHE": str(tmp / f"cache-{name}")}
-    cmd = [sys.executable, "-m", "asymptote.cli", "pretrain", "--json", "--store", store_cfg.uri,
-           "--set", f"store.endpoint_url={store_cfg.endpoint_url}", "--set", "model.preset=cpu-0.1m",
-           "--set", "data.max_train_tokens=100000", "--set", "train.max_steps=40", "--set", "train.batch_size=8",
-           "--set", "train.eval_windows=32", "--set", "train.warmup_steps=5"]
+    env |= {
+        "PREFECT_HOME": str(home),
+        "RAY_ADDRESS": cluster.address,
+        "RAY_AUTH_MODE": "token",
+        "ASYMPTOTE_REDIS_URL": redis_url,
+        "ASYMPTOTE_CACHE": str(tmp / f"cache-{name}"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "asymptote.cli",
+        "pretrain",
+        "--json",
+        "--store",
+        store_cfg.uri,
+        "--set",
+        f"store.endpoint_url={store_cfg.endpoint_url}",
+        "--set",
+        "model.preset=cpu-0.1m",
+        "--set",
+        "data.max_train_tokens=100000",
+        "--set",
+        "train.max_steps=40",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.eval_windows=32",
+        "--set",
+        "train.warmup_steps=5",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

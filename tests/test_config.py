@@ -38,7 +38,9 @@ def test_replay_requires_a_file():
 
 
 def test_overrides_parse_values_as_yaml():
-    cfg = resolve(PretrainConfig, None, ["train.lr=3e-3", "model.preset=cpu-0.1m", "data.max_train_tokens=null"])
+    cfg = resolve(
+        PretrainConfig, None, ["train.lr=3e-3", "model.preset=cpu-0.1m", "data.max_train_tokens=null"]
+    )
     assert cfg.train.lr == 3e-3 and cfg.model.d_model == 64 and cfg.data.max_train_tokens is None
 
 

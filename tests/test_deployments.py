@@ -32,8 +32,9 @@ BIN = Path(sys.executable).parent  # the venv's `prefect`, `asymptote` and `pyth
 
 
 def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # own process group: stop it and its children together
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )  # own process group: stop it and its children together
 
 
 def _stop(proc: subprocess.Popen, signals: int = 2) -> None:
@@ -92,12 +93,22 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     url = f"http://127.0.0.1:{free_port()}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_ADDRESS"))} | {
-        "PREFECT_HOME": str(home), "PREFECT_API_URL": url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ASYMPTOTE_CACHE": str(home / "cache")}
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "ASYMPTOTE_CACHE": str(home / "cache"),
+    }
     port = url.rsplit(":", 1)[1].split("/")[0]
-    with _running([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port], env,
-                  home / "server.log", lambda: _healthy(url), "prefect server"):
+    with _running(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+        env,
+        home / "server.log",
+        lambda: _healthy(url),
+        "prefect server",
+    ):
         yield Server(url, env, home)
 
 
@@ -127,7 +138,9 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
     assert result.flow_run_id == str(flow_run.id)
     store = Store(store_uri)
     assert result.run.uri.startswith(store.uri()) and store.has(result.run.rel)
-    assert result.metrics["val_loss"] == pytest.approx(store.read_json(result.run.rel, "summary.json")["val_loss"])
+    assert result.metrics["val_loss"] == pytest.approx(
+        store.read_json(result.run.rel, "summary.json")["val_loss"]
+    )
     assert store.read_json(result.run.rel, "summary.json")["steps"] == 30
     assert Path(result.report_uri).exists()
     # the flow's own result record is a file in the store, which is where this process just read it from
@@ -156,8 +169,12 @@ def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
 @pytest.mark.slow
 def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared_store, monkeypatch):
     store = shared_store
-    monkeypatch.setenv("PREFECT_HOME", server.env["PREFECT_HOME"])  # the deploy subprocess keeps out of ~/.prefect
-    with _api(server.url):  # creates the work pool, then runs `prefect --no-prompt deploy --all` in the checkout
+    monkeypatch.setenv(
+        "PREFECT_HOME", server.env["PREFECT_HOME"]
+    )  # the deploy subprocess keeps out of ~/.prefect
+    with _api(
+        server.url
+    ):  # creates the work pool, then runs `prefect --no-prompt deploy --all` in the checkout
         deploy(ROOT, store=store)
 
     from prefect import get_client
@@ -169,17 +186,25 @@ def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared
         deployments = {d.name: d for d in client.read_deployments()}
     for entry in spec:  # every deployment is there, its parameters from its recipe, its schedules on
         dep = deployments[entry["name"]]
-        recipe = re.fullmatch(r"\{\{ asymptote\.recipes\.([\w-]+) \}\}", entry["parameters"]["config"]).group(1)
+        recipe = re.fullmatch(r"\{\{ asymptote\.recipes\.([\w-]+) \}\}", entry["parameters"]["config"]).group(
+            1
+        )
         assert dep.entrypoint == entry["entrypoint"] and dep.parameters["config"] == recipes[recipe]
         assert dep.work_pool_name == "asymptote" and dep.job_variables["env"]["ASYMPTOTE_STORE"] == store
         assert [s.schedule.cron for s in dep.schedules] == [s["cron"] for s in entry.get("schedules", [])]
-        assert _is_commit_of_this_checkout(dep.pull_steps[0]["prefect.deployments.steps.git_clone"]["commit_sha"])
+        assert _is_commit_of_this_checkout(
+            dep.pull_steps[0]["prefect.deployments.steps.git_clone"]["commit_sha"]
+        )
 
     log = server.logs / "worker.log"
     worker = [str(BIN / "prefect"), "worker", "start", "--pool", "asymptote", "--work-queue", "default"]
-    with _running(worker, server.env, log, lambda: "started" in log.read_text().lower(), "worker", signals=2), \
-            _api(server.url):
-        flow_run = run_deployment("pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1)
+    with (
+        _running(worker, server.env, log, lambda: "started" in log.read_text().lower(), "worker", signals=2),
+        _api(server.url),
+    ):
+        flow_run = run_deployment(
+            "pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1
+        )
         if not flow_run.state.is_completed():
             pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
         result = _check_result(flow_run, store)
@@ -188,7 +213,9 @@ def test_deploy_all_from_prefect_yaml_and_run_on_a_process_worker(server, shared
 
 def _is_commit_of_this_checkout(sha: str) -> bool:
     """The recorded commit is HEAD or behind it (HEAD may move on while the test runs)."""
-    return subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", sha, "HEAD"]).returncode == 0
+    return (
+        subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", sha, "HEAD"]).returncode == 0
+    )
 
 
 @pytest.mark.slow
@@ -202,7 +229,9 @@ def test_serve_runs_the_same_deployments_without_a_work_pool(server, shared_stor
     serve = [str(BIN / "asymptote"), "serve", "--only", "pretrain", "--store", store, "--no-schedules"]
     ready = lambda: "being served" in log.read_text()  # noqa: E731 (printed once the deployments are applied)
     with _running(serve, server.env, log, ready, "asymptote serve", signals=2), _api(server.url):
-        flow_run = run_deployment("pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1)
+        flow_run = run_deployment(
+            "pretrain/pretrain", parameters=_tiny_parameters(), timeout=300, poll_interval=1
+        )
         if not flow_run.state.is_completed():
             pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
         _check_result(flow_run, store)

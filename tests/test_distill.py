@@ -12,8 +12,14 @@ import torch.nn.functional as F
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from asymptote.dist import DistEnv
-from asymptote.distill import (MixtureBatcher, distill_loss, mixture_batches, save_synthetic, soft_kl,
-                               token_kl_objective)
+from asymptote.distill import (
+    MixtureBatcher,
+    distill_loss,
+    mixture_batches,
+    save_synthetic,
+    soft_kl,
+    token_kl_objective,
+)
 from asymptote.job import make_job, run_job
 from asymptote.model import Decoder, lm_loss
 from asymptote.shards import load_dataset, prepare_dataset
@@ -86,11 +92,25 @@ def _commit_run(store, rel: str, seed: int, cfg: ModelConfig = TINY) -> Decoder:
 
 
 def _job(data_rel: str, store_uri: str, **fields):
-    train = TrainConfig(max_steps=6, batch_size=4, warmup_steps=1, eval_every=6, log_every=3, checkpoint_every=3,
-                        eval_windows=8)
+    train = TrainConfig(
+        max_steps=6,
+        batch_size=4,
+        warmup_steps=1,
+        eval_every=6,
+        log_every=3,
+        checkpoint_every=3,
+        eval_windows=8,
+    )
     data = DataConfig(max_train_tokens=20_000)
-    return make_job(name="t", model=TINY, data=data, train=train, data_artifact=data_rel,
-                    store={"uri": store_uri}, **fields)
+    return make_job(
+        name="t",
+        model=TINY,
+        data=data,
+        train=train,
+        data_artifact=data_rel,
+        store={"uri": store_uri},
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -100,8 +120,11 @@ def data_rel(store):
 
 def test_token_kl_objective_averages_frozen_teachers(store, store_uri, data_rel):
     teachers = [_commit_run(store, f"runs/t{i}", i) for i in range(2)]
-    job = _job(data_rel, store_uri, objective={"kind": "token_kl", "teachers": ["runs/t0", "runs/t1"],
-                                               "temperature": 2.0, "alpha": 0.7})
+    job = _job(
+        data_rel,
+        store_uri,
+        objective={"kind": "token_kl", "teachers": ["runs/t0", "runs/t1"], "temperature": 2.0, "alpha": 0.7},
+    )
     objective = token_kl_objective(job, store, DistEnv())
     student, x = Decoder(TINY), torch.randint(0, 256, (3, 16))
     y = torch.roll(x, -1, 1)
@@ -113,11 +136,14 @@ def test_token_kl_objective_averages_frozen_teachers(store, store_uri, data_rel)
     assert all(p.grad is not None for p in student.parameters())
 
 
-@pytest.mark.parametrize("objective, field", [
-    ({"kind": "token_kl", "teachers": []}, "objective.teachers"),
-    ({"kind": "token_kl", "teachers": ["runs/x"], "temperature": 0}, "objective.temperature"),
-    ({"kind": "token_kl", "teachers": ["runs/x"], "alpah": 0.5}, "objective.alpah"),
-])
+@pytest.mark.parametrize(
+    "objective, field",
+    [
+        ({"kind": "token_kl", "teachers": []}, "objective.teachers"),
+        ({"kind": "token_kl", "teachers": ["runs/x"], "temperature": 0}, "objective.temperature"),
+        ({"kind": "token_kl", "teachers": ["runs/x"], "alpah": 0.5}, "objective.alpah"),
+    ],
+)
 def test_bad_objective_options_name_the_field(store, store_uri, data_rel, objective, field):
     with pytest.raises(ConfigError, match=field):
         token_kl_objective(_job(data_rel, store_uri, objective=objective), store, DistEnv())
@@ -177,15 +203,23 @@ def test_synthetic_only_and_short_samples():
 def test_synthetic_artifact_loads_like_a_corpus_and_feeds_a_run(store, store_uri, data_rel):
     sequences = np.random.default_rng(0).integers(0, 256, (40, 17)).astype(np.uint8)
     corpus_meta = store.manifest(data_rel).meta
-    save_synthetic(store, "data/synth", sequences, corpus_meta, val_fraction=0.1, meta={"teachers": ["runs/t0"]})
+    save_synthetic(
+        store, "data/synth", sequences, corpus_meta, val_fraction=0.1, meta={"teachers": ["runs/t0"]}
+    )
     train, val, meta = load_dataset(store, "data/synth")
-    assert np.array_equal(train, sequences[:36].reshape(-1)) and np.array_equal(val, sequences[36:].reshape(-1))
+    assert np.array_equal(train, sequences[:36].reshape(-1)) and np.array_equal(
+        val, sequences[36:].reshape(-1)
+    )
     assert meta["sequence_length"] == 17 and meta["teachers"] == ["runs/t0"]
     job = _job(data_rel, store_uri, batches={"kind": "mixture", "synthetic": "data/synth", "weight": 0.5})
     assert isinstance(mixture_batches(job, store, DistEnv(), np.arange(2000) % 256), MixtureBatcher)
     with pytest.raises(ConfigError, match="batches.weight"):
-        mixture_batches(job.model_copy(update={"batches": {"kind": "mixture", "synthetic": "data/synth",
-                                                           "weight": 1.5}}), store, DistEnv(), train)
+        mixture_batches(
+            job.model_copy(update={"batches": {"kind": "mixture", "synthetic": "data/synth", "weight": 1.5}}),
+            store,
+            DistEnv(),
+            train,
+        )
     _commit_run(store, "runs/t0", 0)
     job = job.model_copy(update={"objective": {"kind": "token_kl", "teachers": ["runs/t0"]}})
     summary = run_job(job, DistEnv(), report=lambda record: None)

@@ -17,18 +17,32 @@ from asymptote.shards import load_dataset, prepare_dataset
 from asymptote.tasks.distill import sample_sequences
 
 TINY_MODEL = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64, "block_size": 32}
-TRAIN = {"max_steps": 24, "batch_size": 8, "warmup_steps": 4, "eval_every": 24, "eval_windows": 16, "lr": 3e-3,
-         "log_every": 8, "checkpoint_every": 24}
+TRAIN = {
+    "max_steps": 24,
+    "batch_size": 8,
+    "warmup_steps": 4,
+    "eval_every": 24,
+    "eval_windows": 16,
+    "lr": 3e-3,
+    "log_every": 8,
+    "checkpoint_every": 24,
+}
 
 
 def tiny_config(store_uri: str, **sections) -> DistillConfig:
-    return build(DistillConfig, {
-        "name": "tiny", "model": TINY_MODEL, "data": {"max_train_tokens": 50_000},
-        "teacher": {"n_members": 2, "train": TRAIN | {"weight_decay": 0.5}},
-        "sampling": {"n_sequences": 48, "batch_size": 16},
-        "student": {"methods": ["sequence", "synthetic_only", "token_kl", "self"], "train": TRAIN},
-        "store": {"uri": store_uri}, **sections,
-    })
+    return build(
+        DistillConfig,
+        {
+            "name": "tiny",
+            "model": TINY_MODEL,
+            "data": {"max_train_tokens": 50_000},
+            "teacher": {"n_members": 2, "train": TRAIN | {"weight_decay": 0.5}},
+            "sampling": {"n_sequences": 48, "batch_size": 16},
+            "student": {"methods": ["sequence", "synthetic_only", "token_kl", "self"], "train": TRAIN},
+            "store": {"uri": store_uri},
+            **sections,
+        },
+    )
 
 
 def _task_states(flow_run_id: str) -> dict[str, set[str]]:
@@ -62,8 +76,11 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
         assert s.val_loss == pytest.approx(store.read_json(s.run.rel, "summary.json")["val_loss"], rel=1e-4)
     configs = {m: store.read_json(s.run.rel, "config.json") for m, s in res.students.items()}
     assert configs["token_kl"]["objective"]["teachers"] == members
-    assert configs["sequence"]["batches"] == {"kind": "mixture", "synthetic": res.synthetic["ensemble"].rel,
-                                              "weight": 0.75}
+    assert configs["sequence"]["batches"] == {
+        "kind": "mixture",
+        "synthetic": res.synthetic["ensemble"].rel,
+        "weight": 0.75,
+    }
     assert configs["synthetic_only"]["batches"]["weight"] == 1.0
     assert configs["self"]["batches"]["synthetic"] == res.synthetic["single"].rel
     assert configs["sequence"]["train"]["weight_decay"] == 0.1
@@ -76,14 +93,19 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
     before = _artifacts(store)
     again = distill(tiny_config(store_uri))
     assert _artifacts(store) == before  # nothing trained, sampled or rewritten
-    assert again.model_dump(exclude={"flow_run_id", "report_uri"}) == res.model_dump(exclude={"flow_run_id", "report_uri"})
+    assert again.model_dump(exclude={"flow_run_id", "report_uri"}) == res.model_dump(
+        exclude={"flow_run_id", "report_uri"}
+    )
     states = _task_states(again.flow_run_id)
     assert {"train", "sample", "ensemble-eval"} <= set(states)
     assert all(s == {"Cached"} for s in states.values()), states
 
     # Teachers given by URI: the same token-level student, taken from the cache.
-    given = tiny_config(store_uri, teacher={"members": [store.uri(m) for m in members]},
-                        student={"methods": ["token_kl"], "train": TRAIN})
+    given = tiny_config(
+        store_uri,
+        teacher={"members": [store.uri(m) for m in members]},
+        student={"methods": ["token_kl"], "train": TRAIN},
+    )
     reused = distill(given)
     assert not reused.teachers.trained_here and reused.teachers.members == members
     assert reused.students["token_kl"].run.key == res.students["token_kl"].run.key

@@ -15,16 +15,21 @@ def noisy(law: PowerLaw, x, noise: float, seed: int) -> np.ndarray:
     return law(x) + np.random.default_rng(seed).normal(0.0, noise, len(x))
 
 
-@pytest.mark.parametrize("truth, x", [
-    (PowerLaw(A=40.0, alpha=0.3, E=2.1), np.geomspace(1e5, 3e7, 7)),  # loss vs parameters
-    (PowerLaw(A=0.35, alpha=1.1, E=2.6), np.arange(1, 9)),  # loss vs ensemble members
-    (PowerLaw(A=120.0, alpha=0.45, E=1.9), np.geomspace(2e4, 2e6, 6)),  # loss vs tokens
-])
+@pytest.mark.parametrize(
+    "truth, x",
+    [
+        (PowerLaw(A=40.0, alpha=0.3, E=2.1), np.geomspace(1e5, 3e7, 7)),  # loss vs parameters
+        (PowerLaw(A=0.35, alpha=1.1, E=2.6), np.arange(1, 9)),  # loss vs ensemble members
+        (PowerLaw(A=120.0, alpha=0.45, E=1.9), np.geomspace(2e4, 2e6, 6)),  # loss vs tokens
+    ],
+)
 def test_recovers_known_parameters_from_noisy_curves(truth, x):
     fit = fit_power_law(x, noisy(truth, x, 0.002, seed=1), n_boot=400, seed=0)
     assert fit.law.E == pytest.approx(truth.E, abs=0.03)
     assert fit.law.alpha == pytest.approx(truth.alpha, rel=0.15)
-    assert fit.law.A == pytest.approx(truth.A, rel=0.6)  # A trades off against alpha; the curve is what matters
+    assert fit.law.A == pytest.approx(
+        truth.A, rel=0.6
+    )  # A trades off against alpha; the curve is what matters
     assert np.allclose(fit.law(x), truth(x), atol=0.01)
     lo, hi = fit.ci["E"]
     assert lo <= truth.E <= hi and lo < fit.law.E < hi
@@ -49,12 +54,15 @@ def test_parameters_are_never_negative():
     assert rising.law(2) == pytest.approx(1.75, abs=1e-6)
 
 
-@pytest.mark.parametrize("x, y, match", [
-    ([1, 2], [3.0, 2.0], "at least 3"),
-    ([1, 1, 2, 2], [3.0, 3.0, 2.0, 2.0], "distinct"),
-    ([0, 1, 2], [3.0, 2.0, 1.0], "positive"),
-    ([1, 2, 3], [3.0, math.nan, 1.0], "finite"),
-])
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        ([1, 2], [3.0, 2.0], "at least 3"),
+        ([1, 1, 2, 2], [3.0, 3.0, 2.0, 2.0], "distinct"),
+        ([0, 1, 2], [3.0, 2.0, 1.0], "positive"),
+        ([1, 2, 3], [3.0, math.nan, 1.0], "finite"),
+    ],
+)
 def test_bad_points_name_the_problem(x, y, match):
     with pytest.raises(FitError, match=match):
         fit_power_law(x, y, sigma=0.01, n_boot=10, what="regularized_N")

@@ -69,12 +69,15 @@ def test_exp_fit_evaluates_around_its_origin():
     assert fit.at(10.0) == pytest.approx(3.0) and fit.at(1e6) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("steps, losses, match", [
-    ([0, 1, 2], [3.0, 2.9, 2.8], "at least 5"),
-    ([0, 1, 2, 3, 4], [3.0, 2.9, float("nan"), 2.7, 2.6], "finite"),
-    ([0, 1, 2, 2, 4], [3.0, 2.9, 2.8, 2.7, 2.6], "increasing"),
-    ([0, 1, 2, 3], [3.0, 2.9, 2.8, 2.7, 2.6], "equal length"),
-])
+@pytest.mark.parametrize(
+    "steps, losses, match",
+    [
+        ([0, 1, 2], [3.0, 2.9, 2.8], "at least 5"),
+        ([0, 1, 2, 3, 4], [3.0, 2.9, float("nan"), 2.7, 2.6], "finite"),
+        ([0, 1, 2, 2, 4], [3.0, 2.9, 2.8, 2.7, 2.6], "increasing"),
+        ([0, 1, 2, 3], [3.0, 2.9, 2.8, 2.7, 2.6], "equal length"),
+    ],
+)
 def test_bad_series_are_refused_with_the_reason(steps, losses, match):
     with pytest.raises(ValueError, match=match):
         forecast(steps, losses, horizon=100)

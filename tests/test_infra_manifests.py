@@ -24,12 +24,22 @@ MANIFEST_SUFFIXES = {".yaml", ".yml", ".json"}
 
 def pins(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, Any]:
     project = tomllib.loads(pyproject.read_text())["project"]
-    exact = dict(re.fullmatch(r"([\w-]+)(?:\[[^\]]*\])?==([\w.]+)", d).groups() for d in project["dependencies"])
-    return {"ray": exact["ray"], "prefect": exact["prefect"], "python": SpecifierSet(project["requires-python"])}
+    exact = dict(
+        re.fullmatch(r"([\w-]+)(?:\[[^\]]*\])?==([\w.]+)", d).groups() for d in project["dependencies"]
+    )
+    return {
+        "ray": exact["ray"],
+        "prefect": exact["prefect"],
+        "python": SpecifierSet(project["requires-python"]),
+    }
 
 
 def manifest_files(root: Path = INFRA) -> list[Path]:
-    files = [p for p in root.rglob("*") if p.is_file() and (p.suffix in MANIFEST_SUFFIXES or p.name == "Dockerfile")]
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and (p.suffix in MANIFEST_SUFFIXES or p.name == "Dockerfile")
+    ]
     return sorted(p for p in files if "__pycache__" not in p.parts)
 
 
@@ -106,7 +116,12 @@ def _docs(rel: str) -> list[dict]:
 
 
 def _by_kind(kind: str) -> list[tuple[Path, dict]]:
-    return [(p, d) for p in manifest_files(INFRA / "k8s") for d in load(p) if isinstance(d, dict) and d.get("kind") == kind]
+    return [
+        (p, d)
+        for p in manifest_files(INFRA / "k8s")
+        for d in load(p)
+        if isinstance(d, dict) and d.get("kind") == kind
+    ]
 
 
 def _pod_specs(doc: Any) -> Iterator[dict]:
@@ -125,8 +140,16 @@ def _pod_specs(doc: Any) -> Iterator[dict]:
 
 def test_every_manifest_parses_and_there_are_the_expected_ones():
     files = {p.relative_to(INFRA).as_posix() for p in manifest_files()}
-    assert {"aws/cluster.yaml", "aws/iam.yaml", "k8s/raycluster.yaml", "k8s/rayjob.yaml", "k8s/prefect-worker.yaml",
-            "k8s/redis.yaml", "k8s/serviceaccount.yaml", "docker/Dockerfile"} <= files
+    assert {
+        "aws/cluster.yaml",
+        "aws/iam.yaml",
+        "k8s/raycluster.yaml",
+        "k8s/rayjob.yaml",
+        "k8s/prefect-worker.yaml",
+        "k8s/redis.yaml",
+        "k8s/serviceaccount.yaml",
+        "docker/Dockerfile",
+    } <= files
     for path in manifest_files():
         assert load(path), f"{path} is empty"
 
@@ -139,13 +162,20 @@ def test_versions_in_every_manifest_match_pyproject_pins():
         assert want["ray"] in (INFRA / rel).read_text(), rel
 
 
-@pytest.mark.parametrize("old,new,what", [
-    ('rayVersion: "2.60.0"', 'rayVersion: "2.59.0"', "rayVersion 2.59.0"),
-    ("rayproject/ray:2.60.0-py311-gpu", "rayproject/ray:2.60.0-py310-gpu", "Python 3.10"),
-    ("asymptote:ray2.60.0-py311-gpu", "asymptote:ray2.61.0-py311-gpu", "ray 2.61.0"),
-    ("prefecthq/prefect:3.9.1-python3.11", "prefecthq/prefect:3.8.0-python3.11", "prefect 3.8.0"),
-    ("pip install --quiet /home/ray/asymptote", "pip install 'ray[tune]==2.50.0' /home/ray/asymptote", "ray==2.50.0"),
-])
+@pytest.mark.parametrize(
+    "old,new,what",
+    [
+        ('rayVersion: "2.60.0"', 'rayVersion: "2.59.0"', "rayVersion 2.59.0"),
+        ("rayproject/ray:2.60.0-py311-gpu", "rayproject/ray:2.60.0-py310-gpu", "Python 3.10"),
+        ("asymptote:ray2.60.0-py311-gpu", "asymptote:ray2.61.0-py311-gpu", "ray 2.61.0"),
+        ("prefecthq/prefect:3.9.1-python3.11", "prefecthq/prefect:3.8.0-python3.11", "prefect 3.8.0"),
+        (
+            "pip install --quiet /home/ray/asymptote",
+            "pip install 'ray[tune]==2.50.0' /home/ray/asymptote",
+            "ray==2.50.0",
+        ),
+    ],
+)
 def test_a_drifted_manifest_fails(tmp_path, old, new, what):
     copy = tmp_path / "infra"
     shutil.copytree(INFRA, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
@@ -169,7 +199,11 @@ def test_aws_cluster_has_head_and_gpu_workers_with_the_s3_instance_profile():
     (cluster,), (iam,) = _docs("aws/cluster.yaml"), _docs("aws/iam.yaml")
     types = cluster["available_node_types"]
     assert cluster["provider"]["type"] == "aws" and cluster["head_node_type"] in types
-    gpu = [t for n, t in types.items() if n != cluster["head_node_type"] and t["node_config"]["InstanceType"][0] in "gp"]
+    gpu = [
+        t
+        for n, t in types.items()
+        if n != cluster["head_node_type"] and t["node_config"]["InstanceType"][0] in "gp"
+    ]
     assert gpu and all(t["max_workers"] > 0 for t in gpu)
     profile = iam["Resources"]["NodeProfile"]["Properties"]["InstanceProfileName"]
     for t in types.values():
@@ -178,8 +212,12 @@ def test_aws_cluster_has_head_and_gpu_workers_with_the_s3_instance_profile():
     assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} <= {a for s in statements for a in s["Action"]}
     mount = next(iter(cluster["file_mounts"]))  # the checkout is copied to every node and installed there
     assert any("pip install" in c and mount in c for c in cluster["setup_commands"])
-    redis_port = re.search(r"ASYMPTOTE_REDIS_URL=redis://[\w.]+:(\d+)", " ".join(cluster["docker"]["run_options"]))
-    assert redis_port and any(f"redis-server --port {redis_port.group(1)}" in c for c in cluster["head_start_ray_commands"])
+    redis_port = re.search(
+        r"ASYMPTOTE_REDIS_URL=redis://[\w.]+:(\d+)", " ".join(cluster["docker"]["run_options"])
+    )
+    assert redis_port and any(
+        f"redis-server --port {redis_port.group(1)}" in c for c in cluster["head_start_ray_commands"]
+    )
 
 
 def test_k8s_pods_use_the_irsa_service_account_and_gpu_workers():
@@ -190,8 +228,11 @@ def test_k8s_pods_use_the_irsa_service_account_and_gpu_workers():
         spec = doc["spec"] if kind == "RayCluster" else doc["spec"]["rayClusterSpec"]
         pods = list(_pod_specs(spec))
         assert pods and all(p["serviceAccountName"] == account["metadata"]["name"] for p in pods), kind
-        gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for g in spec["workerGroupSpecs"]
-                for c in g["template"]["spec"]["containers"]]
+        gpus = [
+            c["resources"]["limits"].get("nvidia.com/gpu")
+            for g in spec["workerGroupSpecs"]
+            for c in g["template"]["spec"]["containers"]
+        ]
         assert any(gpus), f"{kind} has no GPU worker group"
 
 

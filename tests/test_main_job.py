@@ -14,10 +14,21 @@ from asymptote.recipes import resolve
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = {"pretrain": "## Pre-training", "scaling": "## Pre-training under infinite compute",
-            "distill": "## Ensemble distillation", "soups": "## Model soups", "autolrs": "## AutoLRS"}
-PLOTS = {"pretrain-loss.png", "scaling-loss-vs-params.png", "scaling-loss-vs-members.png", "distill-compare.png",
-         "soups-heldout-vs-test.png", "autolrs-schedule.png"}
+SECTIONS = {
+    "pretrain": "## Pre-training",
+    "scaling": "## Pre-training under infinite compute",
+    "distill": "## Ensemble distillation",
+    "soups": "## Model soups",
+    "autolrs": "## AutoLRS",
+}
+PLOTS = {
+    "pretrain-loss.png",
+    "scaling-loss-vs-params.png",
+    "scaling-loss-vs-members.png",
+    "distill-compare.png",
+    "soups-heldout-vs-test.png",
+    "autolrs-schedule.png",
+}
 
 
 def _committed_runs(store: Store) -> dict[str, str]:
@@ -25,9 +36,17 @@ def _committed_runs(store: Store) -> dict[str, str]:
 
 
 def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_api, store_uri):
-    config = resolve(MainConfig, "main", [f"store.uri={store_uri}", "pretrain.train.max_steps=30",
-                                          "pretrain.train.eval_every=30", "scaling.budget=10000",
-                                          "scaling.efficiency.budgets=[5000,20000]"])
+    config = resolve(
+        MainConfig,
+        "main",
+        [
+            f"store.uri={store_uri}",
+            "pretrain.train.max_steps=30",
+            "pretrain.train.eval_every=30",
+            "scaling.budget=10000",
+            "scaling.efficiency.budgets=[5000,20000]",
+        ],
+    )
     assert config.steps == list(STEPS)  # the shipped recipe runs every method
 
     first = main_job(config)
@@ -41,7 +60,9 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
     assert math.isfinite(first.figures["distill"]["ensemble"])
     assert first.figures["distill"]["ensemble"] < first.figures["distill"]["single"]  # an ensemble helps
     runs = _committed_runs(store)
-    assert len(runs) > 20  # pretrain, the scaling searches and members, teachers, students, fine-tunes, AutoLRS
+    assert (
+        len(runs) > 20
+    )  # pretrain, the scaling searches and members, teachers, students, fine-tunes, AutoLRS
 
     second = main_job(config)
     assert second.figures == first.figures and second.report_uri == first.report_uri

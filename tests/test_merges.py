@@ -26,8 +26,11 @@ def test_task_arithmetic_is_the_mean_task_vector():
 
 
 def test_ties_trims_elects_sign_and_averages_agreeing_values():
-    deltas = [torch.tensor([4.0, -3.0, 0.1, 2.0]), torch.tensor([2.0, 1.0, -5.0, -0.2]),
-              torch.tensor([-1.0, -2.0, 0.3, 1.0])]
+    deltas = [
+        torch.tensor([4.0, -3.0, 0.1, 2.0]),
+        torch.tensor([2.0, 1.0, -5.0, -0.2]),
+        torch.tensor([-1.0, -2.0, 0.3, 1.0]),
+    ]
     out = ties(deltas, density=0.5)
     # density 0.5 keeps each member's two largest magnitudes (ties at the threshold stay):
     # [4,-3,0,0], [2,0,-5,0], [-1,-2,0,1]; column sums 5,-5,-5,1 elect signs +,-,-,+
@@ -56,7 +59,7 @@ def test_slerp_ends_and_midpoint_on_the_sphere():
     torch.testing.assert_close(slerp([a, b], t=0.0), a)
     torch.testing.assert_close(slerp([a, b], t=1.0), b)
     mid = slerp([a, b], t=0.5)
-    torch.testing.assert_close(mid, torch.tensor([2 ** -0.5, 2 ** -0.5]))  # lerp would give norm 0.707
+    torch.testing.assert_close(mid, torch.tensor([2**-0.5, 2**-0.5]))  # lerp would give norm 0.707
     torch.testing.assert_close(slerp([a, 2 * a], t=0.5), 1.5 * a)  # parallel: linear
     with pytest.raises(ValueError, match="exactly 2"):
         slerp([a, b, a])
@@ -65,7 +68,9 @@ def test_slerp_ends_and_midpoint_on_the_sphere():
 def test_merge_over_checkpoints(tmp_path):
     gen = torch.Generator().manual_seed(0)
     base_t = {"w": torch.randn(8, 4, generator=gen), "g": torch.ones(4)}
-    members_t = [{k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_t.items()} for _ in range(3)]
+    members_t = [
+        {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in base_t.items()} for _ in range(3)
+    ]
     base = save(tmp_path, "base", base_t)
     members = [save(tmp_path, f"m{i}", t) for i, t in enumerate(members_t)]
     soup = uniform_soup(members)

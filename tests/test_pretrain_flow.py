@@ -43,7 +43,9 @@ def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, st
     again = pretrain(tiny_pretrain_config(store_uri))
     assert again.run == res.run and again.metrics == res.metrics
     states = task_states(again.flow_run_id)
-    assert states["train"] == "Cached" and states["prepare-data"] == "Cached" and states["evaluate"] == "Cached"
+    assert (
+        states["train"] == "Cached" and states["prepare-data"] == "Cached" and states["evaluate"] == "Cached"
+    )
     assert task_states(res.flow_run_id)["train"] == "Completed"
     assert store.manifest(res.run.rel).created == created
 
@@ -96,13 +98,26 @@ def test_kill_and_resume_gives_the_same_final_loss(ray_local, prefect_api, tmp_p
     straight = pretrain(tiny_pretrain_config(str(tmp_path / "a"), **overrides))
 
     killed_store = Store(str(tmp_path / "b"))
-    cmd = [sys.executable, "-m", "asymptote.cli", "pretrain", "--store", killed_store.uri(),
-           "--set", "name=tiny", "--set", "model.preset=cpu-0.1m", "--set", "data.max_train_tokens=100000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asymptote.cli",
+        "pretrain",
+        "--store",
+        killed_store.uri(),
+        "--set",
+        "name=tiny",
+        "--set",
+        "model.preset=cpu-0.1m",
+        "--set",
+        "data.max_train_tokens=100000",
+    ]
     cfg = tiny_pretrain_config("x", **overrides)
     cmd += [f"--set=train.{k}={v}" for k, v in cfg.train.model_dump().items() if v is not None]
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         _wait_for_checkpoint(killed_store, proc)
     finally:

@@ -21,8 +21,11 @@ def _bucket(cfg) -> tuple[str, str]:
 def _objects(cfg) -> dict[str, bytes]:
     bucket, prefix = _bucket(cfg)
     s3 = boto3.client("s3", endpoint_url=cfg.endpoint_url)
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
     return {k.removeprefix(prefix + "/"): s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
@@ -34,7 +37,8 @@ def test_artifact_round_trip_and_corruption(s3_store_cfg):
     assert (store.localize("runs/x") / "a.bin").read_bytes() == b"abc"
     bucket, prefix = _bucket(s3_store_cfg)
     boto3.client("s3", endpoint_url=s3_store_cfg.endpoint_url).put_object(
-        Bucket=bucket, Key=f"{prefix}/runs/x/a.bin", Body=b"evil")
+        Bucket=bucket, Key=f"{prefix}/runs/x/a.bin", Body=b"evil"
+    )
     with pytest.raises(IntegrityError):
         Store(s3_store_cfg).read("runs/x", "a.bin")
 
@@ -46,7 +50,8 @@ def test_large_files_go_up_as_multipart(s3_store_cfg, tmp_path):
     store.put_file(big, "blobs/big.bin")
     bucket, prefix = _bucket(s3_store_cfg)
     head = boto3.client("s3", endpoint_url=s3_store_cfg.endpoint_url).head_object(
-        Bucket=bucket, Key=f"{prefix}/blobs/big.bin")
+        Bucket=bucket, Key=f"{prefix}/blobs/big.bin"
+    )
     assert head["ContentLength"] == big.stat().st_size
     assert "-" in head["ETag"]  # an ETag of the form <md5>-<parts> is only given to multipart uploads
 

@@ -9,8 +9,18 @@ import pytest
 
 from asymptote.config import ConfigError, DataConfig, ModelConfig, TrainConfig, build
 from asymptote.fits import PowerLaw
-from asymptote.scaling import (RECIPES, CoordinateDescent, Point, SearchGrid, certified, member_train,
-                               monotone_decreasing, neighbours, overfits, point_job)
+from asymptote.scaling import (
+    RECIPES,
+    CoordinateDescent,
+    Point,
+    SearchGrid,
+    certified,
+    member_train,
+    monotone_decreasing,
+    neighbours,
+    overfits,
+    point_job,
+)
 from asymptote.scaling_analysis import FitConfig, SizeData, StudyData, analyse
 
 GRID = SearchGrid()  # the paper's grid
@@ -22,8 +32,9 @@ def test_interior_point_has_six_neighbours_and_edges_fewer():
     assert len(neighbours(mid, GRID, ALL)) == 6
     assert set(neighbours(mid, GRID, ALL)) >= {Point(3e-4, 0.8, 8), Point(1e-3, 1.6, 8), Point(1e-3, 0.8, 16)}
     corner = Point(1e-4, 0.0, 1)
-    assert sorted(neighbours(corner, GRID, ALL)) == sorted([Point(3e-4, 0.0, 1), Point(1e-4, 0.1, 1),
-                                                            Point(1e-4, 0.0, 2)])
+    assert sorted(neighbours(corner, GRID, ALL)) == sorted(
+        [Point(3e-4, 0.0, 1), Point(1e-4, 0.1, 1), Point(1e-4, 0.0, 2)]
+    )
     assert len(neighbours(mid._replace(weight_decay=0.1), GRID, RECIPES["standard"])) == 4
 
 
@@ -44,12 +55,17 @@ def test_certification_needs_every_existing_neighbour_run_and_none_better():
 
 def bowl(p: Point) -> float:
     """A smooth synthetic loss with its minimum at lr=1e-3, wd=1.6, epochs=16."""
-    return (2.0 + 0.1 * (math.log10(p.lr) + 3) ** 2 + 0.05 * math.log2((p.weight_decay + 0.05) / 1.65) ** 2
-            + 0.02 * math.log2(p.epochs / 16) ** 2)
+    return (
+        2.0
+        + 0.1 * (math.log10(p.lr) + 3) ** 2
+        + 0.05 * math.log2((p.weight_decay + 0.05) / 1.65) ** 2
+        + 0.02 * math.log2(p.epochs / 16) ** 2
+    )
 
 
-@pytest.mark.parametrize("recipe, expected", [("regularized", Point(1e-3, 1.6, 16)),
-                                              ("standard", Point(1e-3, 0.1, 16))])
+@pytest.mark.parametrize(
+    "recipe, expected", [("regularized", Point(1e-3, 1.6, 16)), ("standard", Point(1e-3, 0.1, 16))]
+)
 def test_descent_walks_to_the_optimum_and_certifies_it(recipe, expected):
     cd = CoordinateDescent(GRID, RECIPES[recipe], Point(1e-2, 0.1, 1))
     rounds = 0
@@ -84,11 +100,15 @@ def test_member_recipe_doubles_epochs_halves_weight_decay_and_seeds_by_k():
 def test_equal_points_are_equal_runs_whoever_asks():
     model, data, train = ModelConfig(preset="cpu-0.1m"), DataConfig(max_train_tokens=5000), TrainConfig()
     a = point_job(model, data, "data/abc", train, Point(1e-3, 0.1, 2), name="from tune")
-    b = point_job(model, data, "data/abc", train, Point(1e-3, 0.1, 2), name="from the flow",
-                  store={"uri": "/elsewhere"})
+    b = point_job(
+        model, data, "data/abc", train, Point(1e-3, 0.1, 2), name="from the flow", store={"uri": "/elsewhere"}
+    )
     assert a.key == b.key and a.run_rel == b.run_rel
     assert point_job(model, data, "data/abc", train, Point(1e-3, 0.2, 2)).key != a.key
-    assert point_job(model, DataConfig(max_train_tokens=9000), "data/abc", train, Point(1e-3, 0.1, 2)).key != a.key
+    assert (
+        point_job(model, DataConfig(max_train_tokens=9000), "data/abc", train, Point(1e-3, 0.1, 2)).key
+        != a.key
+    )
 
 
 def test_checks():
@@ -115,12 +135,24 @@ def synthetic_study() -> StudyData:
         c = reg(n) - 0.12
         curve = [c + 0.12 / k for k in range(1, 5)]
         members = [curve[0] + d for d in (-0.004, 0.003, 0.001, -0.002)]
-        sizes.append(SizeData(label=f"s{i}", params=int(n), standard=float(std(n)), regularized=float(reg(n)),
-                              members=members, ensemble={"logits": curve, "probs": [v + 0.01 for v in curve]}))
+        sizes.append(
+            SizeData(
+                label=f"s{i}",
+                params=int(n),
+                standard=float(std(n)),
+                regularized=float(reg(n)),
+                members=members,
+                ensemble={"logits": curve, "probs": [v + 0.01 for v in curve]},
+            )
+        )
     data_law = PowerLaw(400.0, 0.45, 1.95)
     efficiency = {b: float(data_law(b)) for b in (25_000, 50_000, 100_000, 200_000)}
-    return StudyData(sizes=sizes, base_budget=50_000, efficiency=efficiency,
-                     sweep={"standard": {1: 3.0, 4: 2.7, 16: 2.8}, "regularized": {1: 3.0, 4: 2.6, 16: 2.55}})
+    return StudyData(
+        sizes=sizes,
+        base_budget=50_000,
+        efficiency=efficiency,
+        sweep={"standard": {1: 3.0, 4: 2.7, 16: 2.8}, "regularized": {1: 3.0, 4: 2.6, 16: 2.55}},
+    )
 
 
 def test_analysis_recovers_asymptotes_multipliers_and_checks():
@@ -130,7 +162,11 @@ def test_analysis_recovers_asymptotes_multipliers_and_checks():
     assert out.fits["joint_N"].asymptote == pytest.approx(1.88, abs=0.03)
     lo, hi = out.fits["regularized_N"].ci()
     assert lo < out.fits["regularized_N"].asymptote < hi
-    assert out.checks == {"wd_overfit_fixed": True, "ensemble_monotone_in_k": True, "joint_below_regularized": True}
+    assert out.checks == {
+        "wd_overfit_fixed": True,
+        "ensemble_monotone_in_k": True,
+        "joint_below_regularized": True,
+    }
     reg = PowerLaw(**{k: out.fits["standard_D"].params[k] for k in ("A", "alpha", "E")})
     assert out.multipliers["regularized"]["value"] == pytest.approx(reg.inverse(2.0) / 50_000, rel=0.05)
     assert out.seed_noise == pytest.approx(0.0032, abs=0.001)
@@ -152,9 +188,15 @@ def test_fit_table_says_why_a_fit_is_missing_or_degenerate():
     from asymptote.tasks.reports import md_table
 
     ci = {"E": [1.0, 2.0]}
-    fits = {"good": FitOutcome(ok=True, params={"A": 2.0, "alpha": 0.3, "E": 1.5, "ci": ci, "level": 0.9, "n_points": 4}),
-            "bound": FitOutcome(ok=True, params={"A": 7e39, "alpha": 10.0, "E": 3.3, "ci": ci, "level": 0.9, "n_points": 3}),
-            "missing": FitOutcome(ok=False, reason="needs 2 members")}
+    fits = {
+        "good": FitOutcome(
+            ok=True, params={"A": 2.0, "alpha": 0.3, "E": 1.5, "ci": ci, "level": 0.9, "n_points": 4}
+        ),
+        "bound": FitOutcome(
+            ok=True, params={"A": 7e39, "alpha": 10.0, "E": 3.3, "ci": ci, "level": 0.9, "n_points": 3}
+        ),
+        "missing": FitOutcome(ok=False, reason="needs 2 members"),
+    }
     table = md_table(_fit_rows(Analysis(fits=fits, multipliers={}, checks={}, seed_noise=None)))
     lines = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "90% CI" in table.splitlines()[0]

@@ -24,8 +24,9 @@ def test_logit_and_probability_averaging_follow_their_definitions():
     by_probs = combine(z, "probs")
     assert torch.allclose(by_logits, F.log_softmax(torch.stack(z).mean(0), -1), atol=1e-6)
     assert torch.allclose(by_probs.exp(), torch.stack([F.softmax(t, -1) for t in z]).mean(0), atol=1e-6)
-    assert torch.allclose(by_logits.exp().sum(-1), torch.ones(3, 5)) and torch.allclose(by_probs.exp().sum(-1),
-                                                                                       torch.ones(3, 5))
+    assert torch.allclose(by_logits.exp().sum(-1), torch.ones(3, 5)) and torch.allclose(
+        by_probs.exp().sum(-1), torch.ones(3, 5)
+    )
     assert not torch.allclose(by_logits, by_probs, atol=1e-3)  # the two rules differ on disagreeing members
     same = [z[0]] * 3  # identical members: both rules give the member itself
     assert torch.allclose(combine(same, "logits"), F.log_softmax(z[0], -1), atol=1e-6)

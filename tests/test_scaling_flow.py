@@ -13,12 +13,21 @@ from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
 from asymptote.recipes import resolve
 
 TINY = {
-    "sizes": [{"n_layer": 1, "n_head": 2, "d_model": d, "d_ff": 2 * d, "block_size": 32} for d in (16, 24, 32)],
+    "sizes": [
+        {"n_layer": 1, "n_head": 2, "d_model": d, "d_ff": 2 * d, "block_size": 32} for d in (16, 24, 32)
+    ],
     "budget": 3000,
-    "train": {"batch_size": 8, "warmup_steps": 2, "eval_every": 10**6, "log_every": 10**6,
-              "checkpoint_every": 10**6},
-    "search": {"grid": {"lr": [1e-2, 3e-2], "weight_decay": [0.1, 0.8], "epochs": [1, 2]},
-               "start": {"lr": 3e-2, "weight_decay": 0.8, "epochs": 2}},
+    "train": {
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "eval_every": 10**6,
+        "log_every": 10**6,
+        "checkpoint_every": 10**6,
+    },
+    "search": {
+        "grid": {"lr": [1e-2, 3e-2], "weight_decay": [0.1, 0.8], "epochs": [1, 2]},
+        "start": {"lr": 3e-2, "weight_decay": 0.8, "epochs": 2},
+    },
     "ensemble": {"members": 3},
     "efficiency": {"budgets": [1500, 6000], "sizes": [0]},
     "fits": {"n_boot": 200},
@@ -30,8 +39,9 @@ def task_states(flow_run_id: str) -> dict[str, list[str]]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])),
-                                     limit=200)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])), limit=200
+        )
     states: dict[str, list[str]] = {}
     for r in runs:
         states.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
@@ -73,13 +83,23 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         assert fit.ok, fit.reason
         lo, hi = fit.ci()
         assert lo <= fit.asymptote <= hi
-    assert set(res.analysis.checks) == {"wd_overfit_fixed", "ensemble_monotone_in_k", "joint_below_regularized"}
+    assert set(res.analysis.checks) == {
+        "wd_overfit_fixed",
+        "ensemble_monotone_in_k",
+        "joint_below_regularized",
+    }
     assert set(res.study.sweep) == {"standard", "regularized"}
     assert all(len(curve) == 2 for curve in res.study.sweep.values())
 
     report = store.relpath(res.report_uri).rsplit("/", 1)[0]
     files = set(store.manifest(report).files)
-    assert {"report.md", "loss-vs-params.png", "loss-vs-members.png", "loss-vs-epochs.png", "study.json"} <= files
+    assert {
+        "report.md",
+        "loss-vs-params.png",
+        "loss-vs-members.png",
+        "loss-vs-epochs.png",
+        "study.json",
+    } <= files
     markdown = store.read(report, "report.md").decode()
     assert "## Checks" in markdown and "![loss-vs-params.png](loss-vs-params.png)" in markdown
 
@@ -107,8 +127,12 @@ def test_bad_config_names_the_field(store_uri):
 def test_tune_engine_runs_are_the_flows_runs(ray_local, prefect_api, store_uri, store):
     """Searches run as Ray Tune experiments; the flow then asks for the same points (certification,
     epoch sweep) through its cached Prefect tasks and finds the runs Tune trained: none trains twice."""
-    one = TINY | {"sizes": TINY["sizes"][:1], "efficiency": {"budgets": []}, "ensemble": {"members": 2},
-                  "search": TINY["search"] | {"engine": "tune"}}
+    one = TINY | {
+        "sizes": TINY["sizes"][:1],
+        "efficiency": {"budgets": []},
+        "ensemble": {"members": 2},
+        "search": TINY["search"] | {"engine": "tune"},
+    }
     res = scaling_study(resolve(ScalingStudyConfig, base=one | {"store": {"uri": store_uri}}))
     assert [r.certified for r in res.searches] == [True, True]
     tuned = {}

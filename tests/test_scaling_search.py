@@ -25,12 +25,19 @@ GRID = SearchGrid(lr=[3e-3, 1e-2, 3e-2], weight_decay=[0.1, 0.8], epochs=[1, 2])
 
 
 def spec_for(store_uri: str, data_rel: str = "data/none", **kw) -> SearchSpec:
-    fields = dict(name="t", model=ModelConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, block_size=16),
-                  data=DataConfig(max_train_tokens=3000), data_artifact=data_rel,
-                  train=TrainConfig(batch_size=8, warmup_steps=2, eval_every=10**6, log_every=10**6,
-                                    checkpoint_every=10**6),
-                  grid=GRID, axes=("epochs", "lr", "weight_decay"), start=Point(3e-3, 0.1, 1),
-                  store=StoreConfig(uri=store_uri))
+    fields = dict(
+        name="t",
+        model=ModelConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, block_size=16),
+        data=DataConfig(max_train_tokens=3000),
+        data_artifact=data_rel,
+        train=TrainConfig(
+            batch_size=8, warmup_steps=2, eval_every=10**6, log_every=10**6, checkpoint_every=10**6
+        ),
+        grid=GRID,
+        axes=("epochs", "lr", "weight_decay"),
+        start=Point(3e-3, 0.1, 1),
+        store=StoreConfig(uri=store_uri),
+    )
     return SearchSpec(**(fields | kw))
 
 
@@ -104,7 +111,9 @@ def finished_runs(store) -> list[str]:
 
 
 def _created(store, rels) -> dict[str, str]:
-    return {r: store.manifest(r).created + store.manifest(r).files["model.safetensors"]["sha256"] for r in rels}
+    return {
+        r: store.manifest(r).created + store.manifest(r).files["model.safetensors"]["sha256"] for r in rels
+    }
 
 
 @pytest.mark.slow
@@ -143,16 +152,23 @@ with ray_session(num_cpus=2):
 
 @pytest.mark.slow
 def test_search_resumes_after_its_driver_is_killed(ray_local, store_uri, store, tmp_path):
-    spec = spec_for(store_uri, _prepared(store), axes=("epochs", "lr"),
-                    data=DataConfig(max_train_tokens=6000))  # runs long enough to kill mid-search
+    spec = spec_for(
+        store_uri, _prepared(store), axes=("epochs", "lr"), data=DataConfig(max_train_tokens=6000)
+    )  # runs long enough to kill mid-search
     (tmp_path / "spec.json").write_text(spec.model_dump_json())
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
-    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "spec.json")],
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "spec.json")],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     experiment = Path(store.path(spec.rel, "tune", "ray", "certify"))
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not (finished_runs(store) and list(experiment.glob("experiment_state*"))):
+        while time.time() < deadline and not (
+            finished_runs(store) and list(experiment.glob("experiment_state*"))
+        ):
             time.sleep(0.5)
         assert finished_runs(store), "the driver finished no run before the deadline"
     finally:

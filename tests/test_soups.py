@@ -14,8 +14,17 @@ from torch.func import functional_call
 from asymptote.config import ModelConfig
 from asymptote.evaluation import mean_loss
 from asymptote.model import Decoder, lm_loss
-from asymptote.soups import (Checkpoint, greedy_soup, heldout_test_split, learned_soup, mixing_grad, mwa_soup,
-                             mwa_weights, uniform_soup, weighted_average)
+from asymptote.soups import (
+    Checkpoint,
+    greedy_soup,
+    heldout_test_split,
+    learned_soup,
+    mixing_grad,
+    mwa_soup,
+    mwa_weights,
+    uniform_soup,
+    weighted_average,
+)
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
 
@@ -61,7 +70,7 @@ def test_mwa_weights_follow_the_documented_formula():
     losses = [2.0, 2.2, 3.0]
     assert mwa_weights(losses, 0.0) == pytest.approx([1 / 3] * 3)
     w = mwa_weights(losses, 4.0)
-    raw = np.array([1.0, 1.1 ** -4, 1.5 ** -4])
+    raw = np.array([1.0, 1.1**-4, 1.5**-4])
     assert w == pytest.approx((raw / raw.sum()).tolist())
     assert mwa_weights(losses, 200.0)[0] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="penalty"):
@@ -82,9 +91,18 @@ def test_greedy_tries_best_first_and_keeps_only_strict_improvements(tmp_path):
     # A 4-parameter "model" whose held-out loss is the squared distance to a target.
     target = torch.tensor([[1.0, -1.0, 0.5, 2.0]])
     e1, e2 = torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0, 1.0, 0, 0]])
-    members = {"far": target + 3 * e2, "a": target + e1, "b": target - e1, "c": target + 2 * e1, "d": target - e1}
+    members = {
+        "far": target + 3 * e2,
+        "a": target + e1,
+        "b": target - e1,
+        "c": target + 2 * e1,
+        "d": target - e1,
+    }
     ings = [save(tmp_path, n, {"weight": w}) for n, w in members.items()]
-    evaluate = lambda m: float(((m.weight - target) ** 2).sum())
+
+    def evaluate(m):
+        return float(((m.weight - target) ** 2).sum())
+
     scores = [float(((w - target) ** 2).sum()) for w in members.values()]  # 9, 1, 1, 4, 1
     model = nn.Linear(4, 1, bias=False)
     res = greedy_soup(model, ings, scores, evaluate)
@@ -103,10 +121,15 @@ def test_greedy_tries_best_first_and_keeps_only_strict_improvements(tmp_path):
 def test_greedy_on_decoders_is_never_worse_than_its_first_ingredient(tmp_path):
     tokens = np.random.default_rng(0).integers(0, 256, 600).astype(np.uint8)
     base = decoder_state(0)
-    states = [{k: v + 0.02 * torch.randn_like(v) for k, v in base.items()} for _ in range(3)] + [decoder_state(9)]
+    states = [{k: v + 0.02 * torch.randn_like(v) for k, v in base.items()} for _ in range(3)] + [
+        decoder_state(9)
+    ]
     ings = [save(tmp_path, f"m{i}", s) for i, s in enumerate(states)]
     model = Decoder(TINY)
-    evaluate = lambda m: mean_loss(m, tokens, TINY.block_size)
+
+    def evaluate(m):
+        return mean_loss(m, tokens, TINY.block_size)
+
     scores = []
     for ing in ings:
         model.load_state_dict(ing.load())
@@ -188,7 +211,11 @@ def live_tensor_bytes(collect: bool = False) -> int:
     if collect:
         gc.collect()
     tensors = [o for o in gc.get_objects() if type(o) in TENSOR_TYPES]
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors if t.device.type == "cpu"}
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for t in tensors
+        if t.device.type == "cpu"
+    }
     return sum(storages.values())
 
 
@@ -212,7 +239,9 @@ def test_streaming_soups_hold_at_most_two_models(tmp_path):
     ings = [Probe(f"m{i}", save(tmp_path, f"m{i}", s).path) for i, s in enumerate(states)]
     del states
     baseline = live_tensor_bytes(collect=True)
-    budget = lambda models: baseline + models * model_bytes + model_bytes // 10
+
+    def budget(models):
+        return baseline + models * model_bytes + model_bytes // 10
 
     Probe.peaks = []
     soup = uniform_soup(ings)
@@ -242,7 +271,14 @@ def test_streaming_soups_hold_at_most_two_models(tmp_path):
 
 def test_diverged_ingredients_get_no_weight_and_go_last(tmp_path):
     assert mwa_weights([2.0, float("nan"), 2.0], 3.0) == pytest.approx([0.5, 0.0, 0.5])
-    ings = [save(tmp_path, n, {"weight": torch.full((1, 2), v)}) for n, v in (("ok", 1.0), ("nan", 0.0), ("far", 5.0))]
-    res = greedy_soup(nn.Linear(2, 1, bias=False), ings, [1.0, float("nan"), 3.0],
-                      lambda m: float(((m.weight - 1.0) ** 2).sum()))
+    ings = [
+        save(tmp_path, n, {"weight": torch.full((1, 2), v)})
+        for n, v in (("ok", 1.0), ("nan", 0.0), ("far", 5.0))
+    ]
+    res = greedy_soup(
+        nn.Linear(2, 1, bias=False),
+        ings,
+        [1.0, float("nan"), 3.0],
+        lambda m: float(((m.weight - 1.0) ** 2).sum()),
+    )
     assert res.order == [0, 2, 1] and res.chosen == [0]

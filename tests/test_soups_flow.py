@@ -40,18 +40,34 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
     res = outcome.result
     assert outcome.markdown.startswith("## Model soups") and "soups-heldout-vs-test.png" in outcome.markdown
     assert outcome.files["soups-heldout-vs-test.png"][:4] == b"\x89PNG"
-    assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {4, 8}  # 0.05 or 0.1 of 78 batches
+    assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {
+        4,
+        8,
+    }  # 0.05 or 0.1 of 78 batches
     for ft in res.finetunes:  # every fine-tune starts from the base
         assert store.read_json(ft.run.rel, "config.json")["init_from"] == res.base
     names = {e.name for e in res.entries}
-    assert {"uniform", "greedy", "learned", "mwa", "task_arithmetic", "ties", "dare", "slerp", "naive_avg",
-            "aligned_avg", "ensemble"} <= names
+    assert {
+        "uniform",
+        "greedy",
+        "learned",
+        "mwa",
+        "task_arithmetic",
+        "ties",
+        "dare",
+        "slerp",
+        "naive_avg",
+        "aligned_avg",
+        "ensemble",
+    } <= names
     assert all(math.isfinite(e.heldout) and math.isfinite(e.test) for e in res.entries)
 
     # Every soup is a committed checkpoint that model_from_run loads; its test loss reproduces.
     greedy = next(e for e in res.entries if e.name == "greedy")
     meta = store.manifest(greedy.rel).meta
-    assert meta["ingredients"] == [ft.run.rel for ft in res.finetunes] and sum(meta["weights"].values()) == pytest.approx(1)
+    assert meta["ingredients"] == [ft.run.rel for ft in res.finetunes] and sum(
+        meta["weights"].values()
+    ) == pytest.approx(1)
     model = model_from_run(store, greedy.rel)
     _, val, _ = load_dataset(store, res.data.rel)
     _, test = config.soups.split(val, model.cfg.block_size)
@@ -66,8 +82,12 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
 
 @pytest.mark.slow
 def test_tune_engine_and_given_checkpoints_reuse_the_same_runs(ray_local, prefect_api, store_uri, store):
-    light = {"independent": {"members": 0}, "merges": {"methods": ["ties"], "scales": [1.0]},
-             "soups": {"methods": ["uniform", "greedy"]}, "base": {"train": TRAIN | {"max_steps": 20}}}
+    light = {
+        "independent": {"members": 0},
+        "merges": {"methods": ["ties"], "scales": [1.0]},
+        "soups": {"methods": ["uniform", "greedy"]},
+        "base": {"train": TRAIN | {"max_steps": 20}},
+    }
     first = soup_study(tiny_study(store_uri, sweep={"engine": "tune", "n_models": 2}, **light))
     runs = [ft.run.rel for ft in first.finetunes]
     assert len(runs) == 2 and all(store.has(r) for r in runs)
@@ -81,8 +101,15 @@ def test_tune_engine_and_given_checkpoints_reuse_the_same_runs(ray_local, prefec
     # A soup over checkpoints already in the store (no sweep): the same soups as the study made.
     given = soup_study(tiny_study(store_uri, ingredients=runs, **(light | {"base": {"run": first.base}})))
     assert given.finetunes == [] and given.base == first.base
-    by_name = lambda r: {e.name: e.test for e in r.entries}
-    assert by_name(given) == by_name(first) and set(by_name(given)) == set(runs) | {"uniform", "greedy", "ties"}
+
+    def by_name(r):
+        return {e.name: e.test for e in r.entries}
+
+    assert by_name(given) == by_name(first) and set(by_name(given)) == set(runs) | {
+        "uniform",
+        "greedy",
+        "ties",
+    }
 
 
 def test_bad_configs_name_the_field_and_the_fix(store_uri):
@@ -98,9 +125,13 @@ def test_bad_configs_name_the_field_and_the_fix(store_uri):
 
 
 def test_sweep_draws_are_seeded_and_inside_the_search_space(store_uri):
-    sweep = tiny_study(store_uri, sweep={"n_models": 6, "lr": [1e-4, 1e-2], "weight_decay": [0.05, 0.05]}).sweep
+    sweep = tiny_study(
+        store_uri, sweep={"n_models": 6, "lr": [1e-4, 1e-2], "weight_decay": [0.05, 0.05]}
+    ).sweep
     draws = sample_trials(sweep.space(), sweep.n_models, sweep.seed)
     assert draws == sample_trials(sweep.space(), sweep.n_models, sweep.seed)  # same seed, same runs
     assert draws != sample_trials(sweep.space(), sweep.n_models, sweep.seed + 1)
     assert len(draws) == 6 and len({d["seed"] for d in draws}) == 6
-    assert all(1e-4 <= d["lr"] <= 1e-2 and d["weight_decay"] == 0.05 and d["epochs"] in (0.05, 0.1) for d in draws)
+    assert all(
+        1e-4 <= d["lr"] <= 1e-2 and d["weight_decay"] == 0.05 and d["epochs"] in (0.05, 0.1) for d in draws
+    )

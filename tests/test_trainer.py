@@ -21,7 +21,9 @@ def test_weight_decay_skips_norms_and_embeddings():
     decay, no_decay = param_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert any(p is model.tok_emb.weight for p in no_decay["params"])
-    assert all(p.dim() == 2 for p in decay["params"]) and not any(p is model.tok_emb.weight for p in decay["params"])
+    assert all(p.dim() == 2 for p in decay["params"]) and not any(
+        p is model.tok_emb.weight for p in decay["params"]
+    )
     assert any(p is model.norm.weight for p in no_decay["params"])
 
 
@@ -40,10 +42,24 @@ def test_replay_holds_last_value():
 def _job(store, **train):
     data = DataConfig(max_train_tokens=50_000)
     rel = prepare_dataset(data, store)
-    train = {"max_steps": 24, "batch_size": 8, "warmup_steps": 4, "eval_every": 12, "eval_windows": 16,
-             "log_every": 4, "checkpoint_every": 8, "lr": 3e-3} | train
-    return make_job(name="t", model=ModelConfig(preset="cpu-0.1m"), data=data, train=TrainConfig(**train),
-                    data_artifact=rel, store=StoreConfig(uri=store.uri()))
+    train = {
+        "max_steps": 24,
+        "batch_size": 8,
+        "warmup_steps": 4,
+        "eval_every": 12,
+        "eval_windows": 16,
+        "log_every": 4,
+        "checkpoint_every": 8,
+        "lr": 3e-3,
+    } | train
+    return make_job(
+        name="t",
+        model=ModelConfig(preset="cpu-0.1m"),
+        data=data,
+        train=TrainConfig(**train),
+        data_artifact=rel,
+        store=StoreConfig(uri=store.uri()),
+    )
 
 
 def test_resume_continues_the_same_curve(tmp_path):
@@ -55,7 +71,7 @@ def test_resume_continues_the_same_curve(tmp_path):
     # Interrupted twin: stop after step 16 by running a shorter job with the same key-defining fields.
     interrupted = _job(b)
     trainer, total, _ = build_trainer(interrupted, b, DistEnv())
-    from asymptote.job import StoreCheckpoints, resume
+    from asymptote.job import StoreCheckpoints
     from asymptote.trainer import fit
 
     ckpt = StoreCheckpoints(b, interrupted, DistEnv())

@@ -14,15 +14,24 @@ from asymptote.tuning.tune_pretrain import PretrainSearchConfig, tune_pretrain
 
 def _reports(experiment: str) -> dict[str, list[dict]]:
     """Every result Tune recorded, per trial folder."""
-    return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
-            for p in Path(experiment).glob("*/result.json")}
+    return {
+        p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
+        for p in Path(experiment).glob("*/result.json")
+    }
 
 
 @pytest.mark.slow
 def test_optuna_search_trains_each_trial_as_a_run_and_commits_results(ray_local, store_uri, store):
     base = tiny_pretrain_config(store_uri, max_steps=20, eval_every=10)
-    cfg = PretrainSearchConfig(base=base, num_samples=2, seed=1, space={
-        "train.lr": {"low": 1e-3, "high": 1e-2, "log": True}, "train.weight_decay": {"choices": [0.0, 0.3]}})
+    cfg = PretrainSearchConfig(
+        base=base,
+        num_samples=2,
+        seed=1,
+        space={
+            "train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+            "train.weight_decay": {"choices": [0.0, 0.3]},
+        },
+    )
     res = tune_pretrain(cfg)
 
     assert len(res.trials) == 2 and len({t.params["train.lr"] for t in res.trials}) == 2
@@ -36,8 +45,9 @@ def test_optuna_search_trains_each_trial_as_a_run_and_commits_results(ray_local,
     assert res.best_config.train.lr == pytest.approx(res.best_params["train.lr"])
 
     committed = store.manifest(f"tune/{cfg.key}")
-    assert "results.json" in committed.files and any(n.endswith("experiment_state.json") or "result.json" in n
-                                                      for n in committed.files)
+    assert "results.json" in committed.files and any(
+        n.endswith("experiment_state.json") or "result.json" in n for n in committed.files
+    )
     reports = _reports(res.experiment_uri)
     assert len(reports) == 2
     for rows in reports.values():  # evaluations at steps 10 and 20 from the trainer, then the final summary
@@ -52,7 +62,9 @@ def test_optuna_search_trains_each_trial_as_a_run_and_commits_results(ray_local,
 def test_worker_group_trial_reports_through_tune_report_callback(ray_local, store_uri):
     base = tiny_pretrain_config(store_uri, max_steps=20, eval_every=10)
     base.compute.launcher = "ray_train"  # a Train V2 worker group per trial
-    res = tune_pretrain(PretrainSearchConfig(base=base, num_samples=1, space={"train.lr": {"low": 1e-3, "high": 3e-3}}))
+    res = tune_pretrain(
+        PretrainSearchConfig(base=base, num_samples=1, space={"train.lr": {"low": 1e-3, "high": 3e-3}})
+    )
     (rows,) = _reports(res.experiment_uri).values()
     assert [r.get("step") for r in rows[:2]] == [10, 20] and rows[-1]["final"] == 1
     assert rows[-1]["val_loss"] == pytest.approx(res.best_val_loss)
@@ -60,9 +72,13 @@ def test_worker_group_trial_reports_through_tune_report_callback(ray_local, stor
 
 def test_a_search_over_an_unknown_field_names_it(store_uri):
     with pytest.raises((ValidationError, ValueError), match="train.lrr"):
-        PretrainSearchConfig(base=tiny_pretrain_config(store_uri), space={"train.lrr": {"low": 1e-4, "high": 1e-2}})
+        PretrainSearchConfig(
+            base=tiny_pretrain_config(store_uri), space={"train.lrr": {"low": 1e-4, "high": 1e-2}}
+        )
     with pytest.raises(ValidationError, match="low < high"):
-        PretrainSearchConfig(base=tiny_pretrain_config(store_uri), space={"train.lr": {"low": 1e-2, "high": 1e-4}})
+        PretrainSearchConfig(
+            base=tiny_pretrain_config(store_uri), space={"train.lr": {"low": 1e-2, "high": 1e-4}}
+        )
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ def model_state(cfg: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     model = Decoder(cfg)
     with torch.no_grad():  # norm gains away from 1 so that every tensor carries a signal
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.dim() == 1:
                 p.uniform_(0.5, 1.5)
     return model.state_dict()
@@ -41,7 +41,9 @@ def test_permutations_keep_the_function(cfg):
     perm = Permutation.random(cfg, torch.Generator().manual_seed(1))
     permuted = permute(state, perm, cfg)
     assert not torch.equal(permuted["layers.0.attn.wq.weight"], state["layers.0.attn.wq.weight"])
-    torch.testing.assert_close(logits(cfg, permuted, TOKENS), logits(cfg, state, TOKENS), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logits(cfg, permuted, TOKENS), logits(cfg, state, TOKENS), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("cfg", [MHA, GQA], ids=["mha", "gqa"])
@@ -57,10 +59,10 @@ def test_matching_recovers_a_randomly_permuted_copy_exactly(cfg):
 def test_query_heads_stay_with_their_key_value_group():
     perm = Permutation.random(GQA, torch.Generator().manual_seed(3))
     group = GQA.n_head // GQA.n_kv_head
-    for kv, q in zip(perm.kv, perm.q):
+    for kv, q in zip(perm.kv, perm.q, strict=False):
         assert [int(h) // group for h in q] == [int(kv[s // group]) for s in range(GQA.n_head)]
     found = match(model_state(GQA, 0), model_state(GQA, 1), GQA)
-    for kv, q in zip(found.kv, found.q):
+    for kv, q in zip(found.kv, found.q, strict=False):
         assert [int(h) // group for h in q] == [int(kv[s // group]) for s in range(GQA.n_head)]
 
 

@@ -70,15 +70,21 @@ class AutoLRSOptions(Section):
     @model_validator(mode="after")
     def _check(self) -> "AutoLRSOptions":
         if (self.min_lr is None) != (self.max_lr is None):
-            raise ValueError(f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
-                             "(neither: the range comes from the Step Law prior)")
+            raise ValueError(
+                f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
+                "(neither: the range comes from the Step Law prior)"
+            )
         if self.min_lr is not None and self.min_lr >= self.max_lr:
             raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
         if self.trial_steps >= self.stage_steps:
-            raise ValueError(f"trial_steps={self.trial_steps} must be below stage_steps={self.stage_steps} "
-                             "(trials are short looks ahead of a longer stage)")
+            raise ValueError(
+                f"trial_steps={self.trial_steps} must be below stage_steps={self.stage_steps} "
+                "(trials are short looks ahead of a longer stage)"
+            )
         if self.max_stage_steps < self.stage_steps:
-            raise ValueError(f"max_stage_steps={self.max_stage_steps} must be at least stage_steps={self.stage_steps}")
+            raise ValueError(
+                f"max_stage_steps={self.max_stage_steps} must be at least stage_steps={self.stage_steps}"
+            )
         return self
 
 
@@ -90,7 +96,7 @@ def step_law_lr(non_embedding_params: int, tokens: int) -> float:
     """
     if non_embedding_params < 1 or tokens < 1:
         raise ValueError(f"Step Law needs N >= 1 and D >= 1, got N={non_embedding_params}, D={tokens}")
-    return 1.79 * non_embedding_params ** -0.713 * tokens ** 0.307
+    return 1.79 * non_embedding_params**-0.713 * tokens**0.307
 
 
 def search_range(options: AutoLRSOptions, non_embedding_params: int, tokens: int) -> tuple[float, float]:
@@ -117,9 +123,12 @@ def propose_bayes_opt(bounds: tuple[float, float], seen: Seen, seed: int, option
     from sklearn.gaussian_process.kernels import Matern
 
     width = bounds[1] - bounds[0]
-    opt = BayesianOptimization(f=None, pbounds={"log_lr": bounds}, random_state=seed, verbose=0,
-                               allow_duplicate_points=True)
-    opt.set_gp_params(kernel=Matern(nu=2.5, length_scale=width / 4, length_scale_bounds=(width / 20, 10 * width)))
+    opt = BayesianOptimization(
+        f=None, pbounds={"log_lr": bounds}, random_state=seed, verbose=0, allow_duplicate_points=True
+    )
+    opt.set_gp_params(
+        kernel=Matern(nu=2.5, length_scale=width / 4, length_scale_bounds=(width / 20, 10 * width))
+    )
     for x, y in seen:
         opt.register(params={"log_lr": x}, target=-y)
     with warnings.catch_warnings(), threadpool_limits(1):  # tiny matrices: BLAS threads only contend
@@ -218,8 +227,12 @@ class AutoLRS:
 
     @classmethod
     def start(cls, options: AutoLRSOptions, lr_range: tuple[float, float]) -> "AutoLRS":
-        state = AutoLRSState(min_lr=lr_range[0], max_lr=lr_range[1], trial_steps=options.trial_steps,
-                             stage_steps=options.stage_steps)
+        state = AutoLRSState(
+            min_lr=lr_range[0],
+            max_lr=lr_range[1],
+            trial_steps=options.trial_steps,
+            stage_steps=options.stage_steps,
+        )
         return cls(options, state)
 
     def state_dict(self) -> dict[str, Any]:
@@ -259,9 +272,14 @@ class AutoLRS:
             self.state.phase = "done"
             return
         s = self.state
-        stage = Stage(index=len(s.stages), start_step=step, trial_steps=s.trial_steps,
-                      stage_steps=min(s.stage_steps, remaining), validation=self.validation_mode,
-                      start_loss=start_loss)
+        stage = Stage(
+            index=len(s.stages),
+            start_step=step,
+            trial_steps=s.trial_steps,
+            stage_steps=min(s.stage_steps, remaining),
+            validation=self.validation_mode,
+            start_loss=start_loss,
+        )
         if remaining <= s.trial_steps:  # trials longer than what is left cannot pay off
             stage.lr = s.stages[-1].lr if s.stages else self.warmup_lr
         s.stages.append(stage)
@@ -306,7 +324,11 @@ class AutoLRS:
 
 def penalty(stage: Stage, losses: list[float]) -> float:
     """Score of a trial that diverged or cannot be forecast: worse than where the stage started."""
-    ref = stage.start_loss if stage.start_loss is not None else next((x for x in losses if math.isfinite(x)), 10.0)
+    ref = (
+        stage.start_loss
+        if stage.start_loss is not None
+        else next((x for x in losses if math.isfinite(x)), 10.0)
+    )
     return 2 * abs(ref) + 1.0
 
 
@@ -332,7 +354,7 @@ def trial_score(stage: Stage, steps: list[int], losses: list[float]) -> float:
     if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
         return bad
     if rose_above_start(stage, losses):  # no credit for recovering from a spike the LR caused itself
-        return float(np.mean(losses[-1 if stage.validation else -10:]))
+        return float(np.mean(losses[-1 if stage.validation else -10 :]))
     try:
         value = forecast(steps, losses, horizon=stage.stage_steps, validation=stage.validation)
     except (ValueError, np.linalg.LinAlgError):
@@ -388,9 +410,16 @@ def _record_step(ctl: AutoLRS, trainer: Trainable, io: LoopIO, lr: float, loss: 
     io.window.append(loss)
     step, last = trainer.step, trainer.step == total
     if step % io.log_every == 0 or step % io.eval_every == 0 or last:
-        record = {"step": step, "total_steps": total, "lr": lr, "train_loss": float(np.mean(io.window)),
-                  "tokens": step * io.tokens_per_step, "phase": ctl.state.phase,
-                  "stage": len(ctl.state.stages) - 1, "trial_steps_spent": ctl.state.trial_steps_spent}
+        record = {
+            "step": step,
+            "total_steps": total,
+            "lr": lr,
+            "train_loss": float(np.mean(io.window)),
+            "tokens": step * io.tokens_per_step,
+            "phase": ctl.state.phase,
+            "stage": len(ctl.state.stages) - 1,
+            "trial_steps_spent": ctl.state.trial_steps_spent,
+        }
         if step % io.eval_every == 0 or last:
             record["val_loss"] = trainer.evaluate(max_windows=None if last else io.eval_windows)
         io.window.clear()
@@ -445,8 +474,16 @@ def _search(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
         io.decide(ctl, lambda: ctl.score(ran, steps, losses))
         trainer.restore(snap)
         trial = ctl.stage.trials[-1]
-        io.report({"step": trainer.step, "total_steps": total, "stage": ctl.stage.index,
-                   "trial": len(ctl.stage.trials), "trial_lr": trial.lr, "trial_score": trial.score})
+        io.report(
+            {
+                "step": trainer.step,
+                "total_steps": total,
+                "stage": ctl.stage.index,
+                "trial": len(ctl.stage.trials),
+                "trial_lr": trial.lr,
+                "trial_score": trial.score,
+            }
+        )
         _save(ctl, trainer, io)
     io.decide(ctl, ctl.choose)
 

@@ -64,27 +64,49 @@ def check_ranks_agree(env: DistEnv, state: AutoLRSState) -> None:
     """Fail loudly if any rank trained with another schedule than rank 0 (DDP would silently mix them)."""
     mine = stable_hash(state.lrs)
     if env.broadcast(mine) != mine:
-        raise RuntimeError(f"rank {env.rank}: AutoLRS learning rates differ from rank 0's; decisions were not shared")
+        raise RuntimeError(
+            f"rank {env.rank}: AutoLRS learning rates differ from rank 0's; decisions were not shared"
+        )
 
 
-def loop_io(trainer: Trainer, job, options: AutoLRSOptions, report: Reporter, checkpoints: Checkpoints) -> LoopIO:
+def loop_io(
+    trainer: Trainer, job, options: AutoLRSOptions, report: Reporter, checkpoints: Checkpoints
+) -> LoopIO:
     env, cfg = trainer.env, job.train
-    return LoopIO(mean=lambda loss: float(env.mean(loss)), decide=rank0_decides(env),
-                  save=lambda: checkpoints.save(trainer), report=report, log_every=cfg.log_every,
-                  eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, eval_windows=cfg.eval_windows,
-                  val_windows=options.val_windows, tokens_per_step=cfg.batch_size * job.model.block_size)
+    return LoopIO(
+        mean=lambda loss: float(env.mean(loss)),
+        decide=rank0_decides(env),
+        save=lambda: checkpoints.save(trainer),
+        report=report,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        eval_windows=cfg.eval_windows,
+        val_windows=options.val_windows,
+        tokens_per_step=cfg.batch_size * job.model.block_size,
+    )
 
 
-def commit_trace(store: Store, job, options: AutoLRSOptions, state: AutoLRSState, total: int,
-                 metrics: list[dict[str, Any]]) -> None:
-    trace = {"run": job.key, "total_steps": total, "tokens_per_step": job.train.batch_size * job.model.block_size,
-             "options": options.model_dump(), "state": state.model_dump(), "metrics": metrics}
-    with store.writer(trace_rel(job.run_rel), kind="autolrs-trace", meta={"run": job.key, "total_steps": total}) as d:
+def commit_trace(
+    store: Store, job, options: AutoLRSOptions, state: AutoLRSState, total: int, metrics: list[dict[str, Any]]
+) -> None:
+    trace = {
+        "run": job.key,
+        "total_steps": total,
+        "tokens_per_step": job.train.batch_size * job.model.block_size,
+        "options": options.model_dump(),
+        "state": state.model_dump(),
+        "metrics": metrics,
+    }
+    with store.writer(
+        trace_rel(job.run_rel), kind="autolrs-trace", meta={"run": job.key, "total_steps": total}
+    ) as d:
         (d / TRACE).write_text(json.dumps(trace))
 
 
-def autolrs_driver(trainer: Trainer, job, store: Store, total: int, report: Reporter,
-                   checkpoints: Checkpoints) -> dict[str, Any]:
+def autolrs_driver(
+    trainer: Trainer, job, store: Store, total: int, report: Reporter, checkpoints: Checkpoints
+) -> dict[str, Any]:
     """Train `total` steps with the schedule AutoLRS finds on the way (trial steps come on top)."""
     options = autolrs_options(job)
     tokens_per_step = job.train.batch_size * job.model.block_size

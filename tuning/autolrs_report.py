@@ -19,10 +19,16 @@ import numpy as np  # noqa: E402
 
 
 def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
-    return {"index": stage["index"], "start_step": stage["start_step"], "steps": stage["stage_steps"],
-            "trial_steps": stage["trial_steps"], "scored_on": "validation" if stage["validation"] else "train",
-            "lr": stage["lr"], "search_steps": sum(t.get("ran", 0) for t in stage["trials"]),
-            "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]]}
+    return {
+        "index": stage["index"],
+        "start_step": stage["start_step"],
+        "steps": stage["stage_steps"],
+        "trial_steps": stage["trial_steps"],
+        "scored_on": "validation" if stage["validation"] else "train",
+        "lr": stage["lr"],
+        "search_steps": sum(t.get("ran", 0) for t in stage["trials"]),
+        "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]],
+    }
 
 
 def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
@@ -30,10 +36,19 @@ def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
     state = trace["state"]
     stages = [_stage_row(s) for s in state["stages"]]
     val = [[m["step"], m["val_loss"]] for m in trace["metrics"] if m.get("val_loss") is not None]
-    return {"lrs": state["lrs"], "losses": state["losses"], "val": val, "stages": stages,
-            "chosen_lrs": [s["lr"] for s in stages], "search_range": [state["min_lr"], state["max_lr"]],
-            "total_steps": trace["total_steps"], "trial_steps_spent": state["trial_steps_spent"],
-            "final_val_loss": val[-1][1] if val else None, "run": run_uri, "options": trace["options"]}
+    return {
+        "lrs": state["lrs"],
+        "losses": state["losses"],
+        "val": val,
+        "stages": stages,
+        "chosen_lrs": [s["lr"] for s in stages],
+        "search_range": [state["min_lr"], state["max_lr"]],
+        "total_steps": trace["total_steps"],
+        "trial_steps_spent": state["trial_steps_spent"],
+        "final_val_loss": val[-1][1] if val else None,
+        "run": run_uri,
+        "options": trace["options"],
+    }
 
 
 def steps_to_reach(doc: dict[str, Any], target: float) -> tuple[int, int] | None:
@@ -63,15 +78,21 @@ def plot_schedule(doc: dict[str, Any], path: str | Path, title: str = "AutoLRS")
     top.plot(steps, doc["lrs"], lw=1.4, label="schedule")
     for s in doc["stages"]:
         tried = [t["lr"] for t in s["trials"]]
-        top.scatter([s["start_step"]] * len(tried), tried, marker="x", s=18, color="grey",
-                    label="tried" if s["index"] == 0 and tried else None)
+        top.scatter(
+            [s["start_step"]] * len(tried),
+            tried,
+            marker="x",
+            s=18,
+            color="grey",
+            label="tried" if s["index"] == 0 and tried else None,
+        )
         top.axvline(s["start_step"], color="grey", lw=0.5, alpha=0.5)
     top.set(yscale="log", ylabel="learning rate", title=title)
     window = min(20, max(1, len(doc["losses"]) // 10))
     smooth = _smooth(doc["losses"], window)
     bottom.plot(np.arange(len(smooth)) + window - 1, smooth, lw=1.2, label=f"train (mean of {window})")
     if doc["val"]:
-        bottom.plot(*zip(*doc["val"]), "o-", ms=3, label="validation")
+        bottom.plot(*zip(*doc["val"], strict=False), "o-", ms=3, label="validation")
     bottom.set(xlabel="step (trial steps not shown)", ylabel="loss (nats/token)")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)

@@ -55,7 +55,9 @@ class AutoLRSSearchConfig(Section):
 
         cfg = build(AutoLRSFlowConfig, self.base)
         if weight_decay is not None:
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"weight_decay": weight_decay})})
+            cfg = cfg.model_copy(
+                update={"train": cfg.train.model_copy(update={"weight_decay": weight_decay})}
+            )
         return cfg
 
     @property
@@ -98,15 +100,27 @@ def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str
 
     store = Store(config.flow_config().store)
     storage, fs = ray_storage(store, f"{rel}/tune")
-    trainable = tune.with_resources(tune.with_parameters(run_trial, search=config.model_dump(), data_rel=data_rel),
-                                    {"cpu": 0.01})  # the trial only waits; its run reserves the real CPUs
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, search=config.model_dump(), data_rel=data_rel), {"cpu": 0.01}
+    )  # the trial only waits; its run reserves the real CPUs
     space = {"weight_decay": tune.loguniform(*config.weight_decay)}
-    tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(
-        search_alg=_searcher(config), num_samples=config.samples, metric=METRIC, mode="min",
-        max_concurrent_trials=concurrent_runs(config.flow_config().compute)),
-        run_config=tune.RunConfig(name="search", storage_path=storage, storage_filesystem=fs, verbose=0))
-    return [{k: r.metrics[k] for k in ("weight_decay", METRIC, "run")} for r in tuner.fit()
-            if r.metrics and METRIC in r.metrics]
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(config),
+            num_samples=config.samples,
+            metric=METRIC,
+            mode="min",
+            max_concurrent_trials=concurrent_runs(config.flow_config().compute),
+        ),
+        run_config=tune.RunConfig(name="search", storage_path=storage, storage_filesystem=fs, verbose=0),
+    )
+    return [
+        {k: r.metrics[k] for k in ("weight_decay", METRIC, "run")}
+        for r in tuner.fit()
+        if r.metrics and METRIC in r.metrics
+    ]
 
 
 def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSearchResult:
@@ -118,7 +132,9 @@ def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSe
     else:
         rows = _tune(config, data_rel, rel)
         if not rows:
-            raise RuntimeError(f"every trial of the search {config.name} failed; see the Tune logs under {rel}/tune")
+            raise RuntimeError(
+                f"every trial of the search {config.name} failed; see the Tune logs under {rel}/tune"
+            )
         with store.writer(rel, kind="search", meta={"what": "autolrs weight-decay search"}) as d:
             (d / "results.json").write_text(json.dumps(rows, indent=1))
     return AutoLRSSearchResult(rel=rel, results=rows, best=min(rows, key=lambda r: r[METRIC]))

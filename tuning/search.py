@@ -30,7 +30,15 @@ from pydantic import BaseModel, Field, model_validator
 from ray import tune
 from ray.tune.search import Searcher
 
-from asymptote.config import ComputeConfig, DataConfig, ModelConfig, StoreConfig, TrainConfig, key_dict, stable_hash
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    StoreConfig,
+    TrainConfig,
+    key_dict,
+    stable_hash,
+)
 from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
@@ -96,8 +104,17 @@ class SearchSpec(BaseModel):
         return f"searches/{self.key}"
 
     def job(self, point: Point) -> TrainJob:
-        return point_job(self.model, self.data, self.data_artifact, self.train, point, name=f"{self.name} {point.label()}",
-                         compute=self.compute, store=self.store, progress_hub=self.progress_hub)
+        return point_job(
+            self.model,
+            self.data,
+            self.data_artifact,
+            self.train,
+            point,
+            name=f"{self.name} {point.label()}",
+            compute=self.compute,
+            store=self.store,
+            progress_hub=self.progress_hub,
+        )
 
     def point(self, config: dict[str, Any]) -> Point:
         """Grid indices (ints, or floats from BayesOpt) of the tuned axes -> a point on the grid."""
@@ -169,7 +186,9 @@ class CertifiedSearch(Searcher):
     def __init__(self, spec: SearchSpec, known: dict[Point, float] | None = None, start: Point | None = None):
         super().__init__(metric=METRIC, mode="min")
         self.spec = spec
-        self.cd = CoordinateDescent(spec.grid, spec.axes, start or spec.start, dict(known or {}), spec.max_runs)
+        self.cd = CoordinateDescent(
+            spec.grid, spec.axes, start or spec.start, dict(known or {}), spec.max_runs
+        )
         self.live: dict[str, Point] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -262,8 +281,12 @@ class DistinctPoints(Searcher):
             with open(os.path.join(tmp, "inner.pkl"), "wb") as f:
                 f.write(state.pop("inner"))
             self.inner.restore(os.path.join(tmp, "inner.pkl"))
-        self.known, self.live, self.waiting, self.asked = (state["known"], state["live"], state["waiting"],
-                                                         state["asked"])
+        self.known, self.live, self.waiting, self.asked = (
+            state["known"],
+            state["live"],
+            state["waiting"],
+            state["asked"],
+        )
 
 
 def _optuna(spec: SearchSpec) -> tuple[Searcher, dict]:
@@ -271,8 +294,12 @@ def _optuna(spec: SearchSpec) -> tuple[Searcher, dict]:
     from ray.tune.search.optuna import OptunaSearch
 
     space = {axis: tune.randint(0, len(getattr(spec.grid, axis))) for axis in spec.axes}
-    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.seed), metric=METRIC, mode="min",
-                            points_to_evaluate=[spec.indices(spec.start)])
+    searcher = OptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+        metric=METRIC,
+        mode="min",
+        points_to_evaluate=[spec.indices(spec.start)],
+    )
     return searcher, space
 
 
@@ -299,14 +326,27 @@ def _tune_phase(spec: SearchSpec, phase: str, searcher: Searcher, space: dict, s
     storage, fs = ray_storage(store, f"{spec.rel}/tune")
     path = f"{storage}/{phase}"
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
-        tuner = tune.Tuner.restore(path, trainable(spec), resume_unfinished=True, resume_errored=True,
-                                   param_space=space, storage_filesystem=fs)
+        tuner = tune.Tuner.restore(
+            path,
+            trainable(spec),
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=space,
+            storage_filesystem=fs,
+        )
     else:
-        tuner = tune.Tuner(trainable(spec), param_space=space,
-                           tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, metric=METRIC,
-                                                       mode="min", max_concurrent_trials=concurrent_runs(spec.compute)),
-                           run_config=tune.RunConfig(name=phase, storage_path=storage, storage_filesystem=fs,
-                                                     verbose=0))
+        tuner = tune.Tuner(
+            trainable(spec),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=samples,
+                metric=METRIC,
+                mode="min",
+                max_concurrent_trials=concurrent_runs(spec.compute),
+            ),
+            run_config=tune.RunConfig(name=phase, storage_path=storage, storage_filesystem=fs, verbose=0),
+        )
     grid = tuner.fit()
     return _rows(spec, [r for r in grid if r.metrics and r.metrics.get("final")])
 
@@ -316,7 +356,11 @@ def _rows(spec: SearchSpec, results) -> list[dict[str, Any]]:
     rows: dict[Point, dict] = {}
     for r in results:
         point = spec.point(r.config)
-        rows[point] = {**point._asdict(), "loss": float(r.metrics[METRIC]), "run": f"runs/{r.metrics['run_key']}"}
+        rows[point] = {
+            **point._asdict(),
+            "loss": float(r.metrics[METRIC]),
+            "run": f"runs/{r.metrics['run_key']}",
+        }
     return list(rows.values())
 
 
@@ -359,5 +403,10 @@ def _result(spec: SearchSpec, rows: list[dict[str, Any]]) -> SearchResult:
     merged = {_row_point(r): r for r in rows}
     losses = {p: r["loss"] for p, r in merged.items()}
     best = min(losses, key=lambda p: losses[p] if math.isfinite(losses[p]) else math.inf)
-    return SearchResult(key=spec.key, rel=spec.rel, results=list(merged.values()), best=merged[best],
-                        certified=certified(best, losses, spec.grid, spec.axes))
+    return SearchResult(
+        key=spec.key,
+        rel=spec.rel,
+        results=list(merged.values()),
+        best=merged[best],
+        certified=certified(best, losses, spec.grid, spec.axes),
+    )

@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import ray
 import torch
 from pydantic import BaseModel, Field, model_validator
 
@@ -81,14 +80,24 @@ def trial_trainer(job: TrainJob):
 
     use_gpu, local = resolve_gpu(job), resolve_launcher(job) == "ray_task"
     resources = {"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    scaling = ScalingConfig(num_workers=0 if local else job.compute.num_workers, use_gpu=use_gpu,
-                            resources_per_worker=resources)
+    scaling = ScalingConfig(
+        num_workers=0 if local else job.compute.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+    )
     path, fs = ray_storage(Store(job.store), job.run_rel)
-    run = RunConfig(name="tune-trial", storage_path=path, storage_filesystem=fs, callbacks=[TuneReportCallback()],
-                    failure_config=FailureConfig(max_failures=job.compute.max_failures))
-    return TorchTrainer(tune_loop_per_worker, scaling_config=scaling, run_config=run,
-                        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu, "local": local},
-                        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"))
+    run = RunConfig(
+        name="tune-trial",
+        storage_path=path,
+        storage_filesystem=fs,
+        callbacks=[TuneReportCallback()],
+        failure_config=FailureConfig(max_failures=job.compute.max_failures),
+    )
+    return TorchTrainer(
+        tune_loop_per_worker,
+        scaling_config=scaling,
+        run_config=run,
+        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu, "local": local},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+    )
 
 
 def _run_trial(params: dict[str, Any], build: Callable[[dict[str, Any]], TrainJob]) -> None:
@@ -169,7 +178,9 @@ class PretrainSearchConfig(Section):
     """Label of the search in the store and in Tune."""
     base: PretrainConfig = Field(default_factory=PretrainConfig)
     """The pretrain config every trial starts from (its store and compute apply to the search)."""
-    space: dict[str, SearchDim] = Field(default_factory=lambda: {"train.lr": SearchDim(low=1e-4, high=1e-2, log=True)})
+    space: dict[str, SearchDim] = Field(
+        default_factory=lambda: {"train.lr": SearchDim(low=1e-4, high=1e-2, log=True)}
+    )
     """Searched fields as dotted paths into the pretrain config, e.g. train.lr, train.weight_decay."""
     num_samples: int = Field(8, ge=1)
     """Trials to run."""
@@ -189,8 +200,15 @@ class PretrainSearchConfig(Section):
     @property
     def key(self) -> str:
         space = {k: v.model_dump() for k, v in self.space.items()}
-        return stable_hash({"base": key_dict(self.base), "space": space, "n": self.num_samples, "seed": self.seed,
-                            "code": code_version()})
+        return stable_hash(
+            {
+                "base": key_dict(self.base),
+                "space": space,
+                "n": self.num_samples,
+                "seed": self.seed,
+                "code": code_version(),
+            }
+        )
 
 
 class TrialResult(BaseModel):
@@ -215,14 +233,22 @@ class TuneResult(BaseModel):
 
 def trial_config(base: PretrainConfig, params: dict[str, Any]) -> PretrainConfig:
     """The base config with the trial's values set at their dotted paths (validated)."""
-    return resolve(PretrainConfig, overrides=[f"{k}={json.dumps(v)}" for k, v in params.items()],
-                   base=base.model_dump())
+    return resolve(
+        PretrainConfig, overrides=[f"{k}={json.dumps(v)}" for k, v in params.items()], base=base.model_dump()
+    )
 
 
 def pretrain_job(base: PretrainConfig, data_rel: str, params: dict[str, Any]) -> TrainJob:
     cfg = trial_config(base, params)
-    return make_job(name=cfg.name, model=cfg.model, data=cfg.data, train=cfg.train, data_artifact=data_rel,
-                    compute=cfg.compute, store=cfg.store)
+    return make_job(
+        name=cfg.name,
+        model=cfg.model,
+        data=cfg.data,
+        train=cfg.train,
+        data_artifact=data_rel,
+        compute=cfg.compute,
+        store=cfg.store,
+    )
 
 
 def tune_pretrain(config: PretrainSearchConfig) -> TuneResult:
@@ -237,10 +263,13 @@ def tune_pretrain(config: PretrainSearchConfig) -> TuneResult:
         tuner = tune.Tuner(
             job_trial(build, trial_resources(build({}))),
             param_space={k: v.domain() for k, v in config.space.items()},
-            tune_config=tune.TuneConfig(search_alg=OptunaSearch(metric=METRIC, mode=config.mode, seed=config.seed),
-                                        num_samples=config.num_samples,
-                                        max_concurrent_trials=config.max_concurrent),
-            run_config=tune.RunConfig(name=config.name, storage_path=path, storage_filesystem=fs, verbose=0))
+            tune_config=tune.TuneConfig(
+                search_alg=OptunaSearch(metric=METRIC, mode=config.mode, seed=config.seed),
+                num_samples=config.num_samples,
+                max_concurrent_trials=config.max_concurrent,
+            ),
+            run_config=tune.RunConfig(name=config.name, storage_path=path, storage_filesystem=fs, verbose=0),
+        )
         grid = tuner.fit()
         trials = [_trial(store, r) for r in grid if r.metrics and r.metrics.get("final")]
     if not trials:
@@ -250,17 +279,26 @@ def tune_pretrain(config: PretrainSearchConfig) -> TuneResult:
 
 
 def _trial(store: Store, result) -> TrialResult:
-    return TrialResult(params=dict(result.config), val_loss=float(result.metrics[METRIC]),
-                       run_uri=store.uri("runs", result.metrics["run_key"]))
+    return TrialResult(
+        params=dict(result.config),
+        val_loss=float(result.metrics[METRIC]),
+        run_uri=store.uri("runs", result.metrics["run_key"]),
+    )
 
 
-def _commit(store: Store, rel: str, config: PretrainSearchConfig, trials: list[TrialResult],
-            experiment: str) -> TuneResult:
+def _commit(
+    store: Store, rel: str, config: PretrainSearchConfig, trials: list[TrialResult], experiment: str
+) -> TuneResult:
     best = min(trials, key=lambda t: t.val_loss if math.isfinite(t.val_loss) else math.inf)
-    result = TuneResult(best_params=best.params, best_val_loss=best.val_loss,
-                        best_config=trial_config(config.base, best.params), best_run_uri=best.run_uri,
-                        trials=trials, results_uri=store.uri(rel, "results.json"),
-                        experiment_uri=experiment if store.is_local else f"{store.protocol}://{experiment}")
+    result = TuneResult(
+        best_params=best.params,
+        best_val_loss=best.val_loss,
+        best_config=trial_config(config.base, best.params),
+        best_run_uri=best.run_uri,
+        trials=trials,
+        results_uri=store.uri(rel, "results.json"),
+        experiment_uri=experiment if store.is_local else f"{store.protocol}://{experiment}",
+    )
     meta = {"name": config.name, "best_val_loss": best.val_loss, "best_params": best.params}
     with store.writer(rel, kind="tune", meta=meta) as folder:
         (folder / "results.json").write_text(result.model_dump_json(indent=1))
