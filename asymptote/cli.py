@@ -160,7 +160,7 @@ def store_gc(
 
 def _store(uri: Optional[str]):
     from asymptote.config import StoreConfig
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     return Store(StoreConfig(uri=uri) if uri else StoreConfig())
 

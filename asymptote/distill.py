@@ -28,9 +28,9 @@ from pydantic import Field
 from asymptote.config import ConfigError, Section, build
 from asymptote.data import epoch_windows, windows_to_batch
 from asymptote.ensemble import Ensemble
-from asymptote.infra.storage import Store
 from asymptote.model import lm_loss
 from asymptote.shards import _write_shards, load_dataset
+from asymptote.store import Store
 
 
 class TokenKLOptions(Section):

@@ -21,11 +21,11 @@ from asymptote.checkpoint import STATE, WEIGHTS, load_state, load_weights, save_
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.data import EpochBatcher, steps_for
 from asymptote.dist import DistEnv
-from asymptote.infra.storage import Store
 from asymptote.model import Decoder, count_params
 from asymptote.optim import build_optimizer
 from asymptote.schedules import make_schedule
 from asymptote.shards import load_dataset
+from asymptote.store import Store
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
 from asymptote.versioning import code_version_of
 

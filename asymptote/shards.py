@@ -17,7 +17,7 @@ import numpy as np
 
 from asymptote.config import DataConfig, stable_hash
 from asymptote.data import BUILTIN_SOURCES, content_hash, get_tokenizer, read_source, split_tokens
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 
 SHARD_TOKENS = 1 << 27  # 128M tokens per shard file
 _FINGERPRINTS: dict[tuple, str] = {}

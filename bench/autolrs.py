@@ -28,9 +28,9 @@ import typer
 
 from asymptote.config import DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.dist import DistEnv
-from asymptote.infra.storage import Store
 from asymptote.job import make_job, run_job
 from asymptote.shards import prepare_dataset
+from asymptote.store import Store
 from asymptote.tuning.autolrs_driver import TRACE, trace_rel
 from asymptote.tuning.autolrs_report import schedule_document, steps_to_reach
 

@@ -35,8 +35,8 @@ def run(data: str, endpoint: str, bucket: str, steps: int) -> dict:
 
     from asymptote.config import PretrainConfig
     from asymptote.flows.pretrain import pretrain
-    from asymptote.infra.storage import Store
     from asymptote.job import make_job
+    from asymptote.store import Store
     from asymptote.tasks.pretrain import train
 
     cfg = PretrainConfig.model_validate(

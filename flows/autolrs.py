@@ -28,9 +28,9 @@ from asymptote.config import (
     volatile,
 )
 from asymptote.infra.cluster import compute_session
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
+from asymptote.store import Store
 from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train

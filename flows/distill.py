@@ -34,10 +34,10 @@ from asymptote.config import (
     stable_hash,
 )
 from asymptote.infra.cluster import compute_session
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.sampling import SamplingConfig
+from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.distill import plot_comparison, run_params, sample
 from asymptote.tasks.ensembles import ensemble_eval

@@ -26,7 +26,7 @@ from asymptote.config import (
     stable_hash,
 )
 from asymptote.infra.cluster import compute_session
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 from asymptote.tasks.reports import publish_report
 
 

@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 
 from asymptote.config import PretrainConfig
 from asymptote.infra.cluster import compute_session
-from asymptote.infra.storage import Store
 from asymptote.job import make_job
 from asymptote.refs import DataRef, RunRef
+from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import evaluate, prepare_data, train
 from asymptote.tasks.reports import md_table, publish_report

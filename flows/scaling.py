@@ -44,7 +44,6 @@ from asymptote.config import (
 )
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
 from asymptote.scaling import (
@@ -58,6 +57,7 @@ from asymptote.scaling import (
     size_label,
 )
 from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
+from asymptote.store import Store
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import publish_report

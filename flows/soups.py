@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.infra.cluster import cluster_has_gpus, compute_session
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job
 from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
 from asymptote.soups import SoupOptions
+from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import md_table, publish_report

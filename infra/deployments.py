@@ -77,7 +77,7 @@ def results_block(store_uri: str) -> str:
     Flow results persisted there can be read by every machine that reaches the store: the worker
     that ran the flow and whoever called run_deployment.
     """
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
     from asymptote.tasks.caching import result_storage
 
     block = result_storage(Store(store_uri))
@@ -87,7 +87,7 @@ def results_block(store_uri: str) -> str:
 def deployment_context(store: str | None = None, directory: str = ".") -> dict[str, Any]:
     """prefect.yaml's build step. Its outputs fill the `{{ asymptote.* }}` placeholders:
     store, results_block, repository, branch, commit and recipes.<name>."""
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     uri = store or os.environ.get("ASYMPTOTE_STORE")
     if not uri:
@@ -237,7 +237,7 @@ def _import_safe_cwd() -> None:
     `asymptote/` folder there would shadow the installed package (whose flows/ and tasks/ live
     elsewhere in a checkout), so serve from a neutral folder unless the checkout is the installed one."""
     import asymptote
-    from asymptote.infra.storage import cache_dir
+    from asymptote.store import cache_dir
 
     local = Path.cwd() / "asymptote"
     if local.is_dir() and local.resolve() != Path(asymptote.__file__).parent.resolve():
@@ -263,7 +263,7 @@ def cli(
     """
     from asymptote.cli import _quiet_prefect
     from asymptote.config import StoreConfig
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     _quiet_prefect()
     from prefect.flows import serve

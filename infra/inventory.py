@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from asymptote.infra.storage import MANIFEST, Manifest, Store
+from asymptote.store import MANIFEST, Manifest, Store
 
 KEEP_PREFIXES = ("prefect/",)  # Prefect's own results and cache keys: referenced by Prefect, not manifests
 

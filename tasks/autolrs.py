@@ -12,8 +12,8 @@ from prefect import task
 from pydantic import BaseModel
 
 from asymptote.config import stable_hash
-from asymptote.infra.storage import Store
 from asymptote.refs import RunRef
+from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tuning.autolrs_driver import TRACE, trace_rel
 from asymptote.tuning.autolrs_report import plot_schedule, schedule_document

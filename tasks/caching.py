@@ -20,7 +20,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
 from asymptote.infra.locks import CrashSafeFileLockManager, redis_lock_manager
-from asymptote.infra.storage import Store, cache_dir
+from asymptote.store import Store, cache_dir
 
 
 @dataclass

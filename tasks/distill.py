@@ -18,9 +18,9 @@ from prefect import task
 
 from asymptote.config import key_dict, stable_hash
 from asymptote.infra.cluster import cluster_has_gpus
-from asymptote.infra.storage import Store
 from asymptote.refs import DataRef
 from asymptote.sampling import SamplingConfig
+from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import code_version_of
 

@@ -10,7 +10,7 @@ import ray
 from prefect import task
 
 from asymptote.config import stable_hash
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import code_version_of
 

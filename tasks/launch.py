@@ -20,8 +20,8 @@ import torch
 from asymptote.dist import DistEnv
 from asymptote.infra.cluster import cluster_has_gpus
 from asymptote.infra.progress import push
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, run_job
+from asymptote.store import Store
 
 # Ray Train logs every report (and local mode) at INFO on every worker; our progress display says it better.
 # Module level so that it also applies in the worker processes that unpickle these functions.

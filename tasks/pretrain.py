@@ -12,10 +12,10 @@ import ray
 from prefect import task
 
 from asymptote.config import DataConfig, stable_hash
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
+from asymptote.store import Store
 from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 
 
 def publish_report(

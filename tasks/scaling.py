@@ -13,10 +13,10 @@ from typing import Callable
 
 from prefect import task
 
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.refs import RunRef
 from asymptote.scaling import CoordinateDescent, Point
+from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import submit_train
 

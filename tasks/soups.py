@@ -26,11 +26,11 @@ from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
 from asymptote.config import key_dict, stable_hash
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.merges import MergeOptions
 from asymptote.refs import RunRef
 from asymptote.soups import SoupOptions
+from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import run_ref, submit_train
 from asymptote.versioning import code_version

@@ -42,7 +42,7 @@ def store_uri(tmp_path) -> str:
 
 @pytest.fixture
 def store(store_uri):
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     return Store(store_uri)
 

@@ -23,9 +23,9 @@ from asymptote.checkpoint import STATE, load_state
 from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.dist import DistEnv
 from asymptote.forecast import forecast
-from asymptote.infra.storage import Store
 from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
 from asymptote.shards import prepare_dataset
+from asymptote.store import Store
 from asymptote.tuning.autolrs import (
     PROPOSERS,
     AutoLRS,

@@ -25,7 +25,7 @@ from servers import free_port
 
 from asymptote.flows import PretrainResult
 from asymptote.infra.deployments import deploy, recipe_parameters
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's `prefect`, `asymptote` and `python`

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from asymptote.flows.main import STEPS, MainConfig, main_job
-from asymptote.infra.storage import Store
 from asymptote.recipes import resolve
+from asymptote.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -92,7 +92,7 @@ def _wait_for_checkpoint(store, proc, timeout=180) -> str:
 def test_kill_and_resume_gives_the_same_final_loss(ray_local, prefect_api, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     overrides = {"max_steps": 600, "checkpoint_every": 50, "eval_every": 300}
     straight = pretrain(tiny_pretrain_config(str(tmp_path / "a"), **overrides))

@@ -10,7 +10,7 @@ import pytest
 from conftest import TEST_SECRET
 from helpers import tiny_pretrain_config
 
-from asymptote.infra.storage import MULTIPART_CHUNK, IntegrityError, Store
+from asymptote.store import MULTIPART_CHUNK, IntegrityError, Store
 
 
 def _bucket(cfg) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from asymptote.infra.inventory import garbage_collect, inventory
-from asymptote.infra.storage import IntegrityError, NotCommitted
+from asymptote.store import IntegrityError, NotCommitted
 
 
 def _write(store, rel="runs/abc", text="weights"):

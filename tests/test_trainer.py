@@ -63,7 +63,7 @@ def _job(store, **train):
 
 
 def test_resume_continues_the_same_curve(tmp_path):
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     torch.set_num_threads(1)
     a, b = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
@@ -85,7 +85,7 @@ def test_resume_continues_the_same_curve(tmp_path):
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     torch.set_num_threads(1)
     full = run_job(_job(Store(str(tmp_path / "a")), max_steps=6), DistEnv(), lambda r: None)

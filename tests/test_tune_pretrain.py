@@ -83,7 +83,7 @@ def test_a_search_over_an_unknown_field_names_it(store_uri):
 
 @pytest.mark.slow
 def test_search_on_an_s3_store_keeps_tune_results_there(ray_local, s3_store_cfg):
-    from asymptote.infra.storage import Store
+    from asymptote.store import Store
 
     base = tiny_pretrain_config(s3_store_cfg.uri, max_steps=10, eval_every=10)
     base.store = s3_store_cfg

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from asymptote.checkpoint import unwrap
 from asymptote.config import ConfigError, explain, stable_hash
 from asymptote.dist import DistEnv
-from asymptote.infra.storage import Store
 from asymptote.model import count_params
+from asymptote.store import Store
 from asymptote.trainer import Checkpoints, Reporter, Trainer
 from asymptote.tuning.autolrs import AutoLRS, AutoLRSOptions, AutoLRSState, LoopIO, drive, search_range
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from ray import tune
 
 from asymptote.config import Section, key_dict, stable_hash, volatile
-from asymptote.infra.storage import Store
+from asymptote.store import Store
 from asymptote.versioning import code_version
 
 METRIC = "loss"

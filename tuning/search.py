@@ -39,9 +39,9 @@ from asymptote.config import (
     key_dict,
     stable_hash,
 )
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob
 from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
+from asymptote.store import Store
 from asymptote.versioning import code_version_of
 
 METRIC = "val_loss"  # what tuning.tune_pretrain's trials report last: the run's final validation loss

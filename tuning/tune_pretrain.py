@@ -29,10 +29,10 @@ from asymptote.config import PretrainConfig, Section, key_dict, stable_hash, vol
 from asymptote.dist import DistEnv
 from asymptote.infra.cluster import ray_session
 from asymptote.infra.progress import push
-from asymptote.infra.storage import Store
 from asymptote.job import TrainJob, make_job, run_job
 from asymptote.recipes import resolve
 from asymptote.shards import prepare_dataset
+from asymptote.store import Store
 from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher
 from asymptote.versioning import code_version
 
