@@ -27,7 +27,7 @@ from asymptote.schedules import make_schedule
 from asymptote.shards import load_dataset
 from asymptote.store import Store
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
-from asymptote.versioning import code_version_of
+from asymptote.versioning import ModuleIndex, code_version
 
 
 class TrainJob(Section):
@@ -269,7 +269,7 @@ def model_from_run(store: Store, rel: str, device: str | torch.device = "cpu") -
     return model.to(device).eval()
 
 
-def job_key(job: TrainJob) -> str:
+def job_key(job: TrainJob, index: ModuleIndex | None = None) -> str:
     """Cache key of a run: everything that can change its result, nothing that cannot.
 
     Data enters through its content-addressed artifact path, teachers and init weights through
@@ -282,16 +282,18 @@ def job_key(job: TrainJob) -> str:
         for k, v in job
         if k not in ("key", "name", "compute", "store", "progress_hub", "keep_checkpoints")
     }
-    return stable_hash({**body, "code": job_code_version(job)})
+    return stable_hash({**body, "code": job_code_version(job, index)})
 
 
-def job_code_version(job: TrainJob) -> str:
+def job_code_version(job: TrainJob, index: ModuleIndex | None = None) -> str:
+    """What a worker runs: this module's closure plus the objective, batches and driver the job names
+    (string registries, so not imports)."""
     modules = [
         registry[spec["kind"]].split(":")[0]
         for registry, spec in ((OBJECTIVES, job.objective), (BATCHES, job.batches), (DRIVERS, job.driver))
         if spec.get("kind") in registry
     ]
-    return code_version_of(*modules)
+    return code_version(__name__, *modules, index=index)
 
 
 def make_job(**fields: Any) -> TrainJob:

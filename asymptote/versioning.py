@@ -1,79 +1,117 @@
-"""The code version that goes into every cache key: package version + hash of result-bearing sources.
+"""The code version in every cache key: the package version + a hash of every project module a step runs.
 
-Only modules that can change a trained model or a metric are hashed, so editing the CLI or a report
-template never invalidates a cache; editing the model or the training step always does. A training
-run hashes the core modules plus the modules its objective, batches and driver come from
-(`code_version_of`), so editing the soup maths does not invalidate a pre-training run.
+A step names its entry modules (where the functions that compute its result live); the modules they
+import, transitively and counting imports inside functions, are read from the source with `ast`. So
+no list is kept by hand: editing a module a step runs changes its key and re-runs it, editing one it
+never reaches (a report, the CLI, another method) does not. Registries that name code by string
+("module:function", e.g. a training job's objective) are not imports; the caller adds the module it
+chose as another entry (see `asymptote.job.job_code_version`).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asymptote
+from asymptote.config import stable_hash
 
-RESULT_MODULES = [
-    "model.py",
-    "data.py",
-    "shards.py",
-    "trainer.py",
-    "optim.py",
-    "schedules.py",
-    "checkpoint.py",
-    "job.py",
-    "dist.py",
-    "evaluation.py",
-    "distill.py",
-    "sampling.py",
-    "soups.py",
-    "merges.py",
-    "weight_matching.py",
-    "ensemble.py",
-    "forecast.py",
-]
+# The packages of this project (pyproject's package-dir maps the last four to top-level folders).
+PACKAGES = ("asymptote", "asymptote.flows", "asymptote.tasks", "asymptote.tuning", "asymptote.infra")
 
 
-# What every training run executes.
-CORE_MODULES = [
-    "asymptote.model",
-    "asymptote.data",
-    "asymptote.shards",
-    "asymptote.trainer",
-    "asymptote.optim",
-    "asymptote.schedules",
-    "asymptote.checkpoint",
-    "asymptote.job",
-    "asymptote.dist",
-    "asymptote.evaluation",
-]
+@dataclass(frozen=True, eq=False)  # hashed by identity: code versions are memoised per index
+class ModuleIndex:
+    """Every project module's source file, by dotted name."""
+
+    files: dict[str, Path]
+
+    @classmethod
+    def from_roots(cls, roots: dict[str, Path]) -> "ModuleIndex":
+        """Index the packages found in the given folders (package name -> folder)."""
+        files: dict[str, Path] = {}
+        for package, folder in roots.items():
+            for f in sorted(Path(folder).glob("*.py")):  # the packages are flat
+                files[package if f.stem == "__init__" else f"{package}.{f.stem}"] = f
+        return cls(files)
+
+    @classmethod
+    def installed(cls) -> "ModuleIndex":
+        """The index of the code this process imports (find_spec executes no subpackage)."""
+        roots = {}
+        for package in PACKAGES:
+            spec = importlib.util.find_spec(package)
+            roots[package] = Path(spec.submodule_search_locations[0])
+        return cls.from_roots(roots)
+
+    def resolve(self, name: str) -> str | None:
+        """The project module a dotted import target belongs to (a.b.func -> a.b), if any."""
+        while name and name not in self.files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def imports(self, module: str) -> set[str]:
+        """Project modules that `module` imports anywhere in its source."""
+        tree = ast.parse(self.files[module].read_text(), str(self.files[module]))
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            for target in _targets(node, module, self.files[module].name == "__init__.py"):
+                resolved = self.resolve(target)
+                if resolved and resolved != module:
+                    found.add(resolved)
+        return found
+
+    def closure(self, *entries: str) -> list[str]:
+        """The entries and every project module they reach, sorted."""
+        unknown = [e for e in entries if e not in self.files]
+        if unknown:
+            raise ValueError(f"code version: {unknown} are not modules of this project")
+        seen, todo = set(entries), list(entries)
+        while todo:
+            for dep in self.imports(todo.pop()) - seen:
+                seen.add(dep)
+                todo.append(dep)
+        return sorted(seen)
 
 
-def _source(module: str) -> bytes:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"code_version: no module {module!r}")
-    return Path(spec.origin).read_bytes()
+def _targets(node: ast.AST, module: str, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:  # relative import: resolve against this module's package
+        parts = module.split(".") if is_package else module.split(".")[:-1]
+        parts = parts[: len(parts) - node.level + 1]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return [f"{base}.{a.name}" for a in node.names]  # resolve() trims names that are not modules
 
 
 @functools.cache
-def code_version_of(*modules: str) -> str:
-    """Package version + hash of the core modules and the given dotted modules."""
+def _installed() -> ModuleIndex:
+    return ModuleIndex.installed()
+
+
+def code_version(*entries: str, index: ModuleIndex | None = None) -> str:
+    """Package version + hash of the entry modules' import closure."""
+    return _code_version(tuple(sorted(set(entries))), index or _installed())
+
+
+@functools.lru_cache(maxsize=256)
+def _code_version(entries: tuple[str, ...], index: ModuleIndex) -> str:
     h = hashlib.sha256()
-    for name in sorted(set(CORE_MODULES) | set(modules)):
-        h.update(name.encode() + b"\0" + _source(name))
+    for name in index.closure(*entries):
+        h.update(name.encode() + b"\0" + index.files[name].read_bytes())
     return f"{asymptote.__version__}+{h.hexdigest()[:10]}"
 
 
-@functools.cache
-def code_version() -> str:
-    """Hash of every result-bearing module (RESULT_MODULES under asymptote/): for non-training steps."""
-    root = Path(asymptote.__file__).parent
-    h = hashlib.sha256()
-    for name in RESULT_MODULES:
-        f = root / name
-        if f.exists():
-            h.update(name.encode() + b"\0" + f.read_bytes())
-    return f"{asymptote.__version__}+{h.hexdigest()[:10]}"
+def step_key(entries: str | tuple[str, ...], index: ModuleIndex | None = None, **parts: Any) -> str:
+    """The cache key of a step: what it reads (configs without volatile fields, input artifacts' paths
+    or digests) + the code version of the modules it runs. Every cached step builds its key here."""
+    entries = (entries,) if isinstance(entries, str) else entries
+    return stable_hash({**parts, "code": code_version(*entries, index=index)})

@@ -11,12 +11,12 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel
 
-from asymptote.config import stable_hash
 from asymptote.refs import RunRef
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tuning.autolrs_driver import TRACE, trace_rel
 from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
+from asymptote.versioning import step_key
 
 SCHEDULE = "schedule.json"
 PLOT = "schedule.png"
@@ -60,5 +60,5 @@ def publish_schedule_task(store: Store, run: RunRef, key: str) -> ScheduleRef:
 
 def publish_schedule(store: Store, run: RunRef, refresh: bool = False) -> ScheduleRef:
     """schedules/<run key>: schedule.json (key "lrs" + stages, trials, losses) and schedule.png."""
-    key = stable_hash({"run": run.rel, "what": "autolrs-schedule"})
+    key = step_key(__name__, run=run.rel, what="autolrs-schedule")
     return cached(publish_schedule_task, store, refresh)(store, run, key=key)

@@ -16,16 +16,15 @@ import ray
 import torch
 from prefect import task
 
-from asymptote.config import key_dict, stable_hash
+from asymptote.config import key_dict
 from asymptote.infra.cluster import cluster_has_gpus
 from asymptote.refs import DataRef
 from asymptote.sampling import SamplingConfig
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
-from asymptote.versioning import code_version_of
+from asymptote.versioning import step_key
 
 # What a sampling run executes beyond the core modules: editing other methods never invalidates samples.
-SAMPLING_CODE = ("asymptote.sampling", "asymptote.ensemble", "asymptote.distill")
 
 
 @ray.remote
@@ -128,15 +127,8 @@ def sample(
     workers: int | None = None,
 ) -> DataRef:
     """Synthetic sequences of `length` tokens from the teachers, cached by everything that shapes them."""
-    key = stable_hash(
-        {
-            "teachers": teachers,
-            "corpus": data_rel,
-            "sampling": key_dict(cfg),
-            "length": length,
-            "code": code_version_of(*SAMPLING_CODE),
-            "what": "synthetic",
-        }
+    key = step_key(
+        __name__, teachers=teachers, corpus=data_rel, sampling=key_dict(cfg), length=length, what="synthetic"
     )
     return cached(sample_task, store, refresh)(
         store, teachers, data_rel, cfg, length, key=key, workers=workers

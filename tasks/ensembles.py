@@ -9,10 +9,9 @@ from __future__ import annotations
 import ray
 from prefect import task
 
-from asymptote.config import stable_hash
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
-from asymptote.versioning import code_version_of
+from asymptote.versioning import step_key
 
 
 @ray.remote(num_cpus=1)
@@ -37,12 +36,5 @@ def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -
 def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False):
     """A future of the validation loss of each run and of the first-k ensembles (logit and probability
     averaging); cached by the runs' content-addressed paths, the data and the ensemble code."""
-    key = stable_hash(
-        {
-            "runs": runs,
-            "data": data_rel,
-            "what": "ensemble_losses",
-            "code": code_version_of("asymptote.ensemble"),
-        }
-    )
+    key = step_key(__name__, runs=runs, data=data_rel, what="ensemble_losses")
     return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key)

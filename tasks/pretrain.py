@@ -11,13 +11,14 @@ from typing import Any
 import ray
 from prefect import task
 
-from asymptote.config import DataConfig, stable_hash
+from asymptote.config import DataConfig
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
 from asymptote.store import Store
 from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
+from asymptote.versioning import step_key
 
 
 @task(name="prepare-data", retries=2, retry_delay_seconds=5)
@@ -98,5 +99,5 @@ def evaluate(
     store: Store, run: RunRef, data: DataRef, refresh: bool = False, states: dict | None = None
 ) -> dict[str, float]:
     """Full validation loss of a run's weights on a corpus (any corpus, not only its own)."""
-    key = stable_hash({"run": run.rel, "data": data.rel, "what": "val_loss"})
+    key = step_key(__name__, run=run.rel, data=data.rel, what="val_loss")
     return run_cached(evaluate_task, store, store, run.rel, data.rel, key=key, refresh=refresh, states=states)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
-from asymptote.config import key_dict, stable_hash
+from asymptote.config import key_dict
 from asymptote.job import TrainJob
 from asymptote.merges import MergeOptions
 from asymptote.refs import RunRef
@@ -33,7 +33,7 @@ from asymptote.soups import SoupOptions
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import run_ref, submit_train
-from asymptote.versioning import code_version
+from asymptote.versioning import step_key
 
 Kind = Literal["ingredient", "soup", "merge", "member", "independent-average", "ensemble"]
 
@@ -101,7 +101,7 @@ def run_sweep(jobs: list[TrainJob], engine: str, refresh: bool = False) -> list[
     if refresh:
         for j in jobs:
             Store(j.store).rm(j.run_rel)
-    key = stable_hash({"runs": [j.key for j in jobs], "what": "soup-sweep"})
+    key = step_key(__name__, runs=[j.key for j in jobs], what="soup-sweep")
     return cached(tune_sweep_task, Store(jobs[0].store), refresh)(jobs, key=key)
 
 
@@ -123,16 +123,14 @@ class Kitchen(BaseModel):
             rel: store.manifest(rel).digest
             for rel in [*self.ingredients, *([self.base] if self.base else [])]
         }
-        return stable_hash(
-            {
-                "ingredients": self.ingredients,
-                "base": self.base,
-                "digests": digests,
-                "data": self.data,
-                "soups": key_dict(self.soups),
-                "merges": key_dict(self.merges),
-                "code": code_version(),
-            }
+        return step_key(
+            __name__,
+            ingredients=self.ingredients,
+            base=self.base,
+            digests=digests,
+            data=self.data,
+            soups=key_dict(self.soups),
+            merges=key_dict(self.merges),
         )
 
 
@@ -448,16 +446,14 @@ def independent_averages(
     """Members' losses, their naive and aligned averages, and their ensemble; cached.
 
     Scored on the held-out / test split of `options` (its soup methods play no part here)."""
-    key = stable_hash(
-        {
-            "members": members,
-            "digests": [store.manifest(m).digest for m in members],
-            "data": data,
-            "split": _split_meta(options),
-            "eval_windows": options.eval_windows,
-            "code": code_version(),
-            "what": "independent",
-        }
+    key = step_key(
+        __name__,
+        members=members,
+        digests=[store.manifest(m).digest for m in members],
+        data=data,
+        split=_split_meta(options),
+        eval_windows=options.eval_windows,
+        what="independent",
     )
     return cached(independent_task, store, refresh)(store, members, data, options, use_gpu, key=key)
 

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from ray import tune
 
-from asymptote.config import Section, key_dict, stable_hash, volatile
+from asymptote.config import Section, key_dict, volatile
 from asymptote.store import Store
-from asymptote.versioning import code_version
+from asymptote.versioning import step_key
 
 METRIC = "loss"
 
@@ -63,7 +63,7 @@ class AutoLRSSearchConfig(Section):
     @property
     def key(self) -> str:
         body = key_dict(self) | {"base": key_dict(self.flow_config())}
-        return stable_hash({**body, "code": code_version()})
+        return step_key(__name__, **body)
 
 
 class AutoLRSSearchResult(BaseModel):

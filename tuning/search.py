@@ -37,12 +37,11 @@ from asymptote.config import (
     StoreConfig,
     TrainConfig,
     key_dict,
-    stable_hash,
 )
 from asymptote.job import TrainJob
 from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
 from asymptote.store import Store
-from asymptote.versioning import code_version_of
+from asymptote.versioning import step_key
 
 METRIC = "val_loss"  # what tuning.tune_pretrain's trials report last: the run's final validation loss
 SAMPLERS = ("certified", "optuna", "bayesopt")
@@ -96,8 +95,8 @@ class SearchSpec(BaseModel):
     def key(self) -> str:
         body = self.model_dump(exclude={"name", "compute", "store", "progress_hub"})
         body |= {"model": key_dict(self.model), "data": key_dict(self.data), "train": key_dict(self.train)}
-        # the walk (scaling.py) and the searchers (this module) decide which runs a search holds
-        return stable_hash({**body, "code": code_version_of("asymptote.scaling", "asymptote.tuning.search")})
+        # the walk (asymptote.scaling, imported here) and the searchers decide which runs a search holds
+        return step_key(__name__, **body)
 
     @property
     def rel(self) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from asymptote.config import PretrainConfig, Section, key_dict, stable_hash, volatile
+from asymptote.config import PretrainConfig, Section, key_dict, volatile
 from asymptote.dist import DistEnv
 from asymptote.infra.cluster import ray_session
 from asymptote.infra.progress import push
@@ -34,7 +34,7 @@ from asymptote.recipes import resolve
 from asymptote.shards import prepare_dataset
 from asymptote.store import Store
 from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher
-from asymptote.versioning import code_version
+from asymptote.versioning import step_key
 
 METRIC = "val_loss"
 
@@ -200,15 +200,7 @@ class PretrainSearchConfig(Section):
     @property
     def key(self) -> str:
         space = {k: v.model_dump() for k, v in self.space.items()}
-        return stable_hash(
-            {
-                "base": key_dict(self.base),
-                "space": space,
-                "n": self.num_samples,
-                "seed": self.seed,
-                "code": code_version(),
-            }
-        )
+        return step_key(__name__, base=key_dict(self.base), space=space, n=self.num_samples, seed=self.seed)
 
 
 class TrialResult(BaseModel):

@@ -1,0 +1,77 @@
+"""Cache keys cover every module a step runs (read from the import graph), and nothing else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from asymptote.config import DataConfig, ModelConfig, TrainConfig
+from asymptote.job import make_job
+from asymptote.versioning import PACKAGES, ModuleIndex, code_version
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"asymptote": "asymptote", "asymptote.flows": "flows", "asymptote.tasks": "tasks",
+           "asymptote.tuning": "tuning", "asymptote.infra": "infra"}  # pyproject's package-dir
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    for folder in FOLDERS.values():
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def index_of(root: Path) -> ModuleIndex:
+    return ModuleIndex.from_roots({pkg: root / folder for pkg, folder in FOLDERS.items()})
+
+
+def touch(root: Path, rel: str) -> None:
+    with open(root / rel, "a") as f:
+        f.write("\n# an edit\n")
+
+
+def job(driver: str):
+    return dict(
+        model=ModelConfig(preset="cpu-0.1m"), data=DataConfig(), train=TrainConfig(max_steps=10),
+        data_artifact="data/x", driver={"kind": driver},
+    )
+
+
+def key_in(root: Path, driver: str) -> str:
+    from asymptote.job import job_key
+
+    return job_key(make_job(**job(driver)), index=index_of(root))
+
+
+@pytest.mark.parametrize(
+    ("driver", "runs", "never_runs"),
+    [
+        ("autolrs", "tuning/autolrs.py", "asymptote/soups.py"),
+        ("autolrs", "asymptote/forecast.py", "asymptote/merges.py"),
+        ("schedule", "asymptote/model.py", "asymptote/soups.py"),
+        ("schedule", "asymptote/trainer.py", "tuning/autolrs.py"),
+    ],
+)
+def test_editing_a_module_a_run_executes_changes_its_key(copy, driver, runs, never_runs):
+    before = key_in(copy, driver)
+    touch(copy, never_runs)
+    assert key_in(copy, driver) == before, f"{never_runs} is not run by a {driver} job"
+    touch(copy, runs)
+    assert key_in(copy, driver) != before, f"{runs} is run by a {driver} job"
+
+
+def test_imports_inside_functions_count(copy):
+    index = index_of(copy)
+    (copy / "asymptote" / "lazy_user.py").write_text("def f():\n    from asymptote import forecast\n")
+    index = index_of(copy)
+    assert "asymptote.forecast" in index.closure("asymptote.lazy_user")
+
+
+def test_installed_index_matches_the_package_dir_mapping():
+    import tomllib
+
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert mapping == FOLDERS and set(PACKAGES) == set(mapping)
+    assert code_version("asymptote.job") == code_version("asymptote.job", index=index_of(ROOT))
