@@ -1,68 +1,62 @@
 """`asymptote`: the command line. Each command = a recipe + `--set` overrides -> a flow -> a summary.
 
-Method commands are registered from COMMANDS (their flows live beside them); Ray starts only when a
-flow needs it, so `asymptote --help` and config errors never start a cluster.
+The method commands are generated from the method registry (asymptote.methods). Nothing heavy is
+imported until a command runs: `asymptote --help` reads the registry's strings only, and Ray starts
+only when a flow needs it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote.infra.deployments import cli as serve_cli
+from asymptote.methods import MAIN, METHODS, Method, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and clean an artifact store.")
 app.add_typer(store_app, name="store")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
-def _quiet_prefect() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy machine is slow
-
-
-def _config(cls, recipe: Optional[str], overrides: list[str], store: Optional[str]):
+def _config(target: str, recipe: Optional[str], overrides: list[str], store: Optional[str]):
     from asymptote.config import ConfigError
     from asymptote.recipes import resolve
 
     if store:
         overrides = [*overrides, f"store.uri={store}"]
     try:
-        return resolve(cls, recipe, overrides)
+        return resolve(load(target), recipe, overrides)
     except ConfigError as err:
-        console.print(f"[red]{escape(str(err))}[/red]", soft_wrap=True, highlight=False)
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
 
 
 def _finish(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     for line in lines:
-        console.print(line)
+        console.print(line, highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
 
 
 @app.command()
 def run(
-    recipe: str = typer.Argument("main", help="Recipe name or YAML path."),
+    recipe: str = typer.Argument(MAIN["recipe"], help="Recipe name or YAML path."),
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
     """The main job: every step of the recipe on one corpus, then one report."""
-    _quiet_prefect()
-    from asymptote.flows.main import MainConfig, main_job
-
-    cfg = _config(MainConfig, recipe, set_, store)
+    cfg = _config(MAIN["config"], recipe, set_, store)
     console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
-    res = main_job(cfg)
+    res = load(MAIN["flow"])(cfg)
     _finish(
         res.model_dump(),
         as_json,
@@ -74,28 +68,46 @@ def run(
     )
 
 
-@app.command()
-def pretrain(
-    recipe: Optional[str] = RecipeOpt,
-    set_: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    store: Optional[str] = StoreOpt,
-    recompute: list[str] = recompute_opt(("data", "train", "evaluate")),
-) -> None:
-    """Pre-train one model: prepare data, train on Ray, evaluate."""
-    _quiet_prefect()
-    from asymptote.config import PretrainConfig
-    from asymptote.flows.pretrain import pretrain as pretrain_flow
+def _run_method(method: Method, recipe, overrides, store, as_json, recompute) -> None:
+    cfg = _config(method.config, recipe, overrides, store)
+    flow = load(method.flow)
+    res = flow(cfg, recompute=recompute) if method.steps else flow(cfg)
+    figures, line = load(method.summary)(res)
+    report = getattr(res, "report_uri", None)
+    lines = [f"[green]done[/green]. {line}", *([f"report {report}"] if report else [])]
+    _finish(res.model_dump() | {"figures": figures}, as_json, lines)
 
-    cfg = _config(PretrainConfig, recipe, set_, store)
-    res = pretrain_flow(cfg, recompute=recompute)
-    _finish(
-        res.model_dump() | {"val_loss": res.metrics["val_loss"], "params": res.run.summary["params"]},
-        as_json,
-        [
-            f"[green]done[/green]. val_loss {res.metrics['val_loss']:.4f}; run {res.run.uri}; report {res.report_uri}"
-        ],
-    )
+
+def _method_command(method: Method) -> Callable[..., None]:
+    """A typer command for the method: recipe, --set, --json, --store, and --recompute where it has steps."""
+    recompute_default = recompute_opt(method.steps)
+    if method.steps:
+
+        def command(
+            recipe: Optional[str] = RecipeOpt,
+            set_: list[str] = SetOpt,
+            as_json: bool = JsonOpt,
+            store: Optional[str] = StoreOpt,
+            recompute: list[str] = recompute_default,
+        ) -> None:
+            _run_method(method, recipe, set_, store, as_json, recompute)
+
+    else:
+
+        def command(
+            recipe: Optional[str] = RecipeOpt,
+            set_: list[str] = SetOpt,
+            as_json: bool = JsonOpt,
+            store: Optional[str] = StoreOpt,
+        ) -> None:
+            _run_method(method, recipe, set_, store, as_json, [])
+
+    command.__doc__ = f"{method.help} (default recipe: none; deployed with `{method.recipe}`.)"
+    return command
+
+
+for _method in METHODS.values():
+    app.command(name=_method.name)(_method_command(_method))
 
 
 @app.command()
@@ -165,25 +177,8 @@ def _store(uri: Optional[str]):
     return Store(StoreConfig(uri=uri) if uri else StoreConfig())
 
 
-# Method commands live beside their flows: name -> "module:function" (a typer-annotated function).
-COMMANDS: dict[str, str] = {
-    "scaling": "asymptote.flows.scaling:cli",
-    "distill": "asymptote.flows.distill:cli",
-    "soup": "asymptote.flows.soups:cli",
-    "autolrs": "asymptote.flows.autolrs:cli",
-    "serve": "asymptote.infra.deployments:cli",
-}
+app.command(name="serve")(serve_cli)
 
-
-def _register_commands() -> None:
-    import importlib
-
-    for name, target in COMMANDS.items():
-        module, attr = target.split(":")
-        app.command(name=name)(getattr(importlib.import_module(module), attr))
-
-
-_register_commands()
 
 if __name__ == "__main__":
     app()

@@ -34,7 +34,7 @@ def run(data: str, endpoint: str, bucket: str, steps: int) -> dict:
     from prefect import flow
 
     from asymptote.config import PretrainConfig
-    from asymptote.flows.pretrain import pretrain
+    from asymptote.flows.pretraining import pretrain
     from asymptote.job import make_job
     from asymptote.store import Store
     from asymptote.tasks.pretrain import train

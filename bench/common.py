@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

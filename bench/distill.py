@@ -30,10 +30,8 @@ def main(
         None, "--set", "-s", help="Extra overrides: section.field=value."
     ),
 ) -> None:
-    from asymptote.cli import _quiet_prefect, console
-
-    _quiet_prefect()
-    from asymptote.flows.distill import DistillConfig, distill
+    from asymptote.cli import console
+    from asymptote.flows.distillation import DistillConfig, distill
     from asymptote.recipes import resolve
 
     overrides = [f"data.source={os.path.abspath(data)}", f"teacher.n_members={members}", *(set_ or [])]

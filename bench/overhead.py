@@ -71,7 +71,7 @@ def bare_loop(data_source: str, steps: int, threads: int, batch: int) -> dict[st
 
 def project_loop(data_source: str, steps: int, threads: int, batch: int, store: str) -> dict[str, float]:
     from asymptote.config import PretrainConfig
-    from asymptote.flows.pretrain import pretrain
+    from asymptote.flows.pretraining import pretrain
     from asymptote.store import Store
 
     cfg = PretrainConfig.model_validate(

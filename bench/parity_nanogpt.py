@@ -22,7 +22,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     args = p.parse_args()
     from asymptote.config import PretrainConfig
-    from asymptote.flows.pretrain import pretrain
+    from asymptote.flows.pretraining import pretrain
 
     cfg = PretrainConfig.model_validate(
         {

@@ -40,9 +40,6 @@ def main(
     store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
 ) -> None:
-    from asymptote.cli import _quiet_prefect
-
-    _quiet_prefect()
     from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
     from asymptote.recipes import resolve
 

@@ -52,9 +52,7 @@ def main(
         None, "--set", "-s", help="Extra overrides: section.field=value."
     ),
 ) -> None:
-    from asymptote.cli import _quiet_prefect, console
-
-    _quiet_prefect()
+    from asymptote.cli import console
     from asymptote.flows.soups import SoupStudyConfig, soup_study
     from asymptote.recipes import resolve
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt
 from asymptote.config import (
     ComputeConfig,
     DataConfig,
@@ -60,7 +59,7 @@ from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData,
 from asymptote.store import Store
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
-from asymptote.tasks.reports import publish_report
+from asymptote.tasks.reports import Report, publish_report
 from asymptote.tasks.scaling import Descent, descend, train_all, tune_search
 
 # ----------------------------------------------------------------------------- config
@@ -445,8 +444,9 @@ def search_rows(descents: dict) -> list[SearchRow]:
 
 
 @flow(name="scaling-study", log_prints=True)
-def scaling_study(config: ScalingStudyConfig = ScalingStudyConfig()) -> ScalingStudyResult:
+def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResult:
     """Search every size, ensemble it, fit the asymptotes, measure data efficiency, report."""
+    config = config or ScalingStudyConfig()
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store)
@@ -465,19 +465,20 @@ def scaling_study(config: ScalingStudyConfig = ScalingStudyConfig()) -> ScalingS
         {d.runs[p].rel for d in descents.values() for p in d.runs}
         | {r.rel for refs in members.values() for r in refs}
     )
-    markdown, files = render(config, data, rows, measured, analysis)
-    key = stable_hash(key_dict(config))
-    report = publish_report(store, "scaling", key, markdown, files)
-    return ScalingStudyResult(
+    result = ScalingStudyResult(
         flow_run_id=flow_run.id,
         data=data,
         searches=rows,
         study=measured,
         analysis=analysis,
         runs=runs,
-        report_uri=report,
+        report_uri="",
         figures=figures(measured, analysis),
     )
+    rendered = report(config, result, store)
+    key = stable_hash(key_dict(config))
+    result.report_uri = publish_report(store, "scaling", key, rendered.markdown, rendered.files)
+    return result
 
 
 def _check_budgets(config: ScalingStudyConfig, data: DataRef) -> None:
@@ -492,35 +493,14 @@ def _check_budgets(config: ScalingStudyConfig, data: DataRef) -> None:
 # ----------------------------------------------------------------------------- main job and CLI
 
 
-def main_step(config: ScalingStudyConfig):
-    """The main job's scaling step: the whole study at the config's (tiny default) scale."""
-    from asymptote.flows.main import StepOutcome
-
-    res = scaling_study(config)
-    markdown, files = render(
-        config, res.data, res.searches, res.study, res.analysis, prefix="scaling-", level=2
-    )
-    files = {n: b for n, b in files.items() if n.endswith(".png")}
-    return StepOutcome(markdown=markdown, figures=res.figures, files=files, result=res)
+def report(
+    config: ScalingStudyConfig, result: ScalingStudyResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    r = result
+    markdown, files = render(config, r.data, r.searches, r.study, r.analysis, prefix=prefix, level=level)
+    return Report(markdown, files, r.figures)
 
 
-def cli(
-    recipe: Optional[str] = RecipeOpt,
-    set_: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    store: Optional[str] = StoreOpt,
-) -> None:
-    """Data-constrained scaling study: search, parameter and ensemble scaling, asymptotes, data efficiency."""
-    from asymptote.cli import _config, _finish, _quiet_prefect
-
-    _quiet_prefect()
-    cfg = _config(ScalingStudyConfig, recipe, set_, store)
-    res = scaling_study(cfg)
-    _finish(
-        res.figures | {"report_uri": res.report_uri},
-        as_json,
-        [
-            f"[green]done[/green]. {', '.join(f'{k} {v}' for k, v in res.figures.items() if k != 'loss_per_k')}",
-            f"report {res.report_uri}",
-        ],
-    )
+def summary(result: ScalingStudyResult) -> tuple[dict, str]:
+    shown = ", ".join(f"{k} {v}" for k, v in result.figures.items() if not k.startswith("loss_per_k"))
+    return result.figures, shown

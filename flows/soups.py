@@ -22,23 +22,24 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote import methods
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.infra.cluster import cluster_has_gpus, compute_session
 from asymptote.job import TrainJob, make_job
 from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
+from asymptote.shards import dataset_key, source_fingerprint
 from asymptote.soups import SoupOptions
 from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
-from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
 from asymptote.tasks.soups import (
     Kitchen,
     SoupEntry,
@@ -49,7 +50,7 @@ from asymptote.tasks.soups import (
     sample_trials,
 )
 
-STEPS = ("data", "base", "sweep", "soups", "independent")
+STEPS = methods.METHODS["soups"].steps
 
 
 def _recipe(**fields: Any) -> TrainConfig:
@@ -331,9 +332,11 @@ def averages(
 
 
 @flow(name="soups", log_prints=True)
-def soup_study(config: SoupStudyConfig = SoupStudyConfig(), recompute: list[str] = []) -> SoupStudyResult:  # noqa: B006
-    """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages -> report."""
-    check_recompute(recompute, STEPS)
+def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | None = None) -> SoupStudyResult:
+    """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages
+    -> report."""
+    config = config or SoupStudyConfig()
+    recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
     with compute_session(config.compute.ray_address) as hub:
         gpu = _use_gpu(config.compute)
@@ -439,37 +442,29 @@ def soup_report(
     return markdown, files
 
 
-def main_step(config: SoupStudyConfig):
-    """The main job's soups step at the recipe's tiny default scale."""
-    from asymptote.flows.main import StepOutcome
-
-    res = soup_study(config)
-    markdown, files = soup_report(config, res, Store(config.store), plot_name="soups-heldout-vs-test.png")
-    return StepOutcome(
-        markdown=markdown.replace("# Model soups", "## Model soups", 1).replace("### Fine", "#### Fine"),
-        figures={"test_loss": res.test_loss()},
-        files=files,
-        result=res,
-    )
+def report(
+    config: SoupStudyConfig, result: SoupStudyResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    markdown, files = soup_report(config, result, store, plot_name=f"{prefix}heldout_vs_test.png")
+    return Report(shift_headings(markdown, level - 1), files, {"test_loss": result.test_loss()})
 
 
-def cli(
-    recipe: Optional[str] = RecipeOpt,
-    set_: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    store: Optional[str] = StoreOpt,
-    recompute: list[str] = recompute_opt(STEPS),
-) -> None:
-    """Soups and merges of fine-tunes (a sweep here, or any checkpoints of the store), and aligned averaging."""
-    from asymptote.cli import _config, _finish, _quiet_prefect
+def summary(result: SoupStudyResult) -> tuple[dict, str]:
+    losses = result.test_loss()
+    return {"test_loss": losses}, "test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
-    _quiet_prefect()
-    cfg = _config(SoupStudyConfig, recipe, set_, store)
-    res = soup_study(cfg, recompute=recompute)
-    losses = res.test_loss()
-    line = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-    _finish(
-        res.model_dump() | {"test_loss": losses},
-        as_json,
-        [f"[green]done[/green]. test loss: {line}", f"report {res.report_uri}"],
+
+def inputs(config: SoupStudyConfig, earlier: dict[str, BaseModel]) -> SoupStudyConfig:
+    """In the main job, the fine-tunes start from the distillation step's single model when the soups
+    leave their base unset and that model has the base's shape and was trained on the soups' corpus."""
+    distilled = earlier.get("distill")
+    if distilled is None or config.base.run or config.base.data is not None:
+        return config
+    store = Store(config.store)
+    meta = store.manifest(distilled.teachers.single).meta
+    corpus = f"data/{dataset_key(config.data, source_fingerprint(config.data.source, store.options))}"
+    if meta["model"] != config.base.model.model_dump() or meta["config"]["data_artifact"] != corpus:
+        return config
+    return config.model_copy(
+        update={"base": config.base.model_copy(update={"run": distilled.teachers.single})}
     )

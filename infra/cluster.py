@@ -7,12 +7,6 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-# Set before Ray is imported anywhere in this process.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# A Train run whose CPUs never come free retries forever by default: fail with a clear error instead.
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
-# The controller polls workers every 2 s by default; short runs spend that idle at start and end.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 LOCAL_OBJECT_STORE_BYTES = (
     256 * 2**20

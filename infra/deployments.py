@@ -114,7 +114,7 @@ class DeploymentSpec(BaseModel):
 
     name: str
     entrypoint: str
-    """module:flow, e.g. asymptote.flows.pretrain:pretrain."""
+    """module:flow, e.g. asymptote.flows.pretraining:pretrain."""
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -261,12 +261,10 @@ def cli(
 
     Trigger them from the Prefect UI, `prefect deployment run <flow>/<name>`, or run_deployment().
     """
-    from asymptote.cli import _quiet_prefect
+    from prefect.flows import serve
+
     from asymptote.config import StoreConfig
     from asymptote.store import Store
-
-    _quiet_prefect()
-    from prefect.flows import serve
 
     specs = read_specs(file, only)
     uri = Store(StoreConfig(uri=store) if store else StoreConfig()).uri()

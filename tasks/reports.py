@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from asymptote.store import Store
+
+
+@dataclass
+class Report:
+    """A method's report: markdown whose images are `files` (name -> PNG bytes), and headline figures."""
+
+    markdown: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def shift_headings(markdown: str, by: int) -> str:
+    """Demote every heading by `by` levels (a method's report as a section of the main report)."""
+    if by <= 0:
+        return markdown
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        fenced ^= line.startswith("```")
+        out.append("#" * by + line if not fenced and re.match(r"#+ ", line) else line)
+    return "\n".join(out)
 
 
 def publish_report(

@@ -11,6 +11,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 import asymptote.flows as flows
+from asymptote import methods
 from asymptote.flows import PretrainResult, pretrain
 
 
@@ -49,17 +50,14 @@ def test_a_flow_called_from_a_user_flow_returns_its_typed_result_and_is_cached(
     assert _task_states(second.flow_run_id)["train"] == "Cached"  # the second call trained nothing
 
 
-@pytest.mark.parametrize("name", list(flows.FLOWS))
+@pytest.mark.parametrize("name", list(methods.flows()))
 def test_every_exported_flow_takes_a_typed_config_and_returns_a_typed_result(name):
-    available = flows.available_flows()
-    if name not in available:
-        pytest.fail(f"asymptote.flows.{flows.FLOWS[name][0]} is missing: {name} cannot be imported")
-    fn = available[name].fn
+    entry = methods.flows()[name]
+    fn = getattr(flows, name).fn
     hints = typing.get_type_hints(fn)
-    config, result = hints["config"], hints["return"]
-    assert issubclass(config, BaseModel) and list(typing.get_type_hints(fn))[0] == "config"
+    config, result = typing.get_args(hints["config"])[0], hints["return"]  # config: Config | None = None
+    assert issubclass(config, BaseModel) and list(hints)[0] == "config"
     assert issubclass(result, BaseModel) and "flow_run_id" in result.model_fields
-    assert (config.__name__, result.__name__) == flows.FLOWS[name][
-        1:
-    ]  # the exported types are the flow's own
+    assert config is methods.load(entry["config"]) and result is methods.load(entry["result"])
     assert {name, config.__name__, result.__name__} <= set(flows.__all__)
+    assert getattr(flows, config.__name__) is config  # the exported types are the flow's own

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from asymptote.flows.autolrs import AutoLRSFlowConfig, autolrs, main_step, replay_config
-from asymptote.flows.pretrain import pretrain
+from asymptote.flows.learning_rates import AutoLRSFlowConfig, autolrs, replay_config, report
+from asymptote.flows.pretraining import pretrain
 
 
 def _tiny(store_uri: str) -> AutoLRSFlowConfig:
@@ -54,11 +54,12 @@ def test_flow_finds_commits_and_replays_the_schedule(ray_local, prefect_api, sto
     replay = pretrain(replay_config(cfg, res.schedule.uri))
     assert replay.run.key != res.run.key and replay.run.summary["val_loss"] == res.val_loss
 
-    again = main_step(cfg)  # the main job's step: cached run, quick
-    assert again.result.run.key == res.run.key
-    assert again.markdown.startswith("## AutoLRS") and "](autolrs-schedule.png)" in again.markdown
-    assert again.files["autolrs-schedule.png"][:4] == b"\x89PNG"
-    assert again.figures["steps"] == 60 and again.figures["schedule_uri"] == res.schedule.uri
+    again = autolrs(cfg)  # cached run, quick
+    assert again.run.key == res.run.key
+    section = report(cfg, again, store, level=2, prefix="autolrs-")  # as the main report shows it
+    assert section.markdown.startswith("## AutoLRS") and "](autolrs-schedule.png)" in section.markdown
+    assert section.files["autolrs-schedule.png"][:4] == b"\x89PNG"
+    assert section.figures["steps"] == 60 and section.figures["schedule_uri"] == res.schedule.uri
 
 
 def test_cli_refuses_a_bad_option_naming_the_field(store_uri):
@@ -101,7 +102,7 @@ def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_ur
 
 @pytest.mark.slow
 def test_tune_search_with_autolrs_inside_every_trial(ray_local, prefect_api, store_uri, store):
-    from asymptote.flows.autolrs import autolrs_search
+    from asymptote.flows.learning_rates import autolrs_search
     from asymptote.tuning.autolrs_driver import TRACE, trace_rel
     from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig
 

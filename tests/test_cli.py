@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import importlib
-
 from typer.testing import CliRunner
 
-from asymptote.cli import COMMANDS, app
-from asymptote.flows.main import STEPS
+from asymptote.cli import app
+from asymptote.methods import METHODS, load
 from asymptote.presets import PRESETS
 from asymptote.schedules import SCHEDULES
 
 runner = CliRunner()
 
 
-def test_every_registered_command_is_on_the_cli():
+def test_every_registered_method_is_a_command():
     out = runner.invoke(app, ["--help"]).output
-    for name in [*COMMANDS, "run", "pretrain", "presets", "recipes", "store"]:
+    for name in [*METHODS, "run", "presets", "recipes", "store", "serve"]:
         assert name in out, name
 
 
-def test_every_main_step_resolves_and_has_a_command():
-    for _name, (config_cls, step_fn) in STEPS.items():
-        for target in (config_cls, step_fn):
-            module, attr = target.split(":")
-            assert callable(getattr(importlib.import_module(module), attr)), target
-    method_modules = {t.split(":")[0] for t in COMMANDS.values()}
-    assert {STEPS[s][1].split(":")[0] for s in STEPS if s != "pretrain"} <= method_modules
+def test_every_registry_entry_resolves():
+    for method in METHODS.values():
+        targets = [method.flow, method.config, method.result, method.report, method.summary]
+        for target in [*targets, *([method.inputs] if method.inputs else [])]:
+            assert callable(load(target)), target
+        help_text = runner.invoke(app, [method.name, "--help"]).output
+        assert ("--recompute" in help_text) == bool(method.steps), method.name
 
 
 def test_presets_command_lists_the_registry():

@@ -150,18 +150,20 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
 
 def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
     import asymptote.flows as flows
+    from asymptote import methods
     from asymptote.config import build
     from asymptote.infra.deployments import read_specs
 
     specs = read_specs(ROOT / "prefect.yaml")
     by_flow = {spec.entrypoint.rsplit(":", 1)[1]: spec for spec in specs}
     assert len(by_flow) == len(specs)  # one deployment per flow
-    for name, flow in flows.available_flows().items():  # every flow is deployed, by module path
+    raw = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    for name, entry in methods.flows().items():  # every flow of the registry is deployed, with its recipe
         spec = by_flow.get(name)
         assert spec is not None, f"flow {name} has no deployment in prefect.yaml"
-        module, config_cls, _ = flows.FLOWS[name]
-        assert spec.entrypoint == f"asymptote.flows.{module}:{name}" and spec.load_flow().name == flow.name
-        build(getattr(flows, config_cls), spec.parameters["config"])  # the recipe is a valid config
+        assert spec.entrypoint == entry["flow"] and spec.load_flow().name == getattr(flows, name).name
+        assert raw[spec.name]["parameters"]["config"] == f"{{{{ asymptote.recipes.{entry['recipe']} }}}}"
+        build(methods.load(entry["config"]), spec.parameters["config"])  # the recipe is a valid config
     with pytest.raises(ValueError, match="no such deployment"):
         read_specs(ROOT / "prefect.yaml", only=["nope"])
 

@@ -10,7 +10,7 @@ import torch
 
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import ConfigError, DataConfig, ModelConfig, build
-from asymptote.flows.distill import DistillConfig, distill
+from asymptote.flows.distillation import DistillConfig, distill
 from asymptote.model import Decoder
 from asymptote.sampling import SamplingConfig
 from asymptote.shards import load_dataset, prepare_dataset

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import asymptote.flows as flows
+from asymptote import methods
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNABLE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -43,7 +43,8 @@ def test_docs_have_runnable_examples():
 
 def test_api_reference_names_every_flow_with_its_types():
     api = (ROOT / "docs" / "api.md").read_text()
-    for name, (_, config, result) in flows.FLOWS.items():
+    for name, entry in methods.flows().items():
+        config, result = (entry[k].split(":")[1] for k in ("config", "result"))
         assert f"`{name}`" in api and f"`{config}`" in api and f"`{result}`" in api, name
 
 

@@ -14,7 +14,7 @@ from helpers import tiny_pretrain_config
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from asymptote.flows.pretrain import pretrain
+from asymptote.flows.pretraining import pretrain
 
 
 def task_states(flow_run_id: str) -> dict[str, str]:

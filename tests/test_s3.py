@@ -57,7 +57,7 @@ def test_large_files_go_up_as_multipart(s3_store_cfg, tmp_path):
 
 
 def test_pretrain_flow_on_s3(ray_local, prefect_api, s3_store_cfg):
-    from asymptote.flows.pretrain import pretrain
+    from asymptote.flows.pretraining import pretrain
 
     cfg = tiny_pretrain_config("unused").model_copy(update={"store": s3_store_cfg})
     res = pretrain(cfg)

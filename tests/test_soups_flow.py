@@ -9,7 +9,7 @@ import pytest
 
 from asymptote.config import ConfigError, build
 from asymptote.evaluation import mean_loss
-from asymptote.flows.soups import SoupStudyConfig, main_step, soup_study
+from asymptote.flows.soups import SoupStudyConfig, report, soup_study
 from asymptote.job import model_from_run
 from asymptote.shards import load_dataset
 from asymptote.tasks.soups import sample_trials
@@ -36,10 +36,10 @@ def tiny_study(store_uri: str, **over) -> SoupStudyConfig:
 @pytest.mark.slow
 def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri, store):
     config = tiny_study(store_uri)
-    outcome = main_step(config)
-    res = outcome.result
-    assert outcome.markdown.startswith("## Model soups") and "soups-heldout-vs-test.png" in outcome.markdown
-    assert outcome.files["soups-heldout-vs-test.png"][:4] == b"\x89PNG"
+    res = soup_study(config)
+    outcome = report(config, res, store, level=2, prefix="soups-")  # as a section of the main report
+    assert outcome.markdown.startswith("## Model soups") and "soups-heldout_vs_test.png" in outcome.markdown
+    assert outcome.files["soups-heldout_vs_test.png"][:4] == b"\x89PNG"
     assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {
         4,
         8,

@@ -12,8 +12,13 @@ from asymptote.job import make_job
 from asymptote.versioning import PACKAGES, ModuleIndex, code_version
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"asymptote": "asymptote", "asymptote.flows": "flows", "asymptote.tasks": "tasks",
-           "asymptote.tuning": "tuning", "asymptote.infra": "infra"}  # pyproject's package-dir
+FOLDERS = {
+    "asymptote": "asymptote",
+    "asymptote.flows": "flows",
+    "asymptote.tasks": "tasks",
+    "asymptote.tuning": "tuning",
+    "asymptote.infra": "infra",
+}  # pyproject's package-dir
 
 
 @pytest.fixture
@@ -34,8 +39,11 @@ def touch(root: Path, rel: str) -> None:
 
 def job(driver: str):
     return dict(
-        model=ModelConfig(preset="cpu-0.1m"), data=DataConfig(), train=TrainConfig(max_steps=10),
-        data_artifact="data/x", driver={"kind": driver},
+        model=ModelConfig(preset="cpu-0.1m"),
+        data=DataConfig(),
+        train=TrainConfig(max_steps=10),
+        data_artifact="data/x",
+        driver={"kind": driver},
     )
 
 

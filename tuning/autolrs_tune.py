@@ -20,6 +20,7 @@ from ray import tune
 
 from asymptote.config import Section, key_dict, volatile
 from asymptote.store import Store
+from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
 from asymptote.versioning import step_key
 
 METRIC = "loss"
@@ -51,7 +52,6 @@ class AutoLRSSearchConfig(Section):
 
     def flow_config(self, weight_decay: float | None = None):
         from asymptote.config import build
-        from asymptote.flows.autolrs import AutoLRSFlowConfig
 
         cfg = build(AutoLRSFlowConfig, self.base)
         if weight_decay is not None:
@@ -78,7 +78,6 @@ class AutoLRSSearchResult(BaseModel):
 
 def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> None:
     """A Tune function trainable: one AutoLRS run at the proposed weight decay."""
-    from asymptote.flows.autolrs import autolrs_job
     from asymptote.tasks.launch import launch_from_trial
 
     cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])

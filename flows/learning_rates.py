@@ -10,67 +10,25 @@ replays it with `train.schedule=replay` and `train.schedule_file=<its URI>`.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote import methods
 from asymptote.config import (
-    ComputeConfig,
-    DataConfig,
-    ModelConfig,
     PretrainConfig,
-    Section,
-    StoreConfig,
-    TrainConfig,
-    volatile,
 )
 from asymptote.infra.cluster import compute_session
-from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.store import Store
 from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
-from asymptote.tasks.reports import md_table, publish_report
-from asymptote.tuning.autolrs import AutoLRSOptions
+from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
+from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
 from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig, AutoLRSSearchResult, search_with_autolrs
 
-STEPS = ("data", "train", "schedule")
-
-
-def _tiny_train() -> TrainConfig:
-    return TrainConfig(
-        max_steps=300,
-        batch_size=16,
-        warmup_steps=20,
-        eval_every=100,
-        eval_windows=64,
-        log_every=25,
-        checkpoint_every=100,
-    )
-
-
-class AutoLRSFlowConfig(Section):
-    """One AutoLRS run. The defaults are the main job's tiny scale (a minute on 2 CPU cores)."""
-
-    name: str = volatile("autolrs")
-    """Label shown in reports and progress."""
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
-    """Model shape."""
-    data: DataConfig = Field(default_factory=DataConfig)
-    """Corpus and tokenisation."""
-    train: TrainConfig = Field(default_factory=_tiny_train)
-    """Optimisation; the run's steps are train.max_steps (or epochs). train.lr and the schedule are
-    not used: AutoLRS sets the LR of every step (train.warmup_steps is its default warmup)."""
-    autolrs: AutoLRSOptions = Field(default_factory=AutoLRSOptions)
-    """The search: range, trials per stage, trial and stage lengths, optimiser backend."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
-    """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
-    """Artifact store (never part of a cache key)."""
+STEPS = methods.METHODS["autolrs"].steps
 
 
 class AutoLRSResult(BaseModel):
@@ -82,20 +40,6 @@ class AutoLRSResult(BaseModel):
     schedule: ScheduleRef
     val_loss: float
     report_uri: str
-
-
-def autolrs_job(config: AutoLRSFlowConfig, data_rel: str, hub: str | None = None) -> TrainJob:
-    return make_job(
-        name=config.name,
-        model=config.model,
-        data=config.data,
-        train=config.train,
-        data_artifact=data_rel,
-        driver=config.autolrs.model_dump(),
-        compute=config.compute,
-        store=Store(config.store).cfg,
-        progress_hub=hub,
-    )
 
 
 def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "replay") -> PretrainConfig:
@@ -112,29 +56,27 @@ def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "rep
 
 
 @flow(name="autolrs", log_prints=True)
-def autolrs(config: AutoLRSFlowConfig = AutoLRSFlowConfig(), recompute: list[str] = []) -> AutoLRSResult:  # noqa: B006
+def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None = None) -> AutoLRSResult:
     """Prepare data -> train with AutoLRS -> commit the found schedule -> report."""
-    check_recompute(recompute, STEPS)
+    config = config or AutoLRSFlowConfig()
+    recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store, refresh="data" in recompute)
         run = train(autolrs_job(config, data.rel, hub), refresh="train" in recompute)
     schedule = publish_schedule(store, run, refresh="schedule" in recompute)
-    markdown = autolrs_markdown(config, run, schedule, store)
-    report = publish_report(store, "autolrs", run.key, markdown, {PLOT: store.read(schedule.rel, PLOT)})
-    return AutoLRSResult(
-        flow_run_id=flow_run.id,
-        data=data,
-        run=run,
-        schedule=schedule,
-        val_loss=run.val_loss,
-        report_uri=report,
+    result = AutoLRSResult(
+        flow_run_id=flow_run.id, data=data, run=run, schedule=schedule, val_loss=run.val_loss, report_uri=""
     )
+    rendered = report(config, result, store)
+    result.report_uri = publish_report(store, "autolrs", run.key, rendered.markdown, rendered.files)
+    return result
 
 
 @flow(name="autolrs-search", log_prints=True)
-def autolrs_search(config: AutoLRSSearchConfig = AutoLRSSearchConfig()) -> AutoLRSSearchResult:
+def autolrs_search(config: AutoLRSSearchConfig | None = None) -> AutoLRSSearchResult:
     """A Ray Tune weight-decay search with AutoLRS as the schedule in every trial (tuning.autolrs_tune)."""
+    config = config or AutoLRSSearchConfig()
     base = config.flow_config()
     with compute_session(base.compute.ray_address):
         data = prepare_data(base.data, Store(base.store))
@@ -172,6 +114,25 @@ def autolrs_markdown(
     )
 
 
+def report(
+    config: AutoLRSFlowConfig, result: AutoLRSResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    plot = f"{prefix}{PLOT}"
+    markdown = autolrs_markdown(config, result.run, result.schedule, store, plot=plot)
+    files = {plot: store.read(result.schedule.rel, PLOT)}
+    return Report(shift_headings(markdown, level - 1), files, figures(result))
+
+
+def summary(result: AutoLRSResult) -> tuple[dict, str]:
+    f = figures(result)
+    lrs = ", ".join(f"{x:.3g}" for x in f["chosen_lrs"])
+    line = (
+        f"val_loss {result.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; chosen LRs "
+        f"{lrs}; schedule {f['schedule_uri']} (replay: --set train.schedule=replay --set train.schedule_file=URI)"
+    )
+    return f, line
+
+
 def figures(res: AutoLRSResult) -> dict:
     s = res.schedule
     return {
@@ -183,44 +144,3 @@ def figures(res: AutoLRSResult) -> dict:
         "schedule_uri": s.uri,
         "run_uri": res.run.uri,
     }
-
-
-def main_step(config: AutoLRSFlowConfig):
-    """The main job's AutoLRS step at the recipe's tiny default scale."""
-    from asymptote.flows.main import StepOutcome
-
-    res = autolrs(config)
-    store = Store(config.store)
-    markdown = autolrs_markdown(config, res.run, res.schedule, store, plot="autolrs-schedule.png")
-    return StepOutcome(
-        markdown=markdown.replace("# AutoLRS", "## AutoLRS", 1),
-        figures=figures(res),
-        files={"autolrs-schedule.png": store.read(res.schedule.rel, PLOT)},
-        result=res,
-    )
-
-
-def cli(
-    recipe: Optional[str] = RecipeOpt,
-    set_: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    store: Optional[str] = StoreOpt,
-    recompute: list[str] = recompute_opt(STEPS),
-) -> None:
-    """Train with AutoLRS (the LR schedule found on the fly by Bayesian optimisation); keep the schedule."""
-    from asymptote.cli import _config, _finish, _quiet_prefect
-
-    _quiet_prefect()
-    cfg = _config(AutoLRSFlowConfig, recipe, set_, store)
-    res = autolrs(cfg, recompute=recompute)
-    f = figures(res)
-    _finish(
-        res.model_dump() | f,
-        as_json,
-        [
-            f"[green]done[/green]. val_loss {res.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; "
-            f"chosen LRs {', '.join(f'{x:.3g}' for x in f['chosen_lrs'])}",
-            f"schedule {res.schedule.uri} (replay: --set train.schedule=replay --set train.schedule_file=<that URI>)",
-            f"report {res.report_uri}",
-        ],
-    )

@@ -13,6 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from asymptote import methods
 from asymptote.config import PretrainConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job import make_job
@@ -20,9 +21,9 @@ from asymptote.refs import DataRef, RunRef
 from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import evaluate, prepare_data, train
-from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
 
-STEPS = ("data", "train", "evaluate")
+STEPS = methods.METHODS["pretrain"].steps
 
 
 class PretrainResult(BaseModel):
@@ -38,9 +39,10 @@ class PretrainResult(BaseModel):
 
 
 @flow(name="pretrain", log_prints=True)
-def pretrain(config: PretrainConfig = PretrainConfig(), recompute: list[str] = []) -> PretrainResult:  # noqa: B006
+def pretrain(config: PretrainConfig | None = None, recompute: list[str] | None = None) -> PretrainResult:
     """Prepare data -> train -> evaluate -> report. `recompute` forces steps (data, train, evaluate)."""
-    check_recompute(recompute, STEPS)
+    config = config or PretrainConfig()
+    recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         states: dict[str, str] = {}
@@ -57,55 +59,43 @@ def pretrain(config: PretrainConfig = PretrainConfig(), recompute: list[str] = [
         )
         run = train(job, refresh="train" in recompute, states=states)
         metrics = evaluate(store, run, data, refresh="evaluate" in recompute, states=states)
-    report = publish_report(
-        store,
-        "pretrain",
-        run.key,
-        pretrain_markdown(config, data, run, metrics),
-        {"loss.png": store.read(run.rel, "loss.png")},
+    result = PretrainResult(
+        flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri="", step_states=states
     )
-    return PretrainResult(
-        flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri=report, step_states=states
-    )
+    rendered = report(config, result, store)
+    result.report_uri = publish_report(store, "pretrain", run.key, rendered.markdown, rendered.files)
+    return result
 
 
-def pretrain_markdown(config: PretrainConfig, data: DataRef, run: RunRef, metrics: dict[str, float]) -> str:
-    s = run.summary
+def report(
+    config: PretrainConfig, result: PretrainResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    s, data, run = result.run.summary, result.data, result.run
     rows = [
         {
             "model": config.model.preset or "custom",
             "params": s["params"],
             "steps": s["steps"],
             "tokens": s["tokens"],
-            "val_loss": metrics["val_loss"],
-            "bits/token": metrics["val_bits_per_token"],
+            "val_loss": result.metrics["val_loss"],
+            "bits/token": result.metrics["val_bits_per_token"],
             "train_wall_s": round(s["wall_s"], 1),
         }
     ]
-    return (
+    plot = f"{prefix}loss.png"
+    markdown = (
         f"# Pre-training: {config.name}\n\n{md_table(rows)}\n\n"
         f"- data: `{data.uri}` ({data.n_train:,} train / {data.n_val:,} validation tokens)\n"
-        f"- run: `{run.uri}`\n- weights: `{run.weights_uri}`\n\n![loss curve](loss.png)\n"
+        f"- run: `{run.uri}`\n- weights: `{run.weights_uri}`\n\n![loss curve]({plot})\n"
     )
+    files = {plot: store.read(run.rel, "loss.png")}
+    return Report(shift_headings(markdown, level - 1), files, summary(result)[0])
 
 
-def main_step(config: PretrainConfig):
-    """The main job's pretrain step: one run at the recipe's small default scale."""
-    from asymptote.flows.main import StepOutcome
-
-    res = pretrain(config)
-    store = Store(config.store)
-    markdown = pretrain_markdown(config, res.data, res.run, res.metrics).replace(
-        "](loss.png)", "](pretrain-loss.png)"
-    )
+def summary(result: PretrainResult) -> tuple[dict, str]:
     figures = {
-        "val_loss": res.metrics["val_loss"],
-        "params": res.run.summary["params"],
-        "run_uri": res.run.uri,
+        "val_loss": result.metrics["val_loss"],
+        "params": result.run.summary["params"],
+        "run_uri": result.run.uri,
     }
-    return StepOutcome(
-        markdown=markdown.replace("# Pre-training", "## Pre-training"),
-        figures=figures,
-        files={"pretrain-loss.png": store.read(res.run.rel, "loss.png")},
-        result=res,
-    )
+    return figures, f"val_loss {figures['val_loss']:.4f}; run {result.run.uri}"

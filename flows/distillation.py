@@ -15,13 +15,13 @@ Every step is a cached Prefect task keyed by what can change its result: a secon
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator
 
-from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote import methods
 from asymptote.config import (
     ComputeConfig,
     DataConfig,
@@ -42,9 +42,9 @@ from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.distill import plot_comparison, run_params, sample
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data, submit_train
-from asymptote.tasks.reports import md_table, publish_report
+from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
 
-STEPS = ("data", "teachers", "evaluate", "sample", "students")
+STEPS = methods.METHODS["distill"].steps
 
 
 @dataclass(frozen=True)
@@ -261,9 +261,10 @@ def retained(single: float, ensemble: float, student: float) -> float | None:
 
 
 @flow(name="distill", log_prints=True)
-def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) -> DistillResult:  # noqa: B006
+def distill(config: DistillConfig | None = None, recompute: list[str] | None = None) -> DistillResult:
     """Teachers -> evaluate -> sample -> students -> retained fraction -> report."""
-    check_recompute(recompute, STEPS)
+    config = config or DistillConfig()
+    recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store, refresh="data" in recompute)
@@ -299,9 +300,11 @@ def distill(config: DistillConfig = DistillConfig(), recompute: list[str] = []) 
         report_uri="",
         **losses,
     )
-    markdown, files = distill_report(config, result, store)
-    report = publish_report(store, "distill", stable_hash(key_dict(config)), markdown, files)
-    return result.model_copy(update={"report_uri": report})
+    rendered = report(config, result, store)
+    result.report_uri = publish_report(
+        store, "distill", stable_hash(key_dict(config)), rendered.markdown, rendered.files
+    )
+    return result
 
 
 def teacher_losses(
@@ -360,11 +363,19 @@ def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
     return rows
 
 
-def distill_report(
-    config: DistillConfig, result: DistillResult, store: Store, plot_name: str = "compare.png"
-) -> tuple[str, dict[str, bytes]]:
-    """The report's markdown and its comparison plot (PNG bytes under plot_name)."""
-    return distill_markdown(config, result, store, plot_name), {plot_name: comparison_png(config, result)}
+def report(
+    config: DistillConfig, result: DistillResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    """The report's markdown and its comparison plot."""
+    plot = f"{prefix}compare.png"
+    markdown = shift_headings(distill_markdown(config, result, store, plot), level - 1)
+    return Report(markdown, {plot: comparison_png(config, result)}, figures(result))
+
+
+def summary(result: DistillResult) -> tuple[dict, str]:
+    kept = ", ".join(f"{m} {'n/a' if r is None else f'{r:.2f}'}" for m, r in result.retained.items())
+    line = f"single {result.single_loss:.4f}, ensemble {result.ensemble_loss:.4f}; retained: {kept}"
+    return figures(result), line
 
 
 def comparison_png(config: DistillConfig, result: DistillResult) -> bytes:
@@ -414,41 +425,3 @@ def figures(result: DistillResult) -> dict[str, Any]:
         "students": {m: s.val_loss for m, s in result.students.items()},
         "retained": result.retained,
     }
-
-
-def main_step(config: DistillConfig):
-    """The main job's distillation step at the recipe's tiny default scale."""
-    from asymptote.flows.main import StepOutcome
-
-    res = distill(config)
-    markdown, files = distill_report(config, res, Store(config.store), plot_name="distill-compare.png")
-    return StepOutcome(
-        markdown=markdown.replace("# Ensemble distillation", "## Ensemble distillation", 1),
-        figures=figures(res),
-        files=files,
-        result=res,
-    )
-
-
-def cli(
-    recipe: Optional[str] = RecipeOpt,
-    set_: list[str] = SetOpt,
-    as_json: bool = JsonOpt,
-    store: Optional[str] = StoreOpt,
-    recompute: list[str] = recompute_opt(STEPS),
-) -> None:
-    """Distil an ensemble into one model of the single model's size (sequence, token-level, self)."""
-    from asymptote.cli import _config, _finish, _quiet_prefect
-
-    _quiet_prefect()
-    cfg = _config(DistillConfig, recipe, set_, store)
-    res = distill(cfg, recompute=recompute)
-    kept = ", ".join(f"{m} {'n/a' if r is None else f'{r:.2f}'}" for m, r in res.retained.items())
-    _finish(
-        res.model_dump() | {"figures": figures(res)},
-        as_json,
-        [
-            f"[green]done[/green]. single {res.single_loss:.4f}, ensemble {res.ensemble_loss:.4f}; retained: {kept}",
-            f"report {res.report_uri}",
-        ],
-    )

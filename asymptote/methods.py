@@ -1,0 +1,149 @@
+"""The methods asymptote runs, each declared once.
+
+Everything that lists the methods is generated from this table: the CLI's commands (`asymptote.cli`),
+the main job's steps and config sections (`asymptote.flows.main`), the exports of `asymptote.flows`,
+and the test that `prefect.yaml` deploys every method. Adding a method: its core module, its tasks, its
+flow (with `report` and `summary` beside it), a recipe, and one entry here.
+
+Code is named by "module:attribute" strings, so reading the table imports nothing: `asymptote --help`
+answers without torch, Prefect or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    """CLI command, main-job step and config section."""
+    help: str
+    """One line for `asymptote --help`."""
+    flow: str
+    """The Prefect flow: flow(config, recompute=[...]) -> result."""
+    config: str
+    """Its typed config class."""
+    result: str
+    """Its typed result class."""
+    report: str
+    """report(config, result, store, level=1, prefix="") -> Report: the markdown section and its plots."""
+    summary: str
+    """summary(result) -> (headline figures, one line for the terminal)."""
+    recipe: str
+    """The recipe its deployment runs (asymptote/recipes/<name>.yaml)."""
+    steps: tuple[str, ...] = ()
+    """Cached steps `--recompute` accepts; empty: the flow takes no `recompute`."""
+    in_main: bool = True
+    """Whether the main job can run it as a step."""
+    inputs: str | None = None
+    """inputs(config, earlier results by step name) -> config: how it consumes an earlier step's output."""
+
+
+def _method(name: str, module: str, flow: str, config: str, result: str, **kw: Any) -> Method:
+    return Method(
+        name=name,
+        flow=f"{module}:{flow}",
+        config=config if ":" in config else f"{module}:{config}",
+        result=f"{module}:{result}",
+        report=f"{module}:report",
+        summary=f"{module}:summary",
+        **kw,
+    )
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        _method(
+            "pretrain",
+            "asymptote.flows.pretraining",
+            "pretrain",
+            "asymptote.config:PretrainConfig",
+            "PretrainResult",
+            help="Pre-train one model: prepare data, train on Ray, evaluate.",
+            recipe="pretrain",
+            steps=("data", "train", "evaluate"),
+        ),
+        _method(
+            "scaling",
+            "asymptote.flows.scaling",
+            "scaling_study",
+            "ScalingStudyConfig",
+            "ScalingStudyResult",
+            help="Infinite-compute study: certified searches, parameter and ensemble scaling, asymptotes.",
+            recipe="scaling-tiny",
+        ),
+        _method(
+            "distill",
+            "asymptote.flows.distillation",
+            "distill",
+            "DistillConfig",
+            "DistillResult",
+            help="Distil an ensemble into one model of the single model's size (sequence, token-level, self).",
+            recipe="distill-demo",
+            steps=("data", "teachers", "evaluate", "sample", "students"),
+        ),
+        _method(
+            "soups",
+            "asymptote.flows.soups",
+            "soup_study",
+            "SoupStudyConfig",
+            "SoupStudyResult",
+            help="Soups and merges of fine-tunes (a sweep, or checkpoints of the store); aligned averaging.",
+            recipe="soups-tiny",
+            steps=("data", "base", "sweep", "soups", "independent"),
+            inputs="asymptote.flows.soups:inputs",
+        ),
+        _method(
+            "autolrs",
+            "asymptote.flows.learning_rates",
+            "autolrs",
+            "asymptote.tuning.autolrs_job:AutoLRSFlowConfig",
+            "AutoLRSResult",
+            help="Train with AutoLRS (each stage's LR found by Bayesian optimisation); keep the schedule.",
+            recipe="autolrs-cpu",
+            steps=("data", "train", "schedule"),
+        ),
+        _method(
+            "autolrs-search",
+            "asymptote.flows.learning_rates",
+            "autolrs_search",
+            "asymptote.tuning.autolrs_tune:AutoLRSSearchConfig",
+            "AutoLRSSearchResult",
+            help="Ray Tune search over weight decay with AutoLRS as every trial's schedule.",
+            recipe="autolrs-search",
+            in_main=False,
+        ),
+    )
+}
+
+# The main job is not a method but is exported and deployed like one.
+MAIN = {
+    "flow": "asymptote.flows.main:main_job",
+    "config": "asymptote.flows.main:MainConfig",
+    "result": "asymptote.flows.main:MainResult",
+    "recipe": "main",
+}
+
+
+def load(target: str) -> Any:
+    """Import "module:attribute" on first use."""
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def flows() -> dict[str, dict[str, str]]:
+    """Every exported flow by name -> its flow, config, result ("module:attribute") and recipe."""
+    entries = [
+        {"flow": m.flow, "config": m.config, "result": m.result, "recipe": m.recipe} for m in METHODS.values()
+    ]
+    return {e["flow"].split(":")[1]: e for e in [*entries, MAIN]}
+
+
+def exports() -> dict[str, str]:
+    """Public names of `asymptote.flows` -> "module:attribute" (flows, their configs and results)."""
+    targets = [e[k] for e in flows().values() for k in ("flow", "config", "result")]
+    return {t.split(":")[1]: t for t in targets}

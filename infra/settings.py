@@ -1,0 +1,28 @@
+"""Prefect and Ray settings, in one place, applied before either library is imported.
+
+Both read their settings from the environment when they are first imported, so these are set by
+`asymptote.infra`'s package init, which every orchestration package (flows, tasks, tuning) and the
+CLI import first. A variable the user already set wins (setdefault).
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    # Prefect: no telemetry; warnings and errors only; a loaded machine starts the ephemeral API slowly.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # Ray: no usage stats.
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # A Train run whose CPUs never come free retries forever by default: fail with a clear error instead.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120",
+    # The Train controller polls workers every 2 s by default; short runs spend that idle at start and end.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+}
+
+
+def apply() -> None:
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
