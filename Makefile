@@ -1,13 +1,15 @@
-# Two entry points for a fresh machine (Python 3.11, no GPU needed):
-#   make demo   set up .venv and run the main job on the embedded default corpus
-#   make test   set up .venv (with test extras) and run the whole test suite
+# Entry points for a fresh machine (Python 3.11, no GPU, nothing else installed):
+#   make demo        set up .venv and run the main job on the embedded default corpus
+#   make test        set up .venv (with test extras), lint, and run the whole test suite (slow tests too)
+#   make test-fast   lint and the quick tests only (no end-to-end flows)
+#   make lint        ruff check + ruff format --check over the tree
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for a CPU torch.
 PIP_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -22,8 +24,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(BIN)/asymptote run
 
-test: venv
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

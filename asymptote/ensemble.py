@@ -10,7 +10,6 @@ windows, so peak memory is about one member plus the accumulators, however large
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -18,10 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from asymptote.checkpoint import WEIGHTS, load_weights
-from asymptote.config import ModelConfig
 from asymptote.data import eval_windows, windows_to_batch
-from asymptote.model import Decoder
 
 COMBINE = ("logits", "probs")
 
@@ -47,15 +43,6 @@ class Ensemble(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return combine([m(idx) for m in self.members], self.how)
-
-
-def load_member(
-    folder: str | Path, model_cfg: ModelConfig | dict, device: str | torch.device = "cpu"
-) -> Decoder:
-    cfg = model_cfg if isinstance(model_cfg, ModelConfig) else ModelConfig.model_validate(model_cfg)
-    model = Decoder(cfg)
-    model.load_state_dict(load_weights(Path(folder) / WEIGHTS, device))
-    return model.to(device).eval()
 
 
 @torch.no_grad()

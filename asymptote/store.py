@@ -269,7 +269,3 @@ def cache_dir() -> Path:
     d = Path(os.environ.get("ASYMPTOTE_CACHE", Path.home() / ".cache" / "asymptote"))
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def open_store(cfg: StoreConfig | str | None = None) -> Store:
-    return Store(cfg)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asymptote import methods
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
-from asymptote.infra.cluster import cluster_has_gpus, compute_session
+from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
 from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
@@ -290,10 +290,6 @@ def member_jobs(
     ]
 
 
-def _use_gpu(compute: ComputeConfig) -> bool:
-    return cluster_has_gpus() if compute.use_gpu == "auto" else bool(compute.use_gpu)
-
-
 # ----------------------------------------------------------------------------- the flow
 
 
@@ -339,7 +335,7 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
     recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
     with compute_session(config.compute.ray_address) as hub:
-        gpu = _use_gpu(config.compute)
+        gpu = config.compute.use_gpu  # "auto" is resolved by the tasks that run (tasks.soups.resolve_gpu)
         target = prepare_data(config.data, store, refresh=again("data"))
         given = [store.model_ref(r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
         pending = (

@@ -1,16 +1,23 @@
-"""Ray: join the cluster named by the config or RAY_ADDRESS, or start a small local one in-process."""
+"""Ray, started when first needed: join the cluster named by the config or RAY_ADDRESS, or start a small
+local one in-process.
+
+A flow opens a `compute_session`, which starts nothing: the first task that actually needs Ray (a
+training launch, an evaluation, a search) calls `ray_ready()`, which starts or joins Ray and the live
+progress display for that session. So a call whose every step is a cache hit answers from the store
+without starting Ray at all.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import contextmanager
+import threading
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator
 
-
-LOCAL_OBJECT_STORE_BYTES = (
-    256 * 2**20
-)  # the default reserves ~30% of RAM in /dev/shm; tiny models need little
+# the default reserves ~30% of RAM in /dev/shm; tiny models need little
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 
 def cluster_address(configured: str | None = None) -> str | None:
@@ -53,20 +60,67 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
 def cluster_has_gpus() -> bool:
     import ray
 
+    ray_ready()
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-@contextmanager
-def compute_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[str | None]:
-    """Ray (joined or local) plus the live progress display; yields the progress hub's name.
+@dataclass
+class _Session:
+    """What a compute session will start on first use, and what it started (closed at its end)."""
 
-    Nested sessions (a flow calling another flow) reuse the outer Ray and the outer display.
-    """
-    from asymptote.infra.progress import active_hub, live_progress
+    address: str | None
+    num_cpus: int | None
+    hub: str
+    started: bool = False
+    stack: ExitStack = field(default_factory=ExitStack)
 
-    with ray_session(address, num_cpus):
-        if active_hub() is not None:
-            yield active_hub()
+    def start(self) -> None:
+        from asymptote.infra.progress import live_progress
+
+        if not self.started:
+            self.started = True
+            self.stack.enter_context(ray_session(self.address, self.num_cpus))
+            self.stack.enter_context(live_progress(name=self.hub))
+
+
+_LOCK = threading.Lock()
+_SESSION: _Session | None = None  # the outermost open session of this process
+
+
+def ray_ready() -> None:
+    """Make sure Ray (and the session's progress display) runs; call before any use of Ray.
+
+    Prefect runs tasks in threads, so the session is process-wide rather than a context variable."""
+    with _LOCK:
+        if _SESSION is not None:
+            _SESSION.start()
             return
-        with live_progress() as hub:
-            yield hub
+    import ray
+
+    if not ray.is_initialized():  # a task called outside any flow: join or start Ray for the process
+        ray.init(address=cluster_address() or "local", include_dashboard=False)
+
+
+@contextmanager
+def compute_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[str]:
+    """A session in which Ray and the live progress display start on first use; yields the progress
+    hub's name (for TrainJob.progress_hub). Nested sessions (a flow calling another flow) share the
+    outer one."""
+    from asymptote.infra.progress import hub_name
+
+    global _SESSION
+    with _LOCK:
+        if _SESSION is not None:
+            outer = _SESSION.hub
+        else:
+            outer, _SESSION = None, _Session(address, num_cpus, hub_name())
+            session = _SESSION
+    if outer is not None:
+        yield outer
+        return
+    try:
+        yield session.hub
+    finally:
+        with _LOCK:
+            _SESSION = None
+        session.stack.close()

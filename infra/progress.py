@@ -7,7 +7,6 @@ not a terminal (CI logs, deployments), it prints a plain line per run every few 
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
 import uuid
@@ -18,11 +17,10 @@ import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-_ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("asymptote_progress_hub", default=None)
 
-
-def active_hub() -> str | None:
-    return _ACTIVE.get()
+def hub_name() -> str:
+    """A fresh name for a progress hub (known before the hub, and Ray, start)."""
+    return f"asymptote-progress-{uuid.uuid4().hex[:8]}"
 
 
 @ray.remote(num_cpus=0)
@@ -117,9 +115,11 @@ def _draw_when_ready(display: "_Display", snapshot, timeout: float) -> bool:
 
 
 @contextmanager
-def live_progress(console: Console | None = None, interval: float = 0.5) -> Iterator[str]:
+def live_progress(
+    console: Console | None = None, interval: float = 0.5, name: str | None = None
+) -> Iterator[str]:
     """Start a hub, draw until the block ends; yields the hub's actor name for TrainJob.progress_hub."""
-    name = f"asymptote-progress-{uuid.uuid4().hex[:8]}"
+    name = name or hub_name()
     hub = ProgressHub.options(name=name).remote()
     display = _Display(console or Console(stderr=True))
     stop = threading.Event()
@@ -140,11 +140,9 @@ def live_progress(console: Console | None = None, interval: float = 0.5) -> Iter
     if display.live:
         display.progress.start()
     thread.start()
-    token = _ACTIVE.set(name)
     try:
         yield name
     finally:
-        _ACTIVE.reset(token)
         stop.set()
         thread.join(timeout=5)
         try:  # the last lines; skipped if the hub never started (nothing ran)

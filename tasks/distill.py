@@ -17,7 +17,7 @@ import torch
 from prefect import task
 
 from asymptote.config import key_dict
-from asymptote.infra.cluster import cluster_has_gpus
+from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.refs import DataRef
 from asymptote.sampling import SamplingConfig
 from asymptote.store import Store
@@ -90,6 +90,7 @@ def sample_task(
     key: str,
     workers: int | None = None,
 ) -> DataRef:
+    ray_ready()
     from asymptote.distill import save_synthetic
 
     rel = f"data/{key}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ray
 from prefect import task
 
+from asymptote.infra.cluster import ray_ready
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
@@ -30,6 +31,7 @@ def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[
 
 @task(name="ensemble-eval", retries=1)
 def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
+    ray_ready()
     return ray.get(_ensemble_eval_remote.remote(store, runs, data_rel))
 
 

@@ -18,7 +18,7 @@ import ray
 import torch
 
 from asymptote.dist import DistEnv
-from asymptote.infra.cluster import cluster_has_gpus
+from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.infra.progress import push
 from asymptote.job import TrainJob, run_job
 from asymptote.store import Store
@@ -103,6 +103,7 @@ def _local_mode_fit(job_dict: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
 
 def launch(job: TrainJob) -> dict[str, Any]:
     """Train the job on the Ray cluster this process is connected to; returns the run summary."""
+    ray_ready()
     store = Store(job.store)
     use_gpu = resolve_gpu(job)
     if resolve_launcher(job) == "ray_train":

@@ -12,6 +12,7 @@ import ray
 from prefect import task
 
 from asymptote.config import DataConfig
+from asymptote.infra.cluster import ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
@@ -92,6 +93,7 @@ def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, flo
 
 @task(name="evaluate", retries=1)
 def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[str, float]:
+    ray_ready()
     return ray.get(_evaluate_remote.remote(store, run_rel, data_rel))
 
 

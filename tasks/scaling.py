@@ -13,6 +13,7 @@ from typing import Callable
 
 from prefect import task
 
+from asymptote.infra.cluster import ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import RunRef
 from asymptote.scaling import CoordinateDescent, Point
@@ -62,6 +63,7 @@ def descend(descents: list[Descent]) -> None:
 
 @task(name="tune-search", retries=0)
 def tune_search_task(spec_dict: dict, key: str) -> dict:
+    ray_ready()
     from asymptote.tuning.search import SearchSpec, run_search
 
     return run_search(SearchSpec.model_validate(spec_dict)).model_dump()

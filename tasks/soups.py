@@ -26,6 +26,7 @@ from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 
 from asymptote.config import key_dict
+from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.job import TrainJob
 from asymptote.merges import MergeOptions
 from asymptote.refs import RunRef
@@ -75,6 +76,7 @@ def _sweep_trial(config: dict[str, Any]) -> None:
 @task(name="soup-sweep", retries=1, retry_delay_seconds=5)
 def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     """Every job as one trial of a Ray Tune experiment stored under sweeps/<key>/tune."""
+    ray_ready()
     from asymptote.tasks.launch import concurrent_runs, ray_storage
 
     store = Store(jobs[0].store)
@@ -132,6 +134,12 @@ class Kitchen(BaseModel):
             soups=key_dict(self.soups),
             merges=key_dict(self.merges),
         )
+
+
+def resolve_gpu(use_gpu: bool | str) -> bool:
+    """compute.use_gpu resolved where the work runs: "auto" asks the cluster (so a cached step never
+    starts Ray to ask)."""
+    return cluster_has_gpus() if use_gpu == "auto" else bool(use_gpu)
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -330,7 +338,9 @@ def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> lis
 
 
 @task(name="cook-soups", retries=1, retry_delay_seconds=5)
-def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool, key: str) -> list[SoupEntry]:
+def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool | str, key: str) -> list[SoupEntry]:
+    ray_ready()
+    use_gpu = resolve_gpu(use_gpu)
     rows = ray.get(
         _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
             store, kitchen, f"soups/{key}", use_gpu
@@ -339,7 +349,9 @@ def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool, key: str) -> list[S
     return [SoupEntry.model_validate(r) for r in rows]
 
 
-def cook(store: Store, kitchen: Kitchen, use_gpu: bool = False, refresh: bool = False) -> list[SoupEntry]:
+def cook(
+    store: Store, kitchen: Kitchen, use_gpu: bool | str = False, refresh: bool = False
+) -> list[SoupEntry]:
     """Score the ingredients and make every soup and merge; cached by the kitchen's key."""
     if kitchen.merges.methods and not kitchen.base:
         raise ValueError(
@@ -428,8 +440,10 @@ def _independent_remote(
 
 @task(name="independent-averages", retries=1, retry_delay_seconds=5)
 def independent_task(
-    store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool, key: str
+    store: Store, members: list[str], data: str, options: SoupOptions, use_gpu: bool | str, key: str
 ) -> list[SoupEntry]:
+    ray_ready()
+    use_gpu = resolve_gpu(use_gpu)
     remote = _independent_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
     rows = ray.get(remote.remote(store, members, data, options, f"soups/{key}", use_gpu))
     return [SoupEntry.model_validate(r) for r in rows]
@@ -440,7 +454,7 @@ def independent_averages(
     members: list[str],
     data: str,
     options: SoupOptions,
-    use_gpu: bool = False,
+    use_gpu: bool | str = False,
     refresh: bool = False,
 ) -> list[SoupEntry]:
     """Members' losses, their naive and aligned averages, and their ensemble; cached.

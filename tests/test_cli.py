@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from asymptote.cli import app
@@ -63,3 +70,18 @@ def test_plain_progress_lines_show_step_loss_speed_and_eta(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("baby: step 100/600  loss 2.500  8.0k tok/s")
     assert len(lines) == 2 and lines[1].startswith("baby: step 220/600") and lines[1].endswith("ETA 0:38")
+
+
+@pytest.mark.slow
+def test_a_fully_cached_call_answers_without_ray(tmp_path):
+    """The second identical `asymptote pretrain` is answered from the store: it runs even where no
+    Ray can be reached (RAY_ADDRESS points at a closed port), because no step needs Ray."""
+    cli = [str(Path(sys.executable).with_name("asymptote")), "pretrain", "--store", str(tmp_path), "--json"]
+    cli += ["--set", "model.preset=cpu-0.1m", "--set", "train.max_steps=10", "--set", "train.eval_every=10"]
+    first = subprocess.run(cli, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    env = os.environ | {"RAY_ADDRESS": "127.0.0.1:9"}  # nothing listens there
+    second = subprocess.run(cli, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    one, two = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (first, second))
+    assert two["run"] == one["run"] and set(two["step_states"].values()) == {"Cached"}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from ray import tune
 
 from asymptote.config import Section, key_dict, volatile
+from asymptote.infra.cluster import ray_ready
 from asymptote.store import Store
 from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
 from asymptote.versioning import step_key
@@ -129,6 +130,7 @@ def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSe
     if store.has(rel):
         rows = store.read_json(rel, "results.json")
     else:
+        ray_ready()
         rows = _tune(config, data_rel, rel)
         if not rows:
             raise RuntimeError(
