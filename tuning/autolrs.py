@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
@@ -471,7 +472,7 @@ def _search(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
     while not ctl.trials_done():
         io.decide(ctl, ctl.propose)
         ran, steps, losses = _run_trial(ctl, trainer, io)
-        io.decide(ctl, lambda: ctl.score(ran, steps, losses))
+        io.decide(ctl, partial(ctl.score, ran, steps, losses))
         trainer.restore(snap)
         trial = ctl.stage.trials[-1]
         io.report(
