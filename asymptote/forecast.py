@@ -3,8 +3,10 @@
 AutoLRS scores a candidate learning rate by the loss a short trial *would* reach after a much longer
 stretch of training. Raw per-step losses are noisy and spiky, so the curve is first cleaned (points far
 from a smoothing spline of its running median are dropped, then a smoothing spline of what is left
-stands in for the data), then an exponential with a floor is fitted: for a fixed rate b the best (a, c) is linear least squares,
-so only b is searched, on a log grid refined by a bounded scalar minimisation.
+stands in for the data), then an exponential with a floor is fitted with its rate b free, as the reference
+code of AutoLRS does: for a fixed b the best (a, c) is linear least squares, so only b is searched, on a
+wide log grid refined by a bounded scalar minimisation. docs/autolrs.md says where this departs from the
+reference (the denoiser) and what was measured.
 
 Pure numpy/scipy: no torch, no Ray, no Prefect.
 """
@@ -24,7 +26,7 @@ MIN_POINTS = 5  # a quadratic smoothing spline needs k + 1 = 3 points; an expone
 
 @dataclass(frozen=True)
 class ExpFit:
-    """L(t) = a exp(b t) + c with b < 0: `c` is the level the curve tends to, `a` how far above it it starts."""
+    """L(t) = a exp(b t) + c with b < 0: `c` is the level the curve tends to, `a` how far above it starts."""
 
     a: float
     b: float
@@ -117,25 +119,29 @@ def _linear_part(xs: np.ndarray, ys: np.ndarray, b: float) -> tuple[float, float
     return float(a), float(c), float(np.sum((design @ [a, c] - ys) ** 2))
 
 
+SLOWEST_RATE = 1e-4
+"""Slowest decay searched, per window length: below it exp(b t) is a straight line to 1e-4 of a over ten
+windows, so the fit is as free as floating point makes it (the reference searches b without bounds)."""
+
+
 def fit_exponential(steps, losses) -> ExpFit:
     """Least-squares fit of a exp(b (t - t0)) + c with b < 0 to (steps, losses), t0 the first step.
 
-    The decay time 1/|b| is searched between a tenth of a step spacing and the curve's length, on a
-    log grid first (the residual is not unimodal in b in general), then refined. A curve that has not
-    bent within the window says nothing about where it levels off; letting 1/|b| grow past the window
-    turns such a near-straight line into a straight-line extrapolation, which a short noisy trial
-    at a large LR can send below zero at a horizon ten times away. Capped, the fit forecasts at most
-    one more window's worth of the current rate of descent.
+    b is free, as in the reference code: the decay time 1/|b| may be far longer than the curve (a trial
+    of tau' steps forecast at tau = 10 tau' needs exactly that), from a tenth of a step spacing up to
+    1/SLOWEST_RATE windows. For a fixed b the best (a, c) is linear least squares, so only b is
+    searched: on a log grid first (the residual is not unimodal in b in general), then refined.
+    A curve that has not bent within the window is extrapolated as the straight line it is.
     """
     xs, ys = _check_series(steps, losses)
     t = xs - xs[0]
     span = max(t[-1], 1.0)
-    lo, hi = math.log(1.0 / span), math.log(10.0 / max(np.min(np.diff(t)), 1e-9))
+    lo, hi = math.log(SLOWEST_RATE / span), math.log(10.0 / max(np.min(np.diff(t)), 1e-9))
 
     def rss(u):
         return _linear_part(t, ys, -math.exp(u))[2]
 
-    grid = np.linspace(lo, hi, 64)
+    grid = np.linspace(lo, hi, 128)
     best = int(np.argmin([rss(u) for u in grid]))
     bracket = (grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)])
     u = minimize_scalar(rss, bounds=bracket, method="bounded", options={"xatol": 1e-6}).x
@@ -144,11 +150,40 @@ def fit_exponential(steps, losses) -> ExpFit:
     return ExpFit(a=a, b=b, c=c, t0=float(xs[0]))
 
 
-def forecast(steps, losses, horizon: float, validation: bool = False) -> float:
+def denoise_reference(steps, losses, validation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's denoiser, for comparison: iterated quadratic splines with scipy's default
+    smoothing (s = number of points, which for losses of order 1 with noise far below 1 is nearly one
+    quadratic over the whole window); each round drops the 3% of points farthest from it (one point on
+    a validation series, one round only), in the first half only; the spline of what is left stands in
+    for every step."""
+    xs, ys = _check_series(steps, losses)
+    kx, ky = xs, ys
+    cut = xs[int((len(xs) - 1) * 0.5)]
+    for _ in range(1 if validation else 10):
+        dev = np.abs(ky - UnivariateSpline(kx, ky, k=2)(kx))
+        n = 1 if validation else int(round(len(kx) * 0.03))
+        worst = np.argsort(dev)[len(dev) - n :] if n else np.array([], dtype=int)
+        keep = np.ones(len(kx), dtype=bool)
+        keep[worst[kx[worst] < cut]] = False
+        if keep.sum() < MIN_POINTS:
+            break
+        kx, ky = kx[keep], ky[keep]
+    return xs, UnivariateSpline(kx, ky, k=2)(xs)
+
+
+DENOISERS = ("robust", "reference")
+
+
+def forecast(steps, losses, horizon: float, validation: bool = False, denoiser: str = "robust") -> float:
     """The loss the curve is forecast to reach at step `horizon` (same axis as `steps`).
 
     Training losses are per-batch and spiky: three rounds of outlier removal. Validation losses are
-    few and smooth: one round.
+    few and smooth: one round. `denoiser="reference"` cleans the curve as the reference code does.
     """
-    xs, smooth = denoise(steps, losses, rounds=1 if validation else 3)
+    if denoiser == "reference":
+        xs, smooth = denoise_reference(steps, losses, validation)
+    elif denoiser == "robust":
+        xs, smooth = denoise(steps, losses, rounds=1 if validation else 3)
+    else:
+        raise ValueError(f"denoiser={denoiser!r}: unknown; allowed: {', '.join(DENOISERS)}")
     return float(fit_exponential(xs, smooth).at(horizon))

@@ -33,6 +33,7 @@ from asymptote.tuning.autolrs import (
     AutoLRSState,
     LoopIO,
     Stage,
+    ask_distinct,
     drive,
     search_range,
     step_law_lr,
@@ -100,16 +101,33 @@ def _nearest_to_best(lrs: list[float]) -> float:
 # ----------------------------------------------------------------------------- the controller
 
 
-def test_controller_picks_the_known_best_lr_on_a_fake_surface():
-    opts = _options(trials=8)
+def test_controller_picks_the_known_best_lr_with_the_reference_k():
+    defaults = AutoLRSOptions()
+    assert (defaults.trials, defaults.stage_steps // defaults.trial_steps) == (10, 10)  # reference k, ratio
+    opts = _options(trials=10, trial_steps=10, stage_steps=100, max_stage_steps=800)
     ctl = AutoLRS.start(opts, (opts.min_lr, opts.max_lr))
-    state = drive(ctl, Surface(), 200)
+    state = drive(ctl, Surface(), 100)
     stage = state.stages[0]
     tried = [t.lr for t in stage.trials]
-    assert len(tried) == 8 and all(1e-4 <= lr <= 1e-1 for lr in tried)
+    assert len(tried) == 10 and all(1e-4 <= lr <= 1e-1 for lr in tried)
     assert stage.lr == _nearest_to_best(tried)
-    assert abs(math.log10(stage.lr / BEST_LR)) < 0.25  # near-pure exploration covers 3 decades with 8 points
-    assert state.lrs == [stage.lr] * 200 and state.trial_steps_spent == 8 * 20
+    assert abs(math.log10(stage.lr / BEST_LR)) < 0.2  # near-pure exploration covers 3 decades with 10 points
+    assert all(t.scored_by == "forecast" and t.forecast == pytest.approx(t.score) for t in stage.trials)
+    assert state.lrs == [stage.lr] * 100 and state.trial_steps_spent == 10 * 10
+
+
+def test_a_repeated_proposal_is_told_again_and_re_asked():
+    bounds, seen = (0.0, 10.0), [(2.0, 1.5), (7.0, 1.2)]
+    asked: list[list] = []
+
+    def ask(told, attempt):
+        asked.append(list(told))
+        return [7.0, 2.0 + 1e-4, 4.0][attempt]  # two repeats (one within rounding), then a new point
+
+    assert ask_distinct(ask, bounds, seen) == 4.0
+    assert asked == [seen, seen + [(7.0, 1.2)], seen + [(7.0, 1.2), (2.0 + 1e-4, 1.5)]]
+    # an optimiser that only ever repeats itself: the middle of the widest unexplored gap
+    assert ask_distinct(lambda told, attempt: 7.0, bounds, seen) == pytest.approx(4.5)
 
 
 @pytest.mark.parametrize("backend", ["optuna_gp", "optuna_tpe"])
@@ -131,6 +149,7 @@ def test_diverging_trials_are_penalised_and_never_chosen():
     assert diverged, "the range reaches into divergence, so some trial must diverge"
     assert all(t.score > max(s.score for s in stage.trials if s.lr < 0.05) for t in diverged)
     assert all(len(t.losses) < opts.trial_steps for t in diverged)  # stopped at the first NaN
+    assert all(t.scored_by == "penalty" and t.forecast is None for t in diverged)
     assert stage.lr < 0.05 and math.isfinite(state.losses[-1])
 
 
@@ -156,12 +175,20 @@ def test_stages_double_then_score_on_validation_and_the_last_is_cut():
         val_points=5,
         backend="optuna_tpe",
     )
-    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 1000)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 1400)
     shape = [(s.start_step, s.trial_steps, s.stage_steps, s.validation) for s in state.stages]
-    # tau' doubles while tau' < tau_max/10 = 40; at 40 trials are scored on validation loss
-    assert shape == [(5, 10, 100, False), (105, 20, 200, False), (305, 40, 400, True), (705, 40, 295, True)]
-    assert [len(t.losses) for t in state.stages[2].trials] == [5, 5]  # val_points evaluations per trial
-    assert len(state.lrs) == 1000 and state.lrs[:5] == pytest.approx(
+    # tau' doubles while tau' < tau_max/10 = 40; as in the reference, the stage that first runs at 40
+    # still scores on training loss, and the ones after it on validation loss
+    assert shape == [
+        (5, 10, 100, False),
+        (105, 20, 200, False),
+        (305, 40, 400, False),
+        (705, 40, 400, True),
+        (1105, 40, 295, True),
+    ]
+    assert [len(t.losses) for t in state.stages[2].trials] == [40, 40]  # every training loss
+    assert [len(t.losses) for t in state.stages[3].trials] == [5, 5]  # val_points evaluations per trial
+    assert len(state.lrs) == 1400 and state.lrs[:5] == pytest.approx(
         [state.lrs[4] * i / 5 for i in range(1, 6)]
     )
 

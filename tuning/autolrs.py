@@ -5,15 +5,18 @@ data position, RNG). k trials each train tau' steps from the snapshot at a learn
 fresh Bayesian optimiser over log-LR in [min_lr, max_lr], record their loss curve, forecast the loss it
 leads to at step tau (asymptote.forecast) and go back to the snapshot. The tried LR with the lowest
 forecast then trains tau steps for real. After each stage tau' and tau double while tau' < tau_max/10;
-from then on trials are long enough to be scored on validation loss instead of training loss.
+as in the reference code, the stage after the first one run at that cap (tau' >= tau_max/10) and every
+later one score their trials on validation loss instead of training loss.
 
 This module holds the controller (every decision, as plain serialisable state) and the loop that drives
 any trainer with `train_step / evaluate / snapshot / restore`. It imports neither Ray nor Prefect; the
 Ray Train side (broadcasts, store checkpoints) is `autolrs_driver.py`.
 
-CPU-scale defaults. The paper's constants (k=10, tau'=100, tau=1000, tau_max=8000) suit runs of tens of
-thousands of steps; a CPU run has hundreds to a few thousand, so the defaults here are k=4, tau'=20,
-tau=200, tau_max=1600: the same ratio tau/tau' = 10 and the same number of doublings (three).
+Defaults. The reference's constants are k=10, tau'=100, tau=1000, tau_max=8000 for runs of tens of
+thousands of steps. The defaults here keep k=10 and every ratio (tau = 10 tau', tau_max = 8 tau, so
+three doublings before validation scoring) and scale only the lengths by 1/10 (tau'=10, tau=100,
+tau_max=800) for CPU runs of a few thousand steps. docs/autolrs.md lists every departure from the
+reference and the measurement behind it.
 """
 
 from __future__ import annotations
@@ -44,14 +47,15 @@ class AutoLRSOptions(Section):
     """Lower end of the searched learning rates; None (with max_lr None): from the Step Law prior."""
     max_lr: float | None = Field(None, gt=0, le=10)
     """Upper end of the searched learning rates; None (with min_lr None): from the Step Law prior."""
-    trials: int = Field(4, ge=2, le=100)
-    """k: learning rates tried per stage (paper: 10; CPU default 4)."""
-    trial_steps: int = Field(20, ge=MIN_POINTS)
-    """tau': steps of each trial in the first stage (paper: 100; CPU default 20)."""
-    stage_steps: int = Field(200, ge=1)
-    """tau: steps trained at the chosen LR in the first stage, and the forecast horizon (paper: 1000)."""
-    max_stage_steps: int = Field(1600, ge=1)
-    """tau_max: tau' and tau double after each stage while tau' < tau_max/10 (paper: 8000)."""
+    trials: int = Field(10, ge=2, le=100)
+    """k: learning rates tried per stage (the reference's 10)."""
+    trial_steps: int = Field(10, ge=MIN_POINTS)
+    """tau': steps of each trial in the first stage (reference: 100; here 1/10 of it, for CPU runs)."""
+    stage_steps: int = Field(100, ge=1)
+    """tau: steps trained at the chosen LR in the first stage, and the forecast horizon (reference: 1000)."""
+    max_stage_steps: int = Field(800, ge=1)
+    """tau_max: tau' and tau double after each stage while tau' < tau_max/10; the stage after the first
+    at that cap scores on validation loss (reference: 8000)."""
     backend: Literal["bayes_opt", "optuna_gp", "optuna_tpe"] = "bayes_opt"
     """Proposer of trial LRs: `bayes_opt` (GP, Matern 2.5, LCB with large kappa, as the paper), or
     Optuna's GP sampler (log expected improvement) or TPE sampler."""
@@ -67,6 +71,9 @@ class AutoLRSOptions(Section):
     """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
     seed: int = 0
     """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
+    denoiser: Literal["robust", "reference"] = "robust"
+    """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
+    the measured noise) or `reference` (the reference code's; see docs/autolrs.md for both measured)."""
 
     @model_validator(mode="after")
     def _check(self) -> "AutoLRSOptions":
@@ -161,9 +168,37 @@ PROPOSERS: dict[str, Callable[[tuple[float, float], Seen, int, AutoLRSOptions], 
 }
 
 
-def proposal_seed(seed: int, stage: int, trial: int) -> int:
-    """A seed that depends only on (seed, stage, trial): a resumed stage proposes the same LRs."""
-    return int(np.random.SeedSequence([seed, stage, trial]).generate_state(1)[0])
+def proposal_seed(seed: int, stage: int, trial: int, attempt: int = 0) -> int:
+    """A seed that depends only on (seed, stage, trial, attempt): a resumed stage proposes the same LRs."""
+    key = [seed, stage, trial] + ([attempt] if attempt else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+MAX_ASKS = 10
+"""Proposals per trial before giving up on the optimiser and taking the middle of the widest gap."""
+DUPLICATE = 1e-3
+"""Two log-LRs closer than this fraction of the searched log-range are the same LR."""
+
+
+def widest_gap_middle(bounds: tuple[float, float], xs: list[float]) -> float:
+    edges = sorted([bounds[0], bounds[1], *xs])
+    lo, hi = max(zip(edges, edges[1:], strict=False), key=lambda p: p[1] - p[0])
+    return (lo + hi) / 2
+
+
+def ask_distinct(ask: Callable[[Seen, int], float], bounds: tuple[float, float], seen: Seen) -> float:
+    """A log-LR no trial of the stage has tried. A repeat is told to the optimiser again with its known
+    score and the optimiser asked again, as the reference code does (else a trial re-measures a point
+    it knows). `ask(told, attempt)` is one proposal given the (log-LR, score) pairs told so far."""
+    told = list(seen)
+    tol = DUPLICATE * (bounds[1] - bounds[0])
+    for attempt in range(MAX_ASKS):
+        x = ask(told, attempt)
+        known = next((y for sx, y in seen if abs(sx - x) <= tol), None)
+        if known is None:
+            return x
+        told.append((x, known))
+    return widest_gap_middle(bounds, [x for x, _ in seen])
 
 
 # ----------------------------------------------------------------------------- state
@@ -173,6 +208,11 @@ class Trial(BaseModel):
     lr: float
     score: float | None = None
     """Forecast loss at the stage's horizon (None while the trial runs)."""
+    forecast: float | None = None
+    """The forecast itself, before clipping (None when the score is a penalty or the recent level)."""
+    scored_by: Literal["forecast", "penalty", "recent"] = "forecast"
+    """What the score is: the forecast; a penalty (diverged or unfittable); the recent level (the
+    trial's loss rose above the stage's start, so a recovery would be forecast as progress)."""
     ran: int = 0
     """Optimiser steps the trial took (fewer than tau' when it diverged)."""
     steps: list[int] = Field(default_factory=list)
@@ -254,7 +294,10 @@ class AutoLRS:
 
     @property
     def validation_mode(self) -> bool:
-        return self.state.trial_steps >= self.options.max_stage_steps / 10
+        """Does the next stage score its trials on validation loss? As in the reference: once a stage
+        has run with tau' at its cap (tau' >= tau_max/10), i.e. from the stage after tau' stopped doubling."""
+        last = self.state.stages[-1] if self.state.stages else None
+        return last is not None and (last.validation or last.trial_steps >= self.options.max_stage_steps / 10)
 
     def pending_trial(self) -> Trial | None:
         trials = self.stage.trials
@@ -293,8 +336,13 @@ class AutoLRS:
         stage = self.stage
         seen = [(math.log(t.lr), t.score) for t in stage.trials]
         bounds = (math.log(self.state.min_lr), math.log(self.state.max_lr))
-        seed = proposal_seed(self.options.seed, stage.index, len(seen))
-        log_lr = PROPOSERS[self.options.backend](bounds, seen, seed, self.options)
+        propose = PROPOSERS[self.options.backend]
+
+        def ask(told: Seen, attempt: int) -> float:
+            seed = proposal_seed(self.options.seed, stage.index, len(seen), attempt)
+            return propose(bounds, told, seed, self.options)
+
+        log_lr = ask_distinct(ask, bounds, seen)
         lr = min(max(math.exp(log_lr), self.state.min_lr), self.state.max_lr)  # exp(log(x)) may round past x
         stage.trials.append(Trial(lr=lr))
 
@@ -305,7 +353,9 @@ class AutoLRS:
         """Score the pending trial (which ran `ran` steps) by its forecast loss at the stage horizon."""
         trial = self.pending_trial()
         trial.steps, trial.losses, trial.ran = list(steps), list(losses), ran
-        trial.score = trial_score(self.stage, steps, losses)
+        trial.score, trial.forecast, trial.scored_by = assess(
+            self.stage, steps, losses, self.options.denoiser
+        )
         self.state.trial_steps_spent += ran
 
     def choose(self) -> None:
@@ -348,19 +398,30 @@ def rose_above_start(stage: Stage, losses: list[float]) -> bool:
     return float(level.max()) > stage.start_loss + 2 * noise_scale(np.asarray(losses, dtype=float))
 
 
-def trial_score(stage: Stage, steps: list[int], losses: list[float]) -> float:
-    """Forecast loss at the horizon, clipped to [0, penalty]; the penalty for diverged or unfittable curves;
-    the recent level (no extrapolation) for curves that rose above the stage's start."""
+def assess(
+    stage: Stage, steps: list[int], losses: list[float], denoiser: str = "robust"
+) -> tuple[float, float | None, str]:
+    """(score, forecast, what the score is) of a trial's curve; see Trial.scored_by.
+
+    The score is the forecast loss at the horizon clipped to [0, penalty]; the penalty for diverged or
+    unfittable curves; the recent level (no extrapolation) for curves that rose above the stage's start."""
     bad = penalty(stage, losses)
     if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
-        return bad
+        return bad, None, "penalty"
     if rose_above_start(stage, losses):  # no credit for recovering from a spike the LR caused itself
-        return float(np.mean(losses[-1 if stage.validation else -10 :]))
+        return float(np.mean(losses[-1 if stage.validation else -10 :])), None, "recent"
     try:
-        value = forecast(steps, losses, horizon=stage.stage_steps, validation=stage.validation)
+        value = forecast(steps, losses, stage.stage_steps, stage.validation, denoiser)
     except (ValueError, np.linalg.LinAlgError):
-        return bad
-    return float(min(max(value, 0.0), bad)) if math.isfinite(value) else bad
+        return bad, None, "penalty"
+    if not math.isfinite(value):
+        return bad, None, "penalty"
+    return float(min(max(value, 0.0), bad)), value, "forecast"
+
+
+def trial_score(stage: Stage, steps: list[int], losses: list[float], denoiser: str = "robust") -> float:
+    """The score alone (see assess)."""
+    return assess(stage, steps, losses, denoiser)[0]
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -432,7 +493,7 @@ def _record_step(ctl: AutoLRS, trainer: Trainable, io: LoopIO, lr: float, loss: 
 
 
 def _start_loss(ctl: AutoLRS, trainer: Trainable, io: LoopIO) -> float | None:
-    """The level a stage starts from: validation loss when trials are scored on it, else recent training loss."""
+    """The level a stage starts from: validation loss when trials are scored on it, else recent train loss."""
     return trainer.evaluate(max_windows=io.val_windows) if ctl.validation_mode else ctl.recent_loss()
 
 
@@ -506,7 +567,7 @@ PHASES: dict[str, Callable[[AutoLRS, Trainable, int, LoopIO], None]] = {
 
 
 def drive(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO | None = None) -> AutoLRSState:
-    """Train to `total` steps of the run proper (trial steps come on top) from wherever ctl and trainer are."""
+    """Train to `total` steps of the run proper (trial steps on top) from wherever ctl and trainer are."""
     io = io or LoopIO()
     while ctl.state.phase != "done":
         PHASES[ctl.state.phase](ctl, trainer, total, io)
