@@ -19,7 +19,13 @@ STATE = "state.pt"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+    """The bare model inside torch.compile's wrapper (._orig_mod) and DistributedDataParallel (.module).
+
+    Weights are saved and evaluated through the bare model, so checkpoints keep the same keys whether
+    or not the run was compiled or distributed.
+    """
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:

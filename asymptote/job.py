@@ -162,6 +162,21 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def compile_if(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """torch.compile around the (DDP-wrapped) model, as PyTorch recommends for DDP; `unwrap` undoes it."""
+    return torch.compile(model) if enabled else model
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process: tensors on the CUDA device, else the process's peak RSS (which, in
+    a reused Ray worker, covers the worker's earlier tasks too)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
 def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, int, dict]:
     train_tokens, val_tokens, meta = load_dataset(store, job.data_artifact, job.data.max_train_tokens)
     if meta["vocab_size"] > job.model.vocab_size:
@@ -177,7 +192,7 @@ def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, i
     if per_rank % micro:
         raise ValueError(f"compute.micro_batch_size={micro} must divide the per-worker batch {per_rank}")
     trainer = Trainer(
-        wrap_ddp(model, env),
+        compile_if(wrap_ddp(model, env), job.compute.compile),
         build_optimizer(model, job.train, env.device),
         batches,
         job.train,
@@ -234,6 +249,7 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
         "wall_s": time.time() - started,
         "world_size": env.world,
         "device": env.device.type,
+        "peak_mem_gb": peak_memory_gb(env.device),
     }
     if env.is_main:
         commit_run(store, job, trainer, summary)
