@@ -27,6 +27,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -63,16 +64,22 @@ def log(msg: str) -> None:
     print(f"[gpu-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def peak_for_name(name: str) -> float | None:
+    """Dense bf16 peak (TFLOP/s) of a device named like torch.cuda.get_device_name(), if tabled."""
+    return next((tflops for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
 def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
     if override:
         return override, "--peak-tflops"
     if device.type != "cuda":
         return None, "no bf16 peak known for a CPU"
     name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key in name:
-            return tflops, f"datasheet dense bf16 for {key}"
-    return None, f"no entry for {name!r}; pass --peak-tflops"
+    peak = peak_for_name(name)
+    return (
+        peak,
+        f"NVIDIA datasheet, dense bf16 ({name})" if peak else f"no entry for {name!r}; pass --peak-tflops",
+    )
 
 
 def mfu(tokens_per_s: float | None, cfg: ModelConfig, peak: float | None, causal: bool = False):
@@ -143,20 +150,26 @@ def bare_step_fn(cfg: ModelConfig, train: TrainConfig, tokens: np.ndarray, devic
     return step
 
 
-def bare_loop(cfg, train, tokens, device, compiled: bool, warmup: int, steps: int) -> dict:
+def timed(step, n: int, device: torch.device) -> tuple[float, torch.Tensor | None]:
+    """Seconds for n steps, the device drained at both ends (one sync per measurement, none per step)."""
+    sync(device)
+    t0, loss = time.perf_counter(), None
+    for _ in range(n):
+        loss = step()
+    sync(device)
+    return time.perf_counter() - t0, loss
+
+
+def bare_loop(cfg, train, tokens, device, compiled: bool, warmup: int, steps: int | None, plan) -> dict:
+    """Warm up (compiles), pick the measured step count with `plan(step_seconds)` unless given, measure."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step = bare_step_fn(cfg, train, tokens, device, compiled)
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    sync(device)
-    seconds = time.perf_counter() - t0
+    warm, _ = timed(step, warmup, device)
+    if steps is None:
+        probe, _ = timed(step, 5, device)
+        steps = plan(probe / 5)
+    seconds, loss = timed(step, steps, device)
     return {
         "tokens_per_s": steps * train.batch_size * cfg.block_size / seconds,
         "steps": steps,
@@ -167,11 +180,25 @@ def bare_loop(cfg, train, tokens, device, compiled: bool, warmup: int, steps: in
     }
 
 
-def calibrate(cfg, train, tokens, device, compiled: bool, seconds: float, every: int) -> int:
-    """Measured steps that fill about `seconds` (a multiple of the report interval, 2-40 reports)."""
-    probe = bare_loop(cfg, train, tokens, device, compiled, warmup=3, steps=5)
-    steps = round(seconds * 1e3 / probe["step_ms"] / every) * every
-    return int(min(max(steps, 2 * every), 40 * every))
+def step_plan(seconds: float, every: int, most: int):
+    """Measured steps for a loop: about `seconds` of work, a multiple of the report interval, at least
+    two reports and at most `most` (one checkpoint interval: its evaluations and checkpoint amortised)."""
+
+    def plan(step_s: float) -> int:
+        steps = round(seconds / step_s / every) * every
+        return int(min(max(steps, 2 * every), most))
+
+    return plan
+
+
+def cadence_in(train: TrainConfig, first: int, last: int) -> dict[str, int]:
+    """Interval evaluations and checkpoints inside the measured records (first, last]: one at step s
+    runs after the record of step s, so it counts for s in [first, last)."""
+
+    def count(every: int) -> int:
+        return (last - 1) // every - (first - 1) // every
+
+    return {"evals": count(train.eval_every), "checkpoints": count(train.checkpoint_every)}
 
 
 def release(device: torch.device) -> None:
@@ -237,33 +264,43 @@ def project_loop(job, warmup: int) -> dict:
 # ----------------------------------------------------------------------------- one side-by-side phase
 
 
-def phase(args, device, preset: str, batch: int, compiled: bool, root: str, steps: int | None = None) -> dict:
+def phase(args, device, preset: str, batch: int, compiled: bool, root: str, warmup_reports=None, most=None):
     """Bare loop, then the project's loop, same model/batch/steps; appended to RESULT["runs"]."""
-    cfg = ModelConfig(preset=preset)
-    every = args.log_every
-    warmup = args.warmup_reports * every
-    train = TrainConfig(
-        batch_size=batch, lr=args.lr, warmup_steps=warmup, log_every=every, max_steps=warmup + 2 * every
-    )
-    tokens = load_tokens(args.data, root)
+    t0, cfg, every = time.perf_counter(), ModelConfig(preset=preset), args.log_every
+    warmup = (warmup_reports or args.warmup_reports) * every
+    train = TrainConfig(batch_size=batch, lr=args.lr, warmup_steps=warmup, log_every=every)
     label = f"{preset}-{'compiled' if compiled else 'eager'}"
     row = {"preset": preset, "compiled": compiled, "batch": batch, "seq_len": cfg.block_size}
     RESULT["runs"].append(row)
     log(f"{label}: bare loop")
-    steps = steps or calibrate(cfg, train, tokens, device, compiled, args.seconds, every)
-    row["bare"] = bare_loop(cfg, train, tokens, device, compiled, warmup, steps)
+    plan = step_plan(args.seconds, every, most or train.checkpoint_every)
+    row["bare"] = bare_loop(
+        cfg, train, load_tokens(args.data, root), device, compiled, warmup, args.steps, plan
+    )
     release(device)
+    steps = row["bare"]["steps"]
     train = train.model_copy(update={"max_steps": warmup + steps})
     compute = ComputeConfig(
         cpus_per_worker=args.threads, use_gpu=device.type == "cuda", compile=compiled, max_failures=0
     )
     log(f"{label}: project loop ({warmup}+{steps} steps)")
+    require_ray_gpu(device)
     job = project_job(root, label, cfg, train, DataConfig(source=args.data), compute)
     row["project"] = project_loop(job, warmup)
+    row["in_window"] = cadence_in(train, warmup, warmup + steps)
     row["ratio"] = row["project"]["tokens_per_s"] / row["bare"]["tokens_per_s"]
     row["step_ratio"] = row["project"]["step_tokens_per_s"] / row["bare"]["tokens_per_s"]
+    row["phase_s"] = time.perf_counter() - t0
     log(f"{label}: {json.dumps(row, default=float)}")
     return row
+
+
+def require_ray_gpu(device: torch.device) -> None:
+    """A GPU task on a Ray that sees no GPU would wait forever: fail the phase instead."""
+    import ray
+
+    if device.type == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
+        raise RuntimeError(f"Ray sees no GPU ({ray.cluster_resources()}); the project loop cannot be placed")
 
 
 def load_tokens(source: str, root: str) -> np.ndarray:
@@ -289,8 +326,8 @@ def guarded(what: str, fn, *a, **kw):
 def largest_that_fits(args, device, root: str) -> None:
     """The largest paper-* preset whose bare loop fits the GPU at its batch, then the project's loop."""
     for preset, batch in LARGEST:
-        try:
-            phase(args, device, preset, batch, False, root)
+        try:  # one report of warm-up, at most four measured: a 1.4B step takes ~0.2 s on an H100-class GPU
+            phase(args, device, preset, batch, False, root, warmup_reports=1, most=4 * args.log_every)
             RESULT["largest"] = preset
             return
         except torch.OutOfMemoryError:
@@ -328,9 +365,8 @@ def ray_train_check(args, device, root: str) -> dict:
 
     train = TrainConfig(batch_size=8, max_steps=20, warmup_steps=2, log_every=10)
     compute = ComputeConfig(launcher="ray_train", cpus_per_worker=args.threads, use_gpu=device.type == "cuda")
-    job = project_job(
-        root, "ray-train", ModelConfig(preset=args.preset), train, DataConfig(source=args.data), compute
-    )
+    model = ModelConfig(preset="cpu-0.1m")  # a check of the worker group and its backend, not a speed
+    job = project_job(root, "ray-train", model, train, DataConfig(source=args.data), compute)
     t0 = time.perf_counter()
     summary = launch(job)
     ok = summary["steps"] == 20 and math.isfinite(summary["val_loss"]) and summary["device"] == device.type
@@ -431,7 +467,8 @@ def arguments():
     )
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default: 64 CUDA, 8 CPU)")
     p.add_argument("--steps", type=int, default=None, help="measured steps (default: ~--seconds' worth)")
-    p.add_argument("--seconds", type=float, default=12.0, help="measured seconds per loop when --steps unset")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per loop when --steps unset")
+    p.add_argument("--json-out", default=None, help="also write the JSON line to this file")
     p.add_argument("--log-every", type=int, default=None, help="report interval (default: 25 CUDA, 2 CPU)")
     p.add_argument("--warmup-reports", type=int, default=2, help="report intervals of warm-up, not timed")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -444,9 +481,7 @@ def arguments():
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="device dense bf16 peak (overrides the table)"
     )
-    p.add_argument(
-        "--deadline-s", type=float, default=450.0, help="hard wall-clock budget of the whole script"
-    )
+    p.add_argument("--deadline-s", type=float, default=420.0, help="wall-clock budget of the whole script")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per loop (default: 8 CUDA, 1 CPU)")
     return p.parse_args()
 
@@ -466,26 +501,25 @@ def defaults(args, cuda: bool):
     return args
 
 
+def phase_estimate(args, compiled: bool) -> float:
+    """Seconds a main-preset phase needs: the last measured phase's time if any, plus compilation
+    (inductor compiles the bare model, the project's worker reuses most of it from the on-disk cache)."""
+    done = [r["phase_s"] for r in RESULT["runs"] if "phase_s" in r]
+    base = done[-1] if done else 2 * args.seconds + 40
+    return base + (120 if compiled else 0)
+
+
 def run_phases(args, device, deadline: Deadline, root: str) -> None:
     """In priority order, each only if it fits in what is left of the deadline."""
     cuda = device.type == "cuda"
     if cuda:
         RESULT.update(nccl_check(device))
     for compiled in args.compile_modes:
-        need = 2 * args.seconds + (150 if compiled else 40) if cuda else 10
+        need = phase_estimate(args, compiled) if cuda else 10
         if deadline.allows(f"{args.preset} compiled={compiled}", need):
-            guarded(
-                f"{args.preset} compiled={compiled}",
-                phase,
-                args,
-                device,
-                args.preset,
-                args.batch,
-                compiled,
-                root,
-                args.steps,
-            )
-    if args.run_largest and deadline.allows("largest paper-*", 2 * args.seconds + 90):
+            what = f"{args.preset} compiled={compiled}"
+            guarded(what, phase, args, device, args.preset, args.batch, compiled, root)
+    if args.run_largest and deadline.allows("largest paper-*", 150):
         guarded("largest paper-*", largest_that_fits, args, device, root)
     if args.run_ray_train and deadline.allows("ray_train worker group", 60):
         RESULT.update(guarded("ray_train", ray_train_check, args, device, root) or {"ray_train_ok": False})
@@ -515,10 +549,22 @@ def main() -> None:
     )
     from asymptote.infra.cluster import compute_session
 
-    root = store_uri(args.store)
+    root = args.store or bench_root(cuda)
     with compute_session(num_cpus=os.cpu_count() if cuda else 2):
         run_phases(args, device, deadline, root)
-    emit(headline(RESULT, time.perf_counter() - deadline.started))
+    result = headline(RESULT, time.perf_counter() - deadline.started)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, default=float) + "\n")
+    emit(result)
+
+
+def bench_root(cuda: bool) -> str:
+    """A fresh store; in RAM on a GPU machine with room (a 1.4B run's checkpoint is ~15 GB to write
+    and hash), else a temporary folder."""
+    shm = Path("/dev/shm")
+    if cuda and shm.is_dir() and shutil.disk_usage(shm).free > 48 * 2**30:
+        return tempfile.mkdtemp(prefix="asymptote-gpu-bench-", dir=shm)
+    return store_uri(None)
 
 
 if __name__ == "__main__":
