@@ -139,6 +139,7 @@ class Reporter(Protocol):
 
 class Checkpoints(Protocol):
     def save(self, trainer: Trainer) -> None: ...
+    def wait(self) -> None: ...  # the last save is durable when this returns
 
 
 @dataclass
@@ -212,4 +213,5 @@ def fit(
         if step % cfg.checkpoint_every == 0 or last:
             with window.paused(trainer.env):
                 checkpoints.save(trainer)
+    checkpoints.wait()
     return trainer.metrics[-1] if trainer.metrics else {}

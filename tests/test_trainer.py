@@ -141,3 +141,25 @@ def test_run_summary_reports_peak_memory(tmp_path):
     )
     summary = run_job(job, DistEnv(), lambda r: None)
     assert 0 < summary["peak_mem_gb"] < 64 and math.isfinite(summary["peak_mem_gb"])
+
+
+def test_checkpoint_written_in_the_background_holds_the_state_at_save_time(tmp_path):
+    from asymptote.checkpoint import STATE, WEIGHTS, load_state, load_weights
+    from asymptote.job import StoreCheckpoints
+    from asymptote.store import Store
+
+    store = Store(str(tmp_path / "s"))
+    job = _job(store)
+    trainer, _, _ = build_trainer(job, store, DistEnv())
+    trainer.train_step(1e-3)
+    expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ckpt = StoreCheckpoints(store, job, DistEnv())
+    ckpt.save(trainer)
+    for _ in range(3):  # training goes on (updating parameters in place) while the write may be in flight
+        trainer.train_step(1e-3)
+    ckpt.wait()
+    folder = ckpt.latest()
+    saved = load_weights(folder / WEIGHTS)
+    assert ckpt.steps() == [1] and load_state(folder / STATE)["step"] == 1
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())
+    assert not torch.equal(saved["tok_emb.weight"], trainer.model.tok_emb.weight.detach())
