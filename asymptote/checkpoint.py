@@ -7,6 +7,7 @@ read with `torch.load(weights_only=True)` so that loading never executes pickled
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,33 @@ STATE = "state.pt"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+    """The bare model inside torch.compile's wrapper (._orig_mod) and DistributedDataParallel (.module).
+
+    Weights are saved and evaluated through the bare model, so checkpoints keep the same keys whether
+    or not the run was compiled or distributed.
+    """
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
+    save_tensors(unwrap(model).state_dict(), path, metadata)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None):
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def host_copy(state: Any) -> Any:
+    """A copy of a state tree whose tensors are new host tensors: a background writer can serialise it
+    while training updates the originals in place (on CPU, `.cpu()` alone would return the originals)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: host_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(host_copy(v) for v in state)
+    return copy.deepcopy(state)
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

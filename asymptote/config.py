@@ -178,6 +178,9 @@ class ComputeConfig(Section):
     """CPUs reserved per worker; also its torch thread count."""
     use_gpu: Literal["auto", True, False] = volatile("auto")
     """Place workers on GPUs: auto uses one GPU per worker when the cluster has GPUs."""
+    compile: bool = volatile(False)
+    """torch.compile the training forward/backward (fuses norms, RoPE and SwiGLU on GPUs; costs a
+    compile of tens of seconds at start). Evaluation and checkpoints use the uncompiled module."""
     micro_batch_size: int | None = volatile(None, ge=1)
     """Sequences per forward pass on a worker (gradient accumulation); None: the whole per-worker batch."""
     max_failures: int = volatile(2, ge=0)

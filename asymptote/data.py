@@ -152,6 +152,22 @@ def windows_to_batch(tokens: np.ndarray, starts, block: int) -> tuple[torch.Tens
     return t[:, :-1], t[:, 1:]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on `device` without stalling the host.
+
+    `.to("cuda", non_blocking=True)` from ordinary (pageable) memory is not asynchronous: the copy
+    waits for the GPU to drain the work already queued, so the host cannot queue step k+1 while
+    step k runs and the GPU idles for the host's launch time every step. From page-locked memory
+    the copy is queued like a kernel. Batches are views (x = chunk[:, :-1]); the staging copy makes
+    them contiguous on the host, else the copy would make a pageable contiguous temporary first.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    staged.copy_(t)
+    return staged.to(device, non_blocking=True)  # the pinned block is reused only after the copy ends
+
+
 def eval_windows(n_tokens: int, block: int, max_windows: int | None = None) -> np.ndarray:
     """Non-overlapping validation windows; with a cap, evenly spaced across the whole split."""
     starts = np.arange((n_tokens - 1) // block) * block

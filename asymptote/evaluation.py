@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from asymptote.data import eval_windows, windows_to_batch
+from asymptote.data import eval_windows, to_device, windows_to_batch
 from asymptote.dist import DistEnv
 from asymptote.model import lm_loss
 
@@ -36,7 +36,7 @@ def mean_loss(
     cast = torch.autocast(env.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     for i in range(0, len(starts), batch_size):
         x, y = windows_to_batch(tokens, starts[i : i + batch_size], block)
-        x, y = x.to(env.device), y.to(env.device)
+        x, y = to_device(x, env.device), to_device(y, env.device)
         with cast:
             loss = lm_loss(logits_fn(x), y)
         sums[0] += loss.double() * y.numel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +18,16 @@ from typing import Any, Callable
 import torch
 from pydantic import Field
 
-from asymptote.checkpoint import STATE, WEIGHTS, load_state, load_weights, save_state, save_weights
+from asymptote.checkpoint import (
+    STATE,
+    WEIGHTS,
+    host_copy,
+    load_state,
+    load_weights,
+    save_state,
+    save_tensors,
+    save_weights,
+)
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.data import EpochBatcher, steps_for
 from asymptote.dist import DistEnv
@@ -105,11 +115,20 @@ def epoch_batches(job: TrainJob, store: Store, env: DistEnv, train_tokens) -> Ep
 
 
 class StoreCheckpoints:
-    """Checkpoints as committed store artifacts runs/<key>/checkpoints/step_<N>; rank 0 writes."""
+    """Checkpoints as committed store artifacts runs/<key>/checkpoints/step_<N>; rank 0 writes.
+
+    `save` copies the state to host memory (the only part on the training loop's critical path) and
+    writes, hashes and uploads it in a background thread while training goes on: on a GPU, writing a
+    150M model's checkpoint takes as long as tens of steps, and uploading to S3 longer. One write is in
+    flight at most; `wait` (called by `save`, and at the end of training) joins it and raises its
+    error. A write that a crash interrupts never commits, so a resume finds the previous checkpoint.
+    """
 
     def __init__(self, store: Store, job: TrainJob, env: DistEnv):
         self.store, self.job, self.env = store, job, env
         self.prefix = f"{job.run_rel}/checkpoints"
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def steps(self) -> list[int]:
         self.store.invalidate()
@@ -121,17 +140,34 @@ class StoreCheckpoints:
         return self.store.localize(f"{self.prefix}/step_{steps[-1]:08d}") if steps else None
 
     def save(self, trainer: Trainer) -> None:
+        self.wait()
         if self.env.is_main:
-            meta = {"step": trainer.step, "run": self.job.key, "model": self.job.model.model_dump()}
-            with self.store.writer(
-                f"{self.prefix}/step_{trainer.step:08d}", kind="checkpoint", meta=meta
-            ) as d:
-                state = trainer.state_dict()
-                save_weights(trainer.model, d / WEIGHTS)
+            state = host_copy(trainer.state_dict())  # the loop may change its tensors from here on
+            self._writer = threading.Thread(
+                target=self._write, args=(trainer.step, state), name="checkpoint-writer"
+            )
+            self._writer.start()
+        self.env.barrier()  # ranks leave together (the write itself may still be in flight)
+
+    def wait(self) -> None:
+        """Block until the checkpoint in flight is committed; raise if writing it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError("writing a checkpoint failed") from error
+
+    def _write(self, step: int, state: dict[str, Any]) -> None:
+        try:
+            meta = {"step": step, "run": self.job.key, "model": self.job.model.model_dump()}
+            with self.store.writer(f"{self.prefix}/step_{step:08d}", kind="checkpoint", meta=meta) as d:
+                save_tensors(state["model"], d / WEIGHTS)
                 save_state(d / STATE, {k: v for k, v in state.items() if k != "model"})
             for old in self.steps()[: -self.job.keep_checkpoints]:
                 self.store.rm(f"{self.prefix}/step_{old:08d}")
-        self.env.barrier()  # no rank races ahead of a checkpoint it might need to resume from
+        except BaseException as err:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = err
 
 
 def resume(trainer: Trainer, checkpoints: StoreCheckpoints) -> bool:
@@ -162,6 +198,21 @@ def wrap_ddp(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def compile_if(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """torch.compile around the (DDP-wrapped) model, as PyTorch recommends for DDP; `unwrap` undoes it."""
+    return torch.compile(model) if enabled else model
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process: tensors on the CUDA device, else the process's peak RSS (which, in
+    a reused Ray worker, covers the worker's earlier tasks too)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
 def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, int, dict]:
     train_tokens, val_tokens, meta = load_dataset(store, job.data_artifact, job.data.max_train_tokens)
     if meta["vocab_size"] > job.model.vocab_size:
@@ -177,7 +228,7 @@ def build_trainer(job: TrainJob, store: Store, env: DistEnv) -> tuple[Trainer, i
     if per_rank % micro:
         raise ValueError(f"compute.micro_batch_size={micro} must divide the per-worker batch {per_rank}")
     trainer = Trainer(
-        wrap_ddp(model, env),
+        compile_if(wrap_ddp(model, env), job.compute.compile),
         build_optimizer(model, job.train, env.device),
         batches,
         job.train,
@@ -221,6 +272,7 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
     checkpoints = StoreCheckpoints(store, job, env)
     resumed = resume(trainer, checkpoints)
     last = _registered(DRIVERS, job.driver, "driver")(trainer, job, store, total, report, checkpoints)
+    checkpoints.wait()  # the final checkpoint is committed before the run is
     summary = {
         "key": job.key,
         "name": job.name,
@@ -234,6 +286,7 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
         "wall_s": time.time() - started,
         "world_size": env.world,
         "device": env.device.type,
+        "peak_mem_gb": peak_memory_gb(env.device),
     }
     if env.is_main:
         commit_run(store, job, trainer, summary)

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from asymptote.checkpoint import rng_state, set_rng_state, unwrap
 from asymptote.config import TrainConfig
+from asymptote.data import to_device
 from asymptote.dist import DistEnv
 from asymptote.evaluation import mean_loss
 from asymptote.model import lm_loss
@@ -45,7 +46,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 @dataclass
 class Trainer:
-    model: nn.Module  # possibly DDP-wrapped
+    model: nn.Module  # possibly DDP-wrapped and compiled; `unwrap(model)` is the bare Decoder
     optimizer: torch.optim.Optimizer
     batches: Batches
     cfg: TrainConfig
@@ -71,7 +72,7 @@ class Trainer:
         self.model.train()
         set_lr(self.optimizer, lr)
         x, y = self.batches.next_batch()
-        x, y = x.to(self.env.device, non_blocking=True), y.to(self.env.device, non_blocking=True)
+        x, y = to_device(x, self.env.device), to_device(y, self.env.device)
         total = torch.zeros((), device=self.env.device)
         for i, (xs, ys) in enumerate(
             zip(x.chunk(self.micro_batches), y.chunk(self.micro_batches), strict=False)
@@ -138,29 +139,46 @@ class Reporter(Protocol):
 
 class Checkpoints(Protocol):
     def save(self, trainer: Trainer) -> None: ...
+    def wait(self) -> None: ...  # the last save is durable when this returns
 
 
 @dataclass
 class Window:
-    """Running sums between two reports; tokens/s counts training time only (evaluation excluded)."""
+    """Running sums between two reports; tokens/s counts training time only (evaluation excluded).
+
+    Time is wall time from the window's start to the moment its loss reaches the host, minus the
+    paused stretches (evaluation, reports, checkpoints). On a GPU the host runs ahead of the device,
+    so timing each step on the host would count launch time, not compute; the one sync per window
+    (`float` of the loss in flush) makes the wall time the device's.
+    """
 
     tokens_per_step: int
     loss_sum: torch.Tensor | None = None
     steps: int = 0
-    train_time: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    paused_s: float = 0.0
 
-    def add(self, loss: torch.Tensor, seconds: float) -> None:
+    def add(self, loss: torch.Tensor) -> None:
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.steps += 1
-        self.train_time += seconds
+
+    @contextlib.contextmanager
+    def paused(self, env: DistEnv):
+        """Leave this block's time out of tokens/s; queued training work is drained first."""
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_s += time.perf_counter() - t0
 
     def flush(self, env: DistEnv) -> dict[str, float]:
         loss = float(env.mean(self.loss_sum / self.steps)) if self.steps else float("nan")
-        out = {
-            "train_loss": loss,
-            "tok_per_s": self.tokens_per_step * self.steps / max(self.train_time, 1e-9),
-        }
-        self.loss_sum, self.steps, self.train_time = None, 0, 0.0
+        now = time.perf_counter()
+        seconds = now - self.started - self.paused_s
+        out = {"train_loss": loss, "tok_per_s": self.tokens_per_step * self.steps / max(seconds, 1e-9)}
+        self.loss_sum, self.steps, self.started, self.paused_s = None, 0, now, 0.0
         return out
 
 
@@ -176,9 +194,7 @@ def fit(
     window = Window(tokens_per_step=cfg.batch_size * trainer.block)
     started = time.perf_counter()
     while trainer.step < total_steps:
-        t0 = time.perf_counter()
-        loss = trainer.train_step(schedule(trainer.step))
-        window.add(loss, time.perf_counter() - t0)
+        window.add(trainer.train_step(schedule(trainer.step)))
         step, last = trainer.step, trainer.step == total_steps
         if step % cfg.log_every == 0 or step % cfg.eval_every == 0 or last:
             record = {
@@ -189,10 +205,13 @@ def fit(
                 "tokens": step * window.tokens_per_step,
                 "elapsed_s": time.perf_counter() - started,
             }
-            if step % cfg.eval_every == 0 or last:
-                record["val_loss"] = trainer.evaluate(max_windows=None if last else cfg.eval_windows)
-            trainer.metrics.append(record)
-            report(record)
+            with window.paused(trainer.env):
+                if step % cfg.eval_every == 0 or last:
+                    record["val_loss"] = trainer.evaluate(max_windows=None if last else cfg.eval_windows)
+                trainer.metrics.append(record)
+                report(record)
         if step % cfg.checkpoint_every == 0 or last:
-            checkpoints.save(trainer)
+            with window.paused(trainer.env):
+                checkpoints.save(trainer)
+    checkpoints.wait()
     return trainer.metrics[-1] if trainer.metrics else {}

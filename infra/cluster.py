@@ -64,6 +64,12 @@ def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def gpu_if_any() -> dict[str, int]:
+    """Ray options placing an evaluation on a GPU when the cluster has one: a full validation pass
+    of a GPU-sized model on one CPU core would take longer than training it."""
+    return {"num_gpus": 1 if cluster_has_gpus() else 0}
+
+
 @dataclass
 class _Session:
     """What a compute session will start on first use, and what it started (closed at its end)."""

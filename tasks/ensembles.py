@@ -9,7 +9,7 @@ from __future__ import annotations
 import ray
 from prefect import task
 
-from asymptote.infra.cluster import ray_ready
+from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
@@ -24,15 +24,16 @@ def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[
     from asymptote.shards import load_dataset
 
     torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
     _, val, _ = load_dataset(store, data_rel)
     block = store.manifest(runs[0]).meta["model"]["block_size"]
-    return stream_eval(lambda i: model_from_run(store, runs[i]), len(runs), val, block)
+    return stream_eval(lambda i: model_from_run(store, runs[i], device), len(runs), val, block, device=device)
 
 
 @task(name="ensemble-eval", retries=1)
 def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
     ray_ready()
-    return ray.get(_ensemble_eval_remote.remote(store, runs, data_rel))
+    return ray.get(_ensemble_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel))
 
 
 def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False):

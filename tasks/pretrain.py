@@ -12,7 +12,7 @@ import ray
 from prefect import task
 
 from asymptote.config import DataConfig
-from asymptote.infra.cluster import ray_ready
+from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
@@ -81,20 +81,24 @@ def submit_train(job: TrainJob, refresh: bool = False):
 
 @ray.remote(num_cpus=1)
 def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
+    from asymptote.dist import DistEnv
     from asymptote.evaluation import bits_per_token, mean_loss
     from asymptote.job import model_from_run
     from asymptote.shards import load_dataset
+    from asymptote.trainer import autocast_dtype
 
+    env = DistEnv.detect()  # the GPU Ray assigned to this task, if any (Ray hides the others)
     _, val, _ = load_dataset(store, data_rel)
-    model = model_from_run(store, run_rel)
-    loss = mean_loss(model, val, model.cfg.block_size)
+    model = model_from_run(store, run_rel, env.device)
+    dtype = autocast_dtype("auto", env.device)  # bf16 on CUDA, as the run's own evaluation
+    loss = mean_loss(model, val, model.cfg.block_size, env, dtype=dtype)
     return {"val_loss": loss, "val_bits_per_token": bits_per_token(loss)}
 
 
 @task(name="evaluate", retries=1)
 def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[str, float]:
     ray_ready()
-    return ray.get(_evaluate_remote.remote(store, run_rel, data_rel))
+    return ray.get(_evaluate_remote.options(**gpu_if_any()).remote(store, run_rel, data_rel))
 
 
 def evaluate(

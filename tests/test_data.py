@@ -87,3 +87,18 @@ def test_folder_source_reads_txt_files_sorted(tmp_path):
     (tmp_path / "a.txt").write_text("AAA")
     (tmp_path / "skip.bin").write_bytes(b"\0")
     assert read_source(str(tmp_path)) == b"AAA\nBBB"
+
+
+def test_to_device_keeps_values_and_makes_views_contiguous():
+    import torch
+
+    from asymptote.data import to_device, windows_to_batch
+
+    tokens = np.arange(200, dtype=np.uint8)
+    x, y = windows_to_batch(tokens, [0, 50, 100], 16)
+    assert not y.is_contiguous()  # a view of the (block + 1)-wide chunk
+    assert torch.equal(to_device(y, torch.device("cpu")), y)
+    if torch.cuda.is_available():
+        moved = to_device(y, torch.device("cuda"))
+        torch.cuda.synchronize()
+        assert moved.is_cuda and moved.is_contiguous() and torch.equal(moved.cpu(), y)

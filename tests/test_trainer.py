@@ -93,3 +93,73 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
     job = job.model_copy(update={"compute": ComputeConfig(micro_batch_size=2)})
     accum = run_job(job, DistEnv(), lambda r: None)
     assert accum["val_loss"] == pytest.approx(full["val_loss"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- the GPU path's fixes
+
+
+def test_window_counts_step_time_and_leaves_out_paused_time():
+    import time
+
+    from asymptote.trainer import Window
+
+    env = DistEnv()
+    window = Window(tokens_per_step=100)
+    time.sleep(0.2)  # a "step"
+    window.add(torch.tensor(2.0))
+    with window.paused(env):  # an evaluation or a checkpoint
+        time.sleep(0.4)
+    out = window.flush(env)
+    assert out["train_loss"] == 2.0
+    assert 250 < out["tok_per_s"] <= 100 / 0.2  # 0.2 s counted, not 0.6 s
+    time.sleep(0.1)  # the next window starts at the flush
+    window.add(torch.tensor(4.0))
+    second = window.flush(env)
+    assert second["train_loss"] == 4.0 and second["tok_per_s"] <= 100 / 0.1
+
+
+def test_unwrap_sees_through_torch_compile():
+    from asymptote.checkpoint import save_weights, unwrap
+    from asymptote.job import compile_if
+
+    model = Decoder(ModelConfig(preset="cpu-0.1m"))
+    compiled = compile_if(model, True)  # compiles lazily: nothing runs here
+    assert compiled is not model and unwrap(compiled) is model and compile_if(model, False) is model
+    save_weights(compiled, "/dev/null")  # keys of the bare module (no _orig_mod. prefix)
+    assert set(unwrap(compiled).state_dict()) == set(model.state_dict())
+
+
+def test_run_summary_reports_peak_memory(tmp_path):
+    store = StoreConfig(uri=str(tmp_path / "store"))
+    data = DataConfig(max_train_tokens=20_000)
+    from asymptote.store import Store
+
+    rel = prepare_dataset(data, Store(store))
+    train = TrainConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_windows=4)
+    job = make_job(
+        model=ModelConfig(preset="cpu-0.1m"), data=data, train=train, data_artifact=rel, store=store
+    )
+    summary = run_job(job, DistEnv(), lambda r: None)
+    assert 0 < summary["peak_mem_gb"] < 64 and math.isfinite(summary["peak_mem_gb"])
+
+
+def test_checkpoint_written_in_the_background_holds_the_state_at_save_time(tmp_path):
+    from asymptote.checkpoint import STATE, WEIGHTS, load_state, load_weights
+    from asymptote.job import StoreCheckpoints
+    from asymptote.store import Store
+
+    store = Store(str(tmp_path / "s"))
+    job = _job(store)
+    trainer, _, _ = build_trainer(job, store, DistEnv())
+    trainer.train_step(1e-3)
+    expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ckpt = StoreCheckpoints(store, job, DistEnv())
+    ckpt.save(trainer)
+    for _ in range(3):  # training goes on (updating parameters in place) while the write may be in flight
+        trainer.train_step(1e-3)
+    ckpt.wait()
+    folder = ckpt.latest()
+    saved = load_weights(folder / WEIGHTS)
+    assert ckpt.steps() == [1] and load_state(folder / STATE)["step"] == 1
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())
+    assert not torch.equal(saved["tok_emb.weight"], trainer.model.tok_emb.weight.detach())
