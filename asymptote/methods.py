@@ -71,7 +71,7 @@ METHODS: dict[str, Method] = {
             "scaling",
             "asymptote.flows.scaling",
             "scaling_study",
-            "ScalingStudyConfig",
+            "asymptote.scaling_config:ScalingStudyConfig",
             "ScalingStudyResult",
             help="Infinite-compute study: certified searches, parameter and ensemble scaling, asymptotes.",
             recipe="scaling-tiny",

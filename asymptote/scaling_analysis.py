@@ -15,26 +15,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from asymptote.config import Section
 from asymptote.fits import Fit, FitError, Multiplier, data_multiplier, fit_power_law
 from asymptote.scaling import monotone_decreasing, overfits
-
-
-class FitConfig(Section):
-    """How fits are bootstrapped and how the study's checks are judged."""
-
-    n_boot: int = Field(1000, ge=10)
-    """Bootstrap resamples per fit."""
-    level: float = Field(0.95, gt=0, lt=1)
-    """Confidence level of the reported intervals."""
-    seed: int = 0
-    """Seed of the bootstrap's random numbers."""
-    noise_floor: float = Field(0.002, gt=0)
-    """Smallest per-point loss noise (nats) the bootstrap assumes, e.g. when members agree closely."""
-    overfit_tol: float = Field(0.005, ge=0)
-    """An epoch curve overfits when its longest run is worse than its best by more than this (nats)."""
-    combine: str = "logits"
-    """Which ensemble loss the K fits use: logits (the paper's choice) or probs."""
+from asymptote.scaling_config import FitConfig
 
 
 class SizeData(BaseModel):

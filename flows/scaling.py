@@ -24,213 +24,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
 from asymptote.config import (
-    ComputeConfig,
     DataConfig,
     ModelConfig,
-    Section,
-    StoreConfig,
-    TrainConfig,
     key_dict,
     stable_hash,
-    volatile,
 )
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
-from asymptote.scaling import (
-    RECIPES,
-    CoordinateDescent,
-    Point,
-    SearchGrid,
-    member_train,
-    param_count,
-    point_job,
-    size_label,
-)
-from asymptote.scaling_analysis import Analysis, FitConfig, SizeData, StudyData, analyse
+from asymptote.scaling import CoordinateDescent, member_train, param_count, point_job
+from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
+from asymptote.scaling_config import ScalingStudyConfig
+from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import Report, publish_report
 from asymptote.tasks.scaling import Descent, descend, train_all, tune_search
-
-# ----------------------------------------------------------------------------- config
-
-
-class StartPoint(Section):
-    """Where coordinate descent starts (each value must be on the grid)."""
-
-    lr: float = 1e-2
-    """Starting peak learning rate."""
-    weight_decay: float = 0.8
-    """Starting weight decay of the regularized recipe (the standard recipe uses its fixed value)."""
-    epochs: float = 2
-    """Starting epoch count."""
-
-
-class SearchConfig(Section):
-    """How each (size, recipe, budget) is searched."""
-
-    grid: SearchGrid = Field(
-        default_factory=lambda: SearchGrid(lr=[3e-3, 1e-2], weight_decay=[0.1, 0.8], epochs=[1, 2])
-    )
-    """Grid of learning rates, weight decays and epochs (default: a tiny CPU grid; recipe
-    scaling-paper uses the paper's full grid, which is also SearchGrid's own default)."""
-    start: StartPoint = Field(default_factory=StartPoint)
-    """Start of the first size's descent."""
-    standard_weight_decay: float = Field(0.1, ge=0)
-    """The standard recipe's fixed weight decay."""
-    warm_start: bool = True
-    """Start each larger size at the previous size's optimum (fewer runs than starting over)."""
-    max_runs: int | None = Field(None, ge=1)
-    """Cap on distinct points per descent (None: run until certified); a capped search is reported
-    as not certified."""
-    engine: Literal["flow", "tune"] = "flow"
-    """flow: the descent runs as cached Prefect training tasks; tune: each search runs as a Ray Tune
-    experiment (sampler below) and is then certified by the flow."""
-    sampler: Literal["certified", "optuna", "bayesopt"] = "certified"
-    """Tune engine only: certified coordinate descent, Optuna TPE, or BayesOpt over grid indices."""
-    trials: int = Field(12, ge=1)
-    """Tune engine with optuna / bayesopt: trials before certification."""
-    seed: int = 0
-    """Seed of the optuna / bayesopt sampler."""
-
-
-class EnsembleConfig(Section):
-    """Ensembles of the regularized optimum."""
-
-    members: int = Field(2, ge=1)
-    """K: members per size (first-k ensembles are evaluated for every k <= K)."""
-    epoch_factor: float = Field(2.0, gt=0)
-    """Members train this many times the single model's optimal epochs."""
-    weight_decay_factor: float = Field(0.5, ge=0)
-    """Members use this fraction of the single model's optimal weight decay."""
-
-
-class EfficiencyConfig(Section):
-    """The standard recipe at more token budgets, for its data scaling law L(D)."""
-
-    budgets: list[int] = Field(default_factory=lambda: [10_000, 40_000])
-    """Token budgets besides the study's own (fitting L(D) needs 3 budgets in all)."""
-    sizes: list[int] | None = Field(default_factory=lambda: [0])
-    """Indices into the study's sizes (0 = smallest, -1 = largest) searched at every budget; L(D) is the
-    standard recipe's best loss over them. None: every size (the paper's baseline: the best over
-    parameter counts); the default, the smallest size alone, keeps the main job small."""
-
-    @field_validator("budgets")
-    @classmethod
-    def _positive_unique(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v) or len(set(v)) != len(v):
-            raise ValueError(f"budgets={v} must be distinct positive token counts")
-        return sorted(v)
-
-
-def _tiny_sizes() -> list[ModelConfig]:
-    return [
-        ModelConfig(n_layer=1, n_head=2, d_model=32, d_ff=86),
-        ModelConfig(n_layer=2, n_head=2, d_model=48, d_ff=128),
-        ModelConfig(preset="cpu-0.1m"),
-    ]
-
-
-def _tiny_train() -> TrainConfig:
-    return TrainConfig(
-        batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000, checkpoint_every=1_000_000
-    )
-
-
-class ScalingStudyConfig(Section):
-    """A data-constrained scaling study. Defaults are the main job's tiny CPU scale; recipes
-    scaling-tiny (bench) and scaling-paper (GPU cluster) are larger."""
-
-    name: str = volatile("scaling")
-    """Label shown in reports and progress."""
-    sizes: list[ModelConfig] = Field(default_factory=_tiny_sizes)
-    """Model shapes, smallest first (presets or explicit shapes)."""
-    budget: int | None = Field(20_000, ge=1)
-    """Token budget D of the study (each run's data.max_train_tokens); None: data.max_train_tokens."""
-    data: DataConfig = Field(default_factory=DataConfig)
-    """Corpus and tokenisation (its max_train_tokens, if set, must agree with budget)."""
-    train: TrainConfig = Field(default_factory=_tiny_train)
-    """Optimisation template: everything except lr, weight decay, epochs and seeds, which the study sets."""
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    """The recipe search."""
-    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
-    """The ensembles."""
-    efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
-    """The data-efficiency fit."""
-    sweep_size: int = -1
-    """Index into sizes of the epoch sweep (loss vs epochs, WD fixed vs tuned); -1: the largest."""
-    fits: FitConfig = Field(default_factory=FitConfig)
-    """Bootstrap and checks."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
-    """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
-    """Artifact store (never part of a cache key)."""
-
-    @model_validator(mode="after")
-    def _check(self) -> "ScalingStudyConfig":
-        if not self.sizes:
-            raise ValueError("sizes is empty; give at least one model shape")
-        labels = [size_label(m) for m in self.sizes]
-        if len(set(labels)) != len(labels):
-            raise ValueError(
-                f"sizes have repeated labels {labels}; every shape must differ in preset or depth/width"
-            )
-        for field, idx in (
-            ("efficiency.sizes", self.efficiency.sizes or []),
-            ("sweep_size", [self.sweep_size]),
-        ):
-            bad = [i for i in idx if not -len(labels) <= i < len(labels)]
-            if bad:
-                raise ValueError(
-                    f"{field}={bad}: no such size index; sizes has {len(labels)} entries "
-                    f"({', '.join(labels)}), so use 0..{len(labels) - 1} or negative indices"
-                )
-        if self.tokens in self.efficiency.budgets:
-            raise ValueError(
-                f"efficiency.budgets={self.efficiency.budgets} repeats the study budget {self.tokens}"
-            )
-        _start_on_grid(self.search)
-        return self
-
-    @property
-    def tokens(self) -> int:
-        d = self.data.max_train_tokens
-        if self.budget is None and d is None:
-            raise ValueError("no token budget: set budget (or data.max_train_tokens)")
-        if self.budget is not None and d is not None and d != self.budget:
-            raise ValueError(f"budget={self.budget} and data.max_train_tokens={d} disagree; set one of them")
-        return self.budget or d
-
-    @property
-    def labels(self) -> list[str]:
-        return [size_label(m) for m in self.sizes]
-
-    @property
-    def efficiency_labels(self) -> list[str]:
-        idx = range(len(self.sizes)) if self.efficiency.sizes is None else self.efficiency.sizes
-        return [self.labels[i] for i in idx]
-
-    @property
-    def sweep_label(self) -> str:
-        return self.labels[self.sweep_size]
-
-
-def _start_on_grid(search: SearchConfig) -> None:
-    from asymptote.scaling import on_grid
-
-    s = search.start
-    on_grid(Point(s.lr, s.weight_decay, s.epochs), search.grid, RECIPES["regularized"])
-
 
 # ----------------------------------------------------------------------------- results
 

@@ -16,7 +16,8 @@ from prefect import task
 from asymptote.infra.cluster import ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import RunRef
-from asymptote.scaling import CoordinateDescent, Point
+from asymptote.scaling import CoordinateDescent
+from asymptote.search_space import Point
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import submit_train

@@ -10,18 +10,16 @@ import pytest
 from asymptote.config import ConfigError, DataConfig, ModelConfig, TrainConfig, build
 from asymptote.fits import PowerLaw
 from asymptote.scaling import (
-    RECIPES,
     CoordinateDescent,
-    Point,
-    SearchGrid,
     certified,
     member_train,
     monotone_decreasing,
-    neighbours,
     overfits,
     point_job,
 )
-from asymptote.scaling_analysis import FitConfig, SizeData, StudyData, analyse
+from asymptote.scaling_analysis import SizeData, StudyData, analyse
+from asymptote.scaling_config import FitConfig
+from asymptote.search_space import RECIPES, Point, SearchGrid, neighbours
 
 GRID = SearchGrid()  # the paper's grid
 ALL = RECIPES["regularized"]

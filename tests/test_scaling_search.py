@@ -18,7 +18,8 @@ import pytest
 from ray import tune
 
 from asymptote.config import DataConfig, ModelConfig, StoreConfig, TrainConfig
-from asymptote.scaling import Point, SearchGrid, certified, neighbours
+from asymptote.scaling import certified
+from asymptote.search_space import Point, SearchGrid, neighbours
 from asymptote.tuning.search import METRIC, CertifiedSearch, DistinctPoints, SearchSpec, run_search
 
 GRID = SearchGrid(lr=[3e-3, 1e-2, 3e-2], weight_decay=[0.1, 0.8], epochs=[1, 2])

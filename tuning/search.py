@@ -39,7 +39,8 @@ from asymptote.config import (
     key_dict,
 )
 from asymptote.job import TrainJob
-from asymptote.scaling import AXES, CoordinateDescent, Point, SearchGrid, on_grid, point_job
+from asymptote.scaling import CoordinateDescent, point_job
+from asymptote.search_space import AXES, Point, SearchGrid, on_grid
 from asymptote.store import Store
 from asymptote.versioning import step_key
 
