@@ -80,7 +80,7 @@ METHODS: dict[str, Method] = {
             "distill",
             "asymptote.flows.distillation",
             "distill",
-            "DistillConfig",
+            "asymptote.distill_config:DistillConfig",
             "DistillResult",
             help="Distil an ensemble into one model of the single model's size (sequence, token-level, self).",
             recipe="distill-demo",

@@ -8,39 +8,15 @@ share the chunks out. Pure torch/numpy: no Ray, no Prefect.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from asymptote.config import Section
+from asymptote.distill_config import SamplingConfig
 from asymptote.ensemble import combine
 from asymptote.model import Decoder, KVCache
-
-
-class SamplingConfig(Section):
-    """How synthetic sequences are drawn from a teacher."""
-
-    n_sequences: int = Field(256, ge=1)
-    """Sequences to generate; each is block_size + 1 tokens (one training window of the student)."""
-    temperature: float = Field(1.0, ge=0)
-    """Softmax temperature (1: the teacher's own distribution, as the paper; 0: greedy)."""
-    batch_size: int = Field(64, ge=1)
-    """Sequences generated together in one chunk; a chunk is the unit of seeding and of work."""
-    prompt_tokens: int = Field(1, ge=1)
-    """Tokens of real training text that start each sequence (a byte model has no begin-of-text token)."""
-    seed: int = 0
-    """Seed of the prompts and of the draws; chunk c uses (seed, c)."""
-    combine: Literal["logits", "probs"] = "logits"
-    """How an ensemble's members are combined: average logits (the paper) or probabilities."""
-
-    def n_chunks(self) -> int:
-        return -(-self.n_sequences // self.batch_size)
-
-    def chunk_size(self, chunk: int) -> int:
-        return min(self.batch_size, self.n_sequences - chunk * self.batch_size)
 
 
 def next_logprobs(

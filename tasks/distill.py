@@ -17,9 +17,9 @@ import torch
 from prefect import task
 
 from asymptote.config import key_dict
+from asymptote.distill_config import SamplingConfig
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.refs import DataRef
-from asymptote.sampling import SamplingConfig
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key

@@ -10,9 +10,9 @@ import torch
 
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import ConfigError, DataConfig, ModelConfig, build
+from asymptote.distill_config import SamplingConfig
 from asymptote.flows.distillation import DistillConfig, distill
 from asymptote.model import Decoder
-from asymptote.sampling import SamplingConfig
 from asymptote.shards import load_dataset, prepare_dataset
 from asymptote.tasks.distill import sample_sequences
 

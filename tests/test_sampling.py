@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from asymptote.config import ModelConfig
+from asymptote.distill_config import SamplingConfig
 from asymptote.model import Decoder, KVCache
-from asymptote.sampling import SamplingConfig, chunk_prompts, generate, next_logprobs, sample_chunk
+from asymptote.sampling import chunk_prompts, generate, next_logprobs, sample_chunk
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=32, block_size=24)
 
