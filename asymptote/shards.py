@@ -36,7 +36,6 @@ from asymptote.corpus import (
     read_text,
     split_of,
 )
-from asymptote.data import content_hash
 from asymptote.store import MANIFEST, Manifest, Store, sha256_file
 from asymptote.tokenizer import BPETokenizer, ByteTokenizer, dtype_for, tokenizer_from_meta, train_bpe
 
@@ -56,7 +55,7 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
     """
     fs, files = list_corpus(source, storage_options)
     if source.startswith("builtin:"):
-        return content_hash(read_text(fs, files[0]).encode())
+        return hashlib.sha256(read_text(fs, files[0]).encode()).hexdigest()
     parts = [_fingerprint_one(fs, f.path) for f in files]
     return parts[0] if len(parts) == 1 else hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

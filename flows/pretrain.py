@@ -79,12 +79,18 @@ def pretrain_markdown(config: PretrainConfig, data: DataRef, run: RunRef, metric
             "tokens": s["tokens"],
             "val_loss": metrics["val_loss"],
             "bits/token": metrics["val_bits_per_token"],
+            "val_bpb": metrics.get("val_bpb", "-"),
+            "test_loss": metrics.get("test_loss", "-"),
+            "test_bpb": metrics.get("test_bpb", "-"),
             "train_wall_s": round(s["wall_s"], 1),
         }
     ]
     return (
         f"# Pre-training: {config.name}\n\n{md_table(rows)}\n\n"
-        f"- data: `{data.uri}` ({data.n_train:,} train / {data.n_val:,} validation tokens)\n"
+        f"- data: `{data.uri}` ({data.n_train:,} train / {data.n_val:,} validation / {data.n_test:,} test "
+        f"tokens; {data.tokenizer} tokenizer of {data.vocab_size:,} ids)\n"
+        "- losses are nats per token; bpb is bits per byte of text (comparable across tokenizers); "
+        "choices are made on validation, figures are reported on test\n"
         f"- run: `{run.uri}`\n- weights: `{run.weights_uri}`\n\n![loss curve](loss.png)\n"
     )
 
