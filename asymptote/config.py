@@ -97,14 +97,44 @@ class DataConfig(Section):
     """Where the text comes from and how it is tokenised and split."""
 
     source: str = "builtin:python-docs"
-    """A text file, a folder of .txt files, or an fsspec URI (s3://bucket/key). `builtin:python-docs`
-    is the Python Language Reference text that ships inside every CPython (pydoc_data), ~466 KB."""
-    tokenizer: Literal["byte"] = "byte"
-    """Tokenizer; `byte` maps UTF-8 bytes to ids 0..255 (loss per token = loss per char on ASCII)."""
+    """A file, a folder or a glob of one format (.txt; .jsonl or .json, optionally .gz/.zst; .parquet),
+    local or an fsspec URI (s3://bucket/prefix/*.jsonl.zst). `builtin:python-docs` is the Python
+    Language Reference text that ships inside every CPython (pydoc_data), ~466 KB."""
+    text_field: str = "text"
+    """Field (jsonl/json) or column (parquet) holding each document's text."""
+    tokenizer: str = "byte"
+    """`byte` (UTF-8 bytes as ids 0..255), `bpe` (a byte-level BPE of vocab_size ids trained on a
+    sample of the training split, cached in the store), or the path/URI of a tokenizer.json."""
+    vocab_size: int = Field(8192, ge=257, le=1 << 32)
+    """For tokenizer=bpe: the vocabulary size to train (the model's model.vocab_size must hold it)."""
+    tokenizer_sample_bytes: int = Field(32_000_000, ge=1000)
+    """For tokenizer=bpe: bytes of training-split text the BPE is trained on (spread over the files)."""
+    token_dtype: Literal["auto", "uint8", "uint16", "uint32"] = "auto"
+    """Integer type of the token shards; auto is the smallest that holds the vocabulary."""
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    """Fraction of the text held out for validation: the last part, as nanoGPT does."""
+    """Fraction held out for validation (every choice is made on it): documents chosen by a hash of
+    their text, or for a single text the part after the training text, as nanoGPT does."""
+    test_fraction: float = Field(0.05, ge=0, lt=1)
+    """Fraction held out for test (every reported figure): documents by hash, or the last part of a
+    single text. 0 keeps nanoGPT's protocol (the last val_fraction is validation)."""
     max_train_tokens: int | None = Field(None, ge=1)
     """Token budget D: use only the first D training tokens (None: all of them)."""
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _known_tokenizer(cls, v: str) -> str:
+        if v not in ("byte", "bpe") and not v.endswith(".json"):
+            raise ValueError("allowed: byte, bpe, or the path/URI of a tokenizer.json")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"data.val_fraction={self.val_fraction} + data.test_fraction={self.test_fraction} "
+                "must stay below 1 so that some text is left for training"
+            )
+        return self
 
 
 class TrainConfig(Section):

@@ -1,7 +1,8 @@
-"""Text -> tokens -> train/validation split -> batches in a reproducible epoch order.
+"""Text -> tokens -> batches in a reproducible epoch order.
 
-Pure numpy/torch and fsspec: no Ray, no Prefect. The split is by position (validation is the last
-`val_fraction` of the text, as nanoGPT does) so it never depends on a seed.
+Pure numpy/torch and fsspec: no Ray, no Prefect. Formats and splits live in asymptote.corpus,
+tokenizers in asymptote.tokenizer, token shards in asymptote.shards; `read_source` and
+`split_tokens` remain for callers that hold one text in memory (nanoGPT's positional split).
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ import fsspec
 import numpy as np
 import torch
 
-BUILTIN_SOURCES = {"builtin:python-docs"}
+from asymptote.corpus import BUILTIN_SOURCES, _python_docs
+from asymptote.tokenizer import ByteTokenizer
 
+__all__ = ["BUILTIN_SOURCES", "ByteTokenizer", "read_source", "get_tokenizer", "split_tokens"]
 
 # ----------------------------------------------------------------------------- reading text
-
-
-def _python_docs() -> bytes:
-    """The Python Language Reference topics shipped inside CPython (pydoc_data, PSF license)."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[k] for k in sorted(topics)).encode("utf-8")
 
 
 def read_source(source: str, storage_options: dict | None = None) -> bytes:
@@ -48,22 +44,6 @@ def content_hash(blob: bytes) -> str:
 
 
 # ----------------------------------------------------------------------------- tokenizers
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as ids 0..255: no vocabulary to fit, lossless, loss per token = per char on ASCII."""
-
-    name = "byte"
-    vocab_size = 256
-    dtype = np.uint8
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        blob = text.encode("utf-8") if isinstance(text, str) else text
-        return np.frombuffer(blob, dtype=np.uint8).copy()
-
-    def decode(self, ids) -> str:
-        return bytes(np.asarray(ids, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
-
 
 TOKENIZERS = {"byte": ByteTokenizer}
 

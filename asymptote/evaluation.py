@@ -49,3 +49,41 @@ def mean_loss(
 
 def bits_per_token(nats: float) -> float:
     return nats / float(np.log(2))
+
+
+def bits_per_byte(nats: float, bytes_per_token: float) -> float:
+    """Bits per byte of text: comparable across tokenizers, unlike a per-token loss.
+
+    bytes_per_token is the split's UTF-8 bytes over its tokens (a data artifact's meta records it);
+    for the byte tokenizer it is 1, and bits per byte equals bits per token.
+    """
+    if not bytes_per_token or bytes_per_token <= 0:
+        raise ValueError(f"bytes_per_token={bytes_per_token}: need the split's bytes per token (> 0)")
+    return bits_per_token(nats) / bytes_per_token
+
+
+def loss_metrics(nats: float, bytes_per_token: float, prefix: str) -> dict[str, float]:
+    """{prefix_loss (nats/token), prefix_bits_per_token, prefix_bpb}: a loss never goes without its bpb."""
+    return {
+        f"{prefix}_loss": nats,
+        f"{prefix}_bits_per_token": bits_per_token(nats),
+        f"{prefix}_bpb": bits_per_byte(nats, bytes_per_token),
+    }
+
+
+def split_bytes_per_token(meta: dict, split: str) -> float:
+    """Bytes per token of a split from a data artifact's meta; 1.0 for byte-tokenized artifacts
+    written before meta recorded it (their tokens are the bytes)."""
+    recorded = (meta.get("bytes_per_token") or {}).get(split)
+    if recorded:
+        return float(recorded)
+    if meta.get("tokenizer") == "byte":
+        return 1.0
+    raise ValueError(f"the data artifact records no bytes per token for its {split} split")
+
+
+def evaluate_split(
+    logits_fn: LogitsFn, tokens: np.ndarray, meta: dict, split: str, block: int, **kw
+) -> dict[str, float]:
+    """Loss, bits per token and bits per byte of logits_fn on one split of a data artifact."""
+    return loss_metrics(mean_loss(logits_fn, tokens, block, **kw), split_bytes_per_token(meta, split), split)

@@ -17,6 +17,13 @@ class DataRef(BaseModel):
     n_train: int
     n_val: int
     source_sha256: str
+    n_test: int = 0
+    """Tokens of the test split (every reported figure; 0 when data.test_fraction is 0)."""
+    tokenizer: str = "byte"
+    """byte or bpe; a BPE's tokenizer.json sits in the artifact and travels with every run on it."""
+    vocab_size: int = 256
+    bytes_per_token: dict[str, float | None] = Field(default_factory=dict)
+    """UTF-8 bytes per token of each split: bits per byte = bits per token / bytes per token."""
 
 
 class RunRef(BaseModel):

@@ -1,8 +1,14 @@
-"""Token shards in the store: text is tokenised once, keyed by its content hash, and reused.
+"""Token shards in the store: a corpus is tokenised once, keyed by its content and settings, and reused.
 
-data/<key>/meta.json        tokenizer, dtype, counts, the source and its sha256
-data/<key>/train_00000.bin  raw token ids (uint8 for bytes, uint16 for vocabularies up to 65536)
-data/<key>/val_00000.bin
+data/<key>/meta.json                 tokenizer, dtype, counts, bytes per token per split, shard lists
+data/<key>/tokenizer.json            the tokenizer (BPE only): every run on this data can decode it
+data/<key>/<split>_<piece>_<n>.bin   raw token ids of one input file's share of a split
+data/<key>/pieces/<piece>.json       written after a piece's shards: a killed job redoes only the rest
+tokenizers/<key>/tokenizer.json      a trained BPE, keyed by the corpus and the tokenizer's settings
+
+Work is cut into pieces, one per input file, and each piece writes its own shards then its marker, so
+pieces can run anywhere in any order (tasks/tokenize.py maps them over Ray Data; `prepare_dataset`
+runs them in this process) and the artifact is committed by one manifest at the end.
 """
 
 from __future__ import annotations
@@ -10,17 +16,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import fsspec
 import numpy as np
 
 from asymptote.config import DataConfig, stable_hash
-from asymptote.data import BUILTIN_SOURCES, content_hash, get_tokenizer, read_source, split_tokens
-from asymptote.store import Store
+from asymptote.corpus import (
+    SPLITS,
+    CorpusFile,
+    batches,
+    is_single_text,
+    iter_documents,
+    list_corpus,
+    positional_split,
+    read_text,
+    split_of,
+)
+from asymptote.store import MANIFEST, Manifest, Store, sha256_file
+from asymptote.tokenizer import BPETokenizer, ByteTokenizer, dtype_for, tokenizer_from_meta, train_bpe
+from asymptote.versioning import code_version
 
 SHARD_TOKENS = 1 << 27  # 128M tokens per shard file
 _FINGERPRINTS: dict[tuple, str] = {}
+
+
+# ----------------------------------------------------------------------------- keys
 
 
 def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
@@ -29,14 +53,11 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
     Local files are hashed (memoised per process by path, size and mtime); remote objects use
     their ETag and size, which the object store maintains; builtins hash their text.
     """
-    if source in BUILTIN_SOURCES or source.startswith("builtin:"):
-        return content_hash(read_source(source))
-    fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
-    if not fs.exists(path):
-        raise FileNotFoundError(f"data.source={source!r} does not exist; give a text file, a folder or a URI")
-    paths = sorted(p for p in fs.find(path) if p.endswith(".txt")) if fs.isdir(path) else [path]
-    parts = [_fingerprint_one(fs, p) for p in paths]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    fs, files = list_corpus(source, storage_options)
+    if source.startswith("builtin:"):
+        return hashlib.sha256(read_text(fs, files[0]).encode()).hexdigest()
+    parts = [_fingerprint_one(fs, f.path) for f in files]
+    return parts[0] if len(parts) == 1 else hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _fingerprint_one(fs, path: str) -> str:
@@ -47,15 +68,284 @@ def _fingerprint_one(fs, path: str) -> str:
     st = os.stat(path)
     memo = (path, st.st_size, st.st_mtime_ns)
     if memo not in _FINGERPRINTS:
-        _FINGERPRINTS[memo] = content_hash(Path(path).read_bytes())
+        _FINGERPRINTS[memo] = sha256_file(path)
     return _FINGERPRINTS[memo]
 
 
-def dataset_key(cfg: DataConfig, fingerprint: str) -> str:
-    return stable_hash({"source": fingerprint, "tokenizer": cfg.tokenizer, "val_fraction": cfg.val_fraction})
+def tokenizer_key(cfg: DataConfig, fingerprint: str) -> str:
+    """Key of a BPE trained on this corpus' training split with these settings."""
+    settings = ("vocab_size", "tokenizer_sample_bytes", "val_fraction", "test_fraction", "text_field")
+    return stable_hash(
+        {"corpus": fingerprint, "kind": "byte-level-bpe"} | {k: getattr(cfg, k) for k in settings}
+    )
+
+
+def tokenizer_identity(cfg: DataConfig, fingerprint: str, storage_options: dict | None = None) -> str:
+    if cfg.tokenizer == "byte":
+        return "byte"
+    if cfg.tokenizer == "bpe":
+        return f"bpe:{tokenizer_key(cfg, fingerprint)}"
+    return f"file:{source_fingerprint(cfg.tokenizer, storage_options)}"
+
+
+def dataset_key(cfg: DataConfig, fingerprint: str, storage_options: dict | None = None) -> str:
+    """The data artifact's key (data/<key>): the source's content, the tokenisation settings and the
+    code that tokenises; every run's key includes it through its data artifact path."""
+    fields = ("val_fraction", "test_fraction", "text_field", "token_dtype")
+    return stable_hash(
+        {"source": fingerprint, "tokenizer": tokenizer_identity(cfg, fingerprint, storage_options)}
+        | {k: getattr(cfg, k) for k in fields}
+        | {"code": code_version(__name__)}  # what tokenises and splits (and what it imports)
+    )
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def training_sample(cfg: DataConfig, fs, files: list[CorpusFile]) -> Iterator[str]:
+    """Up to tokenizer_sample_bytes of training-split text, an equal share from each file."""
+    quota = max(cfg.tokenizer_sample_bytes // len(files), 1)
+    for f in files:
+        if is_single_text(files):
+            yield positional_split(read_text(fs, f), cfg.val_fraction, cfg.test_fraction)[0][:quota]
+            return
+        taken = 0
+        for doc in iter_documents(fs, f, cfg.text_field):
+            if split_of(doc, cfg.val_fraction, cfg.test_fraction) == 0:
+                yield doc
+                taken += len(doc)
+                if taken >= quota:
+                    break
+
+
+def resolve_tokenizer(cfg: DataConfig, store: Store, storage_options: dict | None = None):
+    """The tokenizer cfg names: bytes, a tokenizer.json by path/URI, or a BPE trained once and cached."""
+    if cfg.tokenizer == "byte":
+        return ByteTokenizer()
+    if cfg.tokenizer != "bpe":
+        with fsspec.open(cfg.tokenizer, "rt", **(storage_options or {})) as fh:
+            return BPETokenizer.from_json(fh.read())
+    rel = f"tokenizers/{tokenizer_key(cfg, source_fingerprint(cfg.source, storage_options))}"
+    if store.has(rel):
+        return BPETokenizer.from_json(store.read(rel, "tokenizer.json").decode())
+    fs, files = list_corpus(cfg.source, storage_options)
+    tok = train_bpe(training_sample(cfg, fs, files), cfg.vocab_size)
+    meta = {"tokenizer": "bpe", "vocab_size": tok.vocab_size, "source": cfg.source}
+    with store.writer(rel, kind="tokenizer", meta=meta) as folder:
+        (folder / "tokenizer.json").write_text(tok.to_json())
+    return tok
+
+
+# ----------------------------------------------------------------------------- a plan of pieces
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs to tokenise one piece; small and picklable."""
+
+    cfg: DataConfig
+    store: Store
+    rel: str
+    files: list[CorpusFile]
+    storage_options: dict
+    tokenizer_json: str | None
+    dtype: str
+
+    def tokenizer(self):
+        return ByteTokenizer() if self.tokenizer_json is None else BPETokenizer.from_json(self.tokenizer_json)
+
+    def fs(self):
+        if self.cfg.source.startswith("builtin:"):
+            return fsspec.filesystem("memory")
+        return fsspec.core.url_to_fs(self.cfg.source, **self.storage_options)[0]
+
+    def marker(self, piece: int) -> str:
+        return f"{self.rel}/pieces/{piece:05d}.json"
+
+    def todo(self) -> list[int]:
+        """Pieces without a marker: all of them for a new job, the unfinished ones after a kill."""
+        self.store.invalidate()
+        return [i for i in range(len(self.files)) if not self.store.exists(self.marker(i))]
+
+
+def make_plan(cfg: DataConfig, store: Store, storage_options: dict | None = None) -> Plan:
+    opts = storage_options or {}
+    fingerprint = source_fingerprint(cfg.source, opts)
+    tok = resolve_tokenizer(cfg, store, opts)
+    _, files = list_corpus(cfg.source, opts)
+    return Plan(
+        cfg=cfg,
+        store=store,
+        rel=f"data/{dataset_key(cfg, fingerprint, opts)}",
+        files=files,
+        storage_options=opts,
+        tokenizer_json=tok.to_json(),
+        dtype=dtype_for(tok.vocab_size, cfg.token_dtype).name,
+    )
+
+
+# ----------------------------------------------------------------------------- one piece
+
+
+class ShardWriter:
+    """Appends token arrays of one split to local files, rolling over every SHARD_TOKENS tokens,
+    hashing as it goes; `close` uploads the files and returns their manifest entries."""
+
+    def __init__(self, folder: Path, prefix: str, dtype: str):
+        self.folder, self.prefix, self.dtype = folder, prefix, np.dtype(dtype)
+        self.files: list[tuple[str, object, int]] = []  # (name, sha256, tokens)
+        self.fh, self.tokens, self.bytes, self.docs = None, 0, 0, 0
+
+    def add(self, ids: np.ndarray, n_bytes: int, n_docs: int) -> None:
+        self.bytes, self.docs = self.bytes + n_bytes, self.docs + n_docs
+        while len(ids):
+            if self.fh is None or self.files[-1][2] >= SHARD_TOKENS:
+                self._roll()
+            name, h, n = self.files[-1]
+            chunk = ids[: SHARD_TOKENS - n].astype(self.dtype, copy=False)
+            self.fh.write(chunk.tobytes())
+            h.update(chunk.tobytes())
+            self.files[-1] = (name, h, n + len(chunk))
+            self.tokens += len(chunk)
+            ids = ids[len(chunk) :]
+
+    def _roll(self) -> None:
+        if self.fh:
+            self.fh.close()
+        name = f"{self.prefix}_{len(self.files):03d}.bin"
+        self.fh = open(self.folder / name, "wb")
+        self.files.append((name, hashlib.sha256(), 0))
+
+    def close(self, store: Store, rel: str) -> dict[str, dict]:
+        if self.fh:
+            self.fh.close()
+        entries = {}
+        for name, h, n in self.files:
+            store.put_file(self.folder / name, f"{rel}/{name}")
+            entries[name] = {"sha256": h.hexdigest(), "size": n * self.dtype.itemsize, "tokens": n}
+        return entries
+
+
+def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
+    cfg, eos = plan.cfg, tok.eos_id
+    sep = np.asarray([] if eos is None else [eos], dtype=plan.dtype)
+    for batch in batches(iter_documents(plan.fs(), f, cfg.text_field)):
+        groups: list[list[str]] = [[], [], []]
+        for doc in batch:
+            groups[split_of(doc, cfg.val_fraction, cfg.test_fraction)].append(doc)
+        for split, docs in zip(SPLITS, groups, strict=True):
+            if docs:
+                ids = [a for e in tok.encode_batch(docs) for a in (e, sep)]
+                n_bytes = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs) + len(sep) * len(docs)
+                writers[split].add(np.concatenate(ids), n_bytes, len(docs))
+
+
+def _write_text(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
+    parts = positional_split(read_text(plan.fs(), f), plan.cfg.val_fraction, plan.cfg.test_fraction)
+    for split, part in zip(SPLITS, parts, strict=True):
+        if part:
+            writers[split].add(tok.encode(part), len(part.encode("utf-8")), 1)
+
+
+def tokenize_piece(plan: Plan, piece: int) -> dict:
+    """Tokenise one input file into its shards of each split, upload them, then write its marker."""
+    f, tok = plan.files[piece], plan.tokenizer()
+    with tempfile.TemporaryDirectory(prefix="asymptote-piece-") as tmp:
+        writers = {s: ShardWriter(Path(tmp), f"{s}_{piece:05d}", plan.dtype) for s in SPLITS}
+        (_write_text if is_single_text(plan.files) else _write_documents)(plan, f, tok, writers)
+        marker = {"piece": piece, "path": f.path, "files": {}}
+        for s, w in writers.items():
+            marker["files"] |= w.close(plan.store, plan.rel)
+            marker[s] = {
+                "shards": [n for n, _, _ in w.files],
+                "tokens": w.tokens,
+                "bytes": w.bytes,
+                "docs": w.docs,
+            }
+    plan.store.put_bytes(plan.marker(piece), json.dumps(marker).encode())
+    return marker
+
+
+# ----------------------------------------------------------------------------- committing
+
+
+def commit_dataset(plan: Plan) -> str:
+    """Gather every piece's marker (in piece order), check the splits, write meta and the manifest."""
+    markers = [json.loads(plan.store.get_bytes(plan.marker(i))) for i in range(len(plan.files))]
+    meta = _meta(plan, markers)
+    _check_splits(plan, meta)
+    files = {n: {k: e[k] for k in ("sha256", "size")} for m in markers for n, e in m["files"].items()}
+    extra = {"meta.json": json.dumps(meta, indent=1).encode()}
+    if plan.tokenizer_json is not None:
+        extra["tokenizer.json"] = plan.tokenizer_json.encode()
+    for name, blob in extra.items():
+        plan.store.put_bytes(f"{plan.rel}/{name}", blob)
+        files[name] = {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    manifest = Manifest(kind="data", files=files, meta={k: v for k, v in meta.items() if "shards" not in k})
+    plan.store.put_bytes(f"{plan.rel}/{MANIFEST}", manifest.to_json().encode())
+    return plan.rel
+
+
+def _meta(plan: Plan, markers: list[dict]) -> dict:
+    tok, cfg = plan.tokenizer(), plan.cfg
+    meta = {
+        "tokenizer": tok.name,
+        "tokenizer_file": None if plan.tokenizer_json is None else "tokenizer.json",
+        "vocab_size": tok.vocab_size,
+        "eos_id": tok.eos_id,
+        "dtype": plan.dtype,
+        "source": cfg.source,
+        "source_sha256": source_fingerprint(cfg.source, plan.storage_options),
+        "text_field": cfg.text_field,
+        "split_by": "position" if is_single_text(plan.files) else "document",
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "n_files": len(plan.files),
+        "bytes": {},
+        "bytes_per_token": {},
+        "documents": {},
+    }
+    for s in SPLITS:
+        tokens = sum(m[s]["tokens"] for m in markers)
+        meta[f"n_{s}"] = tokens
+        meta[f"{s}_shards"] = [n for m in markers for n in m[s]["shards"]]
+        meta["bytes"][s] = sum(m[s]["bytes"] for m in markers)
+        meta["documents"][s] = sum(m[s]["docs"] for m in markers)
+        meta["bytes_per_token"][s] = meta["bytes"][s] / tokens if tokens else None
+    return meta
+
+
+def _check_splits(plan: Plan, meta: dict) -> None:
+    docs = sum(meta["documents"].values())
+    for s, wanted in (("train", True), ("val", True), ("test", plan.cfg.test_fraction > 0)):
+        if wanted and meta[f"n_{s}"] == 0:
+            raise ValueError(
+                f"data.source={plan.cfg.source!r}: the {s} split is empty ({docs} documents split by "
+                f"a hash of their text with val_fraction={plan.cfg.val_fraction}, test_fraction="
+                f"{plan.cfg.test_fraction}); give more documents or larger fractions"
+            )
+
+
+def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None = None) -> str:
+    """Tokenise and split the source once, in this process; returns the data artifact's store path.
+
+    The same pieces and artifact as tasks/tokenize.py's Ray Data job, which runs them on a cluster.
+    """
+    opts = storage_options if storage_options is not None else store.options
+    rel = f"data/{dataset_key(cfg, source_fingerprint(cfg.source, opts), opts)}"
+    if store.has(rel):
+        return rel
+    plan = make_plan(cfg, store, opts)
+    for piece in plan.todo():
+        tokenize_piece(plan, piece)
+    return commit_dataset(plan)
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def _write_shards(folder: Path, split: str, tokens: np.ndarray) -> list[str]:
+    """Shards of an in-memory token array (synthetic data artifacts, asymptote.distill)."""
     names = []
     for i, start in enumerate(range(0, max(1, len(tokens)), SHARD_TOKENS)):
         name = f"{split}_{i:05d}.bin"
@@ -64,29 +354,30 @@ def _write_shards(folder: Path, split: str, tokens: np.ndarray) -> list[str]:
     return names
 
 
-def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None = None) -> str:
-    """Tokenise and split the source once; returns the store-relative path of the data artifact."""
-    rel = f"data/{dataset_key(cfg, source_fingerprint(cfg.source, storage_options))}"
-    if store.has(rel):
-        return rel
-    blob = read_source(cfg.source, storage_options)
-    tok = get_tokenizer(cfg.tokenizer)
-    train, val = split_tokens(tok.encode(blob).astype(tok.dtype), cfg.val_fraction)
-    meta = {
-        "tokenizer": tok.name,
-        "vocab_size": tok.vocab_size,
-        "dtype": np.dtype(tok.dtype).name,
-        "source": cfg.source,
-        "source_sha256": content_hash(blob),
-        "val_fraction": cfg.val_fraction,
-        "n_train": int(len(train)),
-        "n_val": int(len(val)),
-    }
-    with store.writer(rel, kind="data", meta=meta) as folder:
-        meta["train_shards"] = _write_shards(folder, "train", train)
-        meta["val_shards"] = _write_shards(folder, "val", val)
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-    return rel
+def _read_split(folder: Path, meta: dict, split: str) -> np.ndarray:
+    names = meta.get(f"{split}_shards") or []
+    if not names:
+        return np.zeros(0, dtype=meta["dtype"])
+    return np.concatenate([np.fromfile(folder / n, dtype=meta["dtype"]) for n in names])
+
+
+def load_split(store: Store, rel: str, split: str) -> np.ndarray:
+    """The tokens of one split (train, val or test) of a data artifact, verified; empty if absent."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: allowed: {', '.join(SPLITS)}")
+    folder = store.localize(rel)
+    return _read_split(folder, json.loads((folder / "meta.json").read_text()), split)
+
+
+def load_meta(store: Store, rel: str) -> dict:
+    return json.loads(store.read(rel, "meta.json"))
+
+
+def load_tokenizer(store: Store, rel: str):
+    """The tokenizer a data artifact was made with: what decodes a model trained on it."""
+    meta = load_meta(store, rel)
+    text = store.read(rel, "tokenizer.json").decode() if meta.get("tokenizer_file") else None
+    return tokenizer_from_meta(meta, text)
 
 
 def load_dataset(
@@ -95,11 +386,7 @@ def load_dataset(
     """(train, val, meta) token arrays of a data artifact, verified; train cut to the token budget."""
     folder = store.localize(rel)
     meta = json.loads((folder / "meta.json").read_text())
-
-    def read(names):
-        return np.concatenate([np.fromfile(folder / n, dtype=meta["dtype"]) for n in names])
-
-    train, val = read(meta["train_shards"]), read(meta["val_shards"])
+    train, val = _read_split(folder, meta, "train"), _read_split(folder, meta, "val")
     if max_train_tokens is not None:
         if max_train_tokens > len(train):
             raise ValueError(

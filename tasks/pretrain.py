@@ -15,23 +15,32 @@ from asymptote.config import DataConfig
 from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
-from asymptote.shards import dataset_key, prepare_dataset, source_fingerprint
+from asymptote.shards import dataset_key, source_fingerprint
 from asymptote.store import Store
 from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
+from asymptote.tasks.tokenize import tokenize_corpus
 from asymptote.versioning import step_key
 
 
 @task(name="prepare-data", retries=2, retry_delay_seconds=5)
 def prepare_data_task(data: DataConfig, store: Store, key: str) -> DataRef:
-    rel = prepare_dataset(data, store, store.options)
+    rel, _ = tokenize_corpus(data, store, store.options)
+    return data_ref(store, rel)
+
+
+def data_ref(store: Store, rel: str) -> DataRef:
     meta = store.manifest(rel).meta
     return DataRef(
         rel=rel,
         uri=store.uri(rel),
         n_train=meta["n_train"],
         n_val=meta["n_val"],
+        n_test=meta.get("n_test", 0),
         source_sha256=meta["source_sha256"],
+        tokenizer=meta["tokenizer"],
+        vocab_size=meta["vocab_size"],
+        bytes_per_token=meta.get("bytes_per_token") or {},
     )
 
 
@@ -59,8 +68,9 @@ def run_ref(store: Store, key: str, name: str, summary: dict[str, Any]) -> RunRe
 def prepare_data(
     data: DataConfig, store: Store, refresh: bool = False, states: dict | None = None
 ) -> DataRef:
-    """Tokenised shards of the source, cached by the source's content and the tokenisation settings."""
-    key = dataset_key(data, source_fingerprint(data.source, store.options))
+    """Tokenised shards of the source (a Ray Data job), cached by the source's content and the
+    tokenisation settings."""
+    key = dataset_key(data, source_fingerprint(data.source, store.options), store.options)
     return run_cached(prepare_data_task, store, data, store, key=key, refresh=refresh, states=states)
 
 
@@ -81,18 +91,22 @@ def submit_train(job: TrainJob, refresh: bool = False):
 
 @ray.remote(num_cpus=1)
 def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
+    """Loss, bits per token and bits per byte on validation and, when the corpus has one, test."""
     from asymptote.dist import DistEnv
-    from asymptote.evaluation import bits_per_token, mean_loss
+    from asymptote.evaluation import evaluate_split
     from asymptote.job import model_from_run
-    from asymptote.shards import load_dataset
+    from asymptote.shards import load_meta, load_split
     from asymptote.trainer import autocast_dtype
 
     env = DistEnv.detect()  # the GPU Ray assigned to this task, if any (Ray hides the others)
-    _, val, _ = load_dataset(store, data_rel)
-    model = model_from_run(store, run_rel, env.device)
+    model, meta = model_from_run(store, run_rel, env.device), load_meta(store, data_rel)
     dtype = autocast_dtype("auto", env.device)  # bf16 on CUDA, as the run's own evaluation
-    loss = mean_loss(model, val, model.cfg.block_size, env, dtype=dtype)
-    return {"val_loss": loss, "val_bits_per_token": bits_per_token(loss)}
+    out: dict[str, float] = {}
+    for split in ("val", "test"):
+        tokens = load_split(store, data_rel, split)
+        if len(tokens) > model.cfg.block_size:
+            out |= evaluate_split(model, tokens, meta, split, model.cfg.block_size, env=env, dtype=dtype)
+    return out
 
 
 @task(name="evaluate", retries=1)
@@ -104,6 +118,7 @@ def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[s
 def evaluate(
     store: Store, run: RunRef, data: DataRef, refresh: bool = False, states: dict | None = None
 ) -> dict[str, float]:
-    """Full validation loss of a run's weights on a corpus (any corpus, not only its own)."""
-    key = step_key(__name__, run=run.rel, data=data.rel, what="val_loss")
+    """Full validation and test loss (nats/token, bits/token, bits/byte) of a run's weights on a corpus
+    (any corpus, not only its own)."""
+    key = step_key(__name__, run=run.rel, data=data.rel, what="val_test_loss_bpb")
     return run_cached(evaluate_task, store, store, run.rel, data.rel, key=key, refresh=refresh, states=states)
