@@ -12,7 +12,7 @@ Checkpoints live in the store (runs/<key>/checkpoints) under both, so either res
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import torch
@@ -59,27 +59,34 @@ def resolve_launcher(job: TrainJob) -> str:
     return "ray_train" if job.compute.num_workers > 1 else "ray_task"
 
 
-def _trainer(job: TrainJob, use_gpu: bool, num_workers: int, store: Store | None):
+def torch_trainer(
+    job: TrainJob,
+    loop: Callable[[dict[str, Any]], Any],
+    *,
+    use_gpu: bool,
+    num_workers: int,
+    name: str,
+    store: Store | None = None,
+    loop_config: dict[str, Any] | None = None,
+    callbacks: list | None = None,
+):
+    """The one TorchTrainer builder: `loop` runs the job on each worker (num_workers=0: Train's local
+    mode in this process); with a store, Train's checkpoints and failure handling live under the run."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    scaling = ScalingConfig(
-        num_workers=num_workers,
-        use_gpu=use_gpu,
-        resources_per_worker={"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
-    )
-    run = RunConfig(name=f"train-{job.key}")
+    resources = {"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    scaling = ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+    run = RunConfig(name=f"{name}-{job.key}", callbacks=callbacks)
     if store is not None:
         path, fs = ray_storage(store, job.run_rel)
+        failures = FailureConfig(max_failures=job.compute.max_failures, controller_failure_limit=3)
         run = RunConfig(
-            name="train",
-            storage_path=path,
-            storage_filesystem=fs,
-            failure_config=FailureConfig(max_failures=job.compute.max_failures, controller_failure_limit=3),
+            name=name, storage_path=path, storage_filesystem=fs, callbacks=callbacks, failure_config=failures
         )
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu},
+        loop,
+        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu, **(loop_config or {})},
         scaling_config=scaling,
         run_config=run,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -98,7 +105,8 @@ def ray_storage(store: Store, rel: str):
 @ray.remote
 def _local_mode_fit(job_dict: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     job = TrainJob.model_validate(job_dict)
-    return _trainer(job, use_gpu, num_workers=0, store=None).fit().return_value
+    trainer = torch_trainer(job, train_loop_per_worker, use_gpu=use_gpu, num_workers=0, name="train")
+    return trainer.fit().return_value
 
 
 def launch(job: TrainJob) -> dict[str, Any]:
@@ -107,7 +115,14 @@ def launch(job: TrainJob) -> dict[str, Any]:
     store = Store(job.store)
     use_gpu = resolve_gpu(job)
     if resolve_launcher(job) == "ray_train":
-        _trainer(job, use_gpu, job.compute.num_workers, store).fit()
+        torch_trainer(
+            job,
+            train_loop_per_worker,
+            use_gpu=use_gpu,
+            num_workers=job.compute.num_workers,
+            name="train",
+            store=store,
+        ).fit()
     else:
         task = _local_mode_fit.options(
             num_cpus=job.compute.cpus_per_worker,
@@ -118,6 +133,50 @@ def launch(job: TrainJob) -> dict[str, Any]:
         ray.get(task.remote(job.model_dump(), use_gpu))
     store.invalidate()
     return store.read_json(job.run_rel, "summary.json")
+
+
+def tune_experiment(
+    store: Store,
+    rel: str,
+    name: str,
+    trainable,
+    param_space: dict[str, Any],
+    compute,
+    *,
+    search_alg=None,
+    num_samples: int = 1,
+    metric: str | None = None,
+    mode: str = "min",
+    max_concurrent: int | None = None,
+    resume: bool = False,
+):
+    """The one way a Ray Tune experiment is run here: stored in the artifact store (<rel>/ray/<name>),
+    at most as many trials at once as runs of `compute`'s shape fit the cluster, resumed where it
+    stopped when `resume` and a stored experiment exists. Returns Tune's ResultGrid."""
+    from ray import tune
+
+    storage, fs = ray_storage(store, rel)
+    path = f"{storage}/{name}"
+    if resume and tune.Tuner.can_restore(path, storage_filesystem=fs):
+        restored = tune.Tuner.restore(
+            path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=param_space,
+            storage_filesystem=fs,
+        )
+        return restored.fit()
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent or concurrent_runs(compute),
+        **({"metric": metric, "mode": mode} if metric else {}),
+    )
+    run_config = tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0)
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+    ).fit()
 
 
 def concurrent_runs(compute) -> int:

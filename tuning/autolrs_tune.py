@@ -21,6 +21,7 @@ from ray import tune
 from asymptote.config import Section, key_dict, volatile
 from asymptote.infra.cluster import ray_ready
 from asymptote.store import Store
+from asymptote.tasks.launch import tune_experiment
 from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
 from asymptote.versioning import step_key
 
@@ -96,29 +97,24 @@ def _searcher(config: AutoLRSSearchConfig):
 
 
 def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str, Any]]:
-    from asymptote.tasks.launch import concurrent_runs, ray_storage
-
-    store = Store(config.flow_config().store)
-    storage, fs = ray_storage(store, f"{rel}/tune")
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, search=config.model_dump(), data_rel=data_rel), {"cpu": 0.01}
     )  # the trial only waits; its run reserves the real CPUs
-    space = {"weight_decay": tune.loguniform(*config.weight_decay)}
-    tuner = tune.Tuner(
+    flow_config = config.flow_config()
+    grid = tune_experiment(
+        Store(flow_config.store),
+        f"{rel}/tune",
+        "search",
         trainable,
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            search_alg=_searcher(config),
-            num_samples=config.samples,
-            metric=METRIC,
-            mode="min",
-            max_concurrent_trials=concurrent_runs(config.flow_config().compute),
-        ),
-        run_config=tune.RunConfig(name="search", storage_path=storage, storage_filesystem=fs, verbose=0),
+        {"weight_decay": tune.loguniform(*config.weight_decay)},
+        flow_config.compute,
+        search_alg=_searcher(config),
+        num_samples=config.samples,
+        metric=METRIC,
     )
     return [
         {k: r.metrics[k] for k in ("weight_decay", METRIC, "run")}
-        for r in tuner.fit()
+        for r in grid
         if r.metrics and METRIC in r.metrics
     ]
 

@@ -33,7 +33,7 @@ from asymptote.job import TrainJob, make_job, run_job
 from asymptote.recipes import resolve
 from asymptote.shards import prepare_dataset
 from asymptote.store import Store
-from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher
+from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher, torch_trainer, tune_experiment
 from asymptote.versioning import step_key
 
 METRIC = "val_loss"
@@ -74,29 +74,18 @@ def tune_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 def trial_trainer(job: TrainJob):
     """The TorchTrainer for one trial: a worker group (launcher ray_train) whose reports reach Tune
     through TuneReportCallback, or Ray Train's local mode inside the trial (launcher ray_task)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu, local = resolve_gpu(job), resolve_launcher(job) == "ray_task"
-    resources = {"CPU": job.compute.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    scaling = ScalingConfig(
-        num_workers=0 if local else job.compute.num_workers, use_gpu=use_gpu, resources_per_worker=resources
-    )
-    path, fs = ray_storage(Store(job.store), job.run_rel)
-    run = RunConfig(
-        name="tune-trial",
-        storage_path=path,
-        storage_filesystem=fs,
-        callbacks=[TuneReportCallback()],
-        failure_config=FailureConfig(max_failures=job.compute.max_failures),
-    )
-    return TorchTrainer(
+    return torch_trainer(
+        job,
         tune_loop_per_worker,
-        scaling_config=scaling,
-        run_config=run,
-        train_loop_config={"job": job.model_dump(), "use_gpu": use_gpu, "local": local},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        use_gpu=use_gpu,
+        num_workers=0 if local else job.compute.num_workers,
+        name="tune-trial",
+        store=Store(job.store),
+        loop_config={"local": local},
+        callbacks=[TuneReportCallback()],
     )
 
 
@@ -245,29 +234,27 @@ def pretrain_job(base: PretrainConfig, data_rel: str, params: dict[str, Any]) ->
 
 def tune_pretrain(config: PretrainSearchConfig) -> TuneResult:
     """Run the search on the Ray cluster of config.base.compute (or a local Ray) and commit its results."""
-    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     store, rel = Store(config.base.store), f"tune/{config.key}"
     with ray_session(config.base.compute.ray_address):
         build = partial(pretrain_job, config.base, prepare_dataset(config.base.data, store, store.options))
-        path, fs = ray_storage(store, rel)
-        tuner = tune.Tuner(
+        grid = tune_experiment(
+            store,
+            rel,
+            config.name,
             job_trial(build, trial_resources(build({}))),
-            param_space={k: v.domain() for k, v in config.space.items()},
-            tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(metric=METRIC, mode=config.mode, seed=config.seed),
-                num_samples=config.num_samples,
-                max_concurrent_trials=config.max_concurrent,
-            ),
-            run_config=tune.RunConfig(name=config.name, storage_path=path, storage_filesystem=fs, verbose=0),
+            {k: v.domain() for k, v in config.space.items()},
+            config.base.compute,
+            search_alg=OptunaSearch(metric=METRIC, mode=config.mode, seed=config.seed),
+            num_samples=config.num_samples,
+            max_concurrent=config.max_concurrent,
         )
-        grid = tuner.fit()
         trials = [_trial(store, r) for r in grid if r.metrics and r.metrics.get("final")]
     if not trials:
         errors = "; ".join(str(r.error) for r in grid if r.error)
         raise RuntimeError(f"no trial of the search {config.name!r} finished: {errors or 'no results'}")
-    return _commit(store, rel, config, trials, f"{path}/{config.name}")
+    return _commit(store, rel, config, trials, f"{ray_storage(store, rel)[0]}/{config.name}")
 
 
 def _trial(store: Store, result) -> TrialResult:
