@@ -17,8 +17,11 @@ time inside train steps only; mfu = tokens/s x train FLOPs per token (asymptote.
 / the device's dense bf16 peak (PEAK_BF16_TFLOPS or --peak-tflops; none on CPU, so null there unless
 given); peak_mem_gb = torch.cuda.max_memory_allocated of the training process (CPU: its peak RSS).
 
-    python bench/gpu.py --data builtin:python-docs                                # a GPU: every figure
-    python bench/gpu.py --data builtin:python-docs --preset cpu-0.1m --steps 12   # the CPU path
+    python bench/gpu.py --data builtin:python-docs --json-out $OUT/gpu.json 2>$OUT/gpu.log   # a GPU
+    python bench/gpu.py --data builtin:python-docs                                # no GPU: the CPU path
+
+The GPU machine needs a CUDA build of the pinned torch (pyproject) beside the project's other
+dependencies; the script itself needs nothing else (builtin:python-docs ships with CPython).
 """
 
 from __future__ import annotations
@@ -91,8 +94,8 @@ def mfu(tokens_per_s: float | None, cfg: ModelConfig, peak: float | None, causal
 class Deadline:
     """Wall-clock budget: phases that would not fit are skipped; a watchdog prints what exists and exits."""
 
-    def __init__(self, seconds: float):
-        self.started, self.seconds = time.perf_counter(), seconds
+    def __init__(self, seconds: float, json_out: str | None):
+        self.started, self.seconds, self.json_out = time.perf_counter(), seconds, json_out
         watchdog = threading.Timer(seconds + 20, self._expire)
         watchdog.daemon = True
         watchdog.start()
@@ -109,7 +112,7 @@ class Deadline:
 
     def _expire(self) -> None:
         RESULT["errors"].append(f"hard deadline: stopped after {self.seconds + 20:.0f} s")
-        emit(headline(RESULT, time.perf_counter() - self.started))
+        report(headline(RESULT, time.perf_counter() - self.started), self.json_out)
         os._exit(3)
 
 
@@ -290,6 +293,8 @@ def phase(args, device, preset: str, batch: int, compiled: bool, root: str, warm
     row["in_window"] = cadence_in(train, warmup, warmup + steps)
     row["ratio"] = row["project"]["tokens_per_s"] / row["bare"]["tokens_per_s"]
     row["step_ratio"] = row["project"]["step_tokens_per_s"] / row["bare"]["tokens_per_s"]
+    row["mfu"] = mfu(row["project"]["tokens_per_s"], cfg, RESULT.get("peak_tflops"))
+    row["bare_mfu"] = mfu(row["bare"]["tokens_per_s"], cfg, RESULT.get("peak_tflops"))
     row["phase_s"] = time.perf_counter() - t0
     log(f"{label}: {json.dumps(row, default=float)}")
     return row
@@ -529,7 +534,7 @@ def run_phases(args, device, deadline: Deadline, root: str) -> None:
 
 def main() -> None:
     args = arguments()
-    deadline = Deadline(args.deadline_s)
+    deadline = Deadline(args.deadline_s, args.json_out)
     cuda = torch.cuda.is_available()
     args = defaults(args, cuda)
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -552,9 +557,12 @@ def main() -> None:
     root = args.store or bench_root(cuda)
     with compute_session(num_cpus=os.cpu_count() if cuda else 2):
         run_phases(args, device, deadline, root)
-    result = headline(RESULT, time.perf_counter() - deadline.started)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, default=float) + "\n")
+    report(headline(RESULT, time.perf_counter() - deadline.started), args.json_out)
+
+
+def report(result: dict, json_out: str | None) -> None:
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, default=float) + "\n")
     emit(result)
 
 
