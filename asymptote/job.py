@@ -35,7 +35,7 @@ from asymptote.model import Decoder, count_params
 from asymptote.optim import build_optimizer
 from asymptote.schedules import make_schedule
 from asymptote.shards import load_dataset
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
 from asymptote.versioning import ModuleIndex, code_version
 
@@ -66,7 +66,7 @@ class TrainJob(Section):
 
     @property
     def run_rel(self) -> str:
-        return f"runs/{self.key}"
+        return layout("run", key=self.key)
 
 
 def _lazy(path: str) -> Callable:
@@ -126,7 +126,7 @@ class StoreCheckpoints:
 
     def __init__(self, store: Store, job: TrainJob, env: DistEnv):
         self.store, self.job, self.env = store, job, env
-        self.prefix = f"{job.run_rel}/checkpoints"
+        self.prefix = layout("checkpoints", key=job.key)
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
 

@@ -36,7 +36,7 @@ from asymptote.corpus import (
     read_text,
     split_of,
 )
-from asymptote.store import MANIFEST, Manifest, Store, sha256_file
+from asymptote.store import MANIFEST, Manifest, Store, layout, sha256_file
 from asymptote.tokenizer import BPETokenizer, ByteTokenizer, dtype_for, tokenizer_from_meta, train_bpe
 from asymptote.versioning import code_version
 
@@ -125,7 +125,7 @@ def resolve_tokenizer(cfg: DataConfig, store: Store, storage_options: dict | Non
     if cfg.tokenizer != "bpe":
         with fsspec.open(cfg.tokenizer, "rt", **(storage_options or {})) as fh:
             return BPETokenizer.from_json(fh.read())
-    rel = f"tokenizers/{tokenizer_key(cfg, source_fingerprint(cfg.source, storage_options))}"
+    rel = layout("tokenizer", key=tokenizer_key(cfg, source_fingerprint(cfg.source, storage_options)))
     if store.has(rel):
         return BPETokenizer.from_json(store.read(rel, "tokenizer.json").decode())
     fs, files = list_corpus(cfg.source, storage_options)
@@ -176,7 +176,7 @@ def make_plan(cfg: DataConfig, store: Store, storage_options: dict | None = None
     return Plan(
         cfg=cfg,
         store=store,
-        rel=f"data/{dataset_key(cfg, fingerprint, opts)}",
+        rel=layout("data", key=dataset_key(cfg, fingerprint, opts)),
         files=files,
         storage_options=opts,
         tokenizer_json=tok.to_json(),
@@ -332,7 +332,7 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     The same pieces and artifact as tasks/tokenize.py's Ray Data job, which runs them on a cluster.
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = f"data/{dataset_key(cfg, source_fingerprint(cfg.source, opts), opts)}"
+    rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
     if store.has(rel):
         return rel
     plan = make_plan(cfg, store, opts)

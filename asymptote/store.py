@@ -29,6 +29,28 @@ import fsspec
 from asymptote.config import StoreConfig
 
 MANIFEST = "MANIFEST.json"
+
+# Where each kind of artifact lives under the root: the one place store paths are spelled
+# (docs/store.md lists the same folders; a test checks that they agree).
+LAYOUT = {
+    "data": "data/{key}",
+    "tokenizer": "tokenizers/{key}",
+    "run": "runs/{key}",
+    "checkpoints": "runs/{key}/checkpoints",
+    "report": "reports/{flow}/{key}",
+    "schedule": "schedules/{key}",
+    "soup": "soups/{key}",
+    "sweep": "sweeps/{key}",
+    "search": "searches/{key}",
+    "tune": "tune/{key}",
+}
+
+
+def layout(kind: str, **parts: Any) -> str:
+    """The store-relative path of an artifact of `kind` (a LAYOUT entry), e.g. layout("run", key=k)."""
+    return LAYOUT[kind].format(**parts)
+
+
 MULTIPART_CHUNK = 16 * 2**20  # s3fs uploads files over 2 chunks as multipart, in chunks of this size
 
 

@@ -36,7 +36,7 @@ from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, source_fingerprint
 from asymptote.soups import SoupOptions
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
@@ -458,7 +458,9 @@ def inputs(config: SoupStudyConfig, earlier: dict[str, BaseModel]) -> SoupStudyC
         return config
     store = Store(config.store)
     meta = store.manifest(distilled.teachers.single).meta
-    corpus = f"data/{dataset_key(config.data, source_fingerprint(config.data.source, store.options))}"
+    corpus = layout(
+        "data", key=dataset_key(config.data, source_fingerprint(config.data.source, store.options))
+    )
     if meta["model"] != config.base.model.model_dump() or meta["config"]["data_artifact"] != corpus:
         return config
     return config.model_copy(

@@ -12,7 +12,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from asymptote.refs import RunRef
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.tuning.autolrs_driver import TRACE, trace_rel
 from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
@@ -49,7 +49,7 @@ def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
 
 @task(name="autolrs-schedule", retries=1, retry_delay_seconds=5)
 def publish_schedule_task(store: Store, run: RunRef, key: str) -> ScheduleRef:
-    rel = f"schedules/{run.key}"
+    rel = layout("schedule", key=run.key)
     trace = store.read_json(trace_rel(run.rel), TRACE)
     doc = schedule_document(trace, run.uri)
     with store.writer(rel, kind="schedule", meta={"run": run.rel, "steps": len(doc["lrs"])}) as d:

@@ -20,7 +20,7 @@ from asymptote.config import key_dict
 from asymptote.distill_config import SamplingConfig
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.refs import DataRef
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
 
@@ -93,7 +93,7 @@ def sample_task(
     ray_ready()
     from asymptote.distill import save_synthetic
 
-    rel = f"data/{key}"
+    rel = layout("data", key=key)
     if not store.has(rel):  # committed by an earlier attempt whose result Prefect did not record
         sequences = sample_sequences(store, teachers, data_rel, cfg, length, workers)
         save_synthetic(

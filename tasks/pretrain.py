@@ -16,7 +16,7 @@ from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.job import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, source_fingerprint
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
 from asymptote.tasks.tokenize import tokenize_corpus
@@ -54,7 +54,7 @@ def train_task(job: TrainJob, key: str, fresh: bool = False) -> RunRef:
 
 
 def run_ref(store: Store, key: str, name: str, summary: dict[str, Any]) -> RunRef:
-    rel = f"runs/{key}"
+    rel = layout("run", key=key)
     return RunRef(
         key=key,
         name=name,

@@ -11,7 +11,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from asymptote.store import Store
+from asymptote.store import Store, layout
 
 
 @dataclass
@@ -41,7 +41,7 @@ def publish_report(
 
     Returns the URI of report.md. The Prefect artifact key must be lowercase letters, digits and dashes.
     """
-    rel = f"reports/{flow}/{key}"
+    rel = layout("report", flow=flow, key=key)
     with store.writer(rel, kind="report", meta={"flow": flow}) as folder:
         (folder / "report.md").write_text(markdown)
         for name, src in (files or {}).items():

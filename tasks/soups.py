@@ -31,7 +31,7 @@ from asymptote.job import TrainJob
 from asymptote.merges import MergeOptions
 from asymptote.refs import RunRef
 from asymptote.soups import SoupOptions
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import run_ref, submit_train
 from asymptote.versioning import step_key
@@ -80,7 +80,7 @@ def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     from asymptote.tasks.launch import concurrent_runs, ray_storage
 
     store = Store(jobs[0].store)
-    storage, fs = ray_storage(store, f"sweeps/{key}")
+    storage, fs = ray_storage(store, layout("sweep", key=key))
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
     tuner = tune.Tuner(
         trainable,
@@ -343,7 +343,7 @@ def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool | str, key: str) -> 
     use_gpu = resolve_gpu(use_gpu)
     rows = ray.get(
         _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
-            store, kitchen, f"soups/{key}", use_gpu
+            store, kitchen, layout("soup", key=key), use_gpu
         )
     )
     return [SoupEntry.model_validate(r) for r in rows]
@@ -445,7 +445,7 @@ def independent_task(
     ray_ready()
     use_gpu = resolve_gpu(use_gpu)
     remote = _independent_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
-    rows = ray.get(remote.remote(store, members, data, options, f"soups/{key}", use_gpu))
+    rows = ray.get(remote.remote(store, members, data, options, layout("soup", key=key), use_gpu))
     return [SoupEntry.model_validate(r) for r in rows]
 
 

@@ -16,7 +16,7 @@ import ray
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
 from asymptote.shards import Plan, commit_dataset, dataset_key, make_plan, source_fingerprint, tokenize_piece
-from asymptote.store import Store
+from asymptote.store import Store, layout
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def tokenize_corpus(
     Needs a Ray session (the flows' compute_session, or infra.cluster.ray_session).
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = f"data/{dataset_key(cfg, source_fingerprint(cfg.source, opts), opts)}"
+    rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
     plan = make_plan(cfg, store, opts)

@@ -20,7 +20,7 @@ from ray import tune
 
 from asymptote.config import Section, key_dict, volatile
 from asymptote.infra.cluster import ray_ready
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.launch import tune_experiment
 from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
 from asymptote.versioning import step_key
@@ -122,7 +122,7 @@ def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str
 def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSearchResult:
     """Run the search on the connected Ray cluster (or return the committed one)."""
     store = Store(config.flow_config().store)
-    rel = f"searches/autolrs-{config.key}"
+    rel = layout("search", key=f"autolrs-{config.key}")
     if store.has(rel):
         rows = store.read_json(rel, "results.json")
     else:

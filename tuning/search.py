@@ -41,7 +41,7 @@ from asymptote.config import (
 from asymptote.job import TrainJob
 from asymptote.scaling import CoordinateDescent, point_job
 from asymptote.search_space import AXES, Point, SearchGrid, on_grid
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.versioning import step_key
 
 METRIC = "val_loss"  # what tuning.tune_pretrain's trials report last: the run's final validation loss
@@ -101,7 +101,7 @@ class SearchSpec(BaseModel):
 
     @property
     def rel(self) -> str:
-        return f"searches/{self.key}"
+        return layout("search", key=self.key)
 
     def job(self, point: Point) -> TrainJob:
         return point_job(
@@ -359,7 +359,7 @@ def _rows(spec: SearchSpec, results) -> list[dict[str, Any]]:
         rows[point] = {
             **point._asdict(),
             "loss": float(r.metrics[METRIC]),
-            "run": f"runs/{r.metrics['run_key']}",
+            "run": layout("run", key=r.metrics["run_key"]),
         }
     return list(rows.values())
 

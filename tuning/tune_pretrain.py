@@ -32,7 +32,7 @@ from asymptote.infra.progress import push
 from asymptote.job import TrainJob, make_job, run_job
 from asymptote.recipes import resolve
 from asymptote.shards import prepare_dataset
-from asymptote.store import Store
+from asymptote.store import Store, layout
 from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher, torch_trainer, tune_experiment
 from asymptote.versioning import step_key
 
@@ -236,7 +236,7 @@ def tune_pretrain(config: PretrainSearchConfig) -> TuneResult:
     """Run the search on the Ray cluster of config.base.compute (or a local Ray) and commit its results."""
     from ray.tune.search.optuna import OptunaSearch
 
-    store, rel = Store(config.base.store), f"tune/{config.key}"
+    store, rel = Store(config.base.store), layout("tune", key=config.key)
     with ray_session(config.base.compute.ray_address):
         build = partial(pretrain_job, config.base, prepare_dataset(config.base.data, store, store.options))
         grid = tune_experiment(
