@@ -15,6 +15,7 @@ import ray
 
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
+from asymptote.infra.cluster import ray_ready
 from asymptote.shards import Plan, commit_dataset, dataset_key, make_plan, source_fingerprint, tokenize_piece
 from asymptote.store import Store, layout
 
@@ -28,6 +29,7 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
 
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
     """Tokenise these pieces as a Ray Data job, one task per piece; returns the tokens written."""
+    ray_ready()
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))
     ds = ds.map(
@@ -49,7 +51,7 @@ def tokenize_corpus(
     """(data artifact path, stats): tokenise cfg's corpus on Ray Data unless its key is committed.
 
     stats: pieces (all), ran (tokenised by this call; fewer after a kill), tokens (this call).
-    Needs a Ray session (the flows' compute_session, or infra.cluster.ray_session).
+    Ray starts (or is joined) only when there are pieces to tokenise.
     """
     opts = storage_options if storage_options is not None else store.options
     rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
