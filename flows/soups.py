@@ -451,7 +451,7 @@ def sweep(
         finetune_job(config, store, base, target, hub, f"{config.name}-ft-{i}", hp)
         for i, hp in enumerate(draws)
     ]
-    runs = run_sweep(jobs, s.engine, refresh)
+    runs = run_sweep(jobs, s.engine, refresh) if jobs else []
     return pair + [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws, strict=True)], rungs
 
 
