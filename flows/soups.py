@@ -418,7 +418,7 @@ def probe_basin(
             {
                 "lr": base_lr * frac,
                 "weight_decay": float(np.sqrt(np.prod(s.weight_decay))),
-                key: max(lengths[1]),
+                key: max(lengths),
                 "seed": sd,
             }
             for sd in seeds
