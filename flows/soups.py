@@ -8,14 +8,21 @@
    whole validation split and is never used to choose.)
 2. Base: a checkpoint already in the store (base.run), or a run trained here on base.data (another
    part of the text) or, by default, on the target itself.
-3. Sweep: M fine-tunes from the base with lr, weight decay, epochs and seed drawn from a Ray Tune
+3. Sweep: M fine-tunes from the base with lr, weight decay, length and seed drawn from a Ray Tune
    search space (seeded), each a TrainJob with init_from = the base: content-addressed, never trained
-   twice. Or skip the sweep and soup any checkpoints of the store (`ingredients`).
+   twice. With sweep.basin.rungs > 0 the learning rates are found by measurement first: a ladder
+   down from the base's own peak, two probe fine-tunes per rung, held-out loss along the line between
+   them; the first rung whose midpoint beats both ends sets the top of the sweep (the pair joins it).
+   Lengths may be fractions of the base's own steps (sweep.steps_fraction). Or skip the sweep and
+   soup any checkpoints of the store (`ingredients`).
 4. Soups (uniform, greedy, learned, MWA) and merges (task arithmetic, TIES, DARE, SLERP), each
-   committed as soups/<key>/<name> with a manifest naming ingredients and weights.
+   committed as soups/<key>/<name> with a manifest naming ingredients and weights, each scored on
+   test and on the base corpus's test split (out of distribution) with a paired-bootstrap interval
+   of its gain over the best single fine-tune (chosen on held-out).
 5. Independent members trained from scratch (different seeds): naive average vs weight-matched
    average, against their ensemble.
-6. A report with a held-out vs test plot of every model.
+6. A report: gains with intervals and verdicts (p >= 0.95 only), the probe, a held-out vs test plot
+   of every model and the loss along the segments (the two best ingredients; the base to the soup).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
 - Cooking: one Ray task reads the ingredients one at a time from the store, scores them on held-out
   and test, makes every soup and merge, and commits each as soups/<key>/<name> (model.safetensors,
   manifest meta naming its ingredients and weights, and "model" so job.model_from_run loads it).
+- Scores: held-out (every choice), and test and the base corpus's test split (OOD) per window, so
+  every soup's gain over the best ingredient gets a paired-bootstrap interval.
+- Basin probe: held-out loss along the line between two fine-tunes (cached), for the sweep's rule.
 - Independent members: naive and weight-matched averages, and the ensemble as the reference.
 """
 
