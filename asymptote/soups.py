@@ -211,9 +211,9 @@ def basin_check(losses: Sequence[float]) -> dict:
     """Does a segment between two fine-tunes stay in one basin, and does their average pay?
 
     losses: held-out loss at evenly spaced alphas from 0 to 1 (an odd count, so the midpoint is one).
-    barrier: the largest excess of an interior point over the straight chord between the ends (<= 0:
-    no bump, the ends are linearly connected); midpoint_gain: min(ends) - loss at alpha 1/2 (> 0: the two-ingredient
-    uniform soup beats both). `soups` is True when the midpoint beats both ends.
+    barrier: the largest excess of an interior point over the straight chord between the ends
+    (<= 0: no bump, the ends are linearly connected); midpoint_gain: min(ends) - loss at alpha 1/2
+    (> 0: the two-ingredient uniform soup beats both). `soups` is True when the midpoint beats both.
     """
     if len(losses) < 3 or len(losses) % 2 == 0:
         raise ValueError(f"basin_check needs an odd number (>= 3) of evenly spaced points, got {len(losses)}")
