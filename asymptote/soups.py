@@ -43,6 +43,9 @@ from safetensors.torch import load_file
 
 from asymptote.checkpoint import WEIGHTS
 from asymptote.config import Section, known_names
+from asymptote.data import eval_windows, windows_to_batch
+from asymptote.dist import DistEnv
+from asymptote.evaluation import mean_loss
 from asymptote.model import lm_loss
 
 Tensors = dict[str, torch.Tensor]
@@ -110,6 +113,122 @@ def heldout_test_split(
     )
 
 
+@torch.no_grad()
+def window_losses(
+    model: nn.Module, tokens: np.ndarray, block: int, device: torch.device | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Mean loss of each non-overlapping window (what a bootstrap resamples); their mean is mean_loss."""
+    device = device or torch.device("cpu")
+    out = []
+    starts = eval_windows(len(tokens), block)
+    for i in range(0, len(starts), batch_size):
+        x, y = windows_to_batch(tokens, starts[i : i + batch_size], block)
+        logits = model(x.to(device))
+        per_token = nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="none"
+        )
+        out.append(per_token.view(y.shape).mean(1).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@dataclass
+class Scorer:
+    """Every loss the soups need, split by what may read it.
+
+    `held` (the held-out split) is the only loss any choice may use: greedy order and acceptance,
+    learned weights, MWA losses, merge scales, the best single ingredient, the sweep's basin probe.
+    `test_windows` (the target's test split) and `ood_windows` (the pretraining corpus's test split,
+    off the fine-tuning distribution) are reported only, as per-window losses for paired bootstraps.
+    """
+
+    heldout: np.ndarray
+    test: np.ndarray
+    block: int
+    windows: int | None = None
+    """Cap on held-out windows (evenly spaced); test and OOD always use every window."""
+    device: torch.device = torch.device("cpu")
+    ood: np.ndarray | None = None
+
+    def held(self, model: nn.Module) -> float:
+        return mean_loss(
+            model, self.heldout, self.block, DistEnv(device=self.device), max_windows=self.windows
+        )
+
+    def test_windows(self, model: nn.Module) -> np.ndarray:
+        return window_losses(model, self.test, self.block, self.device)
+
+    def ood_windows(self, model: nn.Module) -> np.ndarray | None:
+        return None if self.ood is None else window_losses(model, self.ood, self.block, self.device)
+
+
+# ----------------------------------------------------------------------------- gains, with intervals
+
+
+def paired_bootstrap(reference: np.ndarray, candidate: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
+    """Gain = mean(reference - candidate) over windows (> 0: candidate has the lower loss), resampled.
+
+    Windows are resampled with replacement, the same windows for both models (paired), so the
+    interval reflects which stretches of text happened to be in test, not the models' shared noise.
+    Returns value, a 95% percentile interval `ci` and `p`, the share of resamples with gain > 0.
+    """
+    diff = np.asarray(reference, np.float64) - np.asarray(candidate, np.float64)
+    if diff.size == 0:
+        raise ValueError("paired_bootstrap: no windows to compare")
+    idx = np.random.default_rng(seed).integers(0, diff.size, (n, diff.size))
+    means = diff[idx].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"value": float(diff.mean()), "ci": [float(lo), float(hi)], "p": float((means > 0).mean())}
+
+
+def verdict(gain: dict, level: float = 0.95) -> str:
+    """'better' / 'worse' only where the bootstrap is that sure; otherwise 'no verdict'."""
+    if gain["p"] >= level:
+        return "better"
+    return "worse" if 1 - gain["p"] >= level else "no verdict"
+
+
+# ----------------------------------------------------------------------------- loss along a segment
+
+
+@torch.no_grad()
+def along_segment(
+    model: nn.Module, a: Tensors, b: Tensors, alphas: Sequence[float], evaluate: Callable[[nn.Module], dict]
+) -> list[dict]:
+    """evaluate((1 - alpha) a + alpha b) at each alpha; the model's weights are overwritten."""
+    params = model.state_dict()
+    rows = []
+    for alpha in alphas:
+        for name, acc in params.items():
+            if acc.is_floating_point():
+                acc.copy_(torch.lerp(a[name].to(acc), b[name].to(acc), float(alpha)))
+            else:
+                acc.copy_(a[name])
+        rows.append({"alpha": float(alpha), **evaluate(model)})
+    return rows
+
+
+def basin_check(losses: Sequence[float]) -> dict:
+    """Does a segment between two fine-tunes stay in one basin, and does their average pay?
+
+    losses: held-out loss at evenly spaced alphas from 0 to 1 (an odd count, so the midpoint is one).
+    barrier: the largest excess of an interior point over the straight chord between the ends
+    (<= 0: no bump, the ends are linearly connected); midpoint_gain: min(ends) - loss at alpha 1/2
+    (> 0: the two-ingredient uniform soup beats both). `soups` is True when the midpoint beats both.
+    """
+    if len(losses) < 3 or len(losses) % 2 == 0:
+        raise ValueError(f"basin_check needs an odd number (>= 3) of evenly spaced points, got {len(losses)}")
+    y = np.asarray(losses, np.float64)
+    chord = np.linspace(y[0], y[-1], len(y))
+    mid = y[len(y) // 2]
+    gain = float(min(y[0], y[-1]) - mid)
+    return {"barrier": float((y - chord)[1:-1].max()), "midpoint_gain": gain, "soups": bool(gain > 0)}
+
+
+def choose_rung(checks: Sequence[dict]) -> int:
+    """The first rung (largest learning rate, probed first) whose probe pair soups; else the last."""
+    return next((i for i, c in enumerate(checks) if c["soups"]), len(checks) - 1)
+
+
 # ----------------------------------------------------------------------------- streaming means
 
 
@@ -134,7 +253,7 @@ def _fold(acc: Tensors, x: Tensors, k: int, weight: WeightFn, seen: dict[str, fl
 def weighted_average(
     ingredients: Sequence[Ingredient], weight: WeightFn, into: Tensors | None = None
 ) -> Tensors:
-    """The weighted mean of the ingredients, streamed. `into` (e.g. a model's state_dict) receives it in place."""
+    """The weighted mean of the ingredients, streamed; `into` (e.g. a state_dict) receives it in place."""
     if not ingredients:
         raise ValueError("a soup needs at least one ingredient")
     acc: Tensors = into if into is not None else {}
@@ -332,6 +451,17 @@ class SoupOptions(Section):
     """Held-out windows per learned-soup step."""
     seed: int = 0
     """Order of the held-out windows the learned soup trains on."""
+    bootstrap: int = Field(2000, ge=100)
+    """Resamples of the test windows behind every gain's interval and p."""
+    curve_points: int = Field(11, ge=3)
+    """Evenly spaced points (alpha 0..1, odd so the midpoint is one) along each interpolation segment."""
+
+    @field_validator("curve_points")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"{v}: give an odd count so alpha = 1/2 is one of the points")
+        return v
 
     @field_validator("methods")
     @classmethod

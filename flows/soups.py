@@ -8,14 +8,21 @@
    whole validation split and is never used to choose.)
 2. Base: a checkpoint already in the store (base.run), or a run trained here on base.data (another
    part of the text) or, by default, on the target itself.
-3. Sweep: M fine-tunes from the base with lr, weight decay, epochs and seed drawn from a Ray Tune
+3. Sweep: M fine-tunes from the base with lr, weight decay, length and seed drawn from a Ray Tune
    search space (seeded), each a TrainJob with init_from = the base: content-addressed, never trained
-   twice. Or skip the sweep and soup any checkpoints of the store (`ingredients`).
+   twice. With sweep.basin.rungs > 0 the learning rates are found by measurement first: a ladder
+   down from the base's own peak, two probe fine-tunes per rung, held-out loss along the line between
+   them; the first rung whose midpoint beats both ends sets the top of the sweep (the pair joins it).
+   Lengths may be fractions of the base's own steps (sweep.steps_fraction). Or skip the sweep and
+   soup any checkpoints of the store (`ingredients`).
 4. Soups (uniform, greedy, learned, MWA) and merges (task arithmetic, TIES, DARE, SLERP), each
-   committed as soups/<key>/<name> with a manifest naming ingredients and weights.
+   committed as soups/<key>/<name> with a manifest naming ingredients and weights, each scored on
+   test and on the base corpus's test split (out of distribution) with a paired-bootstrap interval
+   of its gain over the best single fine-tune (chosen on held-out).
 5. Independent members trained from scratch (different seeds): naive average vs weight-matched
    average, against their ensemble.
-6. A report with a held-out vs test plot of every model.
+6. A report: gains with intervals and verdicts (p >= 0.95 only), the probe, a held-out vs test plot
+   of every model and the loss along the segments (the two best ingredients; the base to the soup).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -42,10 +50,12 @@ from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
 from asymptote.tasks.soups import (
     Kitchen,
+    Segment,
     SoupEntry,
     cook,
     independent_averages,
     plot_heldout_vs_test,
+    probe_segment,
     run_sweep,
     sample_trials,
 )
@@ -82,17 +92,40 @@ class BaseConfig(Section):
     """Pre-training recipe of the base trained here."""
 
 
+class BasinConfig(Section):
+    """Find the sweep's learning rates by measurement, so that its fine-tunes share one basin.
+
+    A ladder of learning rates descends from the base's own peak: lr_i = base lr / factor**i. At each
+    rung two probe fine-tunes (two seeds, the sweep's longest length) train from the base and the
+    held-out loss is measured along the straight line between them. The first rung whose midpoint
+    (their two-ingredient uniform soup) beats both ends is accepted (else the last rung probed); the
+    sweep then draws learning rates log-uniformly in [lr / lr_span, lr], and the probe pair joins it.
+    """
+
+    rungs: int = Field(0, ge=0)
+    """Rungs to probe at most; 0 turns the probe off (sweep.lr is then absolute)."""
+    factor: float = Field(2.0, gt=1)
+    """Each rung's learning rate is the previous one's divided by this."""
+    lr_span: float = Field(4.0, ge=1)
+    """The sweep's learning rates reach down to the accepted rung's divided by this."""
+
+
 class SweepConfig(Section):
     """The fine-tunes: hyperparameters drawn from a Ray Tune search space."""
 
     n_models: int = Field(4, ge=1)
     """Fine-tunes M."""
     lr: list[float] = Field(default_factory=lambda: [3e-4, 3e-3])
-    """Log-uniform range [low, high] of the peak learning rate."""
+    """Log-uniform range [low, high] of the peak learning rate (ignored when basin.rungs > 0)."""
     weight_decay: list[float] = Field(default_factory=lambda: [0.01, 0.5])
     """Log-uniform range [low, high] of the weight decay."""
     epochs: list[float] = Field(default_factory=lambda: [0.03, 0.06])
-    """Choices of passes over the target's training split."""
+    """Choices of passes over the target's training split (ignored when steps_fraction is given)."""
+    steps_fraction: list[float] = Field(default_factory=list)
+    """Choices of fine-tune length as fractions of the base's own optimiser steps (its schedule);
+    empty: use epochs."""
+    basin: BasinConfig = Field(default_factory=BasinConfig)
+    """The learning-rate range found by a basin probe, relative to the base's peak."""
     seed: int = 0
     """Seed of the draws (each run also draws its own train/data seed)."""
     engine: Literal["tune", "tasks"] = "tasks"
@@ -101,7 +134,8 @@ class SweepConfig(Section):
     train: TrainConfig = Field(
         default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None)
     )
-    """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, epochs and seeds are drawn."""
+    """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, length and
+    seeds are drawn."""
 
     @field_validator("lr", "weight_decay")
     @classmethod
@@ -117,14 +151,35 @@ class SweepConfig(Section):
             raise ValueError(f"{v}: give one or more positive epoch counts")
         return v
 
-    def space(self) -> dict[str, Any]:
+    @field_validator("steps_fraction")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if v and min(v) <= 0:
+            raise ValueError(f"{v}: fractions of the base's steps must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _probe_needs_two(self) -> "SweepConfig":
+        if self.basin.rungs and self.n_models < 2:
+            raise ValueError("a basin probe trains a pair that joins the sweep: n_models must be >= 2")
+        return self
+
+    def lengths(self, base_steps: int | None) -> tuple[str, list[float]]:
+        """("max_steps", steps) from steps_fraction of the base's steps, else ("epochs", epochs)."""
+        if not self.steps_fraction:
+            return "epochs", self.epochs
+        if not base_steps:
+            raise ValueError("sweep.steps_fraction needs a base run whose summary records its steps")
+        return "max_steps", [max(1, round(f * base_steps)) for f in self.steps_fraction]
+
+    def space(self, lr: list[float], lengths: tuple[str, list[float]]) -> dict[str, Any]:
         from ray import tune
 
-        lr, wd = self.lr, self.weight_decay
+        wd = self.weight_decay
         return {
             "lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
             "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
-            "epochs": tune.choice(self.epochs),
+            lengths[0]: tune.choice(lengths[1]),
             "seed": tune.randint(0, 2**16),
         }
 
@@ -151,7 +206,8 @@ class SoupStudyConfig(Section):
     name: str = Field("soups", json_schema_extra={"volatile": True})
     """Label shown in reports and progress."""
     data: DataConfig = Field(default_factory=DataConfig)
-    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation split."""
+    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation
+    split."""
     base: BaseConfig = Field(default_factory=BaseConfig)
     """The checkpoint every fine-tune starts from."""
     sweep: SweepConfig = Field(default_factory=SweepConfig)
@@ -182,7 +238,17 @@ class SoupStudyConfig(Section):
 class FineTune(BaseModel):
     run: RunRef
     hparams: dict[str, Any]
-    """Drawn lr, weight_decay, epochs, seed."""
+    """Drawn lr, weight_decay, epochs (or max_steps), seed."""
+
+
+class Rung(BaseModel):
+    """One rung of the basin probe: two fine-tunes at one learning rate and the line between them."""
+
+    lr: float
+    lr_fraction: float
+    """lr as a fraction of the base's peak learning rate."""
+    runs: list[str]
+    segment: Segment
 
 
 class SoupStudyResult(BaseModel):
@@ -196,13 +262,22 @@ class SoupStudyResult(BaseModel):
     entries: list[SoupEntry]
     """Every ingredient, soup, merge, member, average and the ensemble, with held-out and test losses."""
     report_uri: str
+    segments: list[Segment] = []
+    """Loss along the line between the two best ingredients, and between the base and the soup."""
+    probe: list[Rung] = []
+    """The basin probe's rungs, in the order probed; the last is the one accepted."""
+
+    def best_single(self) -> SoupEntry | None:
+        """The fine-tune with the lowest held-out loss (never chosen on test)."""
+        singles = [e for e in self.entries if e.kind == "ingredient"]
+        return min(singles, key=lambda e: e.heldout) if singles else None
 
     def test_loss(self) -> dict[str, float]:
         """Headline test losses: the best single (chosen on held-out), each soup and merge, the averages."""
         out = {}
         singles = [e for e in self.entries if e.kind == "ingredient"]
         if singles:
-            out["best_single"] = min(singles, key=lambda e: e.heldout).test
+            out["best_single"] = self.best_single().test
             out["oracle_single"] = min(e.test for e in singles)
         out |= {
             e.name: e.test
@@ -214,15 +289,32 @@ class SoupStudyResult(BaseModel):
             out["independent_members"] = sum(members) / len(members)
         return out
 
+    def ood_test_loss(self) -> dict[str, float]:
+        """Losses on the pretraining corpus's test split: the best single and every soup and merge."""
+        best = self.best_single()
+        out = {"best_single": best.ood_test} if best and best.ood_test is not None else {}
+        return out | {
+            e.name: e.ood_test for e in self.entries if e.kind in ("soup", "merge") and e.ood_test is not None
+        }
+
+    def gains(self, ood: bool = False) -> dict[str, dict[str, Any]]:
+        """Per soup and merge: gain over the best single (value, ci, p, verdict), on test or OOD test."""
+        return {
+            e.name: (e.ood_gain if ood else e.gain)
+            for e in self.entries
+            if e.kind in ("soup", "merge") and (e.ood_gain if ood else e.gain)
+        }
+
 
 # ----------------------------------------------------------------------------- steps
 
 
 def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool):
-    """The base checkpoint: base.run as is, or a run trained here (submitted, so members train beside it)."""
+    """(the base, its corpus): base.run as is (corpus unknown), or a run trained here (submitted, so
+    members train beside it) with the data artifact it was trained on."""
     b = config.base
     if b.run:
-        return store.model_ref(b.run, "base.run")
+        return store.model_ref(b.run, "base.run"), None
     data = b.data or config.data
     ref = target if b.data is None else prepare_data(data, store)
     job = make_job(
@@ -235,40 +327,40 @@ def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str
         store=store.cfg,
         progress_hub=hub,
     )
-    return submit_train(job, refresh)
+    return submit_train(job, refresh), ref
 
 
-def finetune_jobs(
-    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None
-) -> tuple[list[TrainJob], list[dict[str, Any]]]:
-    """One TrainJob per drawn hyperparameter set, each initialised from the base."""
-    shape = store.manifest(base).meta["model"]
-    draws = sample_trials(config.sweep.space(), config.sweep.n_models, config.sweep.seed)
-    jobs = []
-    for i, hp in enumerate(draws):
-        tr = config.sweep.train.model_copy(
-            update={
-                "lr": hp["lr"],
-                "weight_decay": hp["weight_decay"],
-                "epochs": hp["epochs"],
-                "train_seed": hp["seed"],
-                "data_seed": hp["seed"],
-            }
-        )
-        jobs.append(
-            make_job(
-                name=f"{config.name}-ft-{i}",
-                model=ModelConfig.model_validate(shape),
-                data=config.data,
-                train=tr,
-                data_artifact=target.rel,
-                init_from=base,
-                compute=config.compute,
-                store=store.cfg,
-                progress_hub=hub,
-            )
-        )
-    return jobs, draws
+def finetune_job(
+    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None, name: str, hp: dict
+) -> TrainJob:
+    """One fine-tune of the base with the hyperparameters hp (lr, weight_decay, epochs or max_steps, seed)."""
+    lengths = {k: hp[k] for k in ("epochs", "max_steps") if k in hp}
+    tr = config.sweep.train.model_copy(
+        update={
+            "lr": hp["lr"],
+            "weight_decay": hp["weight_decay"],
+            **lengths,
+            "train_seed": hp["seed"],
+            "data_seed": hp["seed"],
+        }
+    )
+    return make_job(
+        name=name,
+        model=ModelConfig.model_validate(store.manifest(base).meta["model"]),
+        data=config.data,
+        train=tr,
+        data_artifact=target.rel,
+        init_from=base,
+        compute=config.compute,
+        store=store.cfg,
+        progress_hub=hub,
+    )
+
+
+def base_schedule(store: Store, base: str) -> tuple[float | None, int | None]:
+    """The base's peak learning rate and optimiser steps, from its run manifest (None if not a run)."""
+    meta = store.manifest(base).meta
+    return meta.get("config", {}).get("train", {}).get("lr"), meta.get("summary", {}).get("steps")
 
 
 def member_jobs(
@@ -310,12 +402,61 @@ def start_members(
     return [submit_train(j, refresh) for j in member_jobs(config, store, target, shape, hub)]
 
 
+def probe_basin(
+    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub, refresh: bool, gpu: bool
+) -> tuple[list[Rung], list[FineTune]]:
+    """Descend the learning-rate ladder from the base's peak until a probe pair soups (held-out only)."""
+    from asymptote.soups import choose_rung
+
+    s, (base_lr, base_steps) = config.sweep, base_schedule(store, base)
+    if base_lr is None:
+        raise ValueError(
+            f"sweep.basin needs a base run whose config records its learning rate; {base} has none"
+        )
+    key, lengths = s.lengths(base_steps)
+    seeds = np.random.RandomState(s.seed + 1).randint(0, 2**16, 2).tolist()
+    rungs, pairs = [], []
+    for i in range(s.basin.rungs):
+        frac = s.basin.factor**-i
+        hps = [
+            {
+                "lr": base_lr * frac,
+                "weight_decay": float(np.sqrt(np.prod(s.weight_decay))),
+                key: max(lengths),
+                "seed": sd,
+            }
+            for sd in seeds
+        ]
+        jobs = [
+            finetune_job(config, store, base, target, hub, f"{config.name}-probe-{i}-{j}", hp)
+            for j, hp in enumerate(hps)
+        ]
+        runs = [f.result() for f in [submit_train(j, refresh) for j in jobs]]
+        seg = probe_segment(store, runs[0].rel, runs[1].rel, target.rel, config.soups, gpu, refresh)
+        rungs.append(Rung(lr=base_lr * frac, lr_fraction=frac, runs=[r.rel for r in runs], segment=seg))
+        pairs.append([FineTune(run=r, hparams=hp) for r, hp in zip(runs, hps, strict=True)])
+        if seg.check["soups"]:
+            break
+    return rungs, pairs[choose_rung([r.segment.check for r in rungs])]
+
+
 def sweep(
-    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub: str | None, refresh: bool
-) -> list[FineTune]:
-    jobs, draws = finetune_jobs(config, store, base, target, hub)
-    runs = run_sweep(jobs, config.sweep.engine, refresh)
-    return [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws, strict=False)]
+    config: SoupStudyConfig, store: Store, base: str, target: DataRef, hub, refresh: bool, gpu: bool = False
+) -> tuple[list[FineTune], list[Rung]]:
+    """The fine-tunes: draws from the configured space, or the basin probe's pair plus draws around it."""
+    s = config.sweep
+    lengths = s.lengths(base_schedule(store, base)[1])
+    rungs, pair, lr = [], [], s.lr
+    if s.basin.rungs:
+        rungs, pair = probe_basin(config, store, base, target, hub, refresh, gpu)
+        lr = [rungs[-1].lr / s.basin.lr_span, rungs[-1].lr]
+    draws = sample_trials(s.space(lr, lengths), s.n_models - len(pair), s.seed)
+    jobs = [
+        finetune_job(config, store, base, target, hub, f"{config.name}-ft-{i}", hp)
+        for i, hp in enumerate(draws)
+    ]
+    runs = run_sweep(jobs, s.engine, refresh) if jobs else []
+    return pair + [FineTune(run=r, hparams=hp) for r, hp in zip(runs, draws, strict=True)], rungs
 
 
 def averages(
@@ -329,8 +470,7 @@ def averages(
 
 @flow(name="soups", log_prints=True)
 def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | None = None) -> SoupStudyResult:
-    """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages
-    -> report."""
+    """Data -> base -> sweep (or given checkpoints) -> soups and merges -> independent averages -> report."""
     config = config or SoupStudyConfig()
     recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
@@ -338,25 +478,35 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
         gpu = config.compute.use_gpu  # "auto" is resolved by the tasks that run (tasks.soups.resolve_gpu)
         target = prepare_data(config.data, store, refresh=again("data"))
         given = [store.model_ref(r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
-        pending = (
-            submit_base(config, store, target, hub, again("base")) if config.base.run or not given else None
+        pending, corpus = (
+            submit_base(config, store, target, hub, again("base"))
+            if config.base.run or not given
+            else (None, None)
         )
         futures = start_members(
             config, store, target, given, hub, again("independent")
         )  # queued after the base
         base = pending.result().rel if hasattr(pending, "result") else pending
-        finetunes = [] if given else sweep(config, store, base, target, hub, again("sweep"))
+        finetunes, probe = ([], []) if given else sweep(config, store, base, target, hub, again("sweep"), gpu)
         kitchen = Kitchen(
             ingredients=given or [f.run.rel for f in finetunes],
             data=target.rel,
             soups=config.soups,
-            base=base if config.merges.methods else None,
+            base=base,
             merges=config.merges,
+            ood_data=corpus.rel if corpus is not None and corpus.rel != target.rel else None,
         )
-        entries = cook(store, kitchen, gpu, refresh=again("soups"))
-        entries += averages(config, store, futures, target, gpu, again("independent"))
+        cooking = cook(store, kitchen, gpu, refresh=again("soups"))
+        entries = cooking.entries + averages(config, store, futures, target, gpu, again("independent"))
     result = SoupStudyResult(
-        flow_run_id=flow_run.id, data=target, base=base, finetunes=finetunes, entries=entries, report_uri=""
+        flow_run_id=flow_run.id,
+        data=target,
+        base=base,
+        finetunes=finetunes,
+        entries=entries,
+        report_uri="",
+        segments=cooking.segments,
+        probe=probe,
     )
     markdown, files = soup_report(config, result, store)
     return result.model_copy(
@@ -368,7 +518,7 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
 
 
 def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
-    names = {ft.run.rel: f"ft-{i}" for i, ft in enumerate(result.finetunes)}
+    names = _short_names(result)
     rows = []
     for e in result.entries:
         used = (
@@ -383,11 +533,48 @@ def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
                 "kind": e.kind,
                 "held-out": e.heldout,
                 "test": e.test,
+                "OOD test": e.ood_test if e.ood_test is not None else "",
                 "weights": " ".join(used) if len(used) <= 8 else f"{len(used)} ingredients",
                 "notes": extra,
             }
         )
     return rows
+
+
+def _short_names(result: SoupStudyResult) -> dict[str, str]:
+    return {ft.run.rel: f"ft-{i}" for i, ft in enumerate(result.finetunes)}
+
+
+def _gain_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
+    """Per soup and merge: its test (and OOD) gain over the best single, interval, p and verdict."""
+
+    def cell(g):
+        return (
+            f"{g['value']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] p={g['p']:.3f} {g['verdict']}"
+            if g
+            else ""
+        )
+
+    return [
+        {"model": e.name, "kind": e.kind, "test gain": cell(e.gain), "OOD test gain": cell(e.ood_gain)}
+        for e in result.entries
+        if e.kind in ("soup", "merge")
+    ]
+
+
+def _probe_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rung": i,
+            "lr": f"{r.lr:.2e}",
+            "of base lr": f"{r.lr_fraction:.3g}",
+            "held-out along the line": " ".join(f"{p['heldout']:.4f}" for p in r.segment.points),
+            "barrier": f"{r.segment.check['barrier']:+.4f}",
+            "midpoint gain": f"{r.segment.check['midpoint_gain']:+.4f}",
+            "soups": r.segment.check["soups"],
+        }
+        for i, r in enumerate(result.probe)
+    ]
 
 
 def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
@@ -396,7 +583,7 @@ def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
             "fine-tune": f"ft-{i}",
             "lr": f"{ft.hparams['lr']:.2e}",
             "weight_decay": f"{ft.hparams['weight_decay']:.3f}",
-            "epochs": ft.hparams["epochs"],
+            "length": ft.hparams.get("max_steps", ft.hparams.get("epochs")),
             "seed": ft.hparams["seed"],
             "steps": ft.run.summary.get("steps"),
             "run": f"`{ft.run.rel}`",
@@ -405,35 +592,73 @@ def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
     ]
 
 
-def soup_report(
-    config: SoupStudyConfig, result: SoupStudyResult, store: Store, plot_name: str = "heldout_vs_test.png"
-) -> tuple[str, dict[str, bytes]]:
+def _figures(config: SoupStudyConfig, result: SoupStudyResult, plot_name: str) -> dict[str, bytes]:
+    from asymptote.plots import plot_segments
+
+    segments_png = plot_name.replace("heldout-vs-test", "interpolation").replace(
+        "heldout_vs_test", "interpolation"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         plot_heldout_vs_test(result.entries, Path(tmp) / plot_name, title=f"{config.name}: held-out vs test")
         files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
-    t = result.test_loss()
-    verdict = ""
-    if "greedy" in t and "best_single" in t:
-        verdict = (
-            f"\nGreedy soup vs the best single fine-tune (chosen on held-out), on test: {t['greedy']:.4f} vs "
-            f"{t['best_single']:.4f} ({'greedy is better or equal' if t['greedy'] <= t['best_single'] else 'greedy is worse'}).\n"
-        )
+        if result.segments:
+            plot_segments(
+                [g.model_dump() for g in result.segments], Path(tmp) / segments_png, f"{config.name}: "
+            )
+            files[segments_png] = (Path(tmp) / segments_png).read_bytes()
+    return files
+
+
+def _verdict(result: SoupStudyResult) -> str:
+    t, best = result.test_loss(), result.best_single()
+    if "greedy" not in t or best is None:
+        return ""
+    greedy = next(e for e in result.entries if e.name == "greedy")
+    kept = sum(w > 0 for w in greedy.weights.values())
+    g = greedy.gain
+    return (
+        f"\nGreedy soup ({kept} ingredient(s)) vs the best single fine-tune (chosen on held-out), on test: "
+        f"{t['greedy']:.4f} vs {t['best_single']:.4f}; gain {g['value']:+.4f}, 95% interval "
+        f"[{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] over test windows, p(gain > 0) = {g['p']:.3f}: "
+        f"{g['verdict']} (a verdict only where p >= 0.95 either way).\n"
+    )
+
+
+def soup_report(
+    config: SoupStudyConfig, result: SoupStudyResult, store: Store, plot_name: str = "heldout_vs_test.png"
+) -> tuple[str, dict[str, bytes]]:
+    files = _figures(config, result, plot_name)
     sweep = f"\n### Fine-tunes\n\n{md_table(_finetune_rows(result))}\n" if result.finetunes else ""
+    probe = (
+        "\n### Basin probe\n\nTwo fine-tunes per rung of a learning-rate ladder down from the base's peak; "
+        "held-out loss at evenly spaced points on the line between them. The first rung whose midpoint beats "
+        "both ends sets the sweep's top learning rate.\n\n"
+        f"{md_table(_probe_rows(result))}\n"
+        if result.probe
+        else ""
+    )
     base = f"`{store.uri(result.base)}`" if result.base else "none (given checkpoints, no merges)"
+    curves = [n for n in files if n != plot_name]
     markdown = (
         f"# Model soups: {config.name}\n\n"
-        f"Target `{result.data.uri}`; its validation split is cut into chunks of {config.soups.split_chunk_windows} "
-        f"windows dealt to held-out ({config.soups.heldout_fraction:.0%}, every choice) and test (the rest, "
-        f"reported only). Base: {base}.\n{verdict}\n"
-        f"{md_table(_rows(result))}\n{sweep}\n"
+        f"Target `{result.data.uri}`; its validation split is cut into chunks of "
+        f"{config.soups.split_chunk_windows} windows dealt to held-out ({config.soups.heldout_fraction:.0%}, "
+        "every choice) and test (the rest, reported only). OOD test: the test split of the base's "
+        f"pretraining corpus. Base: {base}.\n{_verdict(result)}\n"
+        f"{md_table(_rows(result))}\n\n### Gains over the best single fine-tune\n\n"
+        "Paired bootstrap over test windows (resampled with replacement, "
+        f"{config.soups.bootstrap} times): mean gain, 95% interval, p = share of resamples with gain > 0.\n\n"
+        f"{md_table(_gain_rows(result))}\n{probe}{sweep}\n"
         "- MWA weights: w_k proportional to (L_k / L_min)^(-p) on held-out loss, "
-        f"p = {config.soups.mwa_penalty}.\n- Merges add scale x the merged task vector to the base; the scale "
-        f"is chosen on held-out from {config.merges.scales}; SLERP joins the two best ingredients.\n"
-        "- Independent members: trained from scratch with different seeds; aligned_avg permutes each onto the "
-        "first by weight matching (residual stream, heads, SwiGLU units) before averaging; the ensemble "
-        "averages their logits.\n"
-        f"- Soups are committed under `{store.uri('soups')}` with manifests naming ingredients and weights.\n\n"
+        f"p = {config.soups.mwa_penalty}.\n- Merges add scale x the merged task vector to the base; the "
+        f"scale is chosen on held-out from {config.merges.scales}; SLERP joins the two best ingredients.\n"
+        "- Independent members: trained from scratch with different seeds; aligned_avg permutes each onto "
+        "the first by weight matching (residual stream, heads, SwiGLU units) before averaging; the "
+        "ensemble averages their logits.\n"
+        f"- Soups are committed under `{store.uri('soups')}` with manifests naming ingredients and "
+        "weights.\n\n"
         f"![held-out vs test]({plot_name})\n"
+        + "".join(f"\n![loss along the segments]({c})\n" for c in curves)
     )
     return markdown, files
 
@@ -442,12 +667,13 @@ def report(
     config: SoupStudyConfig, result: SoupStudyResult, store: Store, level: int = 1, prefix: str = ""
 ) -> Report:
     markdown, files = soup_report(config, result, store, plot_name=f"{prefix}heldout_vs_test.png")
-    return Report(shift_headings(markdown, level - 1), files, {"test_loss": result.test_loss()})
+    return Report(shift_headings(markdown, level - 1), files, summary(result)[0])
 
 
 def summary(result: SoupStudyResult) -> tuple[dict, str]:
     losses = result.test_loss()
-    return {"test_loss": losses}, "test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    figures = {"test_loss": losses, "ood_test_loss": result.ood_test_loss(), "gain_over_best": result.gains()}
+    return figures, "test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
 def inputs(config: SoupStudyConfig, earlier: dict[str, BaseModel]) -> SoupStudyConfig:

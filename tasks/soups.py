@@ -8,6 +8,9 @@
 - Cooking: one Ray task reads the ingredients one at a time from the store, scores them on held-out
   and test, makes every soup and merge, and commits each as soups/<key>/<name> (model.safetensors,
   manifest meta naming its ingredients and weights, and "model" so job.model_from_run loads it).
+- Scores: held-out (every choice), and test and the base corpus's test split (OOD) per window, so
+  every soup's gain over the best ingredient gets a paired-bootstrap interval.
+- Basin probe: held-out loss along the line between two fine-tunes (cached), for the sweep's rule.
 - Independent members: naive and weight-matched averages, and the ensemble as the reference.
 """
 
@@ -53,6 +56,31 @@ class SoupEntry(BaseModel):
     weights: dict[str, float] = {}
     """Ingredient -> mean mixing weight, for soups and averages."""
     info: dict[str, Any] = {}
+    ood_test: float | None = None
+    """Loss on the pretraining corpus's test split (off the fine-tuning distribution; reported only)."""
+    gain: dict[str, Any] | None = None
+    """Soups and merges: test gain over the best ingredient (chosen on held-out): value, ci, p, verdict."""
+    ood_gain: dict[str, Any] | None = None
+    """The same gain on the pretraining corpus's test split."""
+
+
+class Segment(BaseModel):
+    """Losses along the straight line (1 - alpha) start + alpha end between two models."""
+
+    name: str
+    start: str
+    end: str
+    points: list[dict[str, float]]
+    """Per alpha: heldout, and (for the report's plot) test and ood where scored."""
+    check: dict[str, Any] = {}
+    """basin_check of the held-out losses: barrier, midpoint_gain, soups."""
+
+
+class Cooking(BaseModel):
+    """What one cooking run returns: every model's losses and the interpolation segments."""
+
+    entries: list[SoupEntry]
+    segments: list[Segment] = []
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -119,6 +147,9 @@ class Kitchen(BaseModel):
     """Store-relative path of the target's data artifact."""
     soups: SoupOptions
     merges: MergeOptions
+    ood_data: str | None = None
+    """Store-relative path of the pretraining corpus's data artifact: its test split is the
+    out-of-distribution side (None: not scored)."""
 
     def key(self, store: Store) -> str:
         digests = {
@@ -131,6 +162,7 @@ class Kitchen(BaseModel):
             base=self.base,
             digests=digests,
             data=self.data,
+            ood_data=self.ood_data,
             soups=key_dict(self.soups),
             merges=key_dict(self.merges),
         )
@@ -162,26 +194,22 @@ def model_shape(store: Store, rels: list[str]):
     return first
 
 
-class Scorer:
-    """Held-out and test losses of a model; held-out optionally on a capped, evenly spaced set of windows."""
+def make_scorer(
+    store: Store,
+    data_rel: str,
+    options: SoupOptions,
+    block: int,
+    device: torch.device,
+    ood_rel: str | None = None,
+):
+    """The soups' Scorer on the target's held-out / test split (and the pretraining corpus's test split)."""
+    from asymptote.shards import load_dataset
+    from asymptote.soups import Scorer
 
-    def __init__(self, store: Store, data_rel: str, options: SoupOptions, block: int, device: torch.device):
-        from asymptote.dist import DistEnv
-        from asymptote.shards import load_dataset
-
-        _, val, _ = load_dataset(store, data_rel)
-        self.heldout, self.test = options.split(val, block)
-        self.block, self.windows, self.env = block, options.eval_windows, DistEnv(device=device)
-
-    def held(self, model) -> float:
-        from asymptote.evaluation import mean_loss
-
-        return mean_loss(model, self.heldout, self.block, self.env, max_windows=self.windows)
-
-    def tested(self, model) -> float:
-        from asymptote.evaluation import mean_loss
-
-        return mean_loss(model, self.test, self.block, self.env)
+    _, val, _ = load_dataset(store, data_rel)
+    heldout, test = options.split(val, block)
+    ood = options.split(load_dataset(store, ood_rel)[1], block)[1] if ood_rel else None
+    return Scorer(heldout, test, block, options.eval_windows, device, ood)
 
 
 def commit_model(
@@ -201,9 +229,40 @@ def commit_model(
         (d / "weights.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1, default=str))
 
 
+class Scores(BaseModel):
+    """One model's losses: held-out (choices), test and OOD per window (reports, bootstraps)."""
+
+    heldout: float
+    test: list[float]
+    ood: list[float] | None = None
+
+    @classmethod
+    def of(cls, scorer, model) -> "Scores":
+        ood = scorer.ood_windows(model)
+        return cls(
+            heldout=scorer.held(model),
+            test=scorer.test_windows(model).tolist(),
+            ood=None if ood is None else ood.tolist(),
+        )
+
+    def fields(self, best: "Scores | None" = None, n: int = 2000) -> dict[str, Any]:
+        """SoupEntry fields: losses, and gains over `best` (the best ingredient) with intervals."""
+        from asymptote.soups import paired_bootstrap, verdict
+
+        out = {"heldout": self.heldout, "test": float(np.mean(self.test))}
+        out["ood_test"] = float(np.mean(self.ood)) if self.ood is not None else None
+        if best is not None:
+            gain = paired_bootstrap(np.array(best.test), np.array(self.test), n)
+            out["gain"] = gain | {"verdict": verdict(gain)}
+            if self.ood is not None and best.ood is not None:
+                ood = paired_bootstrap(np.array(best.ood), np.array(self.ood), n)
+                out["ood_gain"] = ood | {"verdict": verdict(ood)}
+        return out
+
+
 def _entry(
     store: Store,
-    scorer: Scorer,
+    scorer,
     model,
     name: str,
     kind: Kind,
@@ -211,19 +270,23 @@ def _entry(
     meta: dict,
     out: str,
     extra: dict | None = None,
+    best: Scores | None = None,
+    n_boot: int = 2000,
 ) -> SoupEntry:
     model.load_state_dict(tensors)
-    held, test = scorer.held(model), scorer.tested(model)
+    scores = Scores.of(scorer, model)
+    fields = scores.fields(best, n_boot)
     rel = f"{out}/{name}"
-    commit_model(store, rel, tensors, {**meta, "heldout_loss": held, "test_loss": test}, extra)
+    commit_model(
+        store, rel, tensors, {**meta, "heldout_loss": fields["heldout"], "test_loss": fields["test"]}, extra
+    )
     return SoupEntry(
         name=name,
         kind=kind,
-        heldout=held,
-        test=test,
         rel=rel,
         weights=meta.get("weights", {}),
         info={k: v for k, v in meta.items() if k not in ("weights", "model", "ingredients")},
+        **fields,
     )
 
 
@@ -236,23 +299,18 @@ def _ingredients(store: Store, rels: list[str]):
     return [Checkpoint.from_folder(store.localize(rel), name=rel) for rel in rels]
 
 
-def _score_ingredients(scorer: Scorer, model, ings) -> list[SoupEntry]:
-    entries = []
+def _score_ingredients(
+    scorer, model, ings, kind: Kind = "ingredient"
+) -> tuple[list[SoupEntry], list[Scores]]:
+    entries, scores = [], []
     for ing in ings:
         model.load_state_dict(ing.load())
-        entries.append(
-            SoupEntry(
-                name=ing.name,
-                kind="ingredient",
-                heldout=scorer.held(model),
-                test=scorer.tested(model),
-                rel=ing.name,
-            )
-        )
-    return entries
+        scores.append(Scores.of(scorer, model))
+        entries.append(SoupEntry(name=ing.name, kind=kind, rel=ing.name, **scores[-1].fields()))
+    return entries, scores
 
 
-def _pantry(kitchen: Kitchen, scorer: Scorer, model, ings, scores, device):
+def _pantry(kitchen: Kitchen, scorer, model, ings, scores, device):
     from asymptote.data import EpochBatcher
     from asymptote.soups import Pantry
 
@@ -268,7 +326,7 @@ def _pantry(kitchen: Kitchen, scorer: Scorer, model, ings, scores, device):
 
 
 def _cook_soups(
-    store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str
+    store: Store, kitchen: Kitchen, scorer, pantry, common: dict, out: str, best: Scores
 ) -> list[SoupEntry]:
     from asymptote.soups import SOUPS
 
@@ -282,13 +340,25 @@ def _cook_soups(
             "weights": dict(zip(kitchen.ingredients, cooked.weights, strict=False)),
         }
         entries.append(
-            _entry(store, scorer, pantry.model, name, "soup", cooked.tensors, meta, out, cooked.info)
+            _entry(
+                store,
+                scorer,
+                pantry.model,
+                name,
+                "soup",
+                cooked.tensors,
+                meta,
+                out,
+                cooked.info,
+                best,
+                kitchen.soups.bootstrap,
+            )
         )
     return entries
 
 
 def _cook_merges(
-    store: Store, kitchen: Kitchen, scorer: Scorer, pantry, common: dict, out: str
+    store: Store, kitchen: Kitchen, scorer, pantry, common: dict, out: str, best: Scores
 ) -> list[SoupEntry]:
     """Each merge at its best held-out scale; SLERP joins the two best ingredients by held-out loss."""
     from asymptote.merges import best_scale_merge
@@ -311,47 +381,96 @@ def _cook_merges(
             "scale": scale,
             "options": kitchen.merges.for_method(method),
         }
+        extra = {"heldout_by_scale": losses}
         entries.append(
             _entry(
-                store, scorer, pantry.model, method, "merge", tensors, meta, out, {"heldout_by_scale": losses}
+                store,
+                scorer,
+                pantry.model,
+                method,
+                "merge",
+                tensors,
+                meta,
+                out,
+                extra,
+                best,
+                kitchen.soups.bootstrap,
             )
         )
     return entries
 
 
+def segment(scorer, model, start, end, points: int, name: str, full: bool = True) -> Segment:
+    """Losses along start -> end (Checkpoints); held-out only unless `full` (test and OOD for the plot)."""
+    from asymptote.soups import along_segment, basin_check
+
+    def evaluate(m) -> dict[str, float]:
+        row = {"heldout": scorer.held(m)}
+        if full:
+            row["test"] = float(scorer.test_windows(m).mean())
+            ood = scorer.ood_windows(m)
+            if ood is not None:
+                row["ood"] = float(ood.mean())
+        return row
+
+    rows = along_segment(model, start.load(), end.load(), np.linspace(0, 1, points), evaluate)
+    check = basin_check([r["heldout"] for r in rows])
+    return Segment(name=name, start=start.name, end=end.name, points=rows, check=check)
+
+
+def _segments(store: Store, kitchen: Kitchen, scorer, pantry, entries: list[SoupEntry]) -> list[Segment]:
+    """The two best ingredients (held-out) joined, and the base joined to the greedy (else first) soup."""
+    from asymptote.soups import Checkpoint
+
+    n = kitchen.soups.curve_points
+    ranked = [pantry.ingredients[k] for k in np.argsort(pantry.scores, kind="stable")]
+    out = []
+    if len(ranked) >= 2:
+        out.append(segment(scorer, pantry.model, ranked[0], ranked[1], n, "best two ingredients"))
+    soups = {e.name: e for e in entries if e.kind == "soup"}
+    soup = soups.get("greedy") or next(iter(soups.values()), None)
+    if kitchen.base and soup:
+        base = Checkpoint.from_folder(store.localize(kitchen.base), name=kitchen.base)
+        end = Checkpoint.from_folder(store.localize(soup.rel), name=soup.name)
+        out.append(segment(scorer, pantry.model, base, end, n, f"base to {soup.name} soup"))
+    return out
+
+
 @ray.remote
-def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> list[dict]:
+def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> dict:
     from asymptote.model import Decoder
 
     device = _device(use_gpu)
     cfg = model_shape(store, kitchen.ingredients + ([kitchen.base] if kitchen.base else []))
-    scorer = Scorer(store, kitchen.data, kitchen.soups, cfg.block_size, device)
+    scorer = make_scorer(store, kitchen.data, kitchen.soups, cfg.block_size, device, kitchen.ood_data)
     model = Decoder(cfg).to(device).eval()
+    return cook_with(store, kitchen, scorer, model, out, device).model_dump()
+
+
+def cook_with(store: Store, kitchen: Kitchen, scorer, model, out: str, device=None) -> Cooking:
+    """Score the ingredients, make every soup and merge, and the segments. Every choice reads
+    scorer.held only; the best single is the ingredient with the lowest held-out loss."""
     ings = _ingredients(store, kitchen.ingredients)
-    entries = _score_ingredients(scorer, model, ings)
-    pantry = _pantry(kitchen, scorer, model, ings, [e.heldout for e in entries], device)
-    common = {"model": cfg.model_dump(), "data": kitchen.data, "split": _split_meta(kitchen.soups)}
-    entries += _cook_soups(store, kitchen, scorer, pantry, common, out)
+    entries, scores = _score_ingredients(scorer, model, ings)
+    held = [s.heldout for s in scores]
+    best = scores[int(np.argmin(held))]
+    pantry = _pantry(kitchen, scorer, model, ings, held, device or torch.device("cpu"))
+    common = {"model": model.cfg.model_dump(), "data": kitchen.data, "split": _split_meta(kitchen.soups)}
+    entries += _cook_soups(store, kitchen, scorer, pantry, common, out, best)
     if kitchen.merges.methods and kitchen.base:
-        entries += _cook_merges(store, kitchen, scorer, pantry, common, out)
-    return [e.model_dump() for e in entries]
+        entries += _cook_merges(store, kitchen, scorer, pantry, common, out, best)
+    return Cooking(entries=entries, segments=_segments(store, kitchen, scorer, pantry, entries))
 
 
 @task(name="cook-soups", retries=1, retry_delay_seconds=5)
-def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool | str, key: str) -> list[SoupEntry]:
+def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool | str, key: str) -> Cooking:
     ray_ready()
     use_gpu = resolve_gpu(use_gpu)
-    rows = ray.get(
-        _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0).remote(
-            store, kitchen, layout("soup", key=key), use_gpu
-        )
-    )
-    return [SoupEntry.model_validate(r) for r in rows]
+    remote = _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    return Cooking.model_validate(ray.get(remote.remote(store, kitchen, layout("soup", key=key), use_gpu)))
 
 
-def cook(
-    store: Store, kitchen: Kitchen, use_gpu: bool | str = False, refresh: bool = False
-) -> list[SoupEntry]:
+def cook(store: Store, kitchen: Kitchen, use_gpu: bool | str = False, refresh: bool = False) -> Cooking:
     """Score the ingredients and make every soup and merge; cached by the kitchen's key."""
     if kitchen.merges.methods and not kitchen.base:
         raise ValueError(
@@ -359,6 +478,54 @@ def cook(
             "fine-tuned from) or merges.methods=[]"
         )
     return cached(cook_task, store, refresh)(store, kitchen, use_gpu, key=kitchen.key(store))
+
+
+# ----------------------------------------------------------------------------- the basin probe
+
+
+@ray.remote
+def _probe_remote(store: Store, a: str, b: str, data: str, options: SoupOptions, use_gpu: bool) -> dict:
+    from asymptote.model import Decoder
+
+    device = _device(use_gpu)
+    cfg = model_shape(store, [a, b])
+    scorer = make_scorer(store, data, options, cfg.block_size, device)
+    model = Decoder(cfg).to(device).eval()
+    ends = _ingredients(store, [a, b])
+    return segment(scorer, model, ends[0], ends[1], options.curve_points, "probe", full=False).model_dump()
+
+
+@task(name="basin-probe", retries=1, retry_delay_seconds=5)
+def probe_task(
+    store: Store, a: str, b: str, data: str, options: SoupOptions, use_gpu: bool | str, key: str
+) -> Segment:
+    ray_ready()
+    use_gpu = resolve_gpu(use_gpu)
+    remote = _probe_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    return Segment.model_validate(ray.get(remote.remote(store, a, b, data, options, use_gpu)))
+
+
+def probe_segment(
+    store: Store,
+    a: str,
+    b: str,
+    data: str,
+    options: SoupOptions,
+    use_gpu: bool | str = False,
+    refresh: bool = False,
+) -> Segment:
+    """Held-out loss along the segment between two fine-tunes (and its basin_check); cached."""
+    key = step_key(
+        __name__,
+        ends=[a, b],
+        digests=[store.manifest(r).digest for r in (a, b)],
+        data=data,
+        split=_split_meta(options),
+        eval_windows=options.eval_windows,
+        points=options.curve_points,
+        what="basin-probe",
+    )
+    return cached(probe_task, store, refresh)(store, a, b, data, options, use_gpu, key=key)
 
 
 # ----------------------------------------------------------------------------- independent members
@@ -380,10 +547,10 @@ def _independent_remote(
 
     device = _device(use_gpu)
     cfg = model_shape(store, members)
-    scorer = Scorer(store, data, options, cfg.block_size, device)
+    scorer = make_scorer(store, data, options, cfg.block_size, device)
     model = Decoder(cfg).to(device).eval()
     ings = _ingredients(store, members)
-    entries = [e.model_copy(update={"kind": "member"}) for e in _score_ingredients(scorer, model, ings)]
+    entries = _score_ingredients(scorer, model, ings, kind="member")[0]
     meta = {
         "model": cfg.model_dump(),
         "data": data,

@@ -1,4 +1,4 @@
-"""Soups as pure functions over checkpoint files: exactness, greedy's rule, learned soup's gradient, memory."""
+"""Soups as pure functions over checkpoints: exactness, greedy's rule, learned gradients, memory, splits."""
 
 from __future__ import annotations
 
@@ -12,18 +12,26 @@ from safetensors.torch import save_file
 from torch.func import functional_call
 
 from asymptote.config import ModelConfig
+from asymptote.data import eval_windows, windows_to_batch
 from asymptote.evaluation import mean_loss
 from asymptote.model import Decoder, lm_loss
 from asymptote.soups import (
     Checkpoint,
+    SoupOptions,
+    along_segment,
+    basin_check,
+    choose_rung,
     greedy_soup,
     heldout_test_split,
     learned_soup,
     mixing_grad,
     mwa_soup,
     mwa_weights,
+    paired_bootstrap,
     uniform_soup,
+    verdict,
     weighted_average,
+    window_losses,
 )
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
@@ -282,3 +290,70 @@ def test_diverged_ingredients_get_no_weight_and_go_last(tmp_path):
         lambda m: float(((m.weight - 1.0) ** 2).sum()),
     )
     assert res.order == [0, 2, 1] and res.chosen == [0]
+
+
+# ----------------------------------------------------------------------------- splits, gains, segments
+
+
+def test_heldout_test_and_ood_windows_never_overlap():
+    # Token values are their positions in the validation split, so every window's tokens (inputs and
+    # targets) name the text they come from.
+    block, chunk_windows = 16, 4
+    val = np.arange(2000)
+    held, test = SoupOptions(split_chunk_windows=chunk_windows).split(val, block)
+
+    def positions(tokens):
+        x, y = windows_to_batch(tokens, eval_windows(len(tokens), block), block)
+        return set(x.flatten().tolist()) | set(y.flatten().tolist())
+
+    seen_held, seen_test = positions(held), positions(test)
+    assert seen_held and seen_test and not seen_held & seen_test
+    assert len(seen_held) + len(seen_test) > 0.9 * len(val)  # the split wastes little of the text
+    # The held-out cap picks among held-out windows only.
+    x, y = windows_to_batch(held, eval_windows(len(held), block, max_windows=7), block)
+    assert set(x.flatten().tolist()) <= seen_held
+
+
+def test_window_losses_average_to_mean_loss():
+    tokens = np.random.default_rng(0).integers(0, 256, 700).astype(np.uint8)
+    model = Decoder(TINY).eval()
+    per_window = window_losses(model, tokens, TINY.block_size, batch_size=5)
+    assert len(per_window) == (len(tokens) - 1) // TINY.block_size
+    assert per_window.mean() == pytest.approx(mean_loss(model, tokens, TINY.block_size), rel=1e-6)
+
+
+def test_paired_bootstrap_interval_and_verdict():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(2.0, 0.3, 400)
+    better = paired_bootstrap(ref, ref - 0.05 + rng.normal(0, 0.01, 400))
+    assert better["value"] == pytest.approx(0.05, abs=0.003)
+    assert better["ci"][0] < better["value"] < better["ci"][1] and better["ci"][0] > 0
+    assert better["p"] == 1.0 and verdict(better) == "better"
+    assert verdict(paired_bootstrap(ref, ref + 0.05)) == "worse"
+    noise = paired_bootstrap(ref, ref + rng.normal(0, 0.3, 400))
+    assert noise["ci"][0] < 0 < noise["ci"][1] and verdict(noise) == "no verdict"
+    # The same windows in both models: a constant offset is certain whatever the windows' spread.
+    assert paired_bootstrap(ref, ref - 1e-3)["p"] == 1.0
+
+
+def test_basin_check_and_the_rung_rule():
+    bowl = basin_check([2.0, 1.9, 1.85, 1.9, 2.05])
+    assert bowl["soups"] and bowl["midpoint_gain"] == pytest.approx(0.15) and bowl["barrier"] < 0
+    bump = basin_check([2.0, 2.3, 2.4, 2.2, 1.9])
+    assert not bump["soups"] and bump["barrier"] == pytest.approx(2.4 - 1.95)
+    with pytest.raises(ValueError, match="odd number"):
+        basin_check([1.0, 2.0])
+    # Rungs are probed from the largest learning rate down: the first that soups, else the last.
+    assert choose_rung([bump, bump, bowl, bowl]) == 2
+    assert choose_rung([bump, bump]) == 1
+
+
+def test_along_segment_visits_both_ends_and_the_line():
+    a, b = decoder_state(0), decoder_state(1)
+    model = Decoder(TINY)
+    rows = along_segment(model, a, b, [0.0, 0.5, 1.0], lambda m: {"w": float(m.norm.weight.sum())})
+    assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, b[name]), name  # the last point is exactly the end
+    model.load_state_dict(a)
+    assert rows[0]["w"] == float(model.norm.weight.detach().sum())

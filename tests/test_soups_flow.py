@@ -6,13 +6,19 @@ import math
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from asymptote.config import ConfigError, build
+from asymptote.checkpoint import WEIGHTS
+from asymptote.config import ConfigError, ModelConfig, build
 from asymptote.evaluation import mean_loss
 from asymptote.flows.soups import SoupStudyConfig, report, soup_study
 from asymptote.job import model_from_run
+from asymptote.merges import MergeOptions
+from asymptote.model import Decoder
 from asymptote.shards import load_dataset
-from asymptote.tasks.soups import sample_trials
+from asymptote.soups import Checkpoint, Scorer, SoupOptions, window_losses
+from asymptote.tasks.soups import Kitchen, cook_with, sample_trials, segment
 
 TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}
 
@@ -128,10 +134,94 @@ def test_sweep_draws_are_seeded_and_inside_the_search_space(store_uri):
     sweep = tiny_study(
         store_uri, sweep={"n_models": 6, "lr": [1e-4, 1e-2], "weight_decay": [0.05, 0.05]}
     ).sweep
-    draws = sample_trials(sweep.space(), sweep.n_models, sweep.seed)
-    assert draws == sample_trials(sweep.space(), sweep.n_models, sweep.seed)  # same seed, same runs
-    assert draws != sample_trials(sweep.space(), sweep.n_models, sweep.seed + 1)
+    space = sweep.space(sweep.lr, sweep.lengths(None))
+    draws = sample_trials(space, sweep.n_models, sweep.seed)
+    assert draws == sample_trials(space, sweep.n_models, sweep.seed)  # same seed, same runs
+    assert draws != sample_trials(space, sweep.n_models, sweep.seed + 1)
     assert len(draws) == 6 and len({d["seed"] for d in draws}) == 6
     assert all(
         1e-4 <= d["lr"] <= 1e-2 and d["weight_decay"] == 0.05 and d["epochs"] in (0.05, 0.1) for d in draws
     )
+
+
+def test_sweep_lengths_follow_the_base_schedule(store_uri):
+    sweep = tiny_study(store_uri, sweep={"steps_fraction": [0.1, 0.25]}).sweep
+    assert sweep.lengths(400) == ("max_steps", [40, 100])
+    assert tiny_study(store_uri).sweep.lengths(400) == ("epochs", [0.05, 0.1])
+    with pytest.raises(ConfigError, match="n_models must be >= 2"):
+        tiny_study(store_uri, sweep={"n_models": 1, "basin": {"rungs": 2}})
+
+
+# ----------------------------------------------------------------------------- no choice reads test
+
+TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
+
+
+class Adversarial(Scorer):
+    """Test and OOD losses that rank every model in the reverse order of its held-out loss: any choice
+    made on them instead of held-out would come out different."""
+
+    def test_windows(self, model):
+        return -window_losses(model, self.heldout, self.block) + 10.0
+
+    def ood_windows(self, model):
+        return -window_losses(model, self.heldout, self.block) + 20.0
+
+
+class Blind(Scorer):
+    def test_windows(self, model):
+        raise AssertionError("the basin probe read the test split")
+
+    ood_windows = test_windows
+
+
+def _kitchen_in(store, tmp_path) -> Kitchen:
+    """A base and four noisy fine-tunes of it committed as runs, with distinct held-out losses."""
+    torch.manual_seed(0)
+    base = Decoder(TINY).state_dict()
+    rels = []
+    for i, noise in enumerate([0.0, 0.02, 0.05, 0.05, 0.1]):
+        rel = "runs/base" if i == 0 else f"runs/ft{i}"
+        state = {k: v + noise * torch.randn_like(v) for k, v in base.items()}
+        with store.writer(rel, kind="run", meta={"model": TINY.model_dump()}) as d:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(d / WEIGHTS))
+        rels.append(rel)
+    soups = SoupOptions(learned_steps=3, learned_batch_size=4, bootstrap=200, curve_points=5)
+    merges = MergeOptions(scales=[0.5, 1.0, 2.0])
+    return Kitchen(ingredients=rels[1:], base=rels[0], data="unused", soups=soups, merges=merges)
+
+
+def test_no_choice_reads_the_test_split(store, tmp_path):
+    kitchen = _kitchen_in(store, tmp_path)
+    rng = np.random.default_rng(0)
+    held, test, ood = (rng.integers(0, 256, n).astype(np.uint8) for n in (900, 900, 500))
+    model = Decoder(TINY).eval()
+    honest = cook_with(store, kitchen, Scorer(held, test, 16, 24, ood=ood), model, "soups/honest")
+    rigged = cook_with(store, kitchen, Adversarial(held, test, 16, 24, ood=ood), model, "soups/rigged")
+
+    assert [e.name for e in honest.entries] == [e.name for e in rigged.entries]
+    for h, r in zip(honest.entries, rigged.entries, strict=True):
+        # Everything chosen (greedy's order and picks, learned and MWA weights, merge scales) and every
+        # held-out loss is the same; only the reported test figures moved.
+        assert (h.heldout, h.weights, h.info) == (r.heldout, r.weights, r.info), h.name
+        assert h.test != r.test and h.ood_test != r.ood_test, h.name
+        if h.rel and h.kind != "ingredient":
+            a, b = (
+                Checkpoint.from_folder(store.localize(h.rel)),
+                Checkpoint.from_folder(store.localize(r.rel)),
+            )
+            assert all(torch.equal(a.load()[k], b.load()[k]) for k in a.keys()), h.name
+    for cooking in (honest, rigged):  # gains are over the best ingredient by held-out, whatever test says
+        best = min((e for e in cooking.entries if e.kind == "ingredient"), key=lambda e: e.heldout)
+        for e in cooking.entries:
+            if e.kind in ("soup", "merge"):
+                assert e.gain["value"] == pytest.approx(best.test - e.test, abs=1e-9), e.name
+    greedy = next(e for e in honest.entries if e.name == "greedy")
+    assert greedy.gain is not None and 0 <= greedy.gain["p"] <= 1 and greedy.ood_gain is not None
+    for h, r in zip(honest.segments, rigged.segments, strict=True):
+        assert [p["heldout"] for p in h.points] == [p["heldout"] for p in r.points] and h.check == r.check
+
+    # The basin probe never even calls the test or OOD scorers.
+    ends = [Checkpoint.from_folder(store.localize(r), name=r) for r in kitchen.ingredients[:2]]
+    probe = segment(Blind(held, test, 16, 24, ood=ood), model, ends[0], ends[1], 5, "probe", full=False)
+    assert len(probe.points) == 5 and set(probe.points[0]) == {"alpha", "heldout"}
