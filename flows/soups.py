@@ -28,7 +28,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asymptote import methods
+from asymptote import methods, preflight
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
@@ -332,6 +332,7 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
     """Data -> base -> fine-tune sweep (or given checkpoints) -> soups and merges -> independent averages
     -> report."""
     config = config or SoupStudyConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
     with compute_session(config.compute.ray_address) as hub:

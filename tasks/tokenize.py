@@ -15,6 +15,7 @@ import ray
 
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
+from asymptote.infra.cluster import ray_ready
 from asymptote.shards import Plan, commit_dataset, dataset_key, make_plan, source_fingerprint, tokenize_piece
 from asymptote.store import Store
 
@@ -28,6 +29,7 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
 
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
     """Tokenise these pieces as a Ray Data job, one task per piece; returns the tokens written."""
+    ray_ready()  # Ray starts lazily: the first task that needs it starts it
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))
     ds = ds.map(
