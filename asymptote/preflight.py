@@ -306,7 +306,7 @@ def user_error(exc: BaseException) -> str | None:
     while seen is not None:
         if isinstance(seen, (ConfigError, IntegrityError)):
             return str(seen).strip().splitlines()[-1] if isinstance(seen, IntegrityError) else str(seen)
-        if getattr(seen, "errno", None) in FULL_DISK:
+        if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in str(seen):  # Ray flattens causes
             where = getattr(seen, "filename", None) or "the store"
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
         seen = seen.__cause__ or seen.__context__
