@@ -18,25 +18,60 @@ from rich.markup import escape
 import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.infra.deployments import cli as serve_cli
+from asymptote.infra.supervise import supervise
 from asymptote.methods import MAIN, METHODS, Method, load
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+# Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__.splitlines()[0],
+    pretty_exceptions_enable=sys.stderr.isatty(),
+)
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and clean an artifact store.")
 app.add_typer(store_app, name="store")
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _config(target: str, recipe: Optional[str], overrides: list[str], store: Optional[str]):
+def _config(
+    target: str, recipe: Optional[str], overrides: list[str], store: Optional[str], recompute=(), steps=()
+):
     from asymptote.config import ConfigError
+    from asymptote.preflight import check, check_recompute
     from asymptote.recipes import resolve
 
     if store:
         overrides = [*overrides, f"store.uri={store}"]
     try:
-        return resolve(load(target), recipe, overrides)
+        check_recompute(list(recompute), steps)
+        cfg = resolve(load(target), recipe, overrides)
+        check(cfg)  # data, store and model references, before Prefect or Ray starts
+        return cfg
     except ConfigError as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _guarded(call: Callable[[], Any]) -> Any:
+    """Run a flow; an error the user can act on (bad input, a corrupt artifact, a full disk, Ctrl-C)
+    prints as one line naming what to fix, without a traceback."""
+    from asymptote.preflight import user_error
+
+    try:
+        return call()
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/yellow]: committed steps and checkpoints are kept; "
+            "run the same command again to resume",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise
+        console.print(f"[red]error[/red]: {escape(message)}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _finish(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -55,8 +90,9 @@ def run(
 ) -> None:
     """The main job: every step of the recipe on one corpus, then one report."""
     cfg = _config(MAIN["config"], recipe, set_, store)
+    supervise()  # the run goes on in a child process group, so that Ctrl-C stops it cleanly
     console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
-    res = load(MAIN["flow"])(cfg)
+    res = _guarded(lambda: load(MAIN["flow"])(cfg))
     _finish(
         res.model_dump(),
         as_json,
@@ -69,9 +105,10 @@ def run(
 
 
 def _run_method(method: Method, recipe, overrides, store, as_json, recompute) -> None:
-    cfg = _config(method.config, recipe, overrides, store)
+    cfg = _config(method.config, recipe, overrides, store, recompute, method.steps)
+    supervise()
     flow = load(method.flow)
-    res = flow(cfg, recompute=recompute) if method.steps else flow(cfg)
+    res = _guarded(lambda: flow(cfg, recompute=recompute) if method.steps else flow(cfg))
     figures, line = load(method.summary)(res)
     report = getattr(res, "report_uri", None)
     lines = [f"[green]done[/green]. {line}", *([f"report {report}"] if report else [])]

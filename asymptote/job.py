@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from asymptote.model import Decoder, count_params
 from asymptote.optim import build_optimizer
 from asymptote.schedules import make_schedule
 from asymptote.shards import load_dataset
-from asymptote.store import Store, layout
+from asymptote.store import IntegrityError, Store, layout
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
 from asymptote.versioning import ModuleIndex, code_version
 
@@ -67,6 +68,9 @@ class TrainJob(Section):
     @property
     def run_rel(self) -> str:
         return layout("run", key=self.key)
+
+
+log = logging.getLogger(__name__)
 
 
 def _lazy(path: str) -> Callable:
@@ -136,8 +140,14 @@ class StoreCheckpoints:
         return sorted(int(n[5:]) for n in names if self.store.has(f"{self.prefix}/{n}"))
 
     def latest(self) -> Path | None:
-        steps = self.steps()
-        return self.store.localize(f"{self.prefix}/step_{steps[-1]:08d}") if steps else None
+        """The newest checkpoint that verifies; a corrupt one is skipped (the previous one, or a start
+        from scratch, gives the same final state, since the data order and RNG are in the checkpoint)."""
+        for step in reversed(self.steps()):
+            try:
+                return self.store.localize(f"{self.prefix}/step_{step:08d}")
+            except IntegrityError as err:
+                log.warning("skipping checkpoint step %d: %s", step, err)
+        return None
 
     def save(self, trainer: Trainer) -> None:
         self.wait()

@@ -29,7 +29,15 @@ def load_recipe(name_or_path: str | None) -> dict[str, Any]:
         raise ConfigError(
             f"recipe {name_or_path!r} not found: give a YAML path or one of {', '.join(recipe_names())}"
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise ConfigError(f"recipe {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"recipe {path} cannot be read: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of config sections")
     return data

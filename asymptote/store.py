@@ -12,6 +12,7 @@ verify checksums and refuse a file that does not match. No Prefect or Ray import
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -157,8 +158,13 @@ class Store:
         if self.is_local:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, dest)  # atomic on POSIX
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, dest)  # atomic on POSIX
+            except BaseException:  # a full disk, a kill: leave no partial file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         else:  # an S3 object appears whole when its (multipart) upload completes
             self.fs.put_file(str(local), dest, chunksize=MULTIPART_CHUNK)
 
@@ -177,6 +183,9 @@ class Store:
         return self.fs.exists(self.path(rel))
 
     def rm(self, rel: str) -> None:
+        """Delete a folder, its manifest first: a reader never sees a manifest whose files are gone."""
+        if self.exists(f"{rel}/{MANIFEST}"):
+            self.fs.rm(self.path(rel, MANIFEST))
         if self.exists(rel):
             self.fs.rm(self.path(rel), recursive=True)
 

@@ -20,7 +20,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from asymptote import methods
+from asymptote import methods, preflight
 from asymptote.config import (
     ModelConfig,
     key_dict,
@@ -170,6 +170,7 @@ def retained(single: float, ensemble: float, student: float) -> float | None:
 def distill(config: DistillConfig | None = None, recompute: list[str] | None = None) -> DistillResult:
     """Teachers -> evaluate -> sample -> students -> retained fraction -> report."""
     config = config or DistillConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:

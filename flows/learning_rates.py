@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from asymptote import methods
+from asymptote import methods, preflight
 from asymptote.config import (
     PretrainConfig,
 )
@@ -59,6 +59,7 @@ def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "rep
 def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None = None) -> AutoLRSResult:
     """Prepare data -> train with AutoLRS -> commit the found schedule -> report."""
     config = config or AutoLRSFlowConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
@@ -77,6 +78,7 @@ def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None
 def autolrs_search(config: AutoLRSSearchConfig | None = None) -> AutoLRSSearchResult:
     """A Ray Tune weight-decay search with AutoLRS as the schedule in every trial (tuning.autolrs_tune)."""
     config = config or AutoLRSSearchConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     base = config.flow_config()
     with compute_session(base.compute.ray_address):
         data = prepare_data(base.data, Store(base.store))

@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, create_model, model_validator
 
+from asymptote import preflight
 from asymptote.config import (
     ComputeConfig,
     ConfigError,
@@ -92,6 +93,7 @@ class MainResult(BaseModel):
 def main_job(config: MainConfig | None = None) -> MainResult:
     """Run every step of the recipe and publish one report naming where results and plots are."""
     config = config or MainConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
     results: dict[str, BaseModel] = {}
     sections = []

@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from asymptote import methods
+from asymptote import methods, preflight
 from asymptote.config import PretrainConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job import make_job
@@ -42,6 +42,7 @@ class PretrainResult(BaseModel):
 def pretrain(config: PretrainConfig | None = None, recompute: list[str] | None = None) -> PretrainResult:
     """Prepare data -> train -> evaluate -> report. `recompute` forces steps (data, train, evaluate)."""
     config = config or PretrainConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:

@@ -30,6 +30,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from asymptote import preflight
 from asymptote.config import (
     DataConfig,
     ModelConfig,
@@ -265,6 +266,7 @@ def search_rows(descents: dict) -> list[SearchRow]:
 def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResult:
     """Search every size, ensemble it, fit the asymptotes, measure data efficiency, report."""
     config = config or ScalingStudyConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store)

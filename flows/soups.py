@@ -36,7 +36,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from asymptote import methods
+from asymptote import methods, preflight
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
@@ -472,6 +472,7 @@ def averages(
 def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | None = None) -> SoupStudyResult:
     """Data -> base -> sweep (or given checkpoints) -> soups and merges -> independent averages -> report."""
     config = config or SoupStudyConfig()
+    preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
     with compute_session(config.compute.ray_address) as hub:

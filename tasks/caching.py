@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
 from asymptote.infra.locks import CrashSafeFileLockManager, redis_lock_manager
-from asymptote.store import Store, cache_dir
+from asymptote.store import IntegrityError, Store, cache_dir
 
 
 @dataclass
@@ -88,9 +89,38 @@ def check_recompute(recompute: list[str], steps) -> set[str]:
     return set(recompute)
 
 
+# Errors that the same call would raise again: a retry only delays the message by its backoff.
+DETERMINISTIC = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, IntegrityError)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def deterministic(exc: BaseException | None) -> bool:
+    """Bad input, a corrupt artifact, a full or read-only disk: none of these goes away on retry.
+    (Ray re-raises a task's error as a subclass of its type, so isinstance sees through Ray.)"""
+    while exc is not None:
+        if isinstance(exc, DETERMINISTIC) or getattr(exc, "errno", None) in FULL_DISK:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry a step only when its failure may be transient."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as err:  # noqa: BLE001 - the failure is what we inspect
+            exc = err
+    return not deterministic(exc)
+
+
 def cached(task, store: Store, refresh: bool = False):
-    """The task, cached in the store; refresh=True recomputes it and overwrites the cached result."""
-    return task.with_options(**cache_options(store), refresh_cache=refresh or None)
+    """The task, cached in the store; refresh=True recomputes it and overwrites the cached result.
+    Only transient failures are retried (see `retry_transient`)."""
+    return task.with_options(
+        **cache_options(store), refresh_cache=refresh or None, retry_condition_fn=retry_transient
+    )
 
 
 def run_cached(

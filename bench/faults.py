@@ -1,0 +1,511 @@
+"""The fault matrix: kill, corrupt, cut off and fill up parts of real flows at tiny scale, and check the promises.
+
+Every run is the real CLI (`python -m asymptote.cli`) on real local Ray and a real Prefect API (one
+server for the whole matrix), each fault injected at a point drawn from a printed seed. Promises
+checked per cell: the run completes (or fails in one line naming the artifact or the disk), at most
+one checkpoint interval is lost, the final loss equals the uninterrupted run's (CPU, same seed), every
+visible manifest verifies, nothing committed before the fault is lost, and no committed step runs
+twice. Bad input (bench/bad_inputs.py) is tried too. One JSON line last.
+
+    nice -n 10 .venv/bin/python bench/faults.py --data /work/shared/data/tinyshakespeare.txt [--seed N]
+"""
+
+# ruff: noqa: E402
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/tokenize.py would shadow the standard library's tokenize (which Prefect's inspect uses):
+# look in bench/ last, for `common` and `bad_inputs` only.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent))
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import psutil
+from common import emit, parser
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+INTERVAL = 25  # checkpoint_every
+STEPS = 250
+TRAIN = {
+    "max_steps": STEPS,
+    "batch_size": 8,
+    "warmup_steps": 5,
+    "eval_every": STEPS,
+    "eval_windows": 32,
+    "log_every": 5,
+    "checkpoint_every": INTERVAL,
+    "lr": 3e-3,
+}
+
+
+def log(*parts) -> None:
+    print("[faults]", *parts, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- running the CLI
+
+
+class Ctx:
+    """What every cell shares: the corpus, a scratch folder, the seed's draws, the reference run."""
+
+    def __init__(self, data: str, tmp: Path, rng: random.Random, env: dict[str, str]):
+        self.data, self.tmp, self.rng, self.env = data, tmp, rng, env
+        self.reference: dict | None = None
+
+    def args(self, store: str, *extra: str, command: str = "pretrain") -> list[str]:
+        sets = [f"train.{k}={v}" for k, v in TRAIN.items()]
+        sets += ["model.preset=cpu-0.1m", f"data.source={self.data}", "data.max_train_tokens=100000"]
+        out = [sys.executable, "-m", "asymptote.cli", command, "--json", "--store", store]
+        return out + [a for s in sets for a in ("--set", s)] + list(extra)
+
+    def start(self, argv: list[str], **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            argv,
+            env=self.env | env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own group, as a terminal's foreground job
+        )
+
+    def store(self, name: str) -> str:
+        return str(self.tmp / name)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, dict | None, str]:
+    out, err = proc.communicate(timeout=timeout)
+    lines = [line for line in out.strip().splitlines() if line.startswith("{")]
+    return proc.returncode, (json.loads(lines[-1]) if lines else None), err
+
+
+def kill_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+# ----------------------------------------------------------------------------- looking at the store
+
+
+def checkpoints(store: str) -> list[int]:
+    found = Path(store).glob("runs/*/checkpoints/step_*/MANIFEST.json")
+    return sorted(int(p.parent.name[5:]) for p in found)
+
+
+def wait_for_checkpoint(store: str, proc: subprocess.Popen, at_least: int, timeout: float = 600) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        steps = checkpoints(store)
+        if steps and steps[-1] >= at_least:
+            return steps[-1]
+        time.sleep(0.05)
+    raise RuntimeError(f"no checkpoint >= {at_least} in {store} (rc {proc.poll()})")
+
+
+def manifests(store: str) -> dict[str, dict]:
+    out = {}
+    for m in Path(store).rglob("MANIFEST.json"):
+        with contextlib.suppress(OSError, ValueError):
+            out[str(m.parent.relative_to(store))] = json.loads(m.read_text())
+    return out
+
+
+def unverified(store: str, full: bool = False) -> list[str]:
+    """Committed artifacts whose files are missing, of another size or (full) another checksum."""
+    bad = []
+    for rel, man in manifests(store).items():
+        for name, entry in man.get("files", {}).items():
+            f = Path(store, rel, name)
+            try:
+                ok = f.stat().st_size == entry["size"]
+                ok = ok and (not full or hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"])
+            except OSError:
+                ok = not Path(store, rel, "MANIFEST.json").exists()  # removed since the listing: fine
+            if not ok:
+                bad.append(f"{rel}/{name}")
+    return bad
+
+
+class Watcher:
+    """Polls stores while a cell runs: any visible manifest whose files do not match is counted."""
+
+    def __init__(self):
+        self.stores: set[str] = set()
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for store in list(self.stores):
+                self.seen.update(f"{store}:{b}" for b in unverified(store))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def committed_lost(before: dict[str, dict], store: str) -> int:
+    """Artifacts committed before the fault that are gone or changed after it (superseded
+    checkpoints of an unfinished run excepted: training deletes those by design)."""
+    after = manifests(store)
+    lost = 0
+    for rel, man in before.items():
+        if "/checkpoints/" in rel:
+            continue
+        if rel not in after or after[rel]["files"] != man["files"] or unverified_one(store, rel):
+            lost += 1
+    return lost
+
+
+def unverified_one(store: str, rel: str) -> bool:
+    return any(b.startswith(f"{rel}/") for b in unverified(store, full=True))
+
+
+def flip_byte(path: Path, rng: random.Random) -> int:
+    data = bytearray(path.read_bytes())
+    i = rng.randrange(len(data))
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return i
+
+
+def loss_diff(result: dict | None, ref: dict) -> float:
+    if not result:
+        return float("inf")
+    a, b = result["run"]["summary"], ref["run"]["summary"]
+    return max(abs(a["val_loss"] - b["val_loss"]), abs(a["train_loss"] - b["train_loss"]))
+
+
+def cell(name: str, **fields) -> dict:
+    row = {"cell": name, "injected": 1, "survived": False, "steps_lost": 0, "loss_diff": 0.0}
+    return row | {"unverified": 0, "committed_lost": 0, "double_runs": 0} | fields
+
+
+# ----------------------------------------------------------------------------- the cells
+
+
+def reference(ctx: Ctx, w: Watcher) -> dict:
+    store = ctx.store("reference")
+    w.stores.add(store)
+    rc, res, err = finish(ctx.start(ctx.args(store)))
+    if rc != 0 or res is None:
+        raise RuntimeError(f"the uninterrupted run failed: {err[-2000:]}")
+    ctx.reference = res
+    log("reference", res["run"]["summary"]["val_loss"], res["run"]["summary"]["train_loss"])
+    return res
+
+
+def _kill_then_rerun(ctx: Ctx, w: Watcher, name: str, kill, corrupt_checkpoint: bool = False) -> dict:
+    """Start a run, let `kill(proc)` inject the fault after a checkpoint drawn from the seed, then make
+    the same call again; the rerun must resume on the uninterrupted curve."""
+    store = ctx.store(name)
+    w.stores.add(store)
+    at = INTERVAL * ctx.rng.randint(1, STEPS // INTERVAL - 3)
+    proc = ctx.start(ctx.args(store))
+    got = wait_for_checkpoint(store, proc, at)
+    time.sleep(ctx.rng.uniform(0, 1.5))  # a random point inside the next interval
+    kill(proc)
+    rc1, res1, _ = finish(proc)
+    latest = checkpoints(store)[-1] if checkpoints(store) else 0
+    note = f"fault after checkpoint {got} (drawn {at}); rc {rc1}"
+    if res1 is not None:  # Ray retried inside the same call (a worker killed): that is the rerun
+        rerun, rc = res1, rc1
+    else:
+        if corrupt_checkpoint:
+            ck = sorted(Path(store).glob(f"runs/*/checkpoints/step_{latest:08d}"))[0]
+            flip_byte(ck / "model.safetensors", ctx.rng)
+            note += f"; corrupted checkpoint {latest}"
+        before = manifests(store)
+        rc, rerun, err = finish(ctx.start(ctx.args(store)))
+        note += f"; rerun rc {rc}"
+        if rc != 0:
+            note += f": {err.strip().splitlines()[-1:]}"
+    resumed_from = _resumed_from(store, latest, corrupt_checkpoint)
+    states = (rerun or {}).get("step_states", {})
+    row = cell(
+        name,
+        survived=rc == 0 and loss_diff(rerun, ctx.reference) == 0,
+        steps_lost=(latest - resumed_from) / INTERVAL + 1,
+        loss_diff=loss_diff(rerun, ctx.reference),
+        double_runs=int(res1 is None and states.get("prepare-data") == "Completed"),
+        resumed=(rerun or {}).get("run", {}).get("summary", {}).get("resumed"),
+        note=note,
+    )
+    if res1 is None:
+        row["committed_lost"] = committed_lost(before, store)
+    return row
+
+
+def _resumed_from(store: str, latest: int, corrupted: bool) -> int:
+    """The checkpoint a resume starts from: the newest that verifies (the corrupted one is skipped)."""
+    return latest - INTERVAL if corrupted else latest
+
+
+def cell_worker_killed(ctx: Ctx, w: Watcher) -> dict:
+    """1. The Ray Train worker process (the training process) SIGKILLed mid-run: Ray retries the task,
+    which resumes from the latest checkpoint within the same call."""
+
+    def kill(proc):
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_trainer(p)]
+        if not workers:
+            raise RuntimeError("no training worker process found")
+        for p in workers:
+            p.kill()
+
+    return _kill_then_rerun(ctx, w, "worker-killed", kill)
+
+
+def _is_trainer(p: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "_local_mode_fit" in " ".join(p.cmdline()) or "_local_mode_fit" in p.name()
+    return False
+
+
+def cell_flow_killed(ctx: Ctx, w: Watcher) -> dict:
+    """3 (and 6a). The flow's own process SIGKILLed mid-flow (holding the train step's lock), then the
+    same command again: the dead holder's lock is freed and the run resumes."""
+    return _kill_then_rerun(ctx, w, "flow-killed", lambda proc: kill_group(proc, signal.SIGKILL))
+
+
+def cell_checkpoint_corrupt(ctx: Ctx, w: Watcher) -> dict:
+    """5a. The newest checkpoint of a killed run corrupted by one byte: the resume refuses it and starts
+    from the one before (one more interval lost, by construction), on the same curve."""
+    row = _kill_then_rerun(ctx, w, "checkpoint-corrupt", lambda p: kill_group(p), corrupt_checkpoint=True)
+    row["steps_lost"] -= 1  # the corrupted interval is the fault itself, not a loss of the resume
+    return row
+
+
+def cell_committed_corrupt(ctx: Ctx, w: Watcher, what: str) -> dict:
+    """5b/5c. A committed run's weights or a token shard corrupted (one byte) or truncated: the next call
+    that reads it fails in one line naming the file."""
+    store = ctx.store("reference")
+    ref = ctx.reference
+    pattern = "runs/*/model.safetensors" if what == "weights" else "data/*/train_*.bin"
+    target = sorted(Path(store).glob(pattern))[0]
+    original = target.read_bytes()
+    if ctx.rng.random() < 0.5:
+        flip_byte(target, ctx.rng)
+        how = "one byte flipped"
+    else:
+        target.write_bytes(original[: ctx.rng.randrange(len(original))])
+        how = "truncated"
+    extra = ["--recompute", "evaluate"] if what == "weights" else ["--set", "train.train_seed=7"]
+    try:
+        w.stores.discard(store)  # this corruption is the fault itself, not something the code made
+        rc, res, err = finish(ctx.start(ctx.args(store, *extra)))
+    finally:
+        target.write_bytes(original)  # the matrix goes on with the store intact
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    clear = rc != 0 and "Traceback" not in err and target.name in err and "checksum" in err
+    return cell(
+        f"{what}-corrupt",
+        survived=clear,
+        loss_diff=0.0,
+        note=f"{target.relative_to(store)} {how}; rc {rc}; said: {lines[-1][:300] if lines else ''}",
+        result=bool(res),
+    ) | {"_ref_key": ref["run"]["key"]}
+
+
+def cell_two_at_once(ctx: Ctx, w: Watcher) -> dict:
+    """6b. Two identical flows started at once in two processes: one trains, the other reuses it."""
+    store = ctx.store("two-at-once")
+    w.stores.add(store)
+    procs = [ctx.start(ctx.args(store)) for _ in range(2)]
+    out = [finish(p) for p in procs]
+    trains = sorted((r or {}).get("step_states", {}).get("train", "?") for _, r, _ in out)
+    ok = all(rc == 0 for rc, _, _ in out) and trains == ["Cached", "Completed"]
+    same = ok and out[0][1]["run"] == out[1][1]["run"]
+    return cell(
+        "two-at-once",
+        survived=bool(same),
+        loss_diff=loss_diff(out[0][1], ctx.reference),
+        double_runs=max(0, trains.count("Completed") - 1),
+        note=f"train states {trains}; rcs {[rc for rc, _, _ in out]}",
+    )
+
+
+def cell_disk_full(ctx: Ctx, w: Watcher) -> dict:
+    """7. The local store's filesystem fills mid-write (a small tmpfs): the run fails in one line naming
+    the disk, every visible manifest verifies, the committed data artifact is intact."""
+    mount = Path(tempfile.mkdtemp(prefix="faults-tmpfs-"))
+    size_kb = ctx.rng.randint(2600, 4200)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mount)], check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as err:
+        return cell("disk-full", injected=0, note=f"skipped: cannot mount a tmpfs here ({err})")
+    try:
+        store = str(mount / "store")
+        w.stores.add(store)
+        rc, res, err = finish(ctx.start(ctx.args(store)))
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        said = lines[-1] if lines else ""
+        bad = unverified(store, full=True)
+        data_ok = bool(list(Path(store).glob("data/*/MANIFEST.json")))
+        clear = rc != 0 and "Traceback" not in err and "space" in said
+        return cell(
+            "disk-full",
+            survived=clear or (rc == 0 and loss_diff(res, ctx.reference) == 0),
+            unverified=len(bad),
+            note=f"tmpfs {size_kb} KiB; rc {rc}; data committed: {data_ok}; said: {said[:300]}",
+        )
+    finally:
+        w.stores.discard(str(mount / "store"))
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        with contextlib.suppress(OSError):
+            mount.rmdir()
+
+
+def cell_sigint(ctx: Ctx, w: Watcher) -> dict:
+    """8. Ctrl-C (SIGINT to the process group, as a terminal sends it) at a random point of `asymptote
+    run`, then the same command again: a prompt exit, no flow left Running, the rerun on the curve."""
+    store = ctx.store("sigint")
+    w.stores.add(store)
+    recipe = ctx.tmp / "main-tiny.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "steps": ["pretrain"],
+                "data": {"source": ctx.data, "max_train_tokens": 100000},
+                "pretrain": {"model": {"preset": "cpu-0.1m"}, "train": TRAIN},
+            }
+        )
+    )
+    argv = [sys.executable, "-m", "asymptote.cli", "run", str(recipe), "--json", "--store", store]
+    after = ctx.rng.uniform(2, 25)
+    proc = ctx.start(argv)
+    time.sleep(after)
+    sent = time.time()
+    kill_group(proc, signal.SIGINT)
+    rc1, _, err1 = finish(proc)
+    exit_s = time.time() - sent
+    running = flows_running()
+    rc, res, err = finish(ctx.start(argv))
+    pre = (res or {}).get("figures", {}).get("pretrain")  # the main job keeps headline figures per step
+    ref = ctx.reference["run"]
+    same_run = bool(pre) and pre["run_uri"].endswith(ref["key"])
+    diff = abs(pre["val_loss"] - ref["summary"]["val_loss"]) if same_run else float("inf")
+    return cell(
+        "sigint",
+        survived=rc == 0 and diff == 0 and exit_s < 45 and not running,
+        loss_diff=diff,
+        steps_lost=1,
+        note=f"SIGINT {after:.1f} s after start; exit in {exit_s:.1f} s (rc {rc1}); flows left Running: "
+        f"{running}; rerun rc {rc}; {err1.strip().splitlines()[-1:] if err1.strip() else ''}",
+    )
+
+
+def flows_running() -> int:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return sum(r.state_name == "Running" for r in client.read_flow_runs(limit=200))
+
+
+def cell_bad_inputs(ctx: Ctx) -> tuple[int, int, list[str]]:
+    import bad_inputs
+
+    out = bad_inputs.run_all(ctx.tmp / "bad")
+    return len(out), sum(o.clear for o in out), [o.case.name for o in out if not o.clear]
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+CELLS = {
+    "worker_killed": cell_worker_killed,
+    "flow_killed": cell_flow_killed,
+    "checkpoint_corrupt": cell_checkpoint_corrupt,
+    "weights_corrupt": lambda c, w: cell_committed_corrupt(c, w, "weights"),
+    "shard_corrupt": lambda c, w: cell_committed_corrupt(c, w, "shard"),
+    "two_at_once": cell_two_at_once,
+    "disk_full": cell_disk_full,
+    "sigint": cell_sigint,
+}
+NOT_RUN = {
+    "node_killed": "not built in the time: the worker node of a two-node cluster killed mid-run",
+    "s3_outage": "not built in the time: moto keeps its data in memory, so a stop/restart loses it",
+}
+
+
+def run_matrix(data: str, seed: int, only: list[str] | None = None) -> dict:
+    from prefect.testing.utilities import prefect_test_harness
+
+    started = time.time()
+    rng = random.Random(seed)
+    (tmp := Path(tempfile.mkdtemp(prefix="faults-"))).joinpath("bad").mkdir()
+    rows: list[dict] = []
+    with prefect_test_harness(server_startup_timeout=180), Watcher() as w:
+        from prefect.settings import PREFECT_API_URL
+
+        env = dict(os.environ) | {"PREFECT_API_URL": PREFECT_API_URL.value(), "ASYMPTOTE_CACHE": str(tmp)}
+        ctx = Ctx(data, tmp, rng, env)
+        reference(ctx, w)
+        for name, fn in CELLS.items():
+            if only and name not in only:
+                continue
+            t0 = time.time()
+            try:
+                row = fn(ctx, w)
+            except Exception as err:  # a cell that breaks is a fault not survived, reported as such
+                row = cell(name, note=f"cell error: {type(err).__name__}: {err}"[:400])
+            row["wall_s"] = round(time.time() - t0, 1)
+            log(json.dumps(row, default=str))
+            rows.append(row)
+        unverified_seen = len(w.seen)
+        tried, clear, unclear = cell_bad_inputs(ctx) if not only or "bad_inputs" in only else (0, 0, [])
+    return summarise(rows, seed, started, unverified_seen, tried, clear, unclear)
+
+
+def summarise(rows, seed, started, unverified_seen, tried, clear, unclear) -> dict:
+    run = [r for r in rows if r["injected"]]
+    finite = [r["loss_diff"] for r in run if r["loss_diff"] != float("inf")]
+    return {
+        "faults_injected": sum(r["injected"] for r in run),
+        "faults_survived": sum(bool(r["survived"]) for r in run),
+        "steps_lost_max": max((r["steps_lost"] for r in run), default=0),
+        "final_loss_max_abs_diff": max(finite, default=0.0) if len(finite) == len(run) else float("inf"),
+        "unverified_artifacts_seen": unverified_seen + sum(r["unverified"] for r in run),
+        "committed_lost": sum(r["committed_lost"] for r in run),
+        "double_runs": sum(r["double_runs"] for r in run),
+        "bad_inputs_tried": tried,
+        "bad_inputs_clear": clear,
+        "bad_inputs_unclear": unclear,
+        "cells": {
+            r["cell"]: {k: r[k] for k in ("survived", "steps_lost", "loss_diff", "note")} for r in rows
+        },
+        "not_run": NOT_RUN,
+        "seed": seed,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--cells", default="", help="comma-separated cells (default: all, and the bad inputs)")
+    args = p.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    log(f"seed {seed}")
+    only = [c for c in args.cells.split(",") if c] or None
+    emit(run_matrix(str(Path(args.data).resolve()), seed, only))
+
+
+if __name__ == "__main__":
+    main()
