@@ -27,11 +27,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from pydantic import Field, field_validator
 from safetensors import safe_open
 
-from asymptote.config import Section, known_names
 from asymptote.soups import Evaluate, Ingredient, Tensors
+from asymptote.soups_config import MergeOptions
 
 MergeFn = Callable[..., torch.Tensor]  # (deltas, index=tensor index, **options) -> merged delta
 
@@ -126,43 +125,6 @@ def _reader(stack: contextlib.ExitStack, member: Ingredient) -> Callable[[str], 
 
 
 # ----------------------------------------------------------------------------- choosing on held-out
-
-
-class MergeOptions(Section):
-    """Which merges to make; each one's scale is chosen on the held-out split."""
-
-    methods: list[str] = Field(default_factory=lambda: list(MERGES))
-    """Merges to make: names from the merge registry (task_arithmetic, ties, dare, slerp)."""
-    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
-    """Candidate scales of the merged task vector; the best on held-out is kept."""
-    ties_density: float = Field(0.3, gt=0, le=1)
-    """TIES: fraction of each task vector kept (largest magnitudes)."""
-    dare_drop: float = Field(0.5, ge=0, lt=1)
-    """DARE: probability of dropping each task-vector entry."""
-    slerp_t: float = Field(0.5, ge=0, le=1)
-    """SLERP: position between the two best ingredients (by held-out loss)."""
-    seed: int = 0
-    """DARE's drop masks."""
-
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        return known_names(v, MERGES, "merges")
-
-    @field_validator("scales")
-    @classmethod
-    def _some(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("give at least one scale (1.0 is the plain merge)")
-        return v
-
-    def for_method(self, method: str) -> dict:
-        """The per-tensor options of one merge."""
-        return {
-            "ties": {"density": self.ties_density},
-            "dare": {"drop": self.dare_drop, "seed": self.seed},
-            "slerp": {"t": self.slerp_t},
-        }.get(method, {})
 
 
 def best_scale_merge(

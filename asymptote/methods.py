@@ -90,7 +90,7 @@ METHODS: dict[str, Method] = {
             "soups",
             "asymptote.flows.soups",
             "soup_study",
-            "SoupStudyConfig",
+            "asymptote.soups_config:SoupStudyConfig",
             "SoupStudyResult",
             help="Soups and merges of fine-tunes (a sweep, or checkpoints of the store); aligned averaging.",
             recipe="soups-tiny",
@@ -101,7 +101,7 @@ METHODS: dict[str, Method] = {
             "autolrs",
             "asymptote.flows.learning_rates",
             "autolrs",
-            "asymptote.tuning.autolrs_job:AutoLRSFlowConfig",
+            "asymptote.autolrs_config:AutoLRSFlowConfig",
             "AutoLRSResult",
             help="Train with AutoLRS (each stage's LR found by Bayesian optimisation); keep the schedule.",
             recipe="autolrs-cpu",
@@ -111,7 +111,7 @@ METHODS: dict[str, Method] = {
             "autolrs-search",
             "asymptote.flows.learning_rates",
             "autolrs_search",
-            "asymptote.tuning.autolrs_tune:AutoLRSSearchConfig",
+            "asymptote.autolrs_config:AutoLRSSearchConfig",
             "AutoLRSSearchResult",
             help="Ray Tune search over weight decay with AutoLRS as every trial's schedule.",
             recipe="autolrs-search",
@@ -123,7 +123,7 @@ METHODS: dict[str, Method] = {
 # The main job is not a method but is exported and deployed like one.
 MAIN = {
     "flow": "asymptote.flows.main:main_job",
-    "config": "asymptote.flows.main:MainConfig",
+    "config": "asymptote.main_config:MainConfig",
     "result": "asymptote.flows.main:MainResult",
     "recipe": "main",
 }

@@ -37,16 +37,15 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import Field, field_validator
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from asymptote.checkpoint import WEIGHTS
-from asymptote.config import Section, known_names
 from asymptote.data import eval_windows, windows_to_batch
 from asymptote.dist import DistEnv
 from asymptote.evaluation import mean_loss
 from asymptote.model import lm_loss
+from asymptote.soups_config import SoupOptions
 
 Tensors = dict[str, torch.Tensor]
 WeightFn = Callable[[int, str], float]  # (ingredient index, tensor name) -> mixing weight
@@ -88,29 +87,6 @@ class Checkpoint:
 
 
 # ----------------------------------------------------------------------------- data split
-
-
-def heldout_test_split(
-    val_tokens: np.ndarray, heldout_fraction: float = 0.5, chunk: int = 1024
-) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out, test): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f), else test.
-
-    So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate.
-    """
-    if not 0 < heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction={heldout_fraction}: must be strictly between 0 and 1")
-    idx = np.arange(-(-len(val_tokens) // chunk))
-    held = np.floor((idx + 1) * heldout_fraction) > np.floor(idx * heldout_fraction)
-    pieces = [val_tokens[i * chunk : (i + 1) * chunk] for i in idx]
-    if held.all() or not held.any():
-        raise ValueError(
-            f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
-            "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction"
-        )
-    return (
-        np.concatenate([p for p, h in zip(pieces, held, strict=False) if h]),
-        np.concatenate([p for p, h in zip(pieces, held, strict=False) if not h]),
-    )
 
 
 @torch.no_grad()
@@ -427,50 +403,6 @@ def learned_soup(
 
 
 # ----------------------------------------------------------------------------- the registry
-
-
-class SoupOptions(Section):
-    """Which soups to make and how; every choice is made on the held-out split."""
-
-    methods: list[str] = Field(default_factory=lambda: ["uniform", "greedy", "learned", "mwa"])
-    """Soups to make: names from the soup registry (uniform, greedy, learned, mwa)."""
-    heldout_fraction: float = Field(0.5, gt=0, lt=1)
-    """Share of the target's validation split used as held-out; the rest is test."""
-    split_chunk_windows: int = Field(16, ge=1)
-    """Held-out and test interleave in chunks of this many evaluation windows (block_size tokens each)."""
-    eval_windows: int | None = Field(None, ge=1)
-    """Cap on held-out windows when scoring candidates (evenly spaced); None: the whole held-out split.
-    Test losses always use every test window."""
-    mwa_penalty: float = Field(8.0, ge=0)
-    """p in w_k = (L_k / L_min) ** (-p): 0 is the uniform soup, larger favours the best ingredients."""
-    learned_steps: int = Field(40, ge=1)
-    """Adam steps of the learned soup's mixing logits."""
-    learned_lr: float = Field(0.05, gt=0)
-    """Adam learning rate of the mixing logits."""
-    learned_batch_size: int = Field(16, ge=1)
-    """Held-out windows per learned-soup step."""
-    seed: int = 0
-    """Order of the held-out windows the learned soup trains on."""
-    bootstrap: int = Field(2000, ge=100)
-    """Resamples of the test windows behind every gain's interval and p."""
-    curve_points: int = Field(11, ge=3)
-    """Evenly spaced points (alpha 0..1, odd so the midpoint is one) along each interpolation segment."""
-
-    @field_validator("curve_points")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"{v}: give an odd count so alpha = 1/2 is one of the points")
-        return v
-
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        return known_names(v, SOUPS, "soups")
-
-    def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-        """(held-out, test) of a validation split, by this config's rule."""
-        return heldout_test_split(val_tokens, self.heldout_fraction, self.split_chunk_windows * block)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from asymptote import methods, preflight
+from asymptote.autolrs_config import AutoLRSFlowConfig, AutoLRSSearchConfig
 from asymptote.config import (
     PretrainConfig,
 )
@@ -25,8 +26,8 @@ from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
 from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
-from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
-from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig, AutoLRSSearchResult, search_with_autolrs
+from asymptote.tuning.autolrs_job import autolrs_job
+from asymptote.tuning.autolrs_tune import AutoLRSSearchResult, search_with_autolrs
 
 STEPS = methods.METHODS["autolrs"].steps
 

@@ -29,21 +29,20 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from asymptote import methods, preflight
-from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.config import ModelConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
-from asymptote.merges import MergeOptions
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, source_fingerprint
-from asymptote.soups import SoupOptions
+from asymptote.soups_config import SoupStudyConfig, SweepConfig
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
@@ -61,178 +60,6 @@ from asymptote.tasks.soups import (
 )
 
 STEPS = methods.METHODS["soups"].steps
-
-
-def _recipe(**fields: Any) -> TrainConfig:
-    # The distill step's teacher recipe: in the main job its first member doubles as this base.
-    base = {
-        "lr": 3e-3,
-        "max_steps": 200,
-        "batch_size": 16,
-        "warmup_steps": 20,
-        "eval_every": 100,
-        "eval_windows": 64,
-        "log_every": 20,
-        "checkpoint_every": 100,
-        "weight_decay": 0.5,
-    }
-    return TrainConfig(**(base | fields))
-
-
-class BaseConfig(Section):
-    """The pretrained checkpoint every fine-tune starts from."""
-
-    run: str | None = None
-    """A run or checkpoint already in the store (runs/<key> or its URI); None: train one here."""
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
-    """Shape of the base trained here (and of the independent members)."""
-    data: DataConfig | None = None
-    """Corpus the base is pretrained on (e.g. another part of the text); None: the target corpus."""
-    train: TrainConfig = Field(default_factory=_recipe)
-    """Pre-training recipe of the base trained here."""
-
-
-class BasinConfig(Section):
-    """Find the sweep's learning rates by measurement, so that its fine-tunes share one basin.
-
-    A ladder of learning rates descends from the base's own peak: lr_i = base lr / factor**i. At each
-    rung two probe fine-tunes (two seeds, the sweep's longest length) train from the base and the
-    held-out loss is measured along the straight line between them. The first rung whose midpoint
-    (their two-ingredient uniform soup) beats both ends is accepted (else the last rung probed); the
-    sweep then draws learning rates log-uniformly in [lr / lr_span, lr], and the probe pair joins it.
-    """
-
-    rungs: int = Field(0, ge=0)
-    """Rungs to probe at most; 0 turns the probe off (sweep.lr is then absolute)."""
-    factor: float = Field(2.0, gt=1)
-    """Each rung's learning rate is the previous one's divided by this."""
-    lr_span: float = Field(4.0, ge=1)
-    """The sweep's learning rates reach down to the accepted rung's divided by this."""
-
-
-class SweepConfig(Section):
-    """The fine-tunes: hyperparameters drawn from a Ray Tune search space."""
-
-    n_models: int = Field(4, ge=1)
-    """Fine-tunes M."""
-    lr: list[float] = Field(default_factory=lambda: [3e-4, 3e-3])
-    """Log-uniform range [low, high] of the peak learning rate (ignored when basin.rungs > 0)."""
-    weight_decay: list[float] = Field(default_factory=lambda: [0.01, 0.5])
-    """Log-uniform range [low, high] of the weight decay."""
-    epochs: list[float] = Field(default_factory=lambda: [0.03, 0.06])
-    """Choices of passes over the target's training split (ignored when steps_fraction is given)."""
-    steps_fraction: list[float] = Field(default_factory=list)
-    """Choices of fine-tune length as fractions of the base's own optimiser steps (its schedule);
-    empty: use epochs."""
-    basin: BasinConfig = Field(default_factory=BasinConfig)
-    """The learning-rate range found by a basin probe, relative to the base's peak."""
-    seed: int = 0
-    """Seed of the draws (each run also draws its own train/data seed)."""
-    engine: Literal["tune", "tasks"] = "tasks"
-    """tune: one Ray Tune trial per fine-tune; tasks: concurrent cached Prefect train tasks (no Tune
-    start-up). Both train the same content-addressed runs."""
-    train: TrainConfig = Field(
-        default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None)
-    )
-    """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, length and
-    seeds are drawn."""
-
-    @field_validator("lr", "weight_decay")
-    @classmethod
-    def _range(cls, v: list[float]) -> list[float]:
-        if len(v) != 2 or not 0 < v[0] <= v[1]:
-            raise ValueError(f"{v}: give a log-uniform range as two numbers (low, high) with 0 < low <= high")
-        return v
-
-    @field_validator("epochs")
-    @classmethod
-    def _choices(cls, v: list[float]) -> list[float]:
-        if not v or min(v) <= 0:
-            raise ValueError(f"{v}: give one or more positive epoch counts")
-        return v
-
-    @field_validator("steps_fraction")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        if v and min(v) <= 0:
-            raise ValueError(f"{v}: fractions of the base's steps must be positive")
-        return v
-
-    @model_validator(mode="after")
-    def _probe_needs_two(self) -> "SweepConfig":
-        if self.basin.rungs and self.n_models < 2:
-            raise ValueError("a basin probe trains a pair that joins the sweep: n_models must be >= 2")
-        return self
-
-    def lengths(self, base_steps: int | None) -> tuple[str, list[float]]:
-        """("max_steps", steps) from steps_fraction of the base's steps, else ("epochs", epochs)."""
-        if not self.steps_fraction:
-            return "epochs", self.epochs
-        if not base_steps:
-            raise ValueError("sweep.steps_fraction needs a base run whose summary records its steps")
-        return "max_steps", [max(1, round(f * base_steps)) for f in self.steps_fraction]
-
-    def space(self, lr: list[float], lengths: tuple[str, list[float]]) -> dict[str, Any]:
-        from ray import tune
-
-        wd = self.weight_decay
-        return {
-            "lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
-            "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
-            lengths[0]: tune.choice(lengths[1]),
-            "seed": tune.randint(0, 2**16),
-        }
-
-
-class IndependentConfig(Section):
-    """Members trained from scratch on the target with different seeds: naive vs aligned averaging."""
-
-    members: int = Field(2, ge=0)
-    """How many (0 skips this part; otherwise at least 2)."""
-    train: TrainConfig = Field(default_factory=_recipe)
-    """Recipe of every member; member i adds i to train_seed and data_seed."""
-
-    @field_validator("members")
-    @classmethod
-    def _zero_or_two(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError("1: averaging needs at least 2 members (or 0 to skip)")
-        return v
-
-
-class SoupStudyConfig(Section):
-    """Model soups study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
-
-    name: str = Field("soups", json_schema_extra={"volatile": True})
-    """Label shown in reports and progress."""
-    data: DataConfig = Field(default_factory=DataConfig)
-    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation
-    split."""
-    base: BaseConfig = Field(default_factory=BaseConfig)
-    """The checkpoint every fine-tune starts from."""
-    sweep: SweepConfig = Field(default_factory=SweepConfig)
-    """Fine-tunes of the base."""
-    ingredients: list[str] = Field(default_factory=list)
-    """Checkpoints of the store to soup instead of running the sweep (runs/<key> paths or URIs)."""
-    soups: SoupOptions = Field(default_factory=lambda: SoupOptions(eval_windows=128, learned_steps=20))
-    """Which soups, and the held-out / test split."""
-    merges: MergeOptions = Field(default_factory=MergeOptions)
-    """Which merges, relative to the base."""
-    independent: IndependentConfig = Field(default_factory=IndependentConfig)
-    """Naive vs aligned averaging of members trained from scratch."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
-    """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
-    """Artifact store (never part of a cache key)."""
-
-    @model_validator(mode="after")
-    def _merges_need_a_base(self) -> "SoupStudyConfig":
-        if self.ingredients and self.merges.methods and not self.base.run:
-            raise ValueError(
-                "merges are relative to the base the ingredients were fine-tuned from: "
-                "set base.run, or merges.methods=[] to soup them without merges"
-            )
-        return self
 
 
 class FineTune(BaseModel):
@@ -307,6 +134,19 @@ class SoupStudyResult(BaseModel):
 
 
 # ----------------------------------------------------------------------------- steps
+
+
+def sweep_space(sweep: SweepConfig, lr: list[float], lengths: tuple[str, list[float]]) -> dict[str, Any]:
+    """The sweep's Ray Tune search space: lr and weight decay log-uniform, length and seed drawn."""
+    from ray import tune
+
+    wd = sweep.weight_decay
+    return {
+        "lr": tune.loguniform(lr[0], lr[1]) if lr[0] < lr[1] else lr[0],
+        "weight_decay": tune.loguniform(wd[0], wd[1]) if wd[0] < wd[1] else wd[0],
+        lengths[0]: tune.choice(lengths[1]),
+        "seed": tune.randint(0, 2**16),
+    }
 
 
 def submit_base(config: SoupStudyConfig, store: Store, target: DataRef, hub: str | None, refresh: bool):
@@ -450,7 +290,7 @@ def sweep(
     if s.basin.rungs:
         rungs, pair = probe_basin(config, store, base, target, hub, refresh, gpu)
         lr = [rungs[-1].lr / s.basin.lr_span, rungs[-1].lr]
-    draws = sample_trials(s.space(lr, lengths), s.n_models - len(pair), s.seed)
+    draws = sample_trials(sweep_space(s, lr, lengths), s.n_models - len(pair), s.seed)
     jobs = [
         finetune_job(config, store, base, target, hub, f"{config.name}-ft-{i}", hp)
         for i, hp in enumerate(draws)

@@ -31,9 +31,8 @@ from ray.tune.search.variant_generator import generate_variants
 from asymptote.config import key_dict
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.job import TrainJob
-from asymptote.merges import MergeOptions
 from asymptote.refs import RunRef
-from asymptote.soups import SoupOptions
+from asymptote.soups_config import MergeOptions, SoupOptions
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.tasks.pretrain import run_ref, submit_train

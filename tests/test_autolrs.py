@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from asymptote.autolrs_config import AutoLRSOptions
 from asymptote.checkpoint import STATE, load_state
 from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.dist import DistEnv
@@ -29,7 +30,6 @@ from asymptote.store import Store
 from asymptote.tuning.autolrs import (
     PROPOSERS,
     AutoLRS,
-    AutoLRSOptions,
     AutoLRSState,
     LoopIO,
     Stage,

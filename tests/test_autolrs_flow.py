@@ -102,9 +102,9 @@ def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_ur
 
 @pytest.mark.slow
 def test_tune_search_with_autolrs_inside_every_trial(ray_local, prefect_api, store_uri, store):
+    from asymptote.autolrs_config import AutoLRSSearchConfig
     from asymptote.flows.learning_rates import autolrs_search
     from asymptote.tuning.autolrs_driver import TRACE, trace_rel
-    from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig
 
     base = _tiny(store_uri).model_dump(mode="json")
     base["train"]["max_steps"] = 40
@@ -119,7 +119,7 @@ def test_tune_search_with_autolrs_inside_every_trial(ray_local, prefect_api, sto
 
 
 def test_search_config_refuses_a_bad_base_or_range(store_uri):
-    from asymptote.tuning.autolrs_tune import AutoLRSSearchConfig
+    from asymptote.autolrs_config import AutoLRSSearchConfig
 
     with pytest.raises(ValueError, match="autolrs.trials"):
         AutoLRSSearchConfig(base={"autolrs": {"trials": 1}, "store": {"uri": store_uri}})

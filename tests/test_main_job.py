@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from asymptote.flows.main import STEPS, MainConfig, main_job
+from asymptote.flows.main import main_job
+from asymptote.main_config import STEPS, MainConfig
 from asymptote.recipes import resolve
 from asymptote.store import Store
 

@@ -16,13 +16,12 @@ from asymptote.data import eval_windows, windows_to_batch
 from asymptote.evaluation import mean_loss
 from asymptote.model import Decoder, lm_loss
 from asymptote.soups import (
+    SOUPS,
     Checkpoint,
-    SoupOptions,
     along_segment,
     basin_check,
     choose_rung,
     greedy_soup,
-    heldout_test_split,
     learned_soup,
     mixing_grad,
     mwa_soup,
@@ -33,6 +32,7 @@ from asymptote.soups import (
     weighted_average,
     window_losses,
 )
+from asymptote.soups_config import MERGE_METHODS, SOUP_METHODS, SoupOptions, heldout_test_split
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
 
@@ -357,3 +357,10 @@ def test_along_segment_visits_both_ends_and_the_line():
         assert torch.equal(value, b[name]), name  # the last point is exactly the end
     model.load_state_dict(a)
     assert rows[0]["w"] == float(model.norm.weight.detach().sum())
+
+
+def test_config_names_are_the_registries():
+    """The pure config validates soup and merge names without importing torch: its names are the registries'."""
+    from asymptote.merges import MERGES
+
+    assert tuple(SOUPS) == SOUP_METHODS and tuple(MERGES) == MERGE_METHODS

@@ -14,10 +14,10 @@ from asymptote.config import ConfigError, ModelConfig, build
 from asymptote.evaluation import mean_loss
 from asymptote.flows.soups import SoupStudyConfig, report, soup_study
 from asymptote.job import model_from_run
-from asymptote.merges import MergeOptions
 from asymptote.model import Decoder
 from asymptote.shards import load_dataset
-from asymptote.soups import Checkpoint, Scorer, SoupOptions, window_losses
+from asymptote.soups import Checkpoint, Scorer, window_losses
+from asymptote.soups_config import MergeOptions, SoupOptions
 from asymptote.tasks.soups import Kitchen, cook_with, sample_trials, segment
 
 TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}

@@ -28,72 +28,14 @@ from functools import partial
 from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from scipy.ndimage import median_filter
 from threadpoolctl import threadpool_limits
 
-from asymptote.config import Section
+from asymptote.autolrs_config import AutoLRSOptions
 from asymptote.forecast import MIN_POINTS, forecast, noise_scale
 
 # ----------------------------------------------------------------------------- options
-
-
-class AutoLRSOptions(Section):
-    """AutoLRS settings; in a TrainJob they live in `driver = {"kind": "autolrs", ...these fields}`."""
-
-    kind: Literal["autolrs"] = "autolrs"
-    """Driver name (always `autolrs`)."""
-    min_lr: float | None = Field(None, gt=0, le=10)
-    """Lower end of the searched learning rates; None (with max_lr None): from the Step Law prior."""
-    max_lr: float | None = Field(None, gt=0, le=10)
-    """Upper end of the searched learning rates; None (with min_lr None): from the Step Law prior."""
-    trials: int = Field(10, ge=2, le=100)
-    """k: learning rates tried per stage (the reference's 10)."""
-    trial_steps: int = Field(10, ge=MIN_POINTS)
-    """tau': steps of each trial in the first stage (reference: 100; here 1/10 of it, for CPU runs)."""
-    stage_steps: int = Field(100, ge=1)
-    """tau: steps trained at the chosen LR in the first stage, and the forecast horizon (reference: 1000)."""
-    max_stage_steps: int = Field(800, ge=1)
-    """tau_max: tau' and tau double after each stage while tau' < tau_max/10; the stage after the first
-    at that cap scores on validation loss (reference: 8000)."""
-    backend: Literal["bayes_opt", "optuna_gp", "optuna_tpe"] = "bayes_opt"
-    """Proposer of trial LRs: `bayes_opt` (GP, Matern 2.5, LCB with large kappa, as the paper), or
-    Optuna's GP sampler (log expected improvement) or TPE sampler."""
-    kappa: float = Field(1e5, gt=0)
-    """LCB exploration weight for `bayes_opt`; very large means nearly pure exploration, as the paper."""
-    val_points: int = Field(16, ge=MIN_POINTS)
-    """Validation evaluations per trial once trials are scored on validation loss (paper: 16)."""
-    val_windows: int | None = Field(None, ge=1)
-    """Validation windows per trial evaluation (None: train.eval_windows)."""
-    warmup_steps: int | None = Field(None, ge=0)
-    """Linear warmup before the first stage (None: train.warmup_steps)."""
-    warmup_lr: float | None = Field(None, gt=0, le=10)
-    """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
-    seed: int = 0
-    """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
-    denoiser: Literal["robust", "reference"] = "robust"
-    """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
-    the measured noise) or `reference` (the reference code's; see docs/autolrs.md for both measured)."""
-
-    @model_validator(mode="after")
-    def _check(self) -> "AutoLRSOptions":
-        if (self.min_lr is None) != (self.max_lr is None):
-            raise ValueError(
-                f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
-                "(neither: the range comes from the Step Law prior)"
-            )
-        if self.min_lr is not None and self.min_lr >= self.max_lr:
-            raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
-        if self.trial_steps >= self.stage_steps:
-            raise ValueError(
-                f"trial_steps={self.trial_steps} must be below stage_steps={self.stage_steps} "
-                "(trials are short looks ahead of a longer stage)"
-            )
-        if self.max_stage_steps < self.stage_steps:
-            raise ValueError(
-                f"max_stage_steps={self.max_stage_steps} must be at least stage_steps={self.stage_steps}"
-            )
-        return self
 
 
 def step_law_lr(non_embedding_params: int, tokens: int) -> float:

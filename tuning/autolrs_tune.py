@@ -13,59 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel
 from ray import tune
 
-from asymptote.config import Section, key_dict, volatile
+from asymptote.autolrs_config import AutoLRSSearchConfig
 from asymptote.infra.cluster import ray_ready
 from asymptote.store import Store, layout
 from asymptote.tasks.launch import tune_experiment
-from asymptote.tuning.autolrs_job import AutoLRSFlowConfig, autolrs_job
-from asymptote.versioning import step_key
+from asymptote.tuning.autolrs_job import autolrs_job
 
 METRIC = "loss"
-
-
-class AutoLRSSearchConfig(Section):
-    """A weight-decay search whose every trial trains with AutoLRS (the flow config is the base run)."""
-
-    name: str = volatile("autolrs-search")
-    """Label of the search."""
-    base: dict[str, Any] = Field(default_factory=dict)
-    """The base run: an AutoLRSFlowConfig (model, data, train, autolrs, compute, store) as a mapping."""
-    weight_decay: tuple[float, float] = (1e-3, 1.0)
-    """Searched weight-decay range (log-uniform)."""
-    samples: int = Field(4, ge=1, le=1000)
-    """Tune trials."""
-    sampler: Literal["optuna", "random"] = "optuna"
-    """Optuna's TPE through Ray Tune's OptunaSearch, or plain random sampling."""
-    seed: int = 0
-    """Seed of the sampler."""
-
-    @model_validator(mode="after")
-    def _check(self) -> "AutoLRSSearchConfig":
-        lo, hi = self.weight_decay
-        if not 0 < lo < hi:
-            raise ValueError(f"weight_decay={self.weight_decay}: need 0 < low < high for a log-uniform range")
-        self.flow_config()  # the base must be a valid AutoLRS run before any trial starts
-        return self
-
-    def flow_config(self, weight_decay: float | None = None):
-        from asymptote.config import build
-
-        cfg = build(AutoLRSFlowConfig, self.base)
-        if weight_decay is not None:
-            cfg = cfg.model_copy(
-                update={"train": cfg.train.model_copy(update={"weight_decay": weight_decay})}
-            )
-        return cfg
-
-    @property
-    def key(self) -> str:
-        body = key_dict(self) | {"base": key_dict(self.flow_config())}
-        return step_key(__name__, **body)
 
 
 class AutoLRSSearchResult(BaseModel):

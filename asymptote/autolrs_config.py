@@ -1,0 +1,153 @@
+"""AutoLRS configs: the controller's options, one AutoLRS run, and a weight-decay search over such runs.
+
+Pure configuration (pydantic, no torch): `asymptote autolrs` validates it, and names a wrong field,
+before the training stack is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    build,
+    key_dict,
+    volatile,
+)
+from asymptote.forecast import MIN_POINTS
+from asymptote.versioning import step_key
+
+
+class AutoLRSOptions(Section):
+    """AutoLRS settings; in a TrainJob they live in `driver = {"kind": "autolrs", ...these fields}`."""
+
+    kind: Literal["autolrs"] = "autolrs"
+    """Driver name (always `autolrs`)."""
+    min_lr: float | None = Field(None, gt=0, le=10)
+    """Lower end of the searched learning rates; None (with max_lr None): from the Step Law prior."""
+    max_lr: float | None = Field(None, gt=0, le=10)
+    """Upper end of the searched learning rates; None (with min_lr None): from the Step Law prior."""
+    trials: int = Field(10, ge=2, le=100)
+    """k: learning rates tried per stage (the reference's 10)."""
+    trial_steps: int = Field(10, ge=MIN_POINTS)
+    """tau': steps of each trial in the first stage (reference: 100; here 1/10 of it, for CPU runs)."""
+    stage_steps: int = Field(100, ge=1)
+    """tau: steps trained at the chosen LR in the first stage, and the forecast horizon (reference: 1000)."""
+    max_stage_steps: int = Field(800, ge=1)
+    """tau_max: tau' and tau double after each stage while tau' < tau_max/10; the stage after the first
+    at that cap scores on validation loss (reference: 8000)."""
+    backend: Literal["bayes_opt", "optuna_gp", "optuna_tpe"] = "bayes_opt"
+    """Proposer of trial LRs: `bayes_opt` (GP, Matern 2.5, LCB with large kappa, as the paper), or
+    Optuna's GP sampler (log expected improvement) or TPE sampler."""
+    kappa: float = Field(1e5, gt=0)
+    """LCB exploration weight for `bayes_opt`; very large means nearly pure exploration, as the paper."""
+    val_points: int = Field(16, ge=MIN_POINTS)
+    """Validation evaluations per trial once trials are scored on validation loss (paper: 16)."""
+    val_windows: int | None = Field(None, ge=1)
+    """Validation windows per trial evaluation (None: train.eval_windows)."""
+    warmup_steps: int | None = Field(None, ge=0)
+    """Linear warmup before the first stage (None: train.warmup_steps)."""
+    warmup_lr: float | None = Field(None, gt=0, le=10)
+    """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
+    seed: int = 0
+    """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
+    denoiser: Literal["robust", "reference"] = "robust"
+    """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
+    the measured noise) or `reference` (the reference code's; see docs/autolrs.md for both measured)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoLRSOptions":
+        if (self.min_lr is None) != (self.max_lr is None):
+            raise ValueError(
+                f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
+                "(neither: the range comes from the Step Law prior)"
+            )
+        if self.min_lr is not None and self.min_lr >= self.max_lr:
+            raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
+        if self.trial_steps >= self.stage_steps:
+            raise ValueError(
+                f"trial_steps={self.trial_steps} must be below stage_steps={self.stage_steps} "
+                "(trials are short looks ahead of a longer stage)"
+            )
+        if self.max_stage_steps < self.stage_steps:
+            raise ValueError(
+                f"max_stage_steps={self.max_stage_steps} must be at least stage_steps={self.stage_steps}"
+            )
+        return self
+
+
+def _tiny_train() -> TrainConfig:
+    return TrainConfig(
+        max_steps=300,
+        batch_size=16,
+        warmup_steps=20,
+        eval_every=100,
+        eval_windows=64,
+        log_every=25,
+        checkpoint_every=100,
+    )
+
+
+class AutoLRSFlowConfig(Section):
+    """One AutoLRS run. The defaults are the main job's tiny scale (a minute on 2 CPU cores)."""
+
+    name: str = volatile("autolrs")
+    """Label shown in reports and progress."""
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
+    """Model shape."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Corpus and tokenisation."""
+    train: TrainConfig = Field(default_factory=_tiny_train)
+    """Optimisation; the run's steps are train.max_steps (or epochs). train.lr and the schedule are
+    not used: AutoLRS sets the LR of every step (train.warmup_steps is its default warmup)."""
+    autolrs: AutoLRSOptions = Field(default_factory=AutoLRSOptions)
+    """The search: range, trials per stage, trial and stage lengths, optimiser backend."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+
+class AutoLRSSearchConfig(Section):
+    """A weight-decay search whose every trial trains with AutoLRS (the flow config is the base run)."""
+
+    name: str = volatile("autolrs-search")
+    """Label of the search."""
+    base: dict[str, Any] = Field(default_factory=dict)
+    """The base run: an AutoLRSFlowConfig (model, data, train, autolrs, compute, store) as a mapping."""
+    weight_decay: tuple[float, float] = (1e-3, 1.0)
+    """Searched weight-decay range (log-uniform)."""
+    samples: int = Field(4, ge=1, le=1000)
+    """Tune trials."""
+    sampler: Literal["optuna", "random"] = "optuna"
+    """Optuna's TPE through Ray Tune's OptunaSearch, or plain random sampling."""
+    seed: int = 0
+    """Seed of the sampler."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "AutoLRSSearchConfig":
+        lo, hi = self.weight_decay
+        if not 0 < lo < hi:
+            raise ValueError(f"weight_decay={self.weight_decay}: need 0 < low < high for a log-uniform range")
+        self.flow_config()  # the base must be a valid AutoLRS run before any trial starts
+        return self
+
+    def flow_config(self, weight_decay: float | None = None) -> "AutoLRSFlowConfig":
+        cfg = build(AutoLRSFlowConfig, self.base)
+        if weight_decay is not None:
+            cfg = cfg.model_copy(
+                update={"train": cfg.train.model_copy(update={"weight_decay": weight_decay})}
+            )
+        return cfg
+
+    @property
+    def key(self) -> str:
+        body = key_dict(self) | {"base": key_dict(self.flow_config())}
+        return step_key("asymptote.tuning.autolrs_tune", **body)  # the search runs that module

@@ -1,0 +1,291 @@
+"""The soups study's config: base, fine-tune sweep, soups, merges, independent members.
+
+Pure configuration (pydantic and numpy, no torch): `asymptote soups` validates it, and names a wrong
+field, before the training stack is imported. The soup and merge names are their registries' keys
+(asymptote.soups.SOUPS, asymptote.merges.MERGES; a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    known_names,
+)
+
+SOUP_METHODS = ("uniform", "greedy", "learned", "mwa")
+MERGE_METHODS = ("task_arithmetic", "ties", "dare", "slerp")
+
+
+def heldout_test_split(
+    val_tokens: np.ndarray, heldout_fraction: float = 0.5, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, test): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f), else test.
+
+    So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate.
+    """
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction={heldout_fraction}: must be strictly between 0 and 1")
+    idx = np.arange(-(-len(val_tokens) // chunk))
+    held = np.floor((idx + 1) * heldout_fraction) > np.floor(idx * heldout_fraction)
+    pieces = [val_tokens[i * chunk : (i + 1) * chunk] for i in idx]
+    if held.all() or not held.any():
+        raise ValueError(
+            f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
+            "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction"
+        )
+    return (
+        np.concatenate([p for p, h in zip(pieces, held, strict=False) if h]),
+        np.concatenate([p for p, h in zip(pieces, held, strict=False) if not h]),
+    )
+
+
+class SoupOptions(Section):
+    """Which soups to make and how; every choice is made on the held-out split."""
+
+    methods: list[str] = Field(default_factory=lambda: ["uniform", "greedy", "learned", "mwa"])
+    """Soups to make: names from the soup registry (uniform, greedy, learned, mwa)."""
+    heldout_fraction: float = Field(0.5, gt=0, lt=1)
+    """Share of the target's validation split used as held-out; the rest is test."""
+    split_chunk_windows: int = Field(16, ge=1)
+    """Held-out and test interleave in chunks of this many evaluation windows (block_size tokens each)."""
+    eval_windows: int | None = Field(None, ge=1)
+    """Cap on held-out windows when scoring candidates (evenly spaced); None: the whole held-out split.
+    Test losses always use every test window."""
+    mwa_penalty: float = Field(8.0, ge=0)
+    """p in w_k = (L_k / L_min) ** (-p): 0 is the uniform soup, larger favours the best ingredients."""
+    learned_steps: int = Field(40, ge=1)
+    """Adam steps of the learned soup's mixing logits."""
+    learned_lr: float = Field(0.05, gt=0)
+    """Adam learning rate of the mixing logits."""
+    learned_batch_size: int = Field(16, ge=1)
+    """Held-out windows per learned-soup step."""
+    seed: int = 0
+    """Order of the held-out windows the learned soup trains on."""
+    bootstrap: int = Field(2000, ge=100)
+    """Resamples of the test windows behind every gain's interval and p."""
+    curve_points: int = Field(11, ge=3)
+    """Evenly spaced points (alpha 0..1, odd so the midpoint is one) along each interpolation segment."""
+
+    @field_validator("curve_points")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"{v}: give an odd count so alpha = 1/2 is one of the points")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return known_names(v, SOUP_METHODS, "soups")
+
+    def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held-out, test) of a validation split, by this config's rule."""
+        return heldout_test_split(val_tokens, self.heldout_fraction, self.split_chunk_windows * block)
+
+
+class MergeOptions(Section):
+    """Which merges to make; each one's scale is chosen on the held-out split."""
+
+    methods: list[str] = Field(default_factory=lambda: list(MERGE_METHODS))
+    """Merges to make: names from the merge registry (task_arithmetic, ties, dare, slerp)."""
+    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    """Candidate scales of the merged task vector; the best on held-out is kept."""
+    ties_density: float = Field(0.3, gt=0, le=1)
+    """TIES: fraction of each task vector kept (largest magnitudes)."""
+    dare_drop: float = Field(0.5, ge=0, lt=1)
+    """DARE: probability of dropping each task-vector entry."""
+    slerp_t: float = Field(0.5, ge=0, le=1)
+    """SLERP: position between the two best ingredients (by held-out loss)."""
+    seed: int = 0
+    """DARE's drop masks."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return known_names(v, MERGE_METHODS, "merges")
+
+    @field_validator("scales")
+    @classmethod
+    def _some(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one scale (1.0 is the plain merge)")
+        return v
+
+    def for_method(self, method: str) -> dict:
+        """The per-tensor options of one merge."""
+        return {
+            "ties": {"density": self.ties_density},
+            "dare": {"drop": self.dare_drop, "seed": self.seed},
+            "slerp": {"t": self.slerp_t},
+        }.get(method, {})
+
+
+def _recipe(**fields: Any) -> TrainConfig:
+    # The distill step's teacher recipe: in the main job its first member doubles as this base.
+    base = {
+        "lr": 3e-3,
+        "max_steps": 200,
+        "batch_size": 16,
+        "warmup_steps": 20,
+        "eval_every": 100,
+        "eval_windows": 64,
+        "log_every": 20,
+        "checkpoint_every": 100,
+        "weight_decay": 0.5,
+    }
+    return TrainConfig(**(base | fields))
+
+
+class BaseConfig(Section):
+    """The pretrained checkpoint every fine-tune starts from."""
+
+    run: str | None = None
+    """A run or checkpoint already in the store (runs/<key> or its URI); None: train one here."""
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
+    """Shape of the base trained here (and of the independent members)."""
+    data: DataConfig | None = None
+    """Corpus the base is pretrained on (e.g. another part of the text); None: the target corpus."""
+    train: TrainConfig = Field(default_factory=_recipe)
+    """Pre-training recipe of the base trained here."""
+
+
+class BasinConfig(Section):
+    """Find the sweep's learning rates by measurement, so that its fine-tunes share one basin.
+
+    A ladder of learning rates descends from the base's own peak: lr_i = base lr / factor**i. At each
+    rung two probe fine-tunes (two seeds, the sweep's longest length) train from the base and the
+    held-out loss is measured along the straight line between them. The first rung whose midpoint
+    (their two-ingredient uniform soup) beats both ends is accepted (else the last rung probed); the
+    sweep then draws learning rates log-uniformly in [lr / lr_span, lr], and the probe pair joins it.
+    """
+
+    rungs: int = Field(0, ge=0)
+    """Rungs to probe at most; 0 turns the probe off (sweep.lr is then absolute)."""
+    factor: float = Field(2.0, gt=1)
+    """Each rung's learning rate is the previous one's divided by this."""
+    lr_span: float = Field(4.0, ge=1)
+    """The sweep's learning rates reach down to the accepted rung's divided by this."""
+
+
+class SweepConfig(Section):
+    """The fine-tunes: hyperparameters drawn from a Ray Tune search space."""
+
+    n_models: int = Field(4, ge=1)
+    """Fine-tunes M."""
+    lr: list[float] = Field(default_factory=lambda: [3e-4, 3e-3])
+    """Log-uniform range [low, high] of the peak learning rate (ignored when basin.rungs > 0)."""
+    weight_decay: list[float] = Field(default_factory=lambda: [0.01, 0.5])
+    """Log-uniform range [low, high] of the weight decay."""
+    epochs: list[float] = Field(default_factory=lambda: [0.03, 0.06])
+    """Choices of passes over the target's training split (ignored when steps_fraction is given)."""
+    steps_fraction: list[float] = Field(default_factory=list)
+    """Choices of fine-tune length as fractions of the base's own optimiser steps (its schedule);
+    empty: use epochs."""
+    basin: BasinConfig = Field(default_factory=BasinConfig)
+    """The learning-rate range found by a basin probe, relative to the base's peak."""
+    seed: int = 0
+    """Seed of the draws (each run also draws its own train/data seed)."""
+    engine: Literal["tune", "tasks"] = "tasks"
+    """tune: one Ray Tune trial per fine-tune; tasks: concurrent cached Prefect train tasks (no Tune
+    start-up). Both train the same content-addressed runs."""
+    train: TrainConfig = Field(
+        default_factory=lambda: _recipe(warmup_steps=5, eval_every=1000, max_steps=None)
+    )
+    """Everything else of a fine-tune (batch size, warmup, schedule, ...); lr, weight decay, length and
+    seeds are drawn."""
+
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0 < v[0] <= v[1]:
+            raise ValueError(f"{v}: give a log-uniform range as two numbers (low, high) with 0 < low <= high")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _choices(cls, v: list[float]) -> list[float]:
+        if not v or min(v) <= 0:
+            raise ValueError(f"{v}: give one or more positive epoch counts")
+        return v
+
+    @field_validator("steps_fraction")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if v and min(v) <= 0:
+            raise ValueError(f"{v}: fractions of the base's steps must be positive")
+        return v
+
+    @model_validator(mode="after")
+    def _probe_needs_two(self) -> "SweepConfig":
+        if self.basin.rungs and self.n_models < 2:
+            raise ValueError("a basin probe trains a pair that joins the sweep: n_models must be >= 2")
+        return self
+
+    def lengths(self, base_steps: int | None) -> tuple[str, list[float]]:
+        """("max_steps", steps) from steps_fraction of the base's steps, else ("epochs", epochs)."""
+        if not self.steps_fraction:
+            return "epochs", self.epochs
+        if not base_steps:
+            raise ValueError("sweep.steps_fraction needs a base run whose summary records its steps")
+        return "max_steps", [max(1, round(f * base_steps)) for f in self.steps_fraction]
+
+
+class IndependentConfig(Section):
+    """Members trained from scratch on the target with different seeds: naive vs aligned averaging."""
+
+    members: int = Field(2, ge=0)
+    """How many (0 skips this part; otherwise at least 2)."""
+    train: TrainConfig = Field(default_factory=_recipe)
+    """Recipe of every member; member i adds i to train_seed and data_seed."""
+
+    @field_validator("members")
+    @classmethod
+    def _zero_or_two(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("1: averaging needs at least 2 members (or 0 to skip)")
+        return v
+
+
+class SoupStudyConfig(Section):
+    """Model soups study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
+
+    name: str = Field("soups", json_schema_extra={"volatile": True})
+    """Label shown in reports and progress."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation
+    split."""
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    """The checkpoint every fine-tune starts from."""
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    """Fine-tunes of the base."""
+    ingredients: list[str] = Field(default_factory=list)
+    """Checkpoints of the store to soup instead of running the sweep (runs/<key> paths or URIs)."""
+    soups: SoupOptions = Field(default_factory=lambda: SoupOptions(eval_windows=128, learned_steps=20))
+    """Which soups, and the held-out / test split."""
+    merges: MergeOptions = Field(default_factory=MergeOptions)
+    """Which merges, relative to the base."""
+    independent: IndependentConfig = Field(default_factory=IndependentConfig)
+    """Naive vs aligned averaging of members trained from scratch."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    """Execution (never part of a cache key)."""
+    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    """Artifact store (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _merges_need_a_base(self) -> "SoupStudyConfig":
+        if self.ingredients and self.merges.methods and not self.base.run:
+            raise ValueError(
+                "merges are relative to the base the ingredients were fine-tuned from: "
+                "set base.run, or merges.methods=[] to soup them without merges"
+            )
+        return self
