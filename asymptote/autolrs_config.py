@@ -21,8 +21,9 @@ from asymptote.config import (
     key_dict,
     volatile,
 )
-from asymptote.forecast import MIN_POINTS
 from asymptote.versioning import step_key
+
+MIN_POINTS = 5  # a quadratic smoothing spline needs k + 1 = 3 points; an exponential with a floor, more
 
 
 class AutoLRSOptions(Section):

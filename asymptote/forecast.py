@@ -21,7 +21,7 @@ from scipy.interpolate import UnivariateSpline
 from scipy.ndimage import median_filter
 from scipy.optimize import minimize_scalar
 
-MIN_POINTS = 5  # a quadratic smoothing spline needs k + 1 = 3 points; an exponential with a floor, more
+from asymptote.autolrs_config import MIN_POINTS
 
 
 @dataclass(frozen=True)
