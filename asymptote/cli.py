@@ -17,6 +17,7 @@ from rich.markup import escape
 
 import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
 from asymptote.infra.supervise import supervise
 from asymptote.methods import MAIN, METHODS, Method, load
@@ -112,7 +113,7 @@ def _run_method(method: Method, recipe, overrides, store, as_json, recompute) ->
     figures, line = load(method.summary)(res)
     report = getattr(res, "report_uri", None)
     lines = [f"[green]done[/green]. {line}", *([f"report {report}"] if report else [])]
-    _finish(res.model_dump() | {"figures": figures}, as_json, lines)
+    _finish(res.model_dump() | figures, as_json, lines)
 
 
 def _method_command(method: Method) -> Callable[..., None]:
@@ -217,5 +218,11 @@ def _store(uri: Optional[str]):
 app.command(name="serve")(serve_cli)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The `asymptote` console command: the app, each run supervised so that Ctrl-C stops it cleanly."""
+    supervision.enable()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -34,10 +34,20 @@ def _kill_group(child: subprocess.Popen, sig: int) -> None:
         os.killpg(child.pid, sig)
 
 
+_ENABLED = False  # set by the console entry point only: a CLI invoked in-process (tests, other
+# programs calling the typer app) runs the command in its own process.
+
+
+def enable() -> None:
+    global _ENABLED
+    _ENABLED = True
+
+
 def supervise() -> None:
     """In the user's CLI process: run this same command in a supervised child and exit with its code.
-    In the child (or off Linux), return at once and let the command run here."""
-    if os.environ.get(CHILD_ENV) or not sys.platform.startswith("linux"):
+    In the child, off Linux, or when the app was not started from the console entry point, return at
+    once and let the command run here."""
+    if not _ENABLED or os.environ.get(CHILD_ENV) or not sys.platform.startswith("linux"):
         return
     child = subprocess.Popen(
         [sys.executable, "-m", "asymptote.cli", *sys.argv[1:]],
