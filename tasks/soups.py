@@ -35,6 +35,7 @@ from asymptote.refs import RunRef
 from asymptote.soups_config import MergeOptions, SoupOptions
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
+from asymptote.tasks.launch import launch_from_trial, tune_experiment
 from asymptote.tasks.pretrain import run_ref, submit_train
 from asymptote.versioning import step_key
 
@@ -93,7 +94,6 @@ def sample_trials(space: dict[str, Any], n: int, seed: int) -> list[dict[str, An
 
 def _sweep_trial(config: dict[str, Any]) -> None:
     """A Tune function trainable: train (or find) the trial's run and report its summary."""
-    from asymptote.tasks.launch import launch_from_trial
 
     job = TrainJob.model_validate(config["job"])
     summary = launch_from_trial(job)
@@ -104,18 +104,11 @@ def _sweep_trial(config: dict[str, Any]) -> None:
 def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     """Every job as one trial of a Ray Tune experiment stored under sweeps/<key>/tune."""
     ray_ready()
-    from asymptote.tasks.launch import concurrent_runs, ray_storage
-
     store = Store(jobs[0].store)
-    storage, fs = ray_storage(store, layout("sweep", key=key))
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"job": tune.grid_search([j.model_dump() for j in jobs])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent_runs(jobs[0].compute)),
-        run_config=tune.RunConfig(name="tune", storage_path=storage, storage_filesystem=fs, verbose=0),
-    )
-    failed = [r.error for r in tuner.fit() if r.error]
+    space = {"job": tune.grid_search([j.model_dump() for j in jobs])}
+    grid = tune_experiment(store, layout("sweep", key=key), "tune", trainable, space, jobs[0].compute)
+    failed = [r.error for r in grid if r.error]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(jobs)} fine-tunes failed; first error: {failed[0]}")
     store.invalidate()
