@@ -94,7 +94,6 @@ def sample_trials(space: dict[str, Any], n: int, seed: int) -> list[dict[str, An
 
 def _sweep_trial(config: dict[str, Any]) -> None:
     """A Tune function trainable: train (or find) the trial's run and report its summary."""
-
     job = TrainJob.model_validate(config["job"])
     summary = launch_from_trial(job)
     tune.report({"val_loss": float(summary["val_loss"]), "run": job.run_rel})
