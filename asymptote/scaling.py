@@ -92,13 +92,20 @@ def train_at(template: TrainConfig, point: Point, **extra) -> TrainConfig:
 
 
 def point_job(
-    model: ModelConfig, data: DataConfig, data_artifact: str, template: TrainConfig, point: Point, **volatile
+    model: ModelConfig,
+    data: DataConfig,
+    data_artifact: str,
+    template: TrainConfig,
+    point: Point,
+    seed: int | None = None,
+    **volatile,
 ) -> TrainJob:
     """The run at a grid point. Flows and Tune trials both build runs here, so equal points give equal
-    job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub)."""
-    return make_job(
-        model=model, data=data, data_artifact=data_artifact, train=train_at(template, point), **volatile
-    )
+    job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub). seed: a
+    replica with train_seed = data_seed = seed (None: the template's seeds, as the search ran it)."""
+    extra = {} if seed is None else {"train_seed": seed, "data_seed": seed}
+    train = train_at(template, point, **extra)
+    return make_job(model=model, data=data, data_artifact=data_artifact, train=train, **volatile)
 
 
 def member_train(
