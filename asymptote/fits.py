@@ -358,7 +358,7 @@ def seed_mean_noise(counts: Sequence[int], pool: np.ndarray, n_boot: int, rng) -
     if len(pool) < 2:
         raise FitError(f"seed noise needs at least 2 seed deviations, got {len(pool)}; run >= 2 seeds")
     cols = [rng.choice(pool, size=(n_boot, max(int(c), 1))).mean(axis=1) for c in counts]
-    return np.stack(cols, axis=1)
+    return np.stack(cols, axis=1) if cols else np.zeros((n_boot, 0))
 
 
 def seed_deviations(groups: Sequence[Sequence[float]]) -> np.ndarray:
