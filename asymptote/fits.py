@@ -311,6 +311,8 @@ def identification(n_points: int, law: PowerLaw) -> str:
         return "flat: the loss does not fall with x here (A or the exponent at 0)"
     if law.alpha >= MAX_EXPONENT * (1 - 1e-6):
         return f"exponent at its bound ({MAX_EXPONENT:g}): the points do not follow a power law"
+    if law.E <= 0:
+        return "asymptote at its bound 0: the points fall too slowly to show where they level off"
     return ""
 
 

@@ -109,6 +109,9 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
     values = [v for s in data.sizes for c in s.ensemble.values() for v in c]
     _focus(ax, values + _asymptotes(analysis, [f"ensemble_K/{s.label}" for s in data.sizes]))
     ax.set_xscale("log")
+    k_max = max((len(c) for s in data.sizes for c in s.ensemble.values()), default=1)
+    ax.set_xticks(range(1, k_max + 1), [str(k) for k in range(1, k_max + 1)])
+    ax.minorticks_off()
     title = (
         f"test loss vs members (dashed: fitted asymptote C, {drawn} of {len(data.sizes)} sizes)"
         if drawn

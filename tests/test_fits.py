@@ -127,6 +127,7 @@ def test_three_points_for_three_parameters_are_not_identified():
     assert not fit.identified and "3 points for 3 parameters" in fit.reason
     assert "bound" in identification(5, PowerLaw(7e39, 10.0, 3.3))
     assert "flat" in identification(5, PowerLaw(0.0, 0.5, 3.3))
+    assert "asymptote at its bound 0" in identification(5, PowerLaw(3.3, 0.001, 0.0))
     assert identification(5, PowerLaw(10.0, 0.3, 2.0)) == ""
 
 
