@@ -48,6 +48,15 @@ class SizeData(BaseModel):
     """Each ensemble member's test loss."""
     ensemble: dict[str, list[float]] = Field(default_factory=dict)
     """Test loss of the first-k ensemble, k = 1..K, per combination (logits, probs)."""
+    subsets: dict[str, float] = Field(default_factory=dict)
+    """Test loss of the logit ensemble of every non-empty subset of members ("0,2" -> loss)."""
+
+    def subset_curve(self) -> list[float]:
+        """Loss at k members as the mean over all k-subsets (k = 1..K); [] without subsets."""
+        by_k: dict[int, list[float]] = {}
+        for key, loss in self.subsets.items():
+            by_k.setdefault(len(key.split(",")), []).append(loss)
+        return [float(np.mean(by_k[k])) for k in sorted(by_k)]
 
 
 class StudyData(BaseModel):
@@ -117,6 +126,7 @@ class Noise:
         self.pool = seed_deviations(groups + list(data.efficiency.values()))
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
+        self.interaction = np.concatenate([_interactions(s) for s in data.sizes] or [np.zeros(0)])
 
     @property
     def sd(self) -> float | None:
@@ -125,6 +135,24 @@ class Noise:
     def means(self, counts: list[int]) -> np.ndarray:
         """(B, n) draws of seed-mean errors."""
         return seed_mean_noise(counts, self.pool, self.cfg.n_boot, self.rng)
+
+    def curve(self, size: SizeData) -> tuple[list[float], np.ndarray]:
+        """(curve, (B, K) error draws) of a size's ensemble loss against k.
+
+        With every subset evaluated: the mean over k-subsets, whose error is the members' common luck
+        (the mean of K resampled member deviations, the same at every k) plus an interaction term drawn
+        from how single subsets stray from that additive picture (pooled over sizes; not divided by the
+        number of subsets, so conservative). Otherwise the first-k curve with `cumulative` errors."""
+        curve = size.subset_curve()
+        if not curve or len(self.interaction) < 2:
+            first = size.ensemble.get(self.cfg.combine, [])
+            return first, self.cumulative(size.members, len(first))
+        members = seed_deviations([size.members])
+        pool = members if len(members) >= 2 else self.pool
+        common = self.rng.choice(pool, size=(self.cfg.n_boot, len(size.members))).mean(axis=1)
+        inner = self.rng.choice(self.interaction, size=(self.cfg.n_boot, len(curve)))
+        inner[:, 0] = 0.0  # the mean of single members has no interaction term
+        return curve, common[:, None] + inner
 
     def cumulative(self, members: list[float], k: int) -> np.ndarray:
         """(B, k) draws of first-k ensemble errors: running means of resampled member deviations (this
@@ -135,6 +163,23 @@ class Noise:
             raise FitError("ensemble noise needs >= 2 members or seed replicas")
         draws = self.rng.choice(pool, size=(self.cfg.n_boot, k))
         return np.cumsum(draws, axis=1) / np.arange(1, k + 1)
+
+
+def _interactions(size: SizeData) -> np.ndarray:
+    """Residuals of subsets of 1 < k < K members from the additive picture
+    L(S) = Lbar(k) + mean_{i in S} u_i - mean u, with u_i = L({i}) - Lbar(1)."""
+    if not size.subsets:
+        return np.zeros(0)
+    single = {int(k): v for k, v in size.subsets.items() if "," not in k}
+    curve = size.subset_curve()
+    u = {i: v - curve[0] for i, v in single.items()}
+    u_bar = float(np.mean(list(u.values())))
+    out = []
+    for key, loss in size.subsets.items():
+        idx = [int(i) for i in key.split(",")]
+        if 1 < len(idx) < len(curve):
+            out.append(loss - curve[len(idx) - 1] - (np.mean([u[i] for i in idx]) - u_bar))
+    return np.asarray(out, dtype=float)
 
 
 # ----------------------------------------------------------------------------- fits
@@ -167,16 +212,13 @@ def _joint(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
     """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote."""
     xs, cs, draws = [], [], []
     for s in data.sizes:
-        curve = s.ensemble.get(noise.cfg.combine, [])
-        k = np.arange(1, len(curve) + 1)
         name = f"ensemble_K/{s.label}"
-        fit = _record(
-            fits,
-            name,
-            lambda c=curve, k=k, s=s, n=name: fit_seed_draws(
-                k, c, noise.cumulative(s.members, len(c)), what=n
-            ),
-        )
+
+        def make(s=s, n=name):
+            curve, draws = noise.curve(s)
+            return fit_seed_draws(np.arange(1, len(curve) + 1), curve, draws, what=n)
+
+        fit = _record(fits, name, make)
         if fit is not None and fit.identified:
             xs.append(s.params)
             cs.append(fit.law.E)
@@ -333,15 +375,17 @@ def _per_size_gap(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
 def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
     """L(1) - L(K) averaged over sizes; p: the draws where every size's curve falls at every k."""
     direction = "L(k) falls at every k at every size"
-    curves = [(s, s.ensemble.get(cfg.combine, [])) for s in data.sizes]
-    if not curves or any(len(c) < 2 for _, c in curves) or noise.sd is None:
+    if noise.sd is None or not data.sizes:
+        return claim(None, None, cfg, direction, "needs K >= 2 members at every size and seed replicas")
+    curves = [noise.curve(s) for s in data.sizes]
+    if any(len(c) < 2 for c, _ in curves):
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size")
     falls, gaps = [], []
-    for s, c in curves:
-        d = np.asarray(c) + noise.cumulative(s.members, len(c))
+    for c, err in curves:
+        d = np.asarray(c) + err
         falls.append(np.all(np.diff(d, axis=1) < 0, axis=1))
         gaps.append(d[:, 0] - d[:, -1])
-    estimate = float(np.mean([c[0] - c[-1] for _, c in curves]))
+    estimate = float(np.mean([c[0] - c[-1] for c, _ in curves]))
     p = float(np.mean(np.all(falls, axis=0)))
     ci = [_finite(v) for v in interval(np.mean(gaps, axis=0), cfg.level)]
     return Claim(

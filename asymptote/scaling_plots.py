@@ -97,16 +97,29 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
     cmap = plt.get_cmap("viridis", max(2, len(data.sizes)))
     drawn = 0
     for i, s in enumerate(data.sizes):
-        for how, style in (("logits", "o-"), ("probs", "x:")):
-            curve = s.ensemble.get(how, [])
-            if curve:
-                label = f"{s.label} ({how})" if how == "logits" or i == 0 else None
-                ax.plot(range(1, len(curve) + 1), curve, style, color=cmap(i), ms=4, label=label)
+        first = s.ensemble.get("logits", [])
+        mean = s.subset_curve()
+        if first:
+            label = "first-k ensembles" if i == 0 and mean else None
+            ax.plot(
+                range(1, len(first) + 1), first, "o-", color=cmap(i), ms=3, lw=0.6, alpha=0.45, label=label
+            )
+        if mean:  # what the L(K) fit and the verdict use
+            ax.plot(
+                range(1, len(mean) + 1),
+                mean,
+                "s-",
+                color=cmap(i),
+                ms=4,
+                label=f"{s.label}: mean over k-subsets",
+            )
+        elif first:
+            ax.plot([], [], "o-", color=cmap(i), label=s.label)
         law = _law(analysis.fits.get(f"ensemble_K/{s.label}"))
         if law is not None:
             ax.axhline(law.E, color=cmap(i), ls="--", lw=0.9)
             drawn += 1
-    values = [v for s in data.sizes for c in s.ensemble.values() for v in c]
+    values = [v for s in data.sizes for c in (s.ensemble.get("logits", []), s.subset_curve()) for v in c]
     _focus(ax, values + _asymptotes(analysis, [f"ensemble_K/{s.label}" for s in data.sizes]))
     ax.set_xscale("log")
     k_max = max((len(c) for s in data.sizes for c in s.ensemble.values()), default=1)

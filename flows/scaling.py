@@ -46,12 +46,12 @@ from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session, ray_ready
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
-from asymptote.scaling import CoordinateDescent, member_train, param_count, point_job
+from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
 from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
 from asymptote.scaling_config import ScalingStudyConfig
 from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
-from asymptote.tasks.ensembles import ensemble_eval
+from asymptote.tasks.ensembles import ensemble_eval, ensemble_subsets
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import Report, publish_report
 from asymptote.tasks.scaling import Descent, descend, evaluate_all, train_all, tune_search
@@ -253,6 +253,10 @@ def plan_runs(study: Study, descents: dict) -> Plan:
     return Plan(jobs, replicas, sweep, members)
 
 
+def _result(future) -> dict:
+    return future.result() if future is not None else {}
+
+
 def _finite(loss: float) -> float:
     return loss if math.isfinite(loss) else math.inf  # a diverged run is worse than any finished one
 
@@ -278,6 +282,7 @@ def collect(study: Study, descents: dict, plan: Plan, tests: list[dict], ensembl
                 regularized_val=d["regularized"].cd.results[d["regularized"].best],
                 members=ensembles[label]["member"],
                 ensemble={h: ensembles[label][h] for h in ("logits", "probs")},
+                subsets=ensembles[label]["subsets"],
             )
         )
     efficiency = {
@@ -327,8 +332,15 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
             label: ensemble_eval(store, [refs[i].rel for i in idx], data.rel, split="test")
             for label, idx in plan.members.items()
         }
+        subsets = {
+            label: ensemble_subsets(store, [refs[i].rel for i in idx], data.rel, split="test")
+            for label, idx in plan.members.items()
+            if len(idx) <= MAX_SUBSET_MEMBERS
+        }
         tests = evaluate_all(store, refs, data.rel)  # 3. every reported figure: the test split
-        ensembles = {label: f.result() for label, f in futures.items()}
+        ensembles = {
+            label: f.result() | {"subsets": _result(subsets.get(label))} for label, f in futures.items()
+        }
     measured = collect(study, descents, plan, tests, ensembles)
     analysis = analyse(measured, config.fits)
     rows = search_rows(descents)

@@ -49,3 +49,37 @@ def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = 
     parts = {} if split == "val" else {"split": split}  # val keeps its earlier key
     key = step_key(__name__, runs=runs, data=data_rel, what="ensemble_losses", **parts)
     return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key, split=split)
+
+
+# ----------------------------------------------------------------------------- every subset (scaling study)
+
+
+@ray.remote(num_cpus=1)
+def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
+    import torch
+
+    from asymptote.job import model_from_run
+    from asymptote.scaling import subset_losses
+    from asymptote.shards import load_split
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokens = load_split(store, data_rel, split)
+    models = [model_from_run(store, r, device).eval() for r in runs]
+    return subset_losses(models, tokens, models[0].cfg.block_size, device=device)
+
+
+@task(name="ensemble-subsets", retries=1)
+def subsets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict[str, float]:
+    ray_ready()
+    return ray.get(_subsets_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+
+
+def ensemble_subsets(
+    store: Store, runs: list[str], data_rel: str, split: str = "test", refresh: bool = False
+):
+    """A future of the logit-ensemble loss on `split` of every non-empty subset of the runs ("0,2" ->
+    loss; all members held at once, so for small K): the scaling study's loss at k members is the mean
+    over k-subsets."""
+    key = step_key(__name__, runs=runs, data=data_rel, split=split, what="ensemble_subset_losses")
+    return cached(subsets_task, store, refresh).submit(store, runs, data_rel, split, key=key)

@@ -245,3 +245,31 @@ def test_fit_table_shows_numbers_only_for_identified_fits():
         "2.7e+40" not in table and "3.3" not in lines["bound"] and "exponent at its bound" in lines["bound"]
     )
     assert "needs 2 members" in lines["missing"]
+
+
+def test_ensemble_verdict_uses_the_mean_over_subsets():
+    """A first-k curve that rises because member 2 is a poor draw: the mean over k-subsets still falls
+    at every k, and the verdict (from those means) supports the claim."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    data = synthetic_study()
+    for s in data.sizes:
+        luck = rng.normal(0.0, 0.02, 4)
+        luck[:2] = -0.02, 0.1  # member 2 is a poor draw: the first-2 ensemble is worse than member 1
+        subsets = {}
+        for k in range(1, 5):
+            for members in itertools.combinations(range(4), k):
+                gain = 0.06 / k + float(np.mean(luck[list(members)]))
+                subsets[",".join(map(str, members))] = (
+                    s.regularized[0] + gain + rng.normal(0, 0.001) * (1 < k < 4)
+                )
+        s.subsets = subsets
+        s.members = [subsets[str(i)] for i in range(4)]
+        s.ensemble = {"logits": [subsets[",".join(map(str, range(k)))] for k in range(1, 5)]}
+        assert s.ensemble["logits"][1] > s.ensemble["logits"][0]  # the first-k curve rises
+        assert all(b < a for a, b in zip(s.subset_curve(), s.subset_curve()[1:], strict=False))
+    out = analyse(data, FitConfig(n_boot=300))
+    claim = out.claims["ensemble_loss_falls_in_k"]
+    assert claim.supported and claim.p >= 0.95 and out.checks["ensemble_monotone_in_k"]
+    assert claim.estimate == pytest.approx(0.06 * 0.75, abs=0.005)
