@@ -335,7 +335,7 @@ def _why_not(*fits: SeedFit | None) -> str:
     missing = [f for f in fits if f is None]
     if missing:
         return "a fit it needs could not be made (see the fits table)"
-    return "; ".join(f.reason for f in fits if not f.identified)
+    return "; ".join(dict.fromkeys(f"{f.reason}" for f in fits if not f.identified))
 
 
 def _gap(a: SeedFit | None, b: SeedFit | None, cfg: FitConfig, direction: str) -> Claim:

@@ -131,9 +131,9 @@ def _claim_rows(analysis: Analysis) -> list[dict]:
         {
             "claim": name,
             "paper's direction": c.direction,
-            "estimate": num(c.estimate) if c.identified or c.estimate is not None else "n/a",
-            "95% CI": f"[{num(c.ci[0])}, {num(c.ci[1])}]" if c.p is not None else "",
-            "p": f"{c.p:.3f}" if c.p is not None else "",
+            "estimate": num(c.estimate) if c.identified else "n/a",  # no numbers from unidentified fits
+            "95% CI": f"[{num(c.ci[0])}, {num(c.ci[1])}]" if c.identified and c.p is not None else "",
+            "p": f"{c.p:.3f}" if c.identified and c.p is not None else "",
             "verdict": "supported"
             if c.supported
             else ("not identified" if not c.identified else "not supported"),
