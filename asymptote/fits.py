@@ -259,3 +259,121 @@ def data_multiplier(
         [PowerLaw(*s).inverse(t) / base_budget for s, t in zip(data_fit.samples, targets, strict=False)]
     )
     return Multiplier(value=float(value), ci=_interval(draws, data_fit.level), level=data_fit.level)
+
+
+# ----------------------------------------------------------------------------- fits bootstrapped from seeds
+
+
+@dataclass
+class SeedFit:
+    """A law fitted to seed means, its bootstrap from the measured seed noise, and whether it is identified.
+
+    Not identified: as many parameters as points (the law passes through them exactly, so nothing
+    checks it), or a parameter at its bound (A = 0 or alpha = 0: flat; alpha at MAX_EXPONENT: the points
+    do not follow a power law). Such a fit is reported with its reason and never used for a verdict.
+    """
+
+    law: PowerLaw
+    x: list[float]
+    y: list[float]
+    ci: dict[str, tuple[float, float]]
+    level: float
+    samples: np.ndarray = field(repr=False)  # (n_boot, 3) draws of (A, alpha, E)
+    identified: bool = True
+    reason: str = ""
+    inflation: float = 1.0  # lack-of-fit factor applied to the seed noise
+
+    def to_dict(self) -> dict:
+        return {
+            "A": self.law.A,
+            "alpha": self.law.alpha,
+            "E": self.law.E,
+            "ci": {k: list(v) for k, v in self.ci.items()},
+            "level": self.level,
+            "n_points": len(self.x),
+            "n_boot": int(len(self.samples)),
+            "identified": self.identified,
+            "reason": self.reason,
+            "inflation": self.inflation,
+            "x": self.x,
+            "y": self.y,
+        }
+
+
+def identification(n_points: int, law: PowerLaw) -> str:
+    """Why a fitted law is not identified ("" when it is)."""
+    if n_points <= len(PARAMS):
+        return (
+            f"{n_points} points for {len(PARAMS)} parameters: the law passes through them exactly, "
+            "so the data cannot check it (needs more points)"
+        )
+    if law.A == 0 or law.alpha == 0:
+        return "flat: the loss does not fall with x here (A or the exponent at 0)"
+    if law.alpha >= MAX_EXPONENT * (1 - 1e-6):
+        return f"exponent at its bound ({MAX_EXPONENT:g}): the points do not follow a power law"
+    if law.E <= 0:
+        return "asymptote at its bound 0: the points fall too slowly to show where they level off"
+    return ""
+
+
+def fit_seed_draws(
+    x: Sequence[float], y: Sequence[float], noise: np.ndarray, level: float = 0.95, what: str = "fit"
+) -> SeedFit:
+    """Fit L = A/x^alpha + E to y (seed means) and bootstrap it from noise draws (shape (B, n)).
+
+    Each draw refits fitted + f * noise[b], where noise[b] is a draw of the points' seed-mean error
+    (e.g. means of resampled seed deviations) and f >= 1 widens it when the points scatter about the law
+    more than seed noise explains (lack of fit: the law is itself uncertain, not only the seeds).
+    """
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    _check_points(x_arr, y_arr, what)
+    noise = np.asarray(noise, dtype=float)
+    if noise.ndim != 2 or noise.shape[1] != len(x_arr) or not np.all(np.isfinite(noise)):
+        raise FitError(f"{what}: noise must be finite with shape (B, {len(x_arr)}), got {noise.shape}")
+    x_ref = float(x_arr.min())
+    xs = x_arr / x_ref
+    w = np.ones_like(y_arr)
+    p = _solve(xs, y_arr[None, :], w)[0]
+    fitted = p[0] * xs ** -p[1] + p[2]
+    f = _lack_of_fit(y_arr - fitted, noise.var(axis=0))
+    q = _solve(xs, fitted + f * noise, w)
+    samples = np.stack([q[:, 0] * x_ref ** q[:, 1], q[:, 1], q[:, 2]], axis=1)
+    law = PowerLaw(*_unscale(p, x_ref))
+    ci = {name: _interval(samples[:, i], level) for i, name in enumerate(PARAMS)}
+    reason = identification(len(x_arr), law)
+    return SeedFit(law, x_arr.tolist(), y_arr.tolist(), ci, level, samples, not reason, reason, f)
+
+
+def _lack_of_fit(resid: np.ndarray, var: np.ndarray) -> float:
+    """sqrt(chi^2 / dof) of the residuals against the seed variance, floored at 1 (1 without dof)."""
+    dof = len(resid) - len(PARAMS)
+    if dof <= 0:
+        return 1.0
+    chi2 = float(np.sum(resid**2 / np.maximum(var, 1e-18)))
+    return max(1.0, math.sqrt(chi2 / dof))
+
+
+def seed_mean_noise(counts: Sequence[int], pool: np.ndarray, n_boot: int, rng) -> np.ndarray:
+    """(B, n) draws of each point's seed-mean error: the mean of counts[i] deviations resampled from the
+    pooled seed deviations (already scaled to unit-variance estimates, see `seed_deviations`)."""
+    pool = np.asarray(pool, dtype=float)
+    if len(pool) < 2:
+        raise FitError(f"seed noise needs at least 2 seed deviations, got {len(pool)}; run >= 2 seeds")
+    cols = [rng.choice(pool, size=(n_boot, max(int(c), 1))).mean(axis=1) for c in counts]
+    return np.stack(cols, axis=1) if cols else np.zeros((n_boot, 0))
+
+
+def seed_deviations(groups: Sequence[Sequence[float]]) -> np.ndarray:
+    """Deviations of each seed from its group's mean, scaled by sqrt(S/(S-1)) so that their variance
+    estimates the seed-to-seed variance without the small-sample shrinkage; groups of one are skipped."""
+    out = []
+    for g in groups:
+        g = np.asarray(g, dtype=float)
+        if len(g) >= 2 and np.all(np.isfinite(g)):
+            out.append((g - g.mean()) * math.sqrt(len(g) / (len(g) - 1)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap draws (infinite draws stay infinite)."""
+    return _interval(np.asarray(draws, dtype=float), level)

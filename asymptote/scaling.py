@@ -92,13 +92,20 @@ def train_at(template: TrainConfig, point: Point, **extra) -> TrainConfig:
 
 
 def point_job(
-    model: ModelConfig, data: DataConfig, data_artifact: str, template: TrainConfig, point: Point, **volatile
+    model: ModelConfig,
+    data: DataConfig,
+    data_artifact: str,
+    template: TrainConfig,
+    point: Point,
+    seed: int | None = None,
+    **volatile,
 ) -> TrainJob:
     """The run at a grid point. Flows and Tune trials both build runs here, so equal points give equal
-    job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub)."""
-    return make_job(
-        model=model, data=data, data_artifact=data_artifact, train=train_at(template, point), **volatile
-    )
+    job keys and one runs/<key> artifact (`volatile`: name, compute, store, progress_hub). seed: a
+    replica with train_seed = data_seed = seed (None: the template's seeds, as the search ran it)."""
+    extra = {} if seed is None else {"train_seed": seed, "data_seed": seed}
+    train = train_at(template, point, **extra)
+    return make_job(model=model, data=data, data_artifact=data_artifact, train=train, **volatile)
 
 
 def member_train(
@@ -136,3 +143,47 @@ def overfits(curve: dict[float, float], tol: float) -> bool:
 def monotone_decreasing(values: Sequence[float], tol: float = 0.0) -> bool:
     """True when every value is below the previous one by more than tol."""
     return all(b < a - tol for a, b in zip(values, values[1:], strict=False))
+
+
+# ----------------------------------------------------------------------------- ensembles of every subset
+
+
+MAX_SUBSET_MEMBERS = 8  # 2^8 - 1 = 255 subsets; beyond that only first-k ensembles are evaluated
+
+
+def subset_key(members: Iterable[int]) -> str:
+    return ",".join(str(i) for i in sorted(members))
+
+
+def subset_losses(
+    models: Sequence, tokens, block: int, batch_size: int = 64, device="cpu"
+) -> dict[str, float]:
+    """Loss of the logit-averaged ensemble of every non-empty subset of the members ("0,2" -> loss).
+
+    Why every subset: the loss at k members is then the mean over all k-subsets, which cancels most of
+    the luck of which members came first (a first-k curve can rise when member 2 is a poor draw).
+    Holds all members and one batch of their logits; each member's forward pass runs once per batch.
+    """
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    from asymptote.data import eval_windows, windows_to_batch
+
+    if not 1 <= len(models) <= MAX_SUBSET_MEMBERS:
+        raise ValueError(f"{len(models)} members: subsets need 1..{MAX_SUBSET_MEMBERS}")
+    subsets = [s for k in range(1, len(models) + 1) for s in itertools.combinations(range(len(models)), k)]
+    nll = dict.fromkeys(subsets, 0.0)
+    count = 0
+    starts = eval_windows(len(tokens), block)
+    with torch.no_grad():
+        for i in range(0, len(starts), batch_size):
+            x, y = windows_to_batch(tokens, starts[i : i + batch_size], block)
+            z = torch.stack([m(x.to(device)).float() for m in models])
+            y = y.to(device).reshape(-1)
+            for s in subsets:
+                avg = z[list(s)].mean(0)
+                nll[s] += F.cross_entropy(avg.view(-1, avg.size(-1)), y, reduction="sum").item()
+            count += y.numel()
+    return {subset_key(s): v / count for s, v in nll.items()}

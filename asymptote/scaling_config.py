@@ -37,6 +37,10 @@ class FitConfig(Section):
     """An epoch curve overfits when its longest run is worse than its best by more than this (nats)."""
     combine: str = "logits"
     """Which ensemble loss the K fits use: logits (the paper's choice) or probs."""
+    supported_p: float = Field(0.95, gt=0.5, le=1)
+    """A claim is supported only when this fraction of bootstrap draws goes the paper's way."""
+    wd_factor: float = Field(3.0, gt=1)
+    """"Well above" the standard weight decay means at least this many times it."""
 
 
 class StartPoint(Section):
@@ -141,6 +145,9 @@ class ScalingStudyConfig(Section):
     """The ensembles."""
     efficiency: EfficiencyConfig = Field(default_factory=EfficiencyConfig)
     """The data-efficiency fit."""
+    seeds: int = Field(2, ge=1)
+    """Replicas of every certified optimum (train_seed = data_seed = 1..seeds), evaluated on the test
+    split: the seed-to-seed spread is the noise every interval is drawn from (>= 2 to measure it)."""
     sweep_size: int = -1
     """Index into sizes of the epoch sweep (loss vs epochs, WD fixed vs tuned); -1: the largest."""
     fits: FitConfig = Field(default_factory=FitConfig)

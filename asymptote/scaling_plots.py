@@ -17,38 +17,50 @@ COLORS = {"standard": "tab:red", "regularized": "tab:blue", "ensemble": "tab:gre
 
 
 def _law(fit: FitOutcome | None) -> PowerLaw | None:
-    return (
-        PowerLaw(fit.params["A"], fit.params["alpha"], fit.params["E"])
-        if fit is not None and fit.ok
-        else None
-    )
+    """The fitted law when it is identified (a law that passes exactly through its points, or sits at a
+    bound, is not drawn as if it were a result)."""
+    if fit is None or not fit.identified:
+        return None
+    return PowerLaw(fit.params["A"], fit.params["alpha"], fit.params["E"])
 
 
 def _curve(ax, fit: FitOutcome | None, x, color: str, label: str) -> None:
-    """The fitted law over (and beyond) the data, and its asymptote with its interval as a band."""
+    """The fitted law over (and beyond) the data, and its asymptote with its interval as an error bar
+    at the right edge (a band across the plot would hide the points when the interval is wide)."""
     law = _law(fit)
     if law is None:
         return
-    xs = np.geomspace(min(x), max(x) * 30, 200)
+    right = max(x) * 30
+    xs = np.geomspace(min(x), right, 200)
     ax.plot(xs, law(xs), "-", color=color, lw=1)
     lo, hi = fit.ci("E")
-    ax.axhline(law.E, color=color, ls="--", lw=1, label=f"{label} asymptote {law.E:.3f}")
-    ax.axhspan(lo, hi, color=color, alpha=0.12)
+    ax.axhline(
+        law.E, color=color, ls="--", lw=0.8, label=f"{label} asymptote {law.E:.3f} [{lo:.3f}, {hi:.3f}]"
+    )
+    ax.errorbar([right], [law.E], yerr=[[law.E - lo], [hi - law.E]], fmt="_", color=color, capsize=4)
+
+
+def _points(ax, x, groups, style: str, color: str, label: str) -> None:
+    """Seed means with their seed-to-seed standard deviation as error bars."""
+    means = [float(np.mean(g)) for g in groups]
+    sds = [float(np.std(g, ddof=1)) if len(g) > 1 else 0.0 for g in groups]
+    ax.errorbar(x, means, yerr=sds, fmt=style, color=color, capsize=3, ms=4, label=label)
 
 
 def _focus(ax, values) -> None:
-    """Frame the measured losses (a wide interval band must not squash them into a line)."""
+    """Frame the measured losses (a wide interval must not squash them into a line)."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
     if finite:
         lo, hi = min(finite), max(finite)
-        pad = max(0.1 * (hi - lo), 0.02)
+        pad = max(0.15 * (hi - lo), 0.02)
         ax.set_ylim(lo - pad, hi + pad)
 
 
 def _save(fig, path: str | Path, ax, xlabel: str, title: str) -> None:
-    ax.set(xlabel=xlabel, ylabel="validation loss (nats/token)", title=title)
+    ax.set(xlabel=xlabel, ylabel="test loss (nats/token)")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -58,54 +70,67 @@ def plot_loss_vs_params(data: StudyData, analysis: Analysis, path: str | Path) -
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     n = [s.params for s in data.sizes]
     for recipe in ("standard", "regularized"):
-        ax.plot(
-            n, [getattr(s, recipe) for s in data.sizes], "o", color=COLORS[recipe], label=f"{recipe} (best)"
-        )
+        groups = [getattr(s, recipe) for s in data.sizes]
+        _points(ax, n, groups, "o", COLORS[recipe], f"{recipe} (mean of seeds, +-1 sd)")
         _curve(ax, analysis.fits.get(f"{recipe}_N"), n, COLORS[recipe], recipe)
     ens = [(s.params, s.ensemble["logits"][-1]) for s in data.sizes if s.ensemble.get("logits")]
     if ens:
-        ax.plot(
-            *zip(*ens, strict=False),
-            "s",
-            color=COLORS["ensemble"],
-            label=f"ensemble of {len(data.sizes[0].members)}",
-        )
+        k = len(data.sizes[0].ensemble["logits"])
+        ax.plot(*zip(*ens, strict=False), "s", color=COLORS["ensemble"], ms=4, label=f"ensemble of {k}")
     _curve(ax, analysis.fits.get("joint_N"), n, COLORS["ensemble"], "joint (N, K -> inf)")
-    asymptotes = [
-        analysis.fits[k].asymptote for k in ("standard_N", "regularized_N", "joint_N") if k in analysis.fits
-    ]
+    measured = [float(np.mean(g)) for s in data.sizes for g in (s.standard, s.regularized)]
     _focus(
-        ax,
-        [s.standard for s in data.sizes]
-        + [s.regularized for s in data.sizes]
-        + [v for _, v in ens]
-        + asymptotes,
+        ax, measured + [v for _, v in ens] + _asymptotes(analysis, ("standard_N", "regularized_N", "joint_N"))
     )
     ax.set_xscale("log")
-    _save(fig, path, ax, "parameters N", f"loss vs parameters at {data.base_budget:,} tokens")
+    drawn = [k for k in ("standard_N", "regularized_N", "joint_N") if _law(analysis.fits.get(k))]
+    note = "fits with 95% intervals at right" if drawn else "no L(N) fit identified: points only"
+    _save(fig, path, ax, "parameters N", f"test loss vs parameters at {data.base_budget:,} tokens ({note})")
+
+
+def _asymptotes(analysis: Analysis, names) -> list[float]:
+    return [_law(analysis.fits.get(k)).E for k in names if _law(analysis.fits.get(k))]
 
 
 def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     cmap = plt.get_cmap("viridis", max(2, len(data.sizes)))
+    drawn = 0
     for i, s in enumerate(data.sizes):
-        for how, style in (("logits", "o-"), ("probs", "x:")):
-            curve = s.ensemble.get(how, [])
-            if curve:
-                ax.plot(
-                    range(1, len(curve) + 1),
-                    curve,
-                    style,
-                    color=cmap(i),
-                    ms=4,
-                    label=f"{s.label} ({how})" if how == "logits" or i == 0 else None,
-                )
+        first = s.ensemble.get("logits", [])
+        mean = s.subset_curve()
+        if first:
+            label = "first-k ensembles" if i == 0 and mean else None
+            ax.plot(
+                range(1, len(first) + 1), first, "o-", color=cmap(i), ms=3, lw=0.6, alpha=0.45, label=label
+            )
+        if mean:  # what the L(K) fit and the verdict use
+            ax.plot(
+                range(1, len(mean) + 1),
+                mean,
+                "s-",
+                color=cmap(i),
+                ms=4,
+                label=f"{s.label}: mean over k-subsets",
+            )
+        elif first:
+            ax.plot([], [], "o-", color=cmap(i), label=s.label)
         law = _law(analysis.fits.get(f"ensemble_K/{s.label}"))
         if law is not None:
-            ax.axhline(law.E, color=cmap(i), ls="--", lw=0.8)
-    _focus(ax, [v for s in data.sizes for c in s.ensemble.values() for v in c])
+            ax.axhline(law.E, color=cmap(i), ls="--", lw=0.9)
+            drawn += 1
+    values = [v for s in data.sizes for c in (s.ensemble.get("logits", []), s.subset_curve()) for v in c]
+    _focus(ax, values + _asymptotes(analysis, [f"ensemble_K/{s.label}" for s in data.sizes]))
     ax.set_xscale("log")
-    _save(fig, path, ax, "ensemble members K", "loss vs members (dashed: fitted asymptote C)")
+    k_max = max((len(c) for s in data.sizes for c in s.ensemble.values()), default=1)
+    ax.set_xticks(range(1, k_max + 1), [str(k) for k in range(1, k_max + 1)])
+    ax.minorticks_off()
+    title = (
+        f"test loss vs members (dashed: fitted asymptote C, {drawn} of {len(data.sizes)} sizes)"
+        if drawn
+        else "test loss vs members (no L(K) fit identified: needs K >= 4 members)"
+    )
+    _save(fig, path, ax, "ensemble members K", title)
 
 
 def plot_loss_vs_epochs(data: StudyData, path: str | Path, label: str = "") -> None:
@@ -116,26 +141,22 @@ def plot_loss_vs_epochs(data: StudyData, path: str | Path, label: str = "") -> N
             epochs = sorted(curve)
             ax.plot(epochs, [curve[e] for e in epochs], "o-", color=COLORS[recipe], label=name)
     ax.set_xscale("log", base=2)
-    _save(fig, path, ax, "epochs", f"loss vs epochs {label}".strip())
+    _save(fig, path, ax, "epochs", f"test loss vs epochs {label}".strip())
 
 
 def plot_data_scaling(data: StudyData, analysis: Analysis, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     budgets = sorted(data.efficiency)
     if budgets:
-        ax.plot(
-            budgets,
-            [data.efficiency[b] for b in budgets],
-            "o",
-            color=COLORS["standard"],
-            label="standard recipe",
+        _points(
+            ax, budgets, [data.efficiency[b] for b in budgets], "o", COLORS["standard"], "standard recipe"
         )
         _curve(ax, analysis.fits.get("standard_D"), budgets, COLORS["standard"], "standard L(D)")
     targets = [m.get("target_loss") for m in analysis.multipliers.values()]
-    _focus(ax, [data.efficiency[b] for b in budgets] + targets)
+    _focus(ax, [float(np.mean(data.efficiency[b])) for b in budgets] + targets)
     for name, color in (("regularized", COLORS["regularized"]), ("joint", COLORS["ensemble"])):
         target = analysis.multipliers.get(name, {}).get("target_loss")
         if target is not None:
             ax.axhline(target, color=color, ls=":", lw=1, label=f"{name} asymptote")
     ax.set_xscale("log")
-    _save(fig, path, ax, "training tokens D", "data scaling of the standard recipe")
+    _save(fig, path, ax, "training tokens D", "data scaling of the standard recipe (test loss)")

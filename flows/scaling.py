@@ -3,11 +3,15 @@
 Following Kim, Kotha, Liang and Hashimoto (2025): with the training tokens fixed at a budget D and
 compute unconstrained, how low can validation loss go?
 
+Selection reads the validation split only; every figure the study reports is on the test split.
+
 1. Search. For each model size, certified coordinate descent over (learning rate, weight decay,
    epochs) finds the best setting of two recipes: *standard* (weight decay fixed, 0.1 in the paper)
    and *regularized* (weight decay tuned too). Sizes run smallest first; each starts at the previous
    size's optimum. Every point is a cached training run; a round's points train concurrently.
-2. Parameter scaling. L(N) = A / N^alpha + E per recipe; E is the recipe's asymptote.
+2. Replicas. Each certified optimum is re-trained with seeds 1..S (seed = init and data order) and
+   evaluated on test; their spread is the noise every interval is drawn from.
+   Parameter scaling: L(N) = A / N^alpha + E per recipe on the seed means; E is the recipe's asymptote.
 3. Ensembles. At each size, K members train from the regularized optimum with epochs doubled and
    weight decay halved, member k with train_seed = data_seed = k. Members are evaluated streamed
    (one in memory at a time), averaging logits (the paper's choice) and probabilities. L(K) =
@@ -16,7 +20,9 @@ compute unconstrained, how low can validation loss go?
    A / D^alpha + E is inverted to say how many times D it needs to reach each asymptote.
 5. An epoch sweep at one size shows loss against epochs with weight decay fixed vs tuned.
 
-Fits carry bootstrap intervals; the report (markdown + PNGs) goes to the store and to Prefect.
+Fits carry intervals bootstrapped from the seed noise, and each of the paper's claims gets an
+estimate, a 95% interval, the probability p of the paper's direction and a verdict; the report
+(markdown + PNGs) goes to the store and to Prefect.
 Nothing from the paper is hard-coded: its grid is only the default of `SearchGrid`.
 """
 
@@ -38,18 +44,18 @@ from asymptote.config import (
     stable_hash,
 )
 from asymptote.flows.scaling_report import figures, render
-from asymptote.infra.cluster import compute_session
+from asymptote.infra.cluster import compute_session, ray_ready
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
-from asymptote.scaling import CoordinateDescent, member_train, param_count, point_job
+from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
 from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
 from asymptote.scaling_config import ScalingStudyConfig
 from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
-from asymptote.tasks.ensembles import ensemble_eval
+from asymptote.tasks.ensembles import ensemble_eval, ensemble_subsets
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import Report, publish_report
-from asymptote.tasks.scaling import Descent, descend, train_all, tune_search
+from asymptote.tasks.scaling import Descent, descend, evaluate_all, train_all, tune_search
 
 # ----------------------------------------------------------------------------- results
 
@@ -102,10 +108,10 @@ class Study:
             "progress_hub": self.hub,
         }
 
-    def point_job(self, model: ModelConfig, budget: int, point: Point) -> TrainJob:
-        name = f"{size_label(model)} D={budget:,} {point.label()}"
+    def point_job(self, model: ModelConfig, budget: int, point: Point, seed: int | None = None) -> TrainJob:
+        name = f"{size_label(model)} D={budget:,} {point.label()}" + (f" seed {seed}" if seed else "")
         return point_job(
-            model, self.data_at(budget), self.data.rel, self.config.train, point, **self.volatile(name)
+            model, self.data_at(budget), self.data.rel, self.config.train, point, seed, **self.volatile(name)
         )
 
     def descent(self, model: ModelConfig, recipe: str, budget: int, start: Point) -> Descent:
@@ -185,65 +191,113 @@ def _prefill_from_tune(study: Study, model: ModelConfig, group: dict) -> None:
         d.cd.results.update(tune_search(spec).losses())
 
 
-def sweep_and_members(study: Study, descents: dict) -> tuple[dict[str, dict[float, float]], dict[str, list]]:
-    """The epoch sweep at one size and every size's members, trained together.
-
-    Sweep: each recipe's optimum (lr, weight decay) run at every grid epoch count. The curve per
-    recipe is then the best loss known at each epoch count within that recipe's search space (the
-    sweep runs and every point its descent ran), so "tuned" means tuned at that epoch count too.
-    """
+def efficiency_choices(study: Study, descents: dict) -> dict[int, tuple[str, Point]]:
+    """Per budget, the standard recipe's optimum over the efficiency sizes, chosen on validation."""
     cfg = study.config
-    label, model = cfg.sweep_label, cfg.sizes[cfg.sweep_size]
-    points = {
-        r: [descents[(label, r, cfg.tokens)].best._replace(epochs=e) for e in cfg.search.grid.epochs]
-        for r in ("standard", "regularized")
+    out: dict[int, tuple[str, Point, float]] = {}
+    for (label, recipe, budget), d in descents.items():
+        if recipe == "standard" and label in cfg.efficiency_labels:
+            loss = _finite(d.cd.results[d.best])
+            if budget not in out or loss < out[budget][2]:
+                out[budget] = (label, d.best, loss)
+    return {b: (label, p) for b, (label, p, _) in out.items()}
+
+
+@dataclass
+class Plan:
+    """Every run measured after the search, as jobs in one list (trained together), and where each is."""
+
+    jobs: list[TrainJob]
+    replicas: dict[tuple[str, str, int], list[int]]
+    """(size, recipe, budget) -> indices of its seed replicas in jobs."""
+    sweep: dict[str, dict[float, int]]
+    members: dict[str, list[int]]
+
+
+def plan_runs(study: Study, descents: dict) -> Plan:
+    """Seed replicas of each certified optimum (both recipes at every size, and the standard recipe's
+    best size at every efficiency budget), the epoch sweep at one size and every size's members."""
+    cfg, jobs = study.config, []
+
+    def add(job: TrainJob) -> int:
+        jobs.append(job)
+        return len(jobs) - 1
+
+    models = dict(zip(cfg.labels, cfg.sizes, strict=True))
+    targets = {
+        (lab, r, cfg.tokens): descents[(lab, r, cfg.tokens)].best for lab in cfg.labels for r in RECIPES
     }
-    sweep_jobs = [study.point_job(model, cfg.tokens, p) for r in points for p in points[r]]
-    member_jobs = [
-        study.member_job(m, descents[(lab, "regularized", cfg.tokens)].best, k)
-        for m, lab in zip(cfg.sizes, cfg.labels, strict=False)
-        for k in range(1, cfg.ensemble.members + 1)
-    ]
-    refs = iter(train_all(sweep_jobs + member_jobs))
-    known = {
-        r: [(p.epochs, next(refs).val_loss) for p in pts]
-        + [(p.epochs, v) for p, v in descents[(label, r, cfg.tokens)].cd.results.items()]
-        for r, pts in points.items()
+    targets |= {(lab, "standard", b): p for b, (lab, p) in efficiency_choices(study, descents).items()}
+    replicas = {
+        (lab, r, b): [add(study.point_job(models[lab], b, p, seed)) for seed in range(1, cfg.seeds + 1)]
+        for (lab, r, b), p in targets.items()
     }
-    known["regularized"] += known["standard"]  # weight decay 0.1 is one of the tuned recipe's options
+    label = cfg.sweep_label
     sweep = {
-        r: {e: min(_finite(v) for ep, v in kv if ep == e) for e in sorted({e for e, _ in kv})}
-        for r, kv in known.items()
+        r: {
+            e: add(
+                study.point_job(
+                    models[label], cfg.tokens, targets[(label, r, cfg.tokens)]._replace(epochs=e), 1
+                )
+            )
+            for e in cfg.search.grid.epochs
+        }
+        for r in RECIPES
     }
-    k = cfg.ensemble.members
-    members = [next(refs) for _ in member_jobs]
-    return sweep, {lab: members[i * k : (i + 1) * k] for i, lab in enumerate(cfg.labels)}
+    members = {
+        lab: [
+            add(study.member_job(models[lab], targets[(lab, "regularized", cfg.tokens)], k))
+            for k in range(1, cfg.ensemble.members + 1)
+        ]
+        for lab in cfg.labels
+    }
+    return Plan(jobs, replicas, sweep, members)
+
+
+def _result(future) -> dict:
+    return future.result() if future is not None else {}
 
 
 def _finite(loss: float) -> float:
     return loss if math.isfinite(loss) else math.inf  # a diverged run is worse than any finished one
 
 
-def collect(study: Study, descents: dict, sweep: dict, members: dict, ensembles: dict) -> StudyData:
+def collect(study: Study, descents: dict, plan: Plan, tests: list[dict], ensembles: dict) -> StudyData:
+    """The measured study: test losses per seed, per member, per ensemble size, per sweep point."""
     cfg = study.config
+
+    def test(i: int) -> float:
+        return float(tests[i].get("test_loss", math.nan))
+
     sizes = []
-    for model, label in zip(cfg.sizes, cfg.labels, strict=False):
-        best = {r: descents[(label, r, cfg.tokens)] for r in ("standard", "regularized")}
+    for model, label in zip(cfg.sizes, cfg.labels, strict=True):
+        d = {r: descents[(label, r, cfg.tokens)] for r in RECIPES}
         sizes.append(
             SizeData(
                 label=label,
                 params=param_count(model),
-                standard=best["standard"].cd.results[best["standard"].best],
-                regularized=best["regularized"].cd.results[best["regularized"].best],
-                members=[m.val_loss for m in members[label]],
+                standard=[test(i) for i in plan.replicas[(label, "standard", cfg.tokens)]],
+                regularized=[test(i) for i in plan.replicas[(label, "regularized", cfg.tokens)]],
+                regularized_wd=d["regularized"].best.weight_decay,
+                standard_val=d["standard"].cd.results[d["standard"].best],
+                regularized_val=d["regularized"].cd.results[d["regularized"].best],
+                members=ensembles[label]["member"],
                 ensemble={h: ensembles[label][h] for h in ("logits", "probs")},
+                subsets=ensembles[label]["subsets"],
             )
         )
-    efficiency = {}
-    for (label, recipe, budget), d in descents.items():
-        if recipe == "standard" and label in cfg.efficiency_labels:
-            efficiency[budget] = min(efficiency.get(budget, float("inf")), d.cd.results[d.best])
-    return StudyData(sizes=sizes, base_budget=cfg.tokens, sweep=sweep, efficiency=efficiency)
+    efficiency = {
+        b: [test(i) for i in plan.replicas[(label, "standard", b)]]
+        for b, (label, _) in efficiency_choices(study, descents).items()
+    }
+    sweep = {r: {e: test(i) for e, i in pts.items()} for r, pts in plan.sweep.items()}
+    return StudyData(
+        sizes=sizes,
+        base_budget=cfg.tokens,
+        sweep=sweep,
+        efficiency=efficiency,
+        standard_wd=cfg.search.standard_weight_decay,
+    )
 
 
 def search_rows(descents: dict) -> list[SearchRow]:
@@ -269,22 +323,30 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
     preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
+        ray_ready()  # prepare-data's tokenising job uses Ray without calling ray_ready itself (lead: fix there)
         data = prepare_data(config.data, store)
         _check_budgets(config, data)
         study = Study(config, store, data, hub)
-        descents = search_all(study)
-        sweep, members = sweep_and_members(study, descents)
+        descents = search_all(study)  # 1. selection: reads validation only
+        plan = plan_runs(study, descents)
+        refs = train_all(plan.jobs)  # 2. replicas, sweep and members, concurrently
         futures = {
-            label: ensemble_eval(store, [r.rel for r in refs], data.rel) for label, refs in members.items()
+            label: ensemble_eval(store, [refs[i].rel for i in idx], data.rel, split="test")
+            for label, idx in plan.members.items()
         }
-        ensembles = {label: f.result() for label, f in futures.items()}
-    measured = collect(study, descents, sweep, members, ensembles)
+        subsets = {
+            label: ensemble_subsets(store, [refs[i].rel for i in idx], data.rel, split="test")
+            for label, idx in plan.members.items()
+            if len(idx) <= MAX_SUBSET_MEMBERS
+        }
+        tests = evaluate_all(store, refs, data.rel)  # 3. every reported figure: the test split
+        ensembles = {
+            label: f.result() | {"subsets": _result(subsets.get(label))} for label, f in futures.items()
+        }
+    measured = collect(study, descents, plan, tests, ensembles)
     analysis = analyse(measured, config.fits)
     rows = search_rows(descents)
-    runs = sorted(
-        {d.runs[p].rel for d in descents.values() for p in d.runs}
-        | {r.rel for refs in members.values() for r in refs}
-    )
+    runs = sorted({d.runs[p].rel for d in descents.values() for p in d.runs} | {r.rel for r in refs})
     result = ScalingStudyResult(
         flow_run_id=flow_run.id,
         data=data,
@@ -302,6 +364,8 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
 
 
 def _check_budgets(config: ScalingStudyConfig, data: DataRef) -> None:
+    if data.n_test <= 0:
+        raise ValueError("the scaling study reports on the test split: set data.test_fraction > 0")
     for budget in [config.tokens, *config.efficiency.budgets]:
         if budget > data.n_train:
             raise ValueError(

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from asymptote.fits import MAX_EXPONENT
+import numpy as np
+
 from asymptote.refs import DataRef
 from asymptote.scaling_analysis import Analysis, StudyData
 from asymptote.tasks.reports import md_table
@@ -29,17 +30,26 @@ def _interval(ci: list | None) -> str:
 
 
 def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
-    """The headline numbers: asymptotes with intervals, loss per K, multipliers and the checks."""
+    """The headline numbers (all on the test split): asymptotes with intervals, loss per K, multipliers,
+    every claim's verdict and the checks (true only when supported)."""
     fit = analysis.fits
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"split": data.split}
     for name, key in (("standard", "standard_N"), ("regularized", "regularized_N"), ("joint", "joint_N")):
         f = fit.get(key)
-        out[f"{name}_asymptote"] = f.asymptote if f else None
-        out[f"{name}_asymptote_ci"] = f.ci() if f and f.ok else None
+        out[f"{name}_asymptote"] = f.asymptote if f and f.identified else None
+        out[f"{name}_asymptote_ci"] = f.ci() if f and f.identified else None
+        out[f"{name}_identified"] = bool(f and f.identified)
+    out["sizes"] = [s.params for s in data.sizes]
+    out["seed_noise"] = analysis.seed_noise
     out["loss_per_k"] = {s.label: s.ensemble.get("logits", []) for s in data.sizes}
     out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
     out["data_efficiency"] = {
-        name: {k: m.get(k) for k in ("value", "ci", "reachable")} for name, m in analysis.multipliers.items()
+        name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
+        for name, m in analysis.multipliers.items()
+    }
+    out["claims"] = {
+        k: c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
+        for k, c in analysis.claims.items()
     }
     return out | analysis.checks
 
@@ -57,60 +67,92 @@ def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -
     return files
 
 
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return ""
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{float(np.mean(values)):.4f} +- {sd:.4f} (n={len(values)})"
+
+
 def _size_rows(data: StudyData) -> list[dict]:
     return [
         {
             "size": s.label,
             "params": s.params,
-            "standard": s.standard,
-            "regularized": s.regularized,
-            "member mean": sum(s.members) / len(s.members) if s.members else "",
-            f"ensemble K={len(s.members)} (logits)": s.ensemble.get("logits", [""])[-1],
-            f"ensemble K={len(s.members)} (probs)": s.ensemble.get("probs", [""])[-1],
+            "standard (test)": _mean_sd(s.standard),
+            "regularized (test)": _mean_sd(s.regularized),
+            "tuned wd": f"{s.regularized_wd:g}",
+            "member (test)": _mean_sd(s.members),
+            f"ensemble K={len(s.members)} logits": s.ensemble.get("logits", [""])[-1],
+            f"ensemble K={len(s.members)} probs": s.ensemble.get("probs", [""])[-1],
         }
         for s in data.sizes
     ]
 
 
-def _fit_note(p: dict) -> str:
-    """Flag fits that hit a bound: their asymptote is not a power law's, just the points' floor."""
-    if p["A"] == 0 or p["alpha"] == 0:
-        return "flat: the loss does not fall with x here, so the asymptote is the points' level"
-    if p["alpha"] >= MAX_EXPONENT * (1 - 1e-6):
-        return f"exponent at its bound ({MAX_EXPONENT:g}): the points do not follow a power law"
-    return ""
-
-
 def _fit_rows(analysis: Analysis) -> list[dict]:
+    """Identified fits with their numbers; the others say why, without numbers that read as results."""
     rows = []
-    ci = next((f"{f.params['level']:.0%} CI" for f in analysis.fits.values() if f.ok), "CI")
     for name, f in analysis.fits.items():
-        if f.ok:
+        if f.identified:
             p = f.params
             rows.append(
                 {
                     "fit": name,
-                    "A": f"{p['A']:.4g}",
-                    "exponent": f"{p['alpha']:.4g}",
-                    "asymptote": p["E"],
-                    ci: _interval(p["ci"]["E"]),
+                    "asymptote": f"{p['E']:.4f}",
+                    "95% CI": _interval(p["ci"]["E"]),
+                    "exponent": f"{p['alpha']:.3g} {_interval(p['ci']['alpha'])}",
                     "points": p["n_points"],
-                    "note": _fit_note(p),
+                    "note": f"noise widened x{p['inflation']:.2f} for lack of fit"
+                    if p["inflation"] > 1
+                    else "",
                 }
             )
         else:
+            why = f.params.get("reason") if f.ok else f.reason
             rows.append(
                 {
                     "fit": name,
-                    "A": "",
+                    "asymptote": "not identified",
+                    "95% CI": "",
                     "exponent": "",
-                    "asymptote": "not fitted",
-                    ci: "",
-                    "points": "",
-                    "note": f.reason,
+                    "points": f.params.get("n_points", ""),
+                    "note": why,
                 }
             )
     return rows
+
+
+def _claim_rows(analysis: Analysis) -> list[dict]:
+    def num(v):
+        return "unbounded" if v is None else f"{v:.4g}"
+
+    return [
+        {
+            "claim": name,
+            "paper's direction": c.direction,
+            "estimate": num(c.estimate) if c.identified else "n/a",  # no numbers from unidentified fits
+            "95% CI": f"[{num(c.ci[0])}, {num(c.ci[1])}]" if c.identified and c.p is not None else "",
+            "p": f"{c.p:.3f}" if c.identified and c.p is not None else "",
+            "verdict": "supported"
+            if c.supported
+            else ("not identified" if not c.identified else "not supported"),
+            "note": c.note,
+        }
+        for name, c in analysis.claims.items()
+    ]
+
+
+def _needs_larger(analysis: Analysis) -> str:
+    """What this run could not identify, said plainly."""
+    missing = [n for n, c in analysis.claims.items() if not c.identified]
+    if not missing:
+        return ""
+    return (
+        "Not identified at this scale (no verdict): " + ", ".join(missing) + ". They need a larger run: "
+        "at least 4 sizes (5 recommended) and K >= 4 members for identified fits, 4 token budgets for L(D), "
+        "and >= 2 seeds per optimum (recipe scaling-tiny does this on CPU)."
+    )
 
 
 def render(
@@ -123,7 +165,9 @@ def render(
     mult = [
         {
             "target": n,
-            "times the base budget": m.get("value") if m.get("value") is not None else "unreachable",
+            "times the base budget": m.get("value")
+            if m.get("value") is not None
+            else ("unreachable" if m.get("reachable") is False else "n/a"),
             "CI": _interval(m.get("ci")),
             "note": m.get("reason", ""),
         }
@@ -143,23 +187,28 @@ def render(
         }
         for r in searches
     ]
-    eff = [{"tokens": b, "standard best": v} for b, v in sorted(measured.efficiency.items())]
-    noise = f"{analysis.seed_noise:.4f}" if analysis.seed_noise is not None else "n/a (K < 2)"
+    eff = [
+        {"tokens": b, "standard, best size (test)": _mean_sd(v)}
+        for b, v in sorted(measured.efficiency.items())
+    ]
+    noise = f"{analysis.seed_noise:.4f}" if analysis.seed_noise is not None else "n/a (one seed)"
     md = [
         f"{h} Pre-training under infinite compute: {config.name}",
-        f"Token budget D = {config.tokens:,} of `{data.uri}`; {len(config.sizes)} sizes; K = "
-        f"{config.ensemble.members} members; seed-to-seed noise {noise} nats.",
-        f"{h}# Searches (certified coordinate descent)",
+        f"Token budget D = {config.tokens:,} of `{data.uri}`; {len(config.sizes)} sizes; {config.seeds} seeds per "
+        f"certified optimum; K = {config.ensemble.members} members; seed-to-seed noise {noise} nats. Every choice "
+        f"was made on the validation split; every loss below is on the {measured.split} split.",
+        f"{h}# Verdicts (supported only where p >= {config.fits.supported_p:g})",
+        md_table(_claim_rows(analysis)),
+        _needs_larger(analysis),
+        f"{h}# Searches (certified coordinate descent, validation loss)",
         md_table(search_rows),
-        f"{h}# Losses per size",
+        f"{h}# Test losses per size",
         md_table(_size_rows(measured)),
-        f"{h}# Fits L = A / x^exponent + asymptote",
+        f"{h}# Fits L = A / x^exponent + asymptote (intervals from the seed noise)",
         md_table(_fit_rows(analysis)),
         f"{h}# Data efficiency of the standard recipe",
         md_table(eff),
         md_table(mult),
-        f"{h}# Checks",
-        md_table([{k: ("n/a" if v is None else v) for k, v in analysis.checks.items()}]),
         *[f"![{n}]({n})" for n in files],
     ]
     files[prefix + "study.json"] = json.dumps(

@@ -16,28 +16,70 @@ from asymptote.versioning import step_key
 
 
 @ray.remote(num_cpus=1)
-def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str) -> dict[str, list[float]]:
+def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, list[float]]:
     import torch
 
     from asymptote.ensemble import stream_eval
     from asymptote.job import model_from_run
-    from asymptote.shards import load_dataset
+    from asymptote.shards import load_split
 
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
-    _, val, _ = load_dataset(store, data_rel)
+    tokens = load_split(store, data_rel, split)
     block = store.manifest(runs[0]).meta["model"]["block_size"]
-    return stream_eval(lambda i: model_from_run(store, runs[i], device), len(runs), val, block, device=device)
+    return stream_eval(
+        lambda i: model_from_run(store, runs[i], device), len(runs), tokens, block, device=device
+    )
 
 
 @task(name="ensemble-eval", retries=1)
-def ensemble_eval_task(store: Store, runs: list[str], data_rel: str, key: str) -> dict[str, list[float]]:
+def ensemble_eval_task(
+    store: Store, runs: list[str], data_rel: str, key: str, split: str = "val"
+) -> dict[str, list[float]]:
     ray_ready()
-    return ray.get(_ensemble_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel))
+    return ray.get(_ensemble_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
 
 
-def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False):
-    """A future of the validation loss of each run and of the first-k ensembles (logit and probability
-    averaging); cached by the runs' content-addressed paths, the data and the ensemble code."""
-    key = step_key(__name__, runs=runs, data=data_rel, what="ensemble_losses")
-    return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key)
+def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False, split: str = "val"):
+    """A future of the loss on `split` (val: what choices read; test: what a study reports) of each run
+    and of the first-k ensembles (logit and probability averaging); cached by the runs'
+    content-addressed paths, the data, the split and the ensemble code."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split={split!r}: allowed: val, test")
+    parts = {} if split == "val" else {"split": split}  # val keeps its earlier key
+    key = step_key(__name__, runs=runs, data=data_rel, what="ensemble_losses", **parts)
+    return cached(ensemble_eval_task, store, refresh).submit(store, runs, data_rel, key=key, split=split)
+
+
+# ----------------------------------------------------------------------------- every subset (scaling study)
+
+
+@ray.remote(num_cpus=1)
+def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
+    import torch
+
+    from asymptote.job import model_from_run
+    from asymptote.scaling import subset_losses
+    from asymptote.shards import load_split
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokens = load_split(store, data_rel, split)
+    models = [model_from_run(store, r, device).eval() for r in runs]
+    return subset_losses(models, tokens, models[0].cfg.block_size, device=device)
+
+
+@task(name="ensemble-subsets", retries=1)
+def subsets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict[str, float]:
+    ray_ready()
+    return ray.get(_subsets_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+
+
+def ensemble_subsets(
+    store: Store, runs: list[str], data_rel: str, split: str = "test", refresh: bool = False
+):
+    """A future of the logit-ensemble loss on `split` of every non-empty subset of the runs ("0,2" ->
+    loss; all members held at once, so for small K): the scaling study's loss at k members is the mean
+    over k-subsets."""
+    key = step_key(__name__, runs=runs, data=data_rel, split=split, what="ensemble_subset_losses")
+    return cached(subsets_task, store, refresh).submit(store, runs, data_rel, split, key=key)

@@ -20,7 +20,8 @@ from asymptote.scaling import CoordinateDescent
 from asymptote.search_space import Point
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
-from asymptote.tasks.pretrain import submit_train
+from asymptote.tasks.pretrain import evaluate_task, submit_train
+from asymptote.versioning import step_key
 
 
 @dataclass
@@ -44,6 +45,17 @@ def train_all(jobs: list[TrainJob]) -> list[RunRef]:
         if job.key not in futures:
             futures[job.key] = submit_train(job)
     return [futures[job.key].result() for job in jobs]
+
+
+def evaluate_all(store: Store, runs: list[RunRef], data_rel: str) -> list[dict[str, float]]:
+    """Validation and test losses of every run, evaluated concurrently; each cached under the same key as
+    `tasks.pretrain.evaluate`, so a run evaluated anywhere else is not evaluated again."""
+    futures = {}
+    for run in runs:
+        if run.rel not in futures:
+            key = step_key("asymptote.tasks.pretrain", run=run.rel, data=data_rel, what="val_test_loss_bpb")
+            futures[run.rel] = cached(evaluate_task, store).submit(store, run.rel, data_rel, key=key)
+    return [futures[run.rel].result() for run in runs]
 
 
 def descend(descents: list[Descent]) -> None:

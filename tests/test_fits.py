@@ -95,3 +95,47 @@ def test_targets_below_the_asymptote_are_unreachable():
     assert not m.reachable and math.isinf(m.value)
     assert m.to_dict()["value"] is None and m.to_dict()["reachable"] is False
     assert math.isinf(law.inverse(2.2))
+
+
+# ----------------------------------------------------------------------------- fits bootstrapped from seeds
+
+
+def test_seed_bootstrap_interval_covers_the_true_asymptote_in_90_of_100_draws():
+    """Five sizes, three seeds each, Gaussian seed noise of known size: the 95% interval from the
+    resampled seed deviations must cover the true asymptote in at least 90 of 100 independent studies."""
+    from asymptote.fits import fit_seed_draws, seed_deviations, seed_mean_noise
+
+    x = np.array([13_128, 20_640, 49_160, 67_824, 115_520], dtype=float)
+    law = PowerLaw(0.5 * x[0] ** 0.5, 0.5, 1.8)
+    covered = 0
+    for study in range(100):
+        rng = np.random.default_rng(study)
+        losses = law(x)[:, None] + rng.normal(0.0, 0.01, (len(x), 3))
+        noise = seed_mean_noise([3] * len(x), seed_deviations(losses), 300, rng)
+        fit = fit_seed_draws(x, losses.mean(axis=1), noise)
+        lo, hi = fit.ci["E"]
+        covered += lo <= law.E <= hi
+    assert covered >= 90, covered
+
+
+def test_three_points_for_three_parameters_are_not_identified():
+    from asymptote.fits import fit_seed_draws, identification
+
+    x = [1e4, 3e4, 1e5]
+    y = PowerLaw(10.0, 0.3, 2.0)(x)
+    fit = fit_seed_draws(x, y, np.random.default_rng(0).normal(0, 0.005, (200, 3)))
+    assert not fit.identified and "3 points for 3 parameters" in fit.reason
+    assert "bound" in identification(5, PowerLaw(7e39, 10.0, 3.3))
+    assert "flat" in identification(5, PowerLaw(0.0, 0.5, 3.3))
+    assert "asymptote at its bound 0" in identification(5, PowerLaw(3.3, 0.001, 0.0))
+    assert identification(5, PowerLaw(10.0, 0.3, 2.0)) == ""
+
+
+def test_seed_noise_needs_replicas():
+    from asymptote.fits import seed_deviations, seed_mean_noise
+
+    assert len(seed_deviations([[2.0], [2.1]])) == 0  # one seed per point: nothing measured
+    with pytest.raises(FitError, match="at least 2 seed deviations"):
+        seed_mean_noise([1, 1], seed_deviations([[2.0], [2.1]]), 10, np.random.default_rng(0))
+    dev = seed_deviations([[1.0, 3.0]])
+    assert dev.tolist() == pytest.approx([-math.sqrt(2), math.sqrt(2)])  # unbiased: variance 2 = s^2

@@ -65,3 +65,20 @@ def test_streamed_evaluation_matches_the_in_memory_ensemble():
     assert out["member"] == pytest.approx([mean_loss(m, tokens, SHAPE.block_size) for m in members], rel=1e-5)
     assert out["logits"][0] == pytest.approx(out["member"][0], rel=1e-6)
     assert all(math.isfinite(v) for v in out["probs"])
+
+
+def test_every_subset_loss_matches_the_streamed_first_k_and_single_members():
+    """subset_losses: one loss per non-empty subset; singles are the members' own losses and each
+    first-k subset is the streamed first-k logit ensemble."""
+    from asymptote.scaling import subset_losses
+
+    torch.manual_seed(0)
+    members = [Decoder(SHAPE).eval() for _ in range(3)]
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 16 * 9 + 1)
+    out = subset_losses(members, tokens, SHAPE.block_size)
+    assert set(out) == {"0", "1", "2", "0,1", "0,2", "1,2", "0,1,2"}
+    streamed = stream_eval(lambda i: members[i], 3, tokens, SHAPE.block_size)
+    for k, key in enumerate(("0", "0,1", "0,1,2")):
+        assert out[key] == pytest.approx(streamed["logits"][k], rel=1e-5)
+    for i in range(3):
+        assert out[str(i)] == pytest.approx(streamed["member"][i], rel=1e-5)

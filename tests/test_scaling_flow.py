@@ -66,7 +66,10 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
 
     best = {r.size: r.best for r in res.searches if r.recipe == "regularized"}
     members = [json.loads(store.read(rel, "config.json")) for rel in res.runs]
-    members = [m for m in members if m["train"]["train_seed"] > 0]
+    grid_wd = TINY["search"]["grid"]["weight_decay"]  # replicas sit on the grid; members halve its WD
+    members = [
+        m for m in members if m["train"]["train_seed"] > 0 and m["train"]["weight_decay"] not in grid_wd
+    ]
     assert len(members) == 3 * 3
     for m in members:  # epochs doubled, weight decay halved, train_seed = data_seed = k
         b = best[f"L1-d{m['model']['d_model']}"]
@@ -78,11 +81,12 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         assert len(s.ensemble["logits"]) == len(s.ensemble["probs"]) == 3
         assert s.ensemble["logits"][0] == pytest.approx(s.ensemble["probs"][0], rel=1e-5)  # one member: equal
         assert s.ensemble["logits"][0] == pytest.approx(s.members[0], rel=1e-5)
-    for name in ("standard_N", "regularized_N", "standard_D", "joint_N"):
+    for name in ("standard_N", "regularized_N", "standard_D"):  # three points: fitted, not identified
         fit = res.analysis.fits[name]
-        assert fit.ok, fit.reason
-        lo, hi = fit.ci()
-        assert lo <= fit.asymptote <= hi
+        assert fit.ok and not fit.identified, fit
+    assert res.figures["split"] == "test" and set(res.figures["claims"]) == set(res.analysis.claims)
+    for s in res.study.sizes:  # every certified optimum replicated with seeds 1..2 (the default)
+        assert len(s.standard) == len(s.regularized) == 2
     assert set(res.analysis.checks) == {
         "wd_overfit_fixed",
         "ensemble_monotone_in_k",
@@ -101,7 +105,11 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         "study.json",
     } <= files
     markdown = store.read(report, "report.md").decode()
-    assert "## Checks" in markdown and "![loss-vs-params.png](loss-vs-params.png)" in markdown
+    assert (
+        "## Verdicts" in markdown
+        and "test split" in markdown
+        and "![loss-vs-params.png](loss-vs-params.png)" in markdown
+    )
 
     before = manifests(store)
     again = scaling_study(cfg)  # same config: every run and evaluation comes from the cache
@@ -144,3 +152,50 @@ def test_tune_engine_runs_are_the_flows_runs(ray_local, prefect_api, store_uri, 
     for run, committed in tuned.items():  # trained inside a trial, before its search committed; never again
         assert store.manifest(run).created <= committed
     assert not res.analysis.fits["regularized_N"].ok  # one size cannot fit L(N); the study still reports
+
+
+def _corpus(path, adversarial: bool) -> str:
+    """A deterministic text; adversarial: its last 5% (the test split) replaced by bytes of the same
+    length that no model trained on the rest can predict. Train and validation text are identical."""
+    rng = __import__("random").Random(0)
+    words = ["the", "king", "and", "queen", "of", "a", "castle", "went", "to", "see", "river", "night"]
+    text = " ".join(rng.choice(words) for _ in range(12_000))
+    if adversarial:
+        cut = int(len(text) * 0.95)
+        text = text[:cut] + "".join(chr(rng.randint(33, 126)) for _ in range(len(text) - cut))
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_selection_never_reads_the_test_split(ray_local, prefect_api, store_uri, tmp_path):
+    """Two corpora that differ only in their test split: every choice (search optima, their val
+    losses, the efficiency choice per budget) is the same, while the reported test losses differ."""
+    small = TINY | {
+        "sizes": TINY["sizes"][:2],
+        "seeds": 2,
+        "ensemble": {"members": 2},
+        "efficiency": {"budgets": [1500], "sizes": [0, 1]},
+        "data": {"val_fraction": 0.05, "test_fraction": 0.05},
+        "fits": {"n_boot": 50},
+    }
+    results = []
+    for adversarial in (False, True):
+        source = _corpus(tmp_path / f"text-{adversarial}.txt", adversarial)
+        cfg = resolve(
+            ScalingStudyConfig,
+            base=small | {"store": {"uri": store_uri}},
+            overrides=[f"data.source={source}"],
+        )
+        results.append(scaling_study(cfg))
+    plain, adv = results
+    chosen = [
+        [(r.size, r.recipe, r.budget, r.best, round(r.loss, 6), r.certified) for r in res.searches]
+        for res in results
+    ]
+    assert chosen[0] == chosen[1]
+    assert [s.regularized_wd for s in plain.study.sizes] == [s.regularized_wd for s in adv.study.sizes]
+    assert sorted(plain.study.efficiency) == sorted(adv.study.efficiency)
+    assert plain.study.split == adv.study.split == "test"
+    for a, b in zip(plain.study.sizes, adv.study.sizes, strict=True):  # the test split was read, and differs
+        assert min(b.regularized) > max(a.regularized) + 0.5
