@@ -229,3 +229,34 @@ def test_bad_student_config_is_named():
         build(DistillConfig, {"student": {"grid": {"synthetic": [0, 1]}}})
     with pytest.raises(ConfigError, match="disagree"):
         build(DistillConfig, {"budget": 100, "data": {"max_train_tokens": 200}})
+
+
+def test_teachers_are_the_scaling_studys_runs(store, store_uri):
+    """The same template, grid and member recipe give the scaling study's job keys: its runs are reused."""
+    from asymptote.flows.distillation import member_jobs, single_descent
+    from asymptote.flows.scaling import Study
+    from asymptote.scaling_config import ScalingStudyConfig
+    from asymptote.search_space import Point
+
+    shared = {
+        "budget": 3_000,
+        "train": TEMPLATE,
+        "search": {"grid": {"lr": [3e-3, 1e-2], "weight_decay": [0.1, 0.8], "epochs": [1, 2]}},
+        "ensemble": {"members": 3},
+        "store": {"uri": store_uri},
+    }
+    distill = build(DistillConfig, {"model": TINY} | shared)
+    scaling = build(ScalingStudyConfig, {"sizes": [TINY], "efficiency": {"budgets": [1000, 2000]}} | shared)
+    data = _ref(store, "data/x")
+    study = Study(scaling, store, data, None)
+    best = Point(1e-2, 0.8, 2)
+    model = scaling.sizes[0]
+    ours = single_descent(distill, store, data, None)
+    theirs = study.descent(model, "regularized", scaling.tokens, best)
+    assert ours.job(best).key == theirs.job(best).key == study.point_job(model, scaling.tokens, best).key
+    assert ours.cd.axes == theirs.cd.axes
+    members = member_jobs(distill, store, data, best, None)
+    assert [j.key for j in members] == [study.member_job(model, best, k).key for k in (1, 2, 3)]
+    assert [
+        (j.train.epochs, j.train.weight_decay, j.train.train_seed, j.train.data_seed) for j in members
+    ] == [(4, 0.4, k, k) for k in (1, 2, 3)]
