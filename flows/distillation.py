@@ -29,7 +29,7 @@ from asymptote.config import DataConfig, ModelConfig, TrainConfig, key_dict, sta
 from asymptote.data import steps_for
 from asymptote.distill_config import METHODS, DistillConfig, StudentPoint
 from asymptote.distill_search import StudentDescent, retention, student_start
-from asymptote.infra.cluster import compute_session
+from asymptote.infra.cluster import compute_session, ray_ready
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.scaling import CoordinateDescent, member_train, point_job
@@ -285,6 +285,7 @@ def distill(config: DistillConfig | None = None, recompute: list[str] | None = N
         )
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
+        ray_ready()  # tasks/pretrain.prepare_data_task tokenises on Ray without starting it (from an empty store)
         data = prepare_data(config.data, store, refresh="data" in recompute)
         _check_data(config, data)
         teachers = select_teachers(config, store, data, hub)
