@@ -447,7 +447,17 @@ def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
     return rows
 
 
-def student_rows(result: DistillResult) -> list[dict[str, Any]]:
+def chosen_label(config: DistillConfig, s: StudentOutcome) -> str:
+    """The settings the method uses, and which searched axes ended at a grid edge (the grid may be too small)."""
+    grid, used = config.student.grid, METHODS[s.method].axes
+    text = " ".join(f"{a}={s.point[a]:g}" for a in used)
+    edges = [
+        a for a in config.student.axes(s.method) if s.point[a] in (getattr(grid, a)[0], getattr(grid, a)[-1])
+    ]
+    return text + (f" (at grid edge: {', '.join(edges)})" if edges else "")
+
+
+def student_rows(config: DistillConfig, result: DistillResult) -> list[dict[str, Any]]:
     return [
         {
             "rank": i + 1,
@@ -456,7 +466,7 @@ def student_rows(result: DistillResult) -> list[dict[str, Any]]:
             "test_bpb": round(s.test_bpb, 4),
             "retained (95% CI)": _fmt_kept(s),
             "val_loss": round(s.val_loss, 4),
-            "chosen": StudentPoint(**s.point).label(),
+            "chosen": chosen_label(config, s),
             "certified": s.certified,
             "runs": s.points,
             "steps": s.steps,
@@ -548,10 +558,10 @@ def distill_markdown(
         f"student has the single model's size, 1/{k} of the ensemble's {k * p:,} parameters. Every choice "
         "(the single model, each student's settings) was made on validation; the figures below are on the "
         "test split.\n\n"
-        f"{md_table(comparison_rows(result), ['model', 'params', 'test_loss', 'retained'])}\n"
+        f"{md_table(comparison_rows(result), ['model', 'params', 'test_loss', 'retained'])}\n\n"
         f"{_gain_line(result)}\n"
         "## Students, best first\n\n"
-        f"{md_table(student_rows(result), list(student_rows(result)[0]))}\n"
+        f"{md_table(student_rows(config, result), list(student_rows(config, result)[0]))}\n"
         "- retained = (L_single - L_student) / (L_single - L_ensemble) on test; the paper keeps 0.83 of an "
         "8-member ensemble's gain. Steps: the chosen student's; search steps: every run its search trained.\n"
         f"- validation: single {val['single_loss']:.4f}, ensemble {val['ensemble_loss']:.4f}, first-k "

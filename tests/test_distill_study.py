@@ -260,3 +260,14 @@ def test_teachers_are_the_scaling_studys_runs(store, store_uri):
     assert [
         (j.train.epochs, j.train.weight_decay, j.train.train_seed, j.train.data_seed) for j in members
     ] == [(4, 0.4, k, k) for k in (1, 2, 3)]
+
+
+def test_report_says_so_when_the_ensembles_gain_is_noise():
+    from asymptote.flows.distillation import DistillResult, _gain_line
+
+    noise = DistillResult.model_construct(
+        gain=0.001, gain_ci=[-0.002, 0.004], gain_resolved=False, test_windows=50
+    )
+    assert "within its own noise" in _gain_line(noise) and "no retained fraction" in _gain_line(noise)
+    clear = DistillResult.model_construct(gain=0.2, gain_ci=[0.18, 0.22], gain_resolved=True, test_windows=50)
+    assert "noise" not in _gain_line(clear) and "[0.1800, 0.2200]" in _gain_line(clear)
