@@ -55,6 +55,9 @@ class MixtureOptions(Section):
     """Store-relative path of the synthetic data artifact (data/<key>) made by sampling."""
     weight: float = Field(0.75, ge=0, le=1)
     """Fraction of each batch's sequences taken from the synthetic data (the paper: 0.75 to 0.9)."""
+    synthetic_tokens: int | None = Field(None, ge=1)
+    """Use only the first this many synthetic training tokens (whole sequences); None: all of them.
+    One sampling run at the largest amount serves every amount a search tries."""
 
 
 def parse_options(cls: type[Section], spec: dict, where: str) -> Section:
@@ -265,6 +268,7 @@ def mixture_batches(job, store: Store, env, train_tokens: np.ndarray) -> Mixture
         raise ValueError(
             f"batches.synthetic={opts.synthetic!r} is not a sampled data artifact (no sequence_length)"
         )
+    synthetic = synthetic_prefix(synthetic, seq_len, opts.synthetic_tokens, opts.synthetic)
     return MixtureBatcher(
         train_tokens,
         synthetic,
@@ -276,6 +280,18 @@ def mixture_batches(job, store: Store, env, train_tokens: np.ndarray) -> Mixture
         rank=env.rank,
         world=env.world,
     )
+
+
+def synthetic_prefix(tokens: np.ndarray, seq_len: int, cap: int | None, where: str = "") -> np.ndarray:
+    """The first floor(cap / seq_len) whole sequences of a sampled artifact's training tokens."""
+    if cap is None:
+        return tokens
+    if cap > len(tokens):
+        raise ValueError(
+            f"batches.synthetic_tokens={cap:,} exceeds the {len(tokens):,} synthetic training tokens of "
+            f"{where!r}; sample more sequences or ask for fewer tokens"
+        )
+    return tokens[: (cap // seq_len) * seq_len]
 
 
 # ----------------------------------------------------------------------------- synthetic data artifacts

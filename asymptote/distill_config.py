@@ -1,15 +1,21 @@
-"""The distillation study's config: teachers, sampling, students and the distillation methods.
+"""The distillation study's config: teachers as the scaling study makes them, sampling, students' search.
 
 Pure configuration (pydantic, no torch): `asymptote distill` validates it, and names a wrong field,
 before the training stack is imported.
+
+The single model and the ensemble members are built exactly as the scaling study builds them (the
+same `train` template, `search` and `ensemble` sections), so a study already in the store is reused
+run for run. Students train with compute to spare: their epochs, weight decay, amount of synthetic
+data, mixing weight and KL weight are chosen by a certified coordinate descent on validation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -19,14 +25,17 @@ from asymptote.config import (
     StoreConfig,
     TrainConfig,
     known_names,
+    volatile,
 )
+from asymptote.scaling_config import EnsembleConfig, SearchConfig
 
 
 class SamplingConfig(Section):
     """How synthetic sequences are drawn from a teacher."""
 
     n_sequences: int = Field(256, ge=1)
-    """Sequences to generate; each is block_size + 1 tokens (one training window of the student)."""
+    """Sequences to generate; each is block_size + 1 tokens (one training window of the student). The
+    distillation flow sets it from the largest synthetic amount its students may use."""
     temperature: float = Field(1.0, ge=0)
     """Softmax temperature (1: the teacher's own distribution, as the paper; 0: greedy)."""
     batch_size: int = Field(64, ge=1)
@@ -47,86 +56,215 @@ class SamplingConfig(Section):
 
 @dataclass(frozen=True)
 class Method:
-    """How one student learns: from which teacher, at which level, with how much synthetic data."""
+    """How one student learns from the ensemble: its loss and whether synthetic text enters its batches."""
 
-    teacher: Literal["ensemble", "single"]
-    level: Literal["sequence", "token"]
-    synthetic_weight: float | None = None  # None: StudentConfig.synthetic_weight
+    objective: Literal["ce", "token_kl"]
+    synthetic: bool
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The student hyper-parameters this method's search tunes."""
+        return (
+            ("epochs", "weight_decay")
+            + (("synthetic", "mix") if self.synthetic else ())
+            + (("alpha",) if self.objective == "token_kl" else ())
+        )
 
 
 # Explicit registry of distillation methods.
 METHODS: dict[str, Method] = {
-    "sequence": Method("ensemble", "sequence"),
-    "synthetic_only": Method("ensemble", "sequence", synthetic_weight=1.0),
-    "token_kl": Method("ensemble", "token"),
-    "self": Method("single", "sequence"),
+    "sequence": Method("ce", synthetic=True),  # the paper: synthetic text mixed with real, cross-entropy
+    "token_kl": Method(
+        "token_kl", synthetic=False
+    ),  # KL to the ensemble's averaged distribution on real text
+    "combined": Method("token_kl", synthetic=True),  # KL on real and synthetic tokens
 }
+SYNTHETIC_VAL_FRACTION = 0.05  # share of sampled sequences kept as the synthetic artifact's validation split
+STUDENT_AXES = ("epochs", "weight_decay", "synthetic", "mix", "alpha")
 
 
-def _train(**fields: Any) -> TrainConfig:
-    base = {
-        "lr": 3e-3,
-        "max_steps": 200,
-        "batch_size": 16,
-        "warmup_steps": 20,
-        "eval_every": 100,
-        "eval_windows": 64,
-        "log_every": 20,
-        "checkpoint_every": 100,
-    }
-    return TrainConfig(**(base | fields))
+class StudentPoint(NamedTuple):
+    """One student setting. epochs: compute in passes over the real token budget, whatever the mix."""
+
+    epochs: float
+    weight_decay: float
+    synthetic: float
+    """Synthetic tokens the student may draw from, as a multiple of the real token budget (0: none)."""
+    mix: float
+    """Fraction of each batch's sequences that are synthetic."""
+    alpha: float
+    """Weight of the token-level KL against cross-entropy on the next token (token_kl methods)."""
+
+    def label(self) -> str:
+        return (
+            f"ep={self.epochs:g} wd={self.weight_decay:g} syn={self.synthetic:g}xD mix={self.mix:g} "
+            f"alpha={self.alpha:g}"
+        )
 
 
-class TeacherConfig(Section):
-    """Where the teachers come from: runs already in the store, or trained here."""
+def _increasing(name: str, values: list[float]) -> list[float]:
+    if not values or any(b <= a for a, b in zip(values, values[1:], strict=False)) or values[0] < 0:
+        raise ValueError(f"{name}={values} must be a non-empty, strictly increasing list of values >= 0")
+    return values
 
-    members: list[str] = Field(default_factory=list)
-    """Ensemble members already in the store (runs/<key> paths or URIs); empty: train n_members here."""
-    single: str | None = None
-    """The regularized single model of the student's size (path or URI); None: the first member."""
-    n_members: int = Field(2, ge=1)
-    """Ensemble size K when members are trained here (the paper: 8, a student 1/8 of the ensemble)."""
-    train: TrainConfig = Field(default_factory=lambda: _train(weight_decay=0.5))
-    """The regularized recipe of the single model and every member (member i adds i to both seeds)."""
+
+class StudentGrid(Section):
+    """The values each student's coordinate descent may visit (neighbours are adjacent entries).
+    An axis with one value is not searched."""
+
+    epochs: list[float] = Field(default_factory=lambda: [1, 2, 4])
+    """Student compute in passes over the real token budget."""
+    weight_decay: list[float] = Field(default_factory=lambda: [0.1, 0.4])
+    """AdamW weight decays."""
+    synthetic: list[float] = Field(default_factory=lambda: [1.0])
+    """Synthetic tokens as multiples of the real token budget (sampled once, at the largest value)."""
+    mix: list[float] = Field(default_factory=lambda: [0.5])
+    """Fractions of each batch that are synthetic."""
+    alpha: list[float] = Field(default_factory=lambda: [1.0])
+    """KL weights (1: pure distillation; below 1 adds cross-entropy on the next token)."""
+
+    @field_validator("epochs", "weight_decay", "synthetic", "mix", "alpha")
+    @classmethod
+    def _check(cls, v: list[float], info) -> list[float]:
+        v = _increasing(info.field_name, v)
+        if info.field_name in ("mix", "alpha") and v[-1] > 1:
+            raise ValueError(f"{info.field_name}={v}: fractions must lie in [0, 1]")
+        if info.field_name in ("epochs", "synthetic") and v[0] == 0:
+            raise ValueError(
+                f"{info.field_name}={v} must be > 0 (a student without synthetic data is token_kl)"
+            )
+        return v
+
+
+class StudentStart(Section):
+    """Where each student's descent starts; None: derived from the teachers (snapped to the grid)."""
+
+    epochs: float | None = None
+    """None: the grid value nearest the members' epochs."""
+    weight_decay: float | None = None
+    """None: the grid value nearest the single model's optimal weight decay."""
+    synthetic: float | None = None
+    """None: the grid's middle value."""
+    mix: float | None = None
+    """None: the grid's middle value."""
+    alpha: float | None = None
+    """None: the grid's largest value."""
 
 
 class StudentConfig(Section):
-    """How students are trained: from scratch, at the single model's size."""
+    """Students: one per method, at the single model's size, each with its own certified search."""
 
-    methods: list[str] = Field(default_factory=lambda: ["sequence", "token_kl"])
-    """Students to train, one per method: sequence, synthetic_only, token_kl, self."""
-    train: TrainConfig = Field(default_factory=lambda: _train(weight_decay=0.1))
-    """Student recipe (the paper: weight decay 0.1)."""
-    synthetic_weight: float = Field(0.75, ge=0, le=1)
-    """Fraction of sequence-level batches drawn from synthetic data (the paper: 0.75 to 0.9)."""
+    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    """Students to train: sequence, token_kl, combined."""
+    grid: StudentGrid = Field(default_factory=StudentGrid)
+    """Search space of the students' hyper-parameters."""
+    start: StudentStart = Field(default_factory=StudentStart)
+    """Start of every student's descent."""
+    max_runs: int | None = Field(None, ge=1)
+    """Cap on distinct points per student's descent (None: until certified); a capped search is reported as such."""
     kl_temperature: float = Field(1.0, gt=0)
     """Softmax temperature of the token-level KL."""
-    kl_alpha: float = Field(0.5, ge=0, le=1)
-    """Weight of the token-level KL against cross-entropy on the real next token (the bench recipe uses
-    0.9, which beat 0.5 there; at this tiny default scale 0.5 does better)."""
+    curve_points: int = Field(8, ge=1)
+    """Validation evaluations along each student run (its learning curve)."""
 
     @field_validator("methods")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         return known_names(v, METHODS, "methods", allow_empty=False)
 
+    def axes(self, method: str) -> tuple[str, ...]:
+        """The method's axes that have more than one grid value."""
+        return tuple(a for a in METHODS[method].axes if len(getattr(self.grid, a)) > 1)
+
+
+class TeacherConfig(Section):
+    """Teachers given as runs in the store; empty: built as the scaling study builds them."""
+
+    members: list[str] = Field(default_factory=list)
+    """Ensemble members already in the store (runs/<key> paths or URIs); empty: trained (or reused) here."""
+    single: str | None = None
+    """The regularized single model of the student's size (path or URI); None: the certified search's optimum."""
+
+
+class EvaluationConfig(Section):
+    """How figures are reported on the test split."""
+
+    n_boot: int = Field(1000, ge=10)
+    """Bootstrap resamples of the test windows."""
+    level: float = Field(0.95, gt=0, lt=1)
+    """Confidence level of the intervals."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+
+def _tiny_train() -> TrainConfig:  # the scaling study's default template: its runs are reused
+    return TrainConfig(
+        batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000, checkpoint_every=1_000_000
+    )
+
 
 class DistillConfig(Section):
-    """Ensemble distillation study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
+    """Ensemble distillation study. The defaults are the main job's tiny step and share the scaling
+    study's defaults (its cpu-0.1m runs are reused when it ran first)."""
 
-    name: str = Field("distill", json_schema_extra={"volatile": True})
+    name: str = volatile("distill")
     """Label shown in reports and progress."""
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="cpu-0.1m"))
     """Shape of the single model, of every member and of every student."""
     data: DataConfig = Field(default_factory=DataConfig)
-    """Corpus (real data): training text of teachers and students, validation split of every loss."""
+    """Corpus: real training text (cut to the budget), validation (every choice) and test (every figure)."""
+    budget: int | None = Field(20_000, ge=1)
+    """Real training tokens D of every model (data.max_train_tokens); None: data.max_train_tokens."""
+    train: TrainConfig = Field(default_factory=_tiny_train)
+    """Optimisation template (the scaling study's): everything but lr, weight decay, epochs and seeds."""
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    """The certified search of the regularized single model (the scaling study's)."""
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    """Members: the single optimum with epochs x epoch_factor, weight decay x weight_decay_factor, seed = k."""
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    """Teachers: given runs or trained here."""
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(n_sequences=512))
-    """Synthetic data for sequence-level students (each sequence is one student window)."""
+    """Teachers given as runs instead (optional)."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    """Synthetic data from the ensemble (n_sequences is set from student.grid.synthetic)."""
     student: StudentConfig = Field(default_factory=StudentConfig)
-    """Students and their methods."""
+    """Students and their search."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Test-split figures and their intervals."""
     compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
     """Execution (never part of a cache key)."""
     store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
     """Artifact store (never part of a cache key)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillConfig":
+        self.tokens  # noqa: B018 -- raises on a missing or contradictory budget
+        s = self.student.start
+        for axis in STUDENT_AXES:
+            value = getattr(s, axis)
+            if value is not None and value not in getattr(self.student.grid, axis):
+                raise ValueError(
+                    f"student.start.{axis}={value} is not on student.grid.{axis}="
+                    f"{getattr(self.student.grid, axis)}; pick one of those values"
+                )
+        return self
+
+    @property
+    def tokens(self) -> int:
+        d = self.data.max_train_tokens
+        if self.budget is None and d is None:
+            raise ValueError("no token budget: set budget (or data.max_train_tokens)")
+        if self.budget is not None and d is not None and d != self.budget:
+            raise ValueError(f"budget={self.budget} and data.max_train_tokens={d} disagree; set one of them")
+        return self.budget or d
+
+    def synthetic_tokens(self, amount: float) -> int:
+        """Synthetic training tokens a student with `amount` x the budget uses: whole sequences, at least one."""
+        length = self.model.block_size + 1
+        return max(1, math.floor(amount * self.tokens / length)) * length
+
+    def sequences_needed(self) -> int:
+        """Sequences to sample: the largest synthetic amount any chosen method may use, plus the
+        artifact's own validation share (SYNTHETIC_VAL_FRACTION of the sequences)."""
+        if not any(METHODS[m].synthetic for m in self.student.methods):
+            return 0
+        need = self.synthetic_tokens(max(self.student.grid.synthetic)) // (self.model.block_size + 1)
+        return math.ceil(need / (1 - SYNTHETIC_VAL_FRACTION)) + 1

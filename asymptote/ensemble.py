@@ -88,3 +88,48 @@ def stream_eval(
         for name, total in nll.items():
             out[name].append(total / count)
     return out
+
+
+@torch.no_grad()
+def window_losses(
+    load: Callable[[int], nn.Module],
+    n_members: int,
+    tokens: np.ndarray,
+    block: int,
+    how: str = "logits",
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Mean next-token loss of the n-member ensemble (one model when n = 1) on each evaluation window.
+
+    The windows are evaluation.mean_loss's (same count of tokens each), so the mean of this array is
+    that loss; the per-window values are what a bootstrap over test windows resamples. Members stream
+    through memory one at a time, as in stream_eval.
+    """
+    starts = eval_windows(len(tokens), block)
+    batches = [
+        windows_to_batch(tokens, starts[i : i + batch_size], block) for i in range(0, len(starts), batch_size)
+    ]
+    sums: list[torch.Tensor | None] = [None] * len(batches)
+    for k in range(n_members):
+        model = load(k)
+        for b, (x, _) in enumerate(batches):
+            z = model(x.to(device)).float()
+            z = z if how == "logits" else F.softmax(z, dim=-1)
+            sums[b] = z if sums[b] is None else sums[b] + z
+        del model
+    out = []
+    for total, (_, y) in zip(sums, batches, strict=True):
+        logprobs = combined_logprobs(total / n_members, how)
+        nll = F.nll_loss(logprobs.transpose(1, 2), y.to(device), reduction="none")
+        out.append(nll.mean(1).double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def combined_logprobs(mean: torch.Tensor, how: str) -> torch.Tensor:
+    """Log-probabilities from the members' mean logits (how=logits) or mean probabilities (how=probs)."""
+    if how == "logits":
+        return F.log_softmax(mean, dim=-1)
+    if how == "probs":
+        return mean.clamp_min(1e-30).log()
+    raise ValueError(f"combine={how!r}: unknown; allowed: {', '.join(COMBINE)}")

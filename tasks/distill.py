@@ -17,8 +17,8 @@ import torch
 from prefect import task
 
 from asymptote.config import key_dict
-from asymptote.distill_config import SamplingConfig
-from asymptote.infra.cluster import cluster_has_gpus, ray_ready
+from asymptote.distill_config import SYNTHETIC_VAL_FRACTION, SamplingConfig
+from asymptote.infra.cluster import cluster_has_gpus, gpu_if_any, ray_ready
 from asymptote.refs import DataRef
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
@@ -101,6 +101,7 @@ def sample_task(
             rel,
             sequences,
             store.manifest(data_rel).meta,
+            val_fraction=SYNTHETIC_VAL_FRACTION,
             meta={
                 "source": f"sampled from {len(teachers)} teacher(s)",
                 "teachers": teachers,
@@ -136,14 +137,82 @@ def sample(
     )
 
 
+# ----------------------------------------------------------------------------- the test split
+
+
+@ray.remote(num_cpus=1)
+def _test_eval_remote(store: Store, runs: list[str], data_rel: str, how: str) -> dict:
+    from asymptote.ensemble import window_losses
+    from asymptote.evaluation import loss_metrics, split_bytes_per_token
+    from asymptote.job import model_from_run
+    from asymptote.shards import load_meta, load_split
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
+    tokens = load_split(store, data_rel, "test")
+    block = store.manifest(runs[0]).meta["model"]["block_size"]
+    windows = window_losses(
+        lambda i: model_from_run(store, runs[i], device), len(runs), tokens, block, how, device=device
+    )
+    metrics = loss_metrics(
+        float(windows.mean()), split_bytes_per_token(load_meta(store, data_rel), "test"), "test"
+    )
+    return metrics | {"windows": windows.tolist()}
+
+
+@task(name="test-eval", retries=1)
+def test_eval_task(store: Store, runs: list[str], data_rel: str, how: str, key: str) -> dict:
+    ray_ready()
+    return ray.get(_test_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel, how))
+
+
+def test_eval(store: Store, runs: list[str], data_rel: str, how: str = "logits"):
+    """A future of the test-split loss (and bits per byte) of one run or of the ensemble of several, with
+    the loss of every test window (for bootstrap intervals). The only place the test split is read."""
+    if not runs:
+        raise ValueError("test_eval needs at least one run")
+    key = step_key(__name__, runs=runs, data=data_rel, how=how, what="test_windows")
+    return cached(test_eval_task, store).submit(store, runs, data_rel, how, key=key)
+
+
+def run_curve(store: Store, rel: str) -> list[tuple[int, float]]:
+    """(step, validation loss) of every evaluation a committed run made: its learning curve."""
+    import json
+
+    lines = store.read(rel, "metrics.jsonl").decode().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [(int(r["step"]), float(r["val_loss"])) for r in records if r.get("val_loss") is not None]
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[int, float]]], refs: dict[str, float], path: str | Path, title: str
+) -> None:
+    """Validation loss against step of each student, with the single model's and the ensemble's losses drawn."""
+    from asymptote.plots import plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    for name, curve in curves.items():
+        if curve:
+            steps, losses = zip(*curve, strict=True)
+            ax.plot(steps, losses, marker=".", label=name)
+    for (name, value), color in zip(refs.items(), ("tab:gray", "tab:green"), strict=False):
+        ax.axhline(value, color=color, ls="--", lw=1, label=name)
+    ax.set(xlabel="student step", ylabel="validation loss (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- the comparison plot
 
 
 def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None:
-    """Validation loss of the single model, the ensemble and each student, with both references drawn."""
+    """Test loss of the single model, the ensemble and each student, with both references drawn."""
     from asymptote.plots import plt  # matplotlib configured headless there
 
-    names, losses = [r["model"] for r in rows], [r["val_loss"] for r in rows]
+    names, losses = [r["model"] for r in rows], [r["test_loss"] for r in rows]
     colors = [
         "tab:gray" if r["kind"] == "single" else "tab:green" if r["kind"] == "ensemble" else "tab:blue"
         for r in rows
@@ -153,11 +222,11 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None
     for r in rows:
         if r["kind"] in ("single", "ensemble"):
             ax.axhline(
-                r["val_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1
+                r["test_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1
             )
     spread = max(losses) - min(losses)
     ax.set_ylim(min(losses) - max(spread, 0.01), max(losses) + 0.5 * max(spread, 0.01))
-    ax.set(ylabel="validation loss (nats/token)", title=title)
+    ax.set(ylabel="test loss (nats/token)", title=title)
     ax.tick_params(axis="x", rotation=20)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
