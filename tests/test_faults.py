@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, corpus_path):
     """(faults module, context with the reference run, watcher), set up once."""
-    sys.path.append(str(BENCH))  # appended: bench/tokenize.py must not shadow the standard library
+    sys.path.append(str(BENCH))
     import faults
     from prefect.testing.utilities import prefect_test_harness
 

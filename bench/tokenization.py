@@ -8,7 +8,7 @@ tokens on a sample of the training split, then tokenises the corpus through the 
 with a bare single-process loop (zstd stream -> json -> tokenizers' encode_batch, Rust threads on)
 over the same files and the same tokenizer.
 
-    nice -n 10 python bench/tokenize.py --data ../shared/data/tinyshakespeare.txt --gb 1
+    nice -n 10 python bench/tokenization.py --data ../shared/data/tinyshakespeare.txt --gb 1
 """
 
 from __future__ import annotations
@@ -23,13 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path = [
-    p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))
-]
-import tokenize as _stdlib_tokenize  # noqa: E402,F401  the standard library's, cached before our folder returns
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, parser  # noqa: E402
+from common import emit, parser
 
 
 def log(msg: str) -> None:
@@ -74,8 +68,7 @@ def build_corpus(data: str, folder: Path, gb: float, n_files: int) -> int:
 # ----------------------------------------------------------------------------- the project's job
 
 
-# Run as `python -c` in a temporary folder: this script's own folder must not reach the child's (or
-# its Ray workers') sys.path, where this file would shadow the standard library's `tokenize`.
+# Run as `python -c` in a temporary folder, so the job's process tree is the child's alone.
 CHILD = """
 import json, os, sys, time
 from asymptote.config import DataConfig
