@@ -13,14 +13,6 @@ twice. Bad input (bench/bad_inputs.py) is tried too. One JSON line last.
 # ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/tokenize.py would shadow the standard library's tokenize (which Prefect's inspect uses):
-# look in bench/ last, for `common` and `bad_inputs` only.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent))
-
 import contextlib
 import hashlib
 import json
