@@ -20,9 +20,11 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psutil
 from common import emit, parser
