@@ -44,7 +44,7 @@ from asymptote.config import (
     stable_hash,
 )
 from asymptote.flows.scaling_report import figures, render
-from asymptote.infra.cluster import compute_session, ray_ready
+from asymptote.infra.cluster import compute_session
 from asymptote.job import TrainJob, make_job
 from asymptote.refs import DataRef
 from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
@@ -323,7 +323,6 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
     preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
     with compute_session(config.compute.ray_address) as hub:
-        ray_ready()  # prepare-data's tokenising job uses Ray without calling ray_ready itself (lead: fix there)
         data = prepare_data(config.data, store)
         _check_budgets(config, data)
         study = Study(config, store, data, hub)
