@@ -436,9 +436,7 @@ def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
 def _figures(config: SoupStudyConfig, result: SoupStudyResult, plot_name: str) -> dict[str, bytes]:
     from asymptote.plots import plot_segments
 
-    segments_png = plot_name.replace("heldout-vs-test", "interpolation").replace(
-        "heldout_vs_test", "interpolation"
-    )
+    segments_png = plot_name.replace("heldout-vs-test", "interpolation")
     with tempfile.TemporaryDirectory() as tmp:
         plot_heldout_vs_test(result.entries, Path(tmp) / plot_name, title=f"{config.name}: held-out vs test")
         files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
@@ -466,7 +464,7 @@ def _verdict(result: SoupStudyResult) -> str:
 
 
 def soup_report(
-    config: SoupStudyConfig, result: SoupStudyResult, store: Store, plot_name: str = "heldout_vs_test.png"
+    config: SoupStudyConfig, result: SoupStudyResult, store: Store, plot_name: str = "heldout-vs-test.png"
 ) -> tuple[str, dict[str, bytes]]:
     files = _figures(config, result, plot_name)
     sweep = f"\n### Fine-tunes\n\n{md_table(_finetune_rows(result))}\n" if result.finetunes else ""
@@ -507,7 +505,7 @@ def soup_report(
 def report(
     config: SoupStudyConfig, result: SoupStudyResult, store: Store, level: int = 1, prefix: str = ""
 ) -> Report:
-    markdown, files = soup_report(config, result, store, plot_name=f"{prefix}heldout_vs_test.png")
+    markdown, files = soup_report(config, result, store, plot_name=f"{prefix}heldout-vs-test.png")
     return Report(shift_headings(markdown, level - 1), files, summary(result)[0])
 
 

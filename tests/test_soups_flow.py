@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from asymptote.checkpoint import WEIGHTS
 from asymptote.config import ConfigError, ModelConfig, build
 from asymptote.evaluation import mean_loss
-from asymptote.flows.soups import SoupStudyConfig, report, soup_study
+from asymptote.flows.soups import SoupStudyConfig, report, soup_study, sweep_space
 from asymptote.job import model_from_run
 from asymptote.model import Decoder
 from asymptote.shards import load_dataset
@@ -44,8 +44,8 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
     config = tiny_study(store_uri)
     res = soup_study(config)
     outcome = report(config, res, store, level=2, prefix="soups-")  # as a section of the main report
-    assert outcome.markdown.startswith("## Model soups") and "soups-heldout_vs_test.png" in outcome.markdown
-    assert outcome.files["soups-heldout_vs_test.png"][:4] == b"\x89PNG"
+    assert outcome.markdown.startswith("## Model soups") and "soups-heldout-vs-test.png" in outcome.markdown
+    assert outcome.files["soups-heldout-vs-test.png"][:4] == b"\x89PNG"
     assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {
         4,
         8,
@@ -134,7 +134,7 @@ def test_sweep_draws_are_seeded_and_inside_the_search_space(store_uri):
     sweep = tiny_study(
         store_uri, sweep={"n_models": 6, "lr": [1e-4, 1e-2], "weight_decay": [0.05, 0.05]}
     ).sweep
-    space = sweep.space(sweep.lr, sweep.lengths(None))
+    space = sweep_space(sweep, sweep.lr, sweep.lengths(None))
     draws = sample_trials(space, sweep.n_models, sweep.seed)
     assert draws == sample_trials(space, sweep.n_models, sweep.seed)  # same seed, same runs
     assert draws != sample_trials(space, sweep.n_models, sweep.seed + 1)
