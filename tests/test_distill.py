@@ -230,3 +230,13 @@ def test_too_little_synthetic_data_is_an_error_not_a_hang():
     batcher = MixtureBatcher(np.arange(3000) % 256, np.zeros(10, dtype=np.int64), 17, 0.5, 16, 8, 0)
     with pytest.raises(ValueError, match="10 tokens hold no window of 17 tokens"):
         batcher.next_batch()
+
+
+def test_synthetic_prefix_takes_whole_sequences_and_refuses_more_than_sampled():
+    from asymptote.distill import synthetic_prefix
+
+    tokens = np.arange(10 * 17)
+    assert synthetic_prefix(tokens, 17, None) is tokens
+    assert np.array_equal(synthetic_prefix(tokens, 17, 40), tokens[:34])  # 2 whole sequences of 17
+    with pytest.raises(ValueError, match="exceeds the 170 synthetic training tokens"):
+        synthetic_prefix(tokens, 17, 171, "data/s")
