@@ -82,7 +82,7 @@ METHODS: dict[str, Method] = {
             "distill",
             "asymptote.distill_config:DistillConfig",
             "DistillResult",
-            help="Distil an ensemble into one model of the single model's size (sequence, token-level, self).",
+            help="Distil an ensemble into one model of the single model's size (sequence, token_kl, combined).",
             recipe="distill-demo",
             steps=("data", "teachers", "evaluate", "sample", "students"),
         ),
