@@ -26,3 +26,25 @@ def tiny_pretrain_config(store_uri: str, source: str = "builtin:python-docs", **
             "store": {"uri": store_uri},
         }
     )
+
+
+def task_runs(flow_run_id, timeout: float = 30.0) -> list:
+    """The task runs of one flow run, read back from the Prefect API once every state is final.
+
+    Prefect records task-run states asynchronously, so a flow that answers fast (every step cached, no
+    Ray to start) can return before its tasks' last states reach the API: read until none is pending
+    or running, or the timeout passes."""
+    import time
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(str(flow_run_id))]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=200)
+            if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import task_runs
 
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import DataConfig, ModelConfig, build
@@ -59,13 +60,8 @@ def tiny_config(store_uri: str, **sections) -> DistillConfig:
 
 
 def _task_states(flow_run_id: str) -> dict[str, set[str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    client = get_client(sync_client=True)
-    runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     states: dict[str, set[str]] = {}
-    for run in runs:
+    for run in task_runs(flow_run_id):
         states.setdefault(run.name.rsplit("-", 1)[0], set()).add(run.state.name)
     return states
 

@@ -10,18 +10,14 @@ import sys
 import time
 
 import pytest
-from helpers import tiny_pretrain_config
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from helpers import task_runs, tiny_pretrain_config
 
 from asymptote.flows.pretraining import pretrain
 
 
 def task_states(flow_run_id: str) -> dict[str, str]:
     """Task name -> state name of one flow run, read back from the Prefect API."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in task_runs(flow_run_id)}
 
 
 def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, store, capfd):

@@ -5,9 +5,9 @@ and a second call that trains nothing."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
+from helpers import task_runs
 
 from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
 from asymptote.recipes import resolve
@@ -35,13 +35,7 @@ TINY = {
 
 
 def task_states(flow_run_id: str) -> dict[str, list[str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])), limit=200
-        )
+    runs = task_runs(flow_run_id)
     states: dict[str, list[str]] = {}
     for r in runs:
         states.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
