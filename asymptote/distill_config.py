@@ -27,7 +27,7 @@ from asymptote.config import (
     known_names,
     volatile,
 )
-from asymptote.scaling_config import EnsembleConfig, SearchConfig
+from asymptote.scaling_config import EnsembleConfig, SearchConfig, token_budget
 
 
 class SamplingConfig(Section):
@@ -249,12 +249,7 @@ class DistillConfig(Section):
 
     @property
     def tokens(self) -> int:
-        d = self.data.max_train_tokens
-        if self.budget is None and d is None:
-            raise ValueError("no token budget: set budget (or data.max_train_tokens)")
-        if self.budget is not None and d is not None and d != self.budget:
-            raise ValueError(f"budget={self.budget} and data.max_train_tokens={d} disagree; set one of them")
-        return self.budget or d
+        return token_budget(self.budget, self.data)
 
     def synthetic_tokens(self, amount: float) -> int:
         """Synthetic training tokens a student with `amount` x the budget uses: whole sequences, at least one."""

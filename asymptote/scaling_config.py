@@ -22,6 +22,17 @@ from asymptote.config import (
 from asymptote.search_space import RECIPES, Point, SearchGrid, on_grid, size_label
 
 
+def token_budget(budget: int | None, data: DataConfig) -> int:
+    """The token budget D of a study: `budget`, or data.max_train_tokens; refused when neither is set or
+    they disagree."""
+    d = data.max_train_tokens
+    if budget is None and d is None:
+        raise ValueError("no token budget: set budget (or data.max_train_tokens)")
+    if budget is not None and d is not None and d != budget:
+        raise ValueError(f"budget={budget} and data.max_train_tokens={d} disagree; set one of them")
+    return budget or d
+
+
 class FitConfig(Section):
     """How fits are bootstrapped and how the study's checks are judged."""
 
@@ -185,12 +196,7 @@ class ScalingStudyConfig(Section):
 
     @property
     def tokens(self) -> int:
-        d = self.data.max_train_tokens
-        if self.budget is None and d is None:
-            raise ValueError("no token budget: set budget (or data.max_train_tokens)")
-        if self.budget is not None and d is not None and d != self.budget:
-            raise ValueError(f"budget={self.budget} and data.max_train_tokens={d} disagree; set one of them")
-        return self.budget or d
+        return token_budget(self.budget, self.data)
 
     @property
     def labels(self) -> list[str]:
