@@ -151,16 +151,13 @@ for _method in METHODS.values():
 @app.command()
 def presets() -> None:
     """List model size presets with their parameter counts."""
-    import torch
-
     from asymptote.config import ModelConfig
-    from asymptote.model import Decoder, count_params
+    from asymptote.flops import param_count
     from asymptote.presets import PRESETS
 
     for name in PRESETS:
         cfg = ModelConfig(preset=name)
-        with torch.device("meta"):
-            n = count_params(Decoder(cfg))
+        n = param_count(cfg)
         typer.echo(
             f"{name:12s} {n / 1e6:9.3f}M  {cfg.n_layer}x{cfg.d_model} ffn {cfg.d_ff} heads {cfg.n_head}"
             f"/{cfg.n_kv_head} block {cfg.block_size}"

@@ -23,6 +23,13 @@ def matmul_params(cfg: ModelConfig) -> int:
     return cfg.n_layer * (attn + mlp) + cfg.d_model * cfg.vocab_size
 
 
+def param_count(cfg: ModelConfig) -> int:
+    """Every parameter of `asymptote.model.Decoder` (the tied embedding once, RMSNorm gains included),
+    by arithmetic: building the model on torch's meta device costs seconds the first time."""
+    norms = (2 * cfg.n_layer + 1) * cfg.d_model
+    return matmul_params(cfg) + norms
+
+
 def attention_flops_per_token(cfg: ModelConfig, causal: bool = False) -> int:
     """Forward FLOPs of the scores (q.k) and the weighted sum (p.v) for one token at full context:
     2 matmuls x 2 FLOPs x block_size x (n_head x head_dim) per layer; halved for a causal kernel."""

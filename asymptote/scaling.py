@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from asymptote import flops
 from asymptote.config import DataConfig, ModelConfig, TrainConfig
-from asymptote.job import TrainJob, make_job
+from asymptote.job_spec import TrainJob, make_job
 from asymptote.search_space import AXES, Point, SearchGrid, neighbours, on_grid
 
 
@@ -120,13 +121,8 @@ def member_train(
 
 
 def param_count(model: ModelConfig) -> int:
-    """Parameters of the shape (all of them, tied embedding counted once), without allocating memory."""
-    import torch
-
-    from asymptote.model import Decoder, count_params
-
-    with torch.device("meta"):
-        return count_params(Decoder(model))
+    """Parameters of the shape (all of them, tied embedding counted once), without building it."""
+    return flops.param_count(model)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -39,6 +39,7 @@ LAYOUT = {
     "run": "runs/{key}",
     "checkpoints": "runs/{key}/checkpoints",
     "report": "reports/{flow}/{key}",
+    "section": "reports/{flow}/sections/{key}",
     "schedule": "schedules/{key}",
     "soup": "soups/{key}",
     "sweep": "sweeps/{key}",

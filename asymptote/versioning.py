@@ -14,7 +14,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class ModuleIndex:
     """Every project module's source file, by dotted name."""
 
     files: dict[str, Path]
+    _imports: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    """Memo of `imports`: a process keys many steps, and parsing is most of what a cached call spends here."""
 
     @classmethod
     def from_roots(cls, roots: dict[str, Path]) -> "ModuleIndex":
@@ -55,8 +57,13 @@ class ModuleIndex:
             name = name.rpartition(".")[0]
         return name or None
 
-    def imports(self, module: str) -> set[str]:
+    def imports(self, module: str) -> frozenset[str]:
         """Project modules that `module` imports anywhere in its source."""
+        if module not in self._imports:
+            self._imports[module] = self._parse_imports(module)
+        return self._imports[module]
+
+    def _parse_imports(self, module: str) -> frozenset[str]:
         tree = ast.parse(self.files[module].read_text(), str(self.files[module]))
         found: set[str] = set()
         for node in ast.walk(tree):
@@ -64,7 +71,7 @@ class ModuleIndex:
                 resolved = self.resolve(target)
                 if resolved and resolved != module:
                     found.add(resolved)
-        return found
+        return frozenset(found)
 
     def closure(self, *entries: str) -> list[str]:
         """The entries and every project module they reach, sorted."""

@@ -30,7 +30,7 @@ from asymptote.data import steps_for
 from asymptote.distill_config import METHODS, DistillConfig, StudentPoint
 from asymptote.distill_search import StudentDescent, retention, student_start
 from asymptote.infra.cluster import compute_session
-from asymptote.job import TrainJob, make_job
+from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.scaling import CoordinateDescent, member_train, point_job
 from asymptote.search_space import RECIPES, Point
@@ -39,7 +39,7 @@ from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.distill import plot_comparison, plot_curves, run_curve, run_params, sample, test_eval
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
-from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
+from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
 from asymptote.tasks.scaling import Descent, descend, train_all
 
 STEPS = methods.METHODS["distill"].steps
@@ -307,7 +307,7 @@ def distill(config: DistillConfig | None = None, recompute: list[str] | None = N
         }
         val = _val_figures(val.result(), teachers, store, data, how)
     result = assemble(config, store, data, teachers, val, synthetic, descents, tests)
-    rendered = report(config, result, store)
+    rendered = method_report("distill", config, result, store)
     result.report_uri = publish_report(
         store, "distill", stable_hash(key_dict(config)), rendered.markdown, rendered.files
     )

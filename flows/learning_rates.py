@@ -25,7 +25,7 @@ from asymptote.store import Store
 from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
-from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
+from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
 from asymptote.tuning.autolrs_job import autolrs_job
 from asymptote.tuning.autolrs_tune import AutoLRSSearchResult, search_with_autolrs
 
@@ -70,7 +70,7 @@ def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None
     result = AutoLRSResult(
         flow_run_id=flow_run.id, data=data, run=run, schedule=schedule, val_loss=run.val_loss, report_uri=""
     )
-    rendered = report(config, result, store)
+    rendered = method_report("autolrs", config, result, store)
     result.report_uri = publish_report(store, "autolrs", run.key, rendered.markdown, rendered.files)
     return result
 

@@ -24,7 +24,7 @@ from asymptote.infra.cluster import compute_session
 from asymptote.main_config import MainConfig
 from asymptote.methods import METHODS, load
 from asymptote.store import Store
-from asymptote.tasks.reports import publish_report
+from asymptote.tasks.reports import method_report, publish_report
 
 
 class MainResult(BaseModel):
@@ -50,9 +50,8 @@ def main_job(config: MainConfig | None = None) -> MainResult:
             if method.inputs:
                 step_config = load(method.inputs)(step_config, results)
             results[name] = load(method.flow)(step_config)
-            sections.append(
-                load(method.report)(step_config, results[name], store, level=2, prefix=f"{name}-")
-            )
+            section = method_report(name, step_config, results[name], store, level=2, prefix=f"{name}-")
+            sections.append(section)
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(s.markdown for s in sections)
     files = {n: b for s in sections for n, b in s.files.items()}
     report = publish_report(store, "main", stable_hash(key_dict(config)), markdown, files)

@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from asymptote import methods, preflight
 from asymptote.config import PretrainConfig
 from asymptote.infra.cluster import compute_session
-from asymptote.job import make_job
+from asymptote.job_spec import make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import evaluate, prepare_data, train
-from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
+from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
 
 STEPS = methods.METHODS["pretrain"].steps
 
@@ -63,7 +63,7 @@ def pretrain(config: PretrainConfig | None = None, recompute: list[str] | None =
     result = PretrainResult(
         flow_run_id=flow_run.id, data=data, run=run, metrics=metrics, report_uri="", step_states=states
     )
-    rendered = report(config, result, store)
+    rendered = method_report("pretrain", config, result, store)
     result.report_uri = publish_report(store, "pretrain", run.key, rendered.markdown, rendered.files)
     return result
 

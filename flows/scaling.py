@@ -45,7 +45,7 @@ from asymptote.config import (
 )
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
-from asymptote.job import TrainJob, make_job
+from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef
 from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
 from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
@@ -54,7 +54,7 @@ from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
 from asymptote.tasks.ensembles import ensemble_eval, ensemble_subsets
 from asymptote.tasks.pretrain import prepare_data
-from asymptote.tasks.reports import Report, publish_report
+from asymptote.tasks.reports import Report, method_report, publish_report
 from asymptote.tasks.scaling import Descent, descend, evaluate_all, train_all, tune_search
 
 # ----------------------------------------------------------------------------- results
@@ -356,7 +356,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
         report_uri="",
         figures=figures(measured, analysis),
     )
-    rendered = report(config, result, store)
+    rendered = method_report("scaling", config, result, store)
     key = stable_hash(key_dict(config))
     result.report_uri = publish_report(store, "scaling", key, rendered.markdown, rendered.files)
     return result

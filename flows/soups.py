@@ -39,14 +39,14 @@ from pydantic import BaseModel
 from asymptote import methods, preflight
 from asymptote.config import ModelConfig
 from asymptote.infra.cluster import compute_session
-from asymptote.job import TrainJob, make_job
+from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, source_fingerprint
 from asymptote.soups_config import SoupStudyConfig, SweepConfig
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
-from asymptote.tasks.reports import Report, md_table, publish_report, shift_headings
+from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
 from asymptote.tasks.soups import (
     Kitchen,
     Segment,
@@ -349,9 +349,10 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
         segments=cooking.segments,
         probe=probe,
     )
-    markdown, files = soup_report(config, result, store)
+    rendered = method_report("soups", config, result, store)
+    key = kitchen.key(store)
     return result.model_copy(
-        update={"report_uri": publish_report(store, "soups", kitchen.key(store), markdown, files)}
+        update={"report_uri": publish_report(store, "soups", key, rendered.markdown, rendered.files)}
     )
 
 

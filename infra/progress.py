@@ -13,7 +13,6 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -23,8 +22,9 @@ def hub_name() -> str:
     return f"asymptote-progress-{uuid.uuid4().hex[:8]}"
 
 
-@ray.remote(num_cpus=0)
 class ProgressHub:
+    """The driver's view of every run's latest metrics, as a Ray actor (see `live_progress`)."""
+
     def __init__(self):
         self.runs: dict[str, dict[str, Any]] = {}
 
@@ -39,6 +39,8 @@ def push(hub_name: str | None, run: str, record: dict[str, Any]) -> None:
     """Called on workers; silently does nothing when no driver is listening."""
     if not hub_name:
         return
+    import ray
+
     try:
         ray.get_actor(hub_name).update.remote(run, record)
     except ValueError:
@@ -105,6 +107,8 @@ class _Display:
 def _draw_when_ready(display: "_Display", snapshot, timeout: float) -> bool:
     """Draw the hub's snapshot if it answers within timeout; whether it did. Never raises: the
     display must never break a run (nor mask its error while Ray shuts down)."""
+    import ray
+
     try:
         if not ray.wait([snapshot], timeout=timeout)[0]:
             return False
@@ -119,8 +123,12 @@ def live_progress(
     console: Console | None = None, interval: float = 0.5, name: str | None = None
 ) -> Iterator[str]:
     """Start a hub, draw until the block ends; yields the hub's actor name for TrainJob.progress_hub."""
+    import ray
+
+    from asymptote.infra.remotes import remote
+
     name = name or hub_name()
-    hub = ProgressHub.options(name=name).remote()
+    hub = remote(ProgressHub, num_cpus=0).options(name=name).remote()
     display = _Display(console or Console(stderr=True))
     stop = threading.Event()
 

@@ -235,9 +235,8 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None
 
 
 def run_params(store: Store, rel: str) -> int:
-    """Parameter count of a committed run's model, counted on the meta device (no weights read)."""
+    """Parameter count of a committed run's model, from its manifest (no weights read)."""
     from asymptote.config import ModelConfig
-    from asymptote.model import Decoder, count_params
+    from asymptote.flops import param_count
 
-    with torch.device("meta"):
-        return count_params(Decoder(ModelConfig.model_validate(store.manifest(rel).meta["model"])))
+    return param_count(ModelConfig.model_validate(store.manifest(rel).meta["model"]))

@@ -14,13 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-import ray
-import torch
-
-from asymptote.dist import DistEnv
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.infra.progress import push
-from asymptote.job import TrainJob, run_job
+from asymptote.infra.remotes import remote
+from asymptote.job_spec import TrainJob
 from asymptote.store import Store
 
 # Ray Train logs every report (and local mode) at INFO on every worker; our progress display says it better.
@@ -43,6 +40,11 @@ class RayReporter:
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's per-worker function: rebuild the job, set threads, train."""
+    import torch
+
+    from asymptote.dist import DistEnv
+    from asymptote.job import run_job
+
     job = TrainJob.model_validate(config["job"])
     torch.set_num_threads(max(1, int(job.compute.cpus_per_worker)))
     env = DistEnv.detect(use_gpu=config["use_gpu"])
@@ -102,7 +104,6 @@ def ray_storage(store: Store, rel: str):
     return store.path(rel, "ray"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(store.fs))
 
 
-@ray.remote
 def _local_mode_fit(job_dict: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     job = TrainJob.model_validate(job_dict)
     trainer = torch_trainer(job, train_loop_per_worker, use_gpu=use_gpu, num_workers=0, name="train")
@@ -124,7 +125,9 @@ def launch(job: TrainJob) -> dict[str, Any]:
             store=store,
         ).fit()
     else:
-        task = _local_mode_fit.options(
+        import ray
+
+        task = remote(_local_mode_fit).options(
             num_cpus=job.compute.cpus_per_worker,
             num_gpus=1 if use_gpu else 0,
             max_retries=job.compute.max_failures,
@@ -181,13 +184,14 @@ def tune_experiment(
 
 def concurrent_runs(compute) -> int:
     """How many runs of this compute shape fit the connected cluster at once (a search's trial limit)."""
+    import ray
+
     res = ray.cluster_resources()
     if compute.use_gpu is True or (compute.use_gpu == "auto" and res.get("GPU", 0) > 0):
         return max(1, int(res.get("GPU", 0) // compute.num_workers))
     return max(1, int(res.get("CPU", 1) // (compute.cpus_per_worker * compute.num_workers)))
 
 
-@ray.remote(num_cpus=0)
 def _launch_remote(job_dict: dict[str, Any]) -> dict[str, Any]:
     return launch(TrainJob.model_validate(job_dict))
 
@@ -198,4 +202,7 @@ def launch_from_trial(job: TrainJob) -> dict[str, Any]:
     Tune places a trial in a placement group that captures its child tasks, and the trial's tiny
     bundle cannot hold the run, so the launch goes through a task scheduled outside that group.
     """
-    return ray.get(_launch_remote.options(scheduling_strategy="DEFAULT").remote(job.model_dump()))
+    import ray
+
+    task = remote(_launch_remote, num_cpus=0).options(scheduling_strategy="DEFAULT")
+    return ray.get(task.remote(job.model_dump()))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
 from prefect import task
 
 from asymptote.config import DataConfig
 from asymptote.infra.cluster import gpu_if_any, ray_ready
-from asymptote.job import TrainJob
+from asymptote.infra.remotes import remote
+from asymptote.job_spec import TrainJob
 from asymptote.refs import DataRef, RunRef
 from asymptote.shards import dataset_key, source_fingerprint
 from asymptote.store import Store, layout
@@ -89,7 +89,6 @@ def submit_train(job: TrainJob, refresh: bool = False):
 # ----------------------------------------------------------------------------- evaluation
 
 
-@ray.remote(num_cpus=1)
 def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
     """Loss, bits per token and bits per byte on validation and, when the corpus has one, test."""
     from asymptote.dist import DistEnv
@@ -111,8 +110,11 @@ def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, flo
 
 @task(name="evaluate", retries=1)
 def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[str, float]:
+    import ray
+
     ray_ready()
-    return ray.get(_evaluate_remote.options(**gpu_if_any()).remote(store, run_rel, data_rel))
+    task = remote(_evaluate_remote, num_cpus=1).options(**gpu_if_any())
+    return ray.get(task.remote(store, run_rel, data_rel))
 
 
 def evaluate(

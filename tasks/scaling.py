@@ -14,7 +14,7 @@ from typing import Callable
 from prefect import task
 
 from asymptote.infra.cluster import ray_ready
-from asymptote.job import TrainJob
+from asymptote.job_spec import TrainJob
 from asymptote.refs import RunRef
 from asymptote.scaling import CoordinateDescent
 from asymptote.search_space import Point

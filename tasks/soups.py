@@ -30,7 +30,7 @@ from ray.tune.search.variant_generator import generate_variants
 
 from asymptote.config import key_dict
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
-from asymptote.job import TrainJob
+from asymptote.job_spec import TrainJob
 from asymptote.refs import RunRef
 from asymptote.soups_config import MergeOptions, SoupOptions
 from asymptote.store import Store, layout

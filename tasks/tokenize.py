@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import ray
-
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
 from asymptote.infra.cluster import ray_ready
@@ -29,6 +27,8 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
 
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
     """Tokenise these pieces as a Ray Data job, one task per piece; returns the tokens written."""
+    import ray  # here, not at the top: a fully cached call never needs Ray
+
     ray_ready()
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from asymptote import flops
 from asymptote.config import ModelConfig
 from asymptote.flops import attention_flops_per_token, matmul_params, train_flops_per_token
-from asymptote.model import Decoder, lm_loss
+from asymptote.model import Decoder, count_params, lm_loss
+from asymptote.presets import PRESETS
 
 TINY = ModelConfig(n_layer=2, n_head=4, n_kv_head=2, d_model=16, d_ff=24, block_size=8, vocab_size=10)
 
@@ -38,3 +41,16 @@ def test_matmul_part_matches_torchs_flop_counter():
         lm_loss(model(x), x).backward()
     per_token = train_flops_per_token(TINY) - 3 * attention_flops_per_token(TINY)
     assert counter.get_total_flops() == per_token * x.numel()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_param_count_by_arithmetic_equals_the_models(preset):
+    cfg = ModelConfig(preset=preset)
+    with torch.device("meta"):
+        assert flops.param_count(cfg) == count_params(Decoder(cfg))
+
+
+def test_param_count_with_grouped_query_attention():
+    cfg = ModelConfig(n_head=4, n_kv_head=2, d_model=64, vocab_size=300)
+    with torch.device("meta"):
+        assert flops.param_count(cfg) == count_params(Decoder(cfg))

@@ -7,7 +7,7 @@ Shared by the AutoLRS flow and the Ray Tune search that runs AutoLRS inside ever
 from __future__ import annotations
 
 from asymptote.autolrs_config import AutoLRSFlowConfig
-from asymptote.job import TrainJob, make_job
+from asymptote.job_spec import TrainJob, make_job
 from asymptote.store import Store
 
 

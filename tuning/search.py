@@ -38,7 +38,7 @@ from asymptote.config import (
     TrainConfig,
     key_dict,
 )
-from asymptote.job import TrainJob
+from asymptote.job_spec import TrainJob
 from asymptote.scaling import CoordinateDescent, point_job
 from asymptote.search_space import AXES, Point, SearchGrid, on_grid
 from asymptote.store import Store, layout
