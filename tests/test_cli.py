@@ -34,6 +34,25 @@ def test_every_registry_entry_resolves():
         assert ("--recompute" in help_text) == bool(method.steps), method.name
 
 
+def _imported_by(code: str) -> set[str]:
+    """Which of the heavy libraries a fresh interpreter has imported after running `code`."""
+    probe = (
+        f"{code}\nimport sys; print(' '.join(m for m in ('torch', 'ray', 'matplotlib') if m in sys.modules))"
+    )
+    return set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+
+
+def test_help_and_the_pretrain_flow_import_neither_torch_nor_ray():
+    """A fully cached call never needs torch or Ray: importing the CLI and the pretrain flow must not
+    pay for them (seconds each on a small machine)."""
+    assert _imported_by("import asymptote.cli") == set()
+    assert _imported_by("import asymptote.flows.pretraining") == set()
+
+
 def test_presets_command_lists_the_registry():
     out = runner.invoke(app, ["presets"]).output
     assert all(name in out for name in PRESETS)
