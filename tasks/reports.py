@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,13 +80,12 @@ def publish_report(
     Returns the URI of report.md. The Prefect artifact key must be lowercase letters, digits and dashes.
     """
     rel = layout("report", flow=flow, key=key)
-    with store.writer(rel, kind="report", meta={"flow": flow}) as folder:
-        (folder / "report.md").write_text(markdown)
-        for name, src in (files or {}).items():
-            if isinstance(src, bytes):
-                (folder / name).write_bytes(src)
-            else:
-                shutil.copyfile(src, folder / name)
+    contents = {"report.md": markdown.encode()}
+    contents |= {n: s if isinstance(s, bytes) else Path(s).read_bytes() for n, s in (files or {}).items()}
+    if not _same_as_committed(store, rel, contents):  # a cached call leaves the committed report alone
+        with store.writer(rel, kind="report", meta={"flow": flow}) as folder:
+            for name, data in contents.items():
+                (folder / name).write_bytes(data)
     if _in_prefect_run():
         create_markdown_artifact(
             markdown=markdown,
@@ -94,6 +93,13 @@ def publish_report(
             description=f"{flow} report ({store.uri(rel)})",
         )
     return store.uri(rel, "report.md")
+
+
+def _same_as_committed(store: Store, rel: str, contents: dict[str, bytes]) -> bool:
+    if not store.has(rel):
+        return False
+    committed = {n: f["sha256"] for n, f in store.manifest(rel).files.items()}
+    return committed == {n: hashlib.sha256(d).hexdigest() for n, d in contents.items()}
 
 
 def _in_prefect_run() -> bool:
