@@ -26,7 +26,6 @@ from pydantic import BaseModel
 
 from asymptote import methods, preflight
 from asymptote.config import DataConfig, ModelConfig, TrainConfig, key_dict, stable_hash
-from asymptote.data import steps_for
 from asymptote.distill_config import METHODS, DistillConfig, StudentPoint
 from asymptote.distill_search import StudentDescent, retention, student_start
 from asymptote.infra.cluster import compute_session
@@ -193,6 +192,8 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
 def student_train(config: DistillConfig, point: StudentPoint, lr: float) -> TrainConfig:
     """The template at the single model's learning rate with the point's epochs and weight decay; the
     run evaluates curve_points times (its learning curve)."""
+    from asymptote.data import steps_for  # here: asymptote.data imports torch, a cached call needs none
+
     total = steps_for(config.tokens, config.model.block_size, config.train.batch_size, point.epochs, None)
     fields = {
         "lr": lr,

@@ -14,8 +14,6 @@ from pydantic import BaseModel
 from asymptote.refs import RunRef
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
-from asymptote.tuning.autolrs_driver import TRACE, trace_rel
-from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
 from asymptote.versioning import step_key
 
 SCHEDULE = "schedule.json"
@@ -49,6 +47,10 @@ def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
 
 @task(name="autolrs-schedule", retries=1, retry_delay_seconds=5)
 def publish_schedule_task(store: Store, run: RunRef, key: str) -> ScheduleRef:
+    # Imported here: the driver pulls in torch and the report matplotlib, which a cached call never needs.
+    from asymptote.tuning.autolrs_driver import TRACE, trace_rel
+    from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
+
     rel = layout("schedule", key=run.key)
     trace = store.read_json(trace_rel(run.rel), TRACE)
     doc = schedule_document(trace, run.uri)

@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 from pydantic import BaseModel
-from ray import tune
 
 from asymptote.autolrs_config import AutoLRSSearchConfig
 from asymptote.infra.cluster import ray_ready
@@ -39,6 +38,8 @@ class AutoLRSSearchResult(BaseModel):
 
 def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> None:
     """A Tune function trainable: one AutoLRS run at the proposed weight decay."""
+    from ray import tune
+
     from asymptote.tasks.launch import launch_from_trial
 
     cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])
@@ -56,6 +57,8 @@ def _searcher(config: AutoLRSSearchConfig):
 
 
 def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str, Any]]:
+    from ray import tune
+
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, search=config.model_dump(), data_rel=data_rel), {"cpu": 0.01}
     )  # the trial only waits; its run reserves the real CPUs
