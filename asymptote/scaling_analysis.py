@@ -27,6 +27,7 @@ from asymptote.fits import (
     seed_deviations,
     seed_mean_noise,
 )
+from asymptote.member_bootstrap import curve_draws, falls_probability, u_curve, window_weights
 from asymptote.scaling_config import FitConfig
 
 
@@ -50,6 +51,11 @@ class SizeData(BaseModel):
     """Test loss of the first-k ensemble, k = 1..K, per combination (logits, probs)."""
     subsets: dict[str, float] = Field(default_factory=dict)
     """Test loss of the logit ensemble of every non-empty subset of members ("0,2" -> loss)."""
+    multisets: dict[str, list[float]] = Field(default_factory=dict)
+    """Test loss per block of test windows of the logit ensemble of every multiset of members
+    ("0,0,2": member 0 counted twice): what the member bootstrap redraws."""
+    windows: list[int] = Field(default_factory=list)
+    """Test windows in each block of `multisets`."""
 
     def subset_curve(self) -> list[float]:
         """Loss at k members as the mean over all k-subsets (k = 1..K); [] without subsets."""
@@ -127,6 +133,8 @@ class Noise:
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         self.interaction = np.concatenate([_interactions(s) for s in data.sizes] or [np.zeros(0)])
+        self._windows: dict[tuple[int, ...], np.ndarray] = {}
+        self.raw: dict[str, np.ndarray] = {}
 
     @property
     def sd(self) -> float | None:
@@ -136,8 +144,37 @@ class Noise:
         """(B, n) draws of seed-mean errors."""
         return seed_mean_noise(counts, self.pool, self.cfg.n_boot, self.rng)
 
-    def curve(self, size: SizeData) -> tuple[list[float], np.ndarray]:
-        """(curve, (B, K) error draws) of a size's ensemble loss against k.
+    def curve(self, size: SizeData) -> tuple[list[float], np.ndarray, str]:
+        """(curve, (B, K) draws of it, how) of a size's ensemble loss against k.
+
+        With the loss of every multiset of members (how = "members"): the mean over k-subsets (a
+        U-statistic), drawn by redrawing the K members with replacement and, with per-block losses, the
+        test blocks; the block weights of one draw are the same at every size (one test text). The
+        redrawn U-statistics average to the V-statistic (every k-tuple of members, repeats included),
+        not to the measured curve: a redraw that repeats a member is a less diverse ensemble. So the
+        draws are the measured curve plus each redraw's deviation from the redraws' mean (the bootstrap
+        pivot); the uncentred redraws are kept in `raw`. Otherwise (how = "assumed") the older noise
+        model: the curve plus `assumed_errors`."""
+        if size.multisets:
+            k = len(size.members)
+            curve = u_curve(size.multisets, k, size.windows or None)
+            raw = curve_draws(size.multisets, k, self.cfg.n_boot, self.rng, self.windows(size.windows))
+            self.raw[size.label] = raw
+            return curve.tolist(), curve + (raw - raw.mean(axis=0)), "members"
+        curve, err = self.assumed_errors(size)
+        return curve, np.asarray(curve)[None, :] + err, "assumed"
+
+    def windows(self, blocks: list[int]) -> np.ndarray | None:
+        """(B, W) block weights, drawn once per distinct block layout so every size shares them."""
+        if not blocks:
+            return None
+        key = tuple(blocks)
+        if key not in self._windows:
+            self._windows[key] = window_weights(blocks, self.cfg.n_boot, self.rng)
+        return self._windows[key]
+
+    def assumed_errors(self, size: SizeData) -> tuple[list[float], np.ndarray]:
+        """(curve, (B, K) error draws) without multiset losses.
 
         With every subset evaluated: the mean over k-subsets, whose error is the members' common luck
         (the mean of K resampled member deviations, the same at every k) plus an interaction term drawn
@@ -209,14 +246,17 @@ def _fit_sizes(fits: dict, noise: Noise, data: StudyData, recipe: str) -> SeedFi
 
 
 def _joint(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
-    """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote."""
+    """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote.
+
+    Draw b of every size's curve comes from the same bootstrap draw (members redrawn at each size, the
+    test blocks reweighted alike at all sizes), so each joint refit sees one coherent resampled study."""
     xs, cs, draws = [], [], []
     for s in data.sizes:
         name = f"ensemble_K/{s.label}"
 
         def make(s=s, n=name):
-            curve, draws = noise.curve(s)
-            return fit_seed_draws(np.arange(1, len(curve) + 1), curve, draws, what=n)
+            curve, d, _ = noise.curve(s)
+            return fit_seed_draws(np.arange(1, len(curve) + 1), curve, d - np.asarray(curve), what=n)
 
         fit = _record(fits, name, make)
         if fit is not None and fit.identified:
@@ -373,23 +413,41 @@ def _per_size_gap(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
 
 
 def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
-    """L(1) - L(K) averaged over sizes; p: the draws where every size's curve falls at every k."""
+    """L(1) - L(K) averaged over sizes; p: the smallest, over sizes and steps k -> k+1, fraction of
+    draws in which the loss falls (the claim holds only if every step falls, so each must be supported
+    on its own: an intersection-union test, whose level is that of each step's test)."""
     direction = "L(k) falls at every k at every size"
     if noise.sd is None or not data.sizes:
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size and seed replicas")
     curves = [noise.curve(s) for s in data.sizes]
-    if any(len(c) < 2 for c, _ in curves):
+    if any(len(c) < 2 for c, _, _ in curves):
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size")
-    falls, gaps = [], []
-    for c, err in curves:
-        d = np.asarray(c) + err
-        falls.append(np.all(np.diff(d, axis=1) < 0, axis=1))
+    steps, together, gaps = [], [], []
+    for _, d, _ in curves:
+        per_step, all_steps = falls_probability(d)
+        steps.append(per_step)
+        together.append(np.all(np.diff(d, axis=1) < 0, axis=1))
         gaps.append(d[:, 0] - d[:, -1])
-    estimate = float(np.mean([c[0] - c[-1] for c, _ in curves]))
-    p = float(np.mean(np.all(falls, axis=0)))
+    p = float(np.min(np.concatenate(steps)))
+    hows = sorted({how for _, _, how in curves})
+    note = (
+        f"bootstrap: {', '.join(hows)}; per-size min p: "
+        + ", ".join(f"{s.label} {float(np.min(st)):.3f}" for s, st in zip(data.sizes, steps, strict=True))
+        + f"; every step at every size in one draw: {float(np.mean(np.all(together, axis=0))):.3f}"
+    )
+    if noise.raw:  # the uncentred redraws (biased towards flat curves): a more conservative reading
+        raw = min(float(np.min(falls_probability(d)[0])) for d in noise.raw.values())
+        note += f"; uncentred redraws: min p {raw:.3f}"
+    estimate = float(np.mean([c[0] - c[-1] for c, _, _ in curves]))
     ci = [_finite(v) for v in interval(np.mean(gaps, axis=0), cfg.level)]
     return Claim(
-        estimate=estimate, ci=ci, p=p, supported=p >= cfg.supported_p, identified=True, direction=direction
+        estimate=estimate,
+        ci=ci,
+        p=p,
+        supported=p >= cfg.supported_p,
+        identified=True,
+        direction=direction,
+        note=note,
     )
 
 

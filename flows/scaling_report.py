@@ -42,6 +42,7 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
     out["sizes"] = [s.params for s in data.sizes]
     out["seed_noise"] = analysis.seed_noise
     out["loss_per_k"] = {s.label: s.ensemble.get("logits", []) for s in data.sizes}
+    out["loss_per_k_mean_over_subsets"] = {s.label: s.subset_curve() for s in data.sizes}
     out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
     out["data_efficiency"] = {
         name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
