@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from asymptote.fits import (
+    MAX_EXPONENT,
     FitError,
     PowerLaw,
     SeedFit,
@@ -245,7 +246,7 @@ def _fit_sizes(fits: dict, noise: Noise, data: StudyData, recipe: str) -> SeedFi
     )
 
 
-def _joint(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
+def _joint(fits: dict, noise: Noise, data: StudyData, per_size: dict[str, SeedFit]) -> SeedFit | None:
     """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote.
 
     Draw b of every size's curve comes from the same bootstrap draw (members redrawn at each size, the
@@ -260,6 +261,7 @@ def _joint(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
 
         fit = _record(fits, name, make)
         if fit is not None and fit.identified:
+            per_size[s.label] = fit
             xs.append(s.params)
             cs.append(fit.law.E)
             draws.append(fit.samples[:, 2] - fit.law.E)
@@ -286,6 +288,7 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
     """Fit L(N) per recipe, L(K) per size, the joint C_N(N), the standard L(D); invert; judge the claims."""
     noise = Noise(data, cfg)
     fits: dict[str, FitOutcome] = {}
+    per_size: dict[str, SeedFit] = {}  # identified L(K) fits, by size
     if noise.sd is None:
         reason = "no seed replicas: uncertainty cannot be measured (run >= 2 seeds)"
         fits = {
@@ -296,13 +299,14 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
     else:
         std = _fit_sizes(fits, noise, data, "standard")
         reg = _fit_sizes(fits, noise, data, "regularized")
-        joint = _joint(fits, noise, data)
+        joint = _joint(fits, noise, data, per_size)
         data_fit = _fit_data(fits, noise, data)
     multipliers = {
         name: _multiplier(data_fit, target, data.base_budget, cfg)
         for name, target in (("regularized", reg), ("joint", joint))
     }
     claims = judge(data, noise, cfg, std, reg, joint, data_fit)
+    claims["joint_below_regularized_measured"] = _per_size_joint(data, noise, cfg, per_size)
     checks = {
         "wd_overfit_fixed": claims["more_epochs_help_with_tuned_wd"].supported,
         "ensemble_monotone_in_k": claims["ensemble_loss_falls_in_k"].supported,
@@ -382,7 +386,28 @@ def _gap(a: SeedFit | None, b: SeedFit | None, cfg: FitConfig, direction: str) -
     """E_a - E_b > 0, paired draw by draw (the draws of different fits are independent)."""
     if a is None or b is None:
         return claim(None, None, cfg, direction, _why_not(a, b))
-    return claim(a.law.E - b.law.E, a.samples[:, 2] - b.samples[:, 2], cfg, direction, _why_not(a, b))
+    c = claim(a.law.E - b.law.E, a.samples[:, 2] - b.samples[:, 2], cfg, direction, _why_not(a, b))
+    return c.model_copy(update={"note": c.note or _at_bounds(a, b)})
+
+
+def _at_bounds(*fits: SeedFit) -> str:
+    """How often the bootstrap refits sit at a bound (asymptote 0, exponent 0 or at its cap): a wide
+    interval's cause, said plainly (the point fit alone can look identified)."""
+    shares = [
+        float(
+            np.mean(
+                (f.samples[:, 2] <= 0)
+                | (f.samples[:, 1] <= 0)
+                | (f.samples[:, 1] >= MAX_EXPONENT * (1 - 1e-6))
+            )
+        )
+        for f in fits
+    ]
+    if max(shares) < 0.05:
+        return ""
+    return "weakly identified: bootstrap refits at a bound (asymptote 0 or exponent 0/cap): " + ", ".join(
+        f"{s:.0%}" for s in shares
+    )
 
 
 def _multiplier_claim(data_fit, target, base: int, cfg: FitConfig, direction: str) -> Claim:
@@ -449,6 +474,22 @@ def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
         direction=direction,
         note=note,
     )
+
+
+def _per_size_joint(data: StudyData, noise: Noise, cfg: FitConfig, per_size: dict[str, SeedFit]) -> Claim:
+    """No extrapolation in N: mean over sizes of (regularized single - that size's K -> inf asymptote C),
+    each C from its L(K) fit on the member bootstrap, each single from the seed noise."""
+    direction = "regularized - C(K -> inf) > 0 (mean over the measured sizes)"
+    if noise.sd is None or not data.sizes or len(per_size) < len(data.sizes):
+        missing = [s.label for s in data.sizes if s.label not in per_size]
+        return claim(
+            None, None, cfg, direction, f"no identified L(K) fit at {', '.join(missing) or 'any size'}"
+        )
+    reg = np.array([_mean(s.regularized) for s in data.sizes])
+    c = np.array([per_size[s.label].law.E for s in data.sizes])
+    d_reg = noise.means([len(s.regularized) for s in data.sizes])
+    d_c = np.stack([per_size[s.label].samples[:, 2] for s in data.sizes], axis=1)
+    return claim(float((reg - c).mean()), ((reg + d_reg) - d_c).mean(axis=1), cfg, direction)
 
 
 def _tuned_wd(data: StudyData, cfg: FitConfig, rng) -> Claim:
