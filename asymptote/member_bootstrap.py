@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+MIN_BOOTSTRAP_MEMBERS = 4  # K = 3 has 10 distinct redraws, K = 2 only 3: too few to measure member variation
 MAX_MULTISET_MEMBERS = 6  # C(12, 6) - 1 = 923 weighted ensembles; beyond that the bootstrap is not offered
 
 

@@ -28,7 +28,13 @@ from asymptote.fits import (
     seed_deviations,
     seed_mean_noise,
 )
-from asymptote.member_bootstrap import curve_draws, falls_probability, u_curve, window_weights
+from asymptote.member_bootstrap import (
+    MIN_BOOTSTRAP_MEMBERS,
+    curve_draws,
+    falls_probability,
+    u_curve,
+    window_weights,
+)
 from asymptote.scaling_config import FitConfig
 
 
@@ -119,6 +125,8 @@ class Analysis(BaseModel):
     """wd_overfit_fixed, ensemble_monotone_in_k, joint_below_regularized: true only when supported."""
     seed_noise: float | None
     """Pooled seed-to-seed standard deviation of test losses (nats)."""
+    ensemble_ci: dict[str, list[list[float]]] = Field(default_factory=dict)
+    """Per size, the bootstrap interval of the loss at each k (what the members plot draws)."""
     split: str = "test"
 
 
@@ -136,6 +144,7 @@ class Noise:
         self.interaction = np.concatenate([_interactions(s) for s in data.sizes] or [np.zeros(0)])
         self._windows: dict[tuple[int, ...], np.ndarray] = {}
         self.raw: dict[str, np.ndarray] = {}
+        self.intervals: dict[str, list[list[float]]] = {}
 
     @property
     def sd(self) -> float | None:
@@ -319,6 +328,7 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
         checks=checks,
         seed_noise=noise.sd,
         split=data.split,
+        ensemble_ci=noise.intervals,
     )
 
 
@@ -444,9 +454,23 @@ def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
     direction = "L(k) falls at every k at every size"
     if noise.sd is None or not data.sizes:
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size and seed replicas")
+    small = [s.label for s in data.sizes if s.multisets and len(s.members) < MIN_BOOTSTRAP_MEMBERS]
+    if small:
+        return claim(
+            None,
+            None,
+            cfg,
+            direction,
+            f"needs K >= {MIN_BOOTSTRAP_MEMBERS} members for a member bootstrap (at {', '.join(small)}: "
+            f"K = {len(data.sizes[0].members)}, too few redraws to measure member variation)",
+        )
     curves = [noise.curve(s) for s in data.sizes]
     if any(len(c) < 2 for c, _, _ in curves):
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size")
+    noise.intervals = {
+        s.label: [list(interval(d[:, k], cfg.level)) for k in range(d.shape[1])]
+        for s, (_, d, _) in zip(data.sizes, curves, strict=True)
+    }
     steps, together, gaps = [], [], []
     for _, d, _ in curves:
         per_step, all_steps = falls_probability(d)

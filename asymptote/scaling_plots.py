@@ -34,9 +34,10 @@ def _curve(ax, fit: FitOutcome | None, x, color: str, label: str) -> None:
     xs = np.geomspace(min(x), right, 200)
     ax.plot(xs, law(xs), "-", color=color, lw=1)
     lo, hi = fit.ci("E")
-    ax.axhline(
-        law.E, color=color, ls="--", lw=0.8, label=f"{label} asymptote {law.E:.3f} [{lo:.3f}, {hi:.3f}]"
+    pinned = (
+        f"[{lo:.3f}, {hi:.3f}]" if lo > 0 else f"(95% interval reaches 0 below {hi:.3f}: not pinned down)"
     )
+    ax.axhline(law.E, color=color, ls="--", lw=0.8, label=f"{label} asymptote {law.E:.3f} {pinned}")
     ax.errorbar([right], [law.E], yerr=[[law.E - lo], [hi - law.E]], fmt="_", color=color, capsize=4)
 
 
@@ -105,13 +106,17 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
                 range(1, len(first) + 1), first, "o-", color=cmap(i), ms=3, lw=0.6, alpha=0.45, label=label
             )
         if mean:  # what the L(K) fit and the verdict use
-            ax.plot(
+            ci = analysis.ensemble_ci.get(s.label)
+            yerr = None if not ci else np.abs(np.array(ci).T - np.array(mean)[None, :])
+            ax.errorbar(
                 range(1, len(mean) + 1),
                 mean,
-                "s-",
+                yerr=yerr,
+                fmt="s-",
                 color=cmap(i),
                 ms=4,
-                label=f"{s.label}: mean over k-subsets",
+                capsize=2,
+                label=f"{s.label}: mean over k-subsets" + (", 95% CI" if i == 0 and ci else ""),
             )
         elif first:
             ax.plot([], [], "o-", color=cmap(i), label=s.label)

@@ -91,8 +91,9 @@ def main(
     report: Optional[str] = typer.Option(
         None, "--report", help="reports/scaling/<key> (default: the only one)."
     ),
+    study_file: str = typer.Option("study.json", "--study-file", help="The study's file in the report."),
     out: str = typer.Option("/tmp/reanalysis", "--out", help="Folder for the new report and plots."),
-    recipe: str = typer.Option("scaling-tiny", "--recipe", help="Recipe whose fits section to use."),
+    recipe: str = typer.Option("scaling-tiny", "--recipe", help="Recipe of the study ('' = defaults)."),
     reuse: bool = typer.Option(False, "--reuse", help="Reuse <out>/measured.json from an earlier run."),
 ) -> None:
     from asymptote.config import StoreConfig
@@ -114,10 +115,14 @@ def main(
         saved_data = json.loads(saved.read_text())
         study, members = StudyData.model_validate(saved_data["study"]), saved_data["members"]
     else:
-        study = StudyData.model_validate(st.read_json(reports[0], "study.json")["study"])
+        study = StudyData.model_validate(st.read_json(reports[0], study_file)["study"])
         members = _add_multisets(st, study)
         saved.write_text(json.dumps({"study": study.model_dump(), "members": members}))
-    cfg = resolve(ScalingStudyConfig, recipe, [f"store.uri={store}"])
+    cfg = (
+        resolve(ScalingStudyConfig, recipe, [f"store.uri={store}"])
+        if recipe
+        else ScalingStudyConfig.model_validate({"store": {"uri": store}})
+    )
     analysis = analyse(study, cfg.fits)
     f = figures(study, analysis)
     markdown, files = render(cfg, SimpleNamespace(uri=f"{store} (re-analysed)"), [], study, analysis)

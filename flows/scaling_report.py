@@ -48,11 +48,16 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
         name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
         for name, m in analysis.multipliers.items()
     }
-    out["claims"] = {
-        k: c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
-        for k, c in analysis.claims.items()
-    }
+    out["claims"] = {k: _claim_figures(c) for k, c in analysis.claims.items()}
     return out | analysis.checks
+
+
+def _claim_figures(c) -> dict[str, Any]:
+    """A claim's numbers; none from a fit that is not identified (they would read as results)."""
+    out = c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
+    if not c.identified:
+        out |= {"estimate": None, "ci": [None, None], "p": None}
+    return out
 
 
 def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -> dict[str, bytes]:
