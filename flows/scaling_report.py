@@ -154,8 +154,12 @@ def _needs_larger(analysis: Analysis) -> str:
     missing = [n for n, c in analysis.claims.items() if not c.identified]
     if not missing:
         return ""
+    judged = [n for n, c in analysis.claims.items() if c.identified]
     return (
-        "Not identified at this scale (no verdict): " + ", ".join(missing) + ". They need a larger run: "
+        ("Judged at this scale: " + ", ".join(judged) + ". " if judged else "")
+        + "Not identified at this scale (no verdict): "
+        + ", ".join(missing)
+        + ". They need a larger run: "
         "at least 4 sizes (5 recommended) and K >= 4 members for identified fits, 4 token budgets for L(D), "
         "and >= 2 seeds per optimum (recipe scaling-tiny does this on CPU)."
     )
