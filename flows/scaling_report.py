@@ -46,6 +46,7 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
     out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
     out["data_efficiency"] = {
         name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
+        | ({} if m.get("identified") else {"value": None, "ci": [None, None], "reason": m.get("reason")})
         for name, m in analysis.multipliers.items()
     }
     out["claims"] = {k: _claim_figures(c) for k, c in analysis.claims.items()}
