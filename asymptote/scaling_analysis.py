@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from asymptote.fits import (
+    MAX_EXPONENT,
     FitError,
     PowerLaw,
     SeedFit,
@@ -26,6 +27,13 @@ from asymptote.fits import (
     interval,
     seed_deviations,
     seed_mean_noise,
+)
+from asymptote.member_bootstrap import (
+    MIN_BOOTSTRAP_MEMBERS,
+    curve_draws,
+    falls_probability,
+    u_curve,
+    window_weights,
 )
 from asymptote.scaling_config import FitConfig
 
@@ -50,6 +58,11 @@ class SizeData(BaseModel):
     """Test loss of the first-k ensemble, k = 1..K, per combination (logits, probs)."""
     subsets: dict[str, float] = Field(default_factory=dict)
     """Test loss of the logit ensemble of every non-empty subset of members ("0,2" -> loss)."""
+    multisets: dict[str, list[float]] = Field(default_factory=dict)
+    """Test loss per block of test windows of the logit ensemble of every multiset of members
+    ("0,0,2": member 0 counted twice): what the member bootstrap redraws."""
+    windows: list[int] = Field(default_factory=list)
+    """Test windows in each block of `multisets`."""
 
     def subset_curve(self) -> list[float]:
         """Loss at k members as the mean over all k-subsets (k = 1..K); [] without subsets."""
@@ -112,6 +125,8 @@ class Analysis(BaseModel):
     """wd_overfit_fixed, ensemble_monotone_in_k, joint_below_regularized: true only when supported."""
     seed_noise: float | None
     """Pooled seed-to-seed standard deviation of test losses (nats)."""
+    ensemble_ci: dict[str, list[list[float]]] = Field(default_factory=dict)
+    """Per size, the bootstrap interval of the loss at each k (what the members plot draws)."""
     split: str = "test"
 
 
@@ -127,6 +142,9 @@ class Noise:
         self.cfg = cfg
         self.rng = np.random.default_rng(cfg.seed)
         self.interaction = np.concatenate([_interactions(s) for s in data.sizes] or [np.zeros(0)])
+        self._windows: dict[tuple[int, ...], np.ndarray] = {}
+        self.raw: dict[str, np.ndarray] = {}
+        self.intervals: dict[str, list[list[float]]] = {}
 
     @property
     def sd(self) -> float | None:
@@ -136,8 +154,37 @@ class Noise:
         """(B, n) draws of seed-mean errors."""
         return seed_mean_noise(counts, self.pool, self.cfg.n_boot, self.rng)
 
-    def curve(self, size: SizeData) -> tuple[list[float], np.ndarray]:
-        """(curve, (B, K) error draws) of a size's ensemble loss against k.
+    def curve(self, size: SizeData) -> tuple[list[float], np.ndarray, str]:
+        """(curve, (B, K) draws of it, how) of a size's ensemble loss against k.
+
+        With the loss of every multiset of members (how = "members"): the mean over k-subsets (a
+        U-statistic), drawn by redrawing the K members with replacement and, with per-block losses, the
+        test blocks; the block weights of one draw are the same at every size (one test text). The
+        redrawn U-statistics average to the V-statistic (every k-tuple of members, repeats included),
+        not to the measured curve: a redraw that repeats a member is a less diverse ensemble. So the
+        draws are the measured curve plus each redraw's deviation from the redraws' mean (the bootstrap
+        pivot); the uncentred redraws are kept in `raw`. Otherwise (how = "assumed") the older noise
+        model: the curve plus `assumed_errors`."""
+        if size.multisets:
+            k = len(size.members)
+            curve = u_curve(size.multisets, k, size.windows or None)
+            raw = curve_draws(size.multisets, k, self.cfg.n_boot, self.rng, self.windows(size.windows))
+            self.raw[size.label] = raw
+            return curve.tolist(), curve + (raw - raw.mean(axis=0)), "members"
+        curve, err = self.assumed_errors(size)
+        return curve, np.asarray(curve)[None, :] + err, "assumed"
+
+    def windows(self, blocks: list[int]) -> np.ndarray | None:
+        """(B, W) block weights, drawn once per distinct block layout so every size shares them."""
+        if not blocks:
+            return None
+        key = tuple(blocks)
+        if key not in self._windows:
+            self._windows[key] = window_weights(blocks, self.cfg.n_boot, self.rng)
+        return self._windows[key]
+
+    def assumed_errors(self, size: SizeData) -> tuple[list[float], np.ndarray]:
+        """(curve, (B, K) error draws) without multiset losses.
 
         With every subset evaluated: the mean over k-subsets, whose error is the members' common luck
         (the mean of K resampled member deviations, the same at every k) plus an interaction term drawn
@@ -208,18 +255,22 @@ def _fit_sizes(fits: dict, noise: Noise, data: StudyData, recipe: str) -> SeedFi
     )
 
 
-def _joint(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
-    """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote."""
+def _joint(fits: dict, noise: Noise, data: StudyData, per_size: dict[str, SeedFit]) -> SeedFit | None:
+    """L(K) = A/K^beta + C at each size, then C_N = A/N^alpha + E: the (N, K -> inf) asymptote.
+
+    Draw b of every size's curve comes from the same bootstrap draw (members redrawn at each size, the
+    test blocks reweighted alike at all sizes), so each joint refit sees one coherent resampled study."""
     xs, cs, draws = [], [], []
     for s in data.sizes:
         name = f"ensemble_K/{s.label}"
 
         def make(s=s, n=name):
-            curve, draws = noise.curve(s)
-            return fit_seed_draws(np.arange(1, len(curve) + 1), curve, draws, what=n)
+            curve, d, _ = noise.curve(s)
+            return fit_seed_draws(np.arange(1, len(curve) + 1), curve, d - np.asarray(curve), what=n)
 
         fit = _record(fits, name, make)
         if fit is not None and fit.identified:
+            per_size[s.label] = fit
             xs.append(s.params)
             cs.append(fit.law.E)
             draws.append(fit.samples[:, 2] - fit.law.E)
@@ -246,6 +297,7 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
     """Fit L(N) per recipe, L(K) per size, the joint C_N(N), the standard L(D); invert; judge the claims."""
     noise = Noise(data, cfg)
     fits: dict[str, FitOutcome] = {}
+    per_size: dict[str, SeedFit] = {}  # identified L(K) fits, by size
     if noise.sd is None:
         reason = "no seed replicas: uncertainty cannot be measured (run >= 2 seeds)"
         fits = {
@@ -256,13 +308,14 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
     else:
         std = _fit_sizes(fits, noise, data, "standard")
         reg = _fit_sizes(fits, noise, data, "regularized")
-        joint = _joint(fits, noise, data)
+        joint = _joint(fits, noise, data, per_size)
         data_fit = _fit_data(fits, noise, data)
     multipliers = {
         name: _multiplier(data_fit, target, data.base_budget, cfg)
         for name, target in (("regularized", reg), ("joint", joint))
     }
     claims = judge(data, noise, cfg, std, reg, joint, data_fit)
+    claims["joint_below_regularized_measured"] = _per_size_joint(data, noise, cfg, per_size)
     checks = {
         "wd_overfit_fixed": claims["more_epochs_help_with_tuned_wd"].supported,
         "ensemble_monotone_in_k": claims["ensemble_loss_falls_in_k"].supported,
@@ -275,6 +328,7 @@ def analyse(data: StudyData, cfg: FitConfig) -> Analysis:
         checks=checks,
         seed_noise=noise.sd,
         split=data.split,
+        ensemble_ci=noise.intervals,
     )
 
 
@@ -342,7 +396,28 @@ def _gap(a: SeedFit | None, b: SeedFit | None, cfg: FitConfig, direction: str) -
     """E_a - E_b > 0, paired draw by draw (the draws of different fits are independent)."""
     if a is None or b is None:
         return claim(None, None, cfg, direction, _why_not(a, b))
-    return claim(a.law.E - b.law.E, a.samples[:, 2] - b.samples[:, 2], cfg, direction, _why_not(a, b))
+    c = claim(a.law.E - b.law.E, a.samples[:, 2] - b.samples[:, 2], cfg, direction, _why_not(a, b))
+    return c.model_copy(update={"note": c.note or _at_bounds(a, b)})
+
+
+def _at_bounds(*fits: SeedFit) -> str:
+    """How often the bootstrap refits sit at a bound (asymptote 0, exponent 0 or at its cap): a wide
+    interval's cause, said plainly (the point fit alone can look identified)."""
+    shares = [
+        float(
+            np.mean(
+                (f.samples[:, 2] <= 0)
+                | (f.samples[:, 1] <= 0)
+                | (f.samples[:, 1] >= MAX_EXPONENT * (1 - 1e-6))
+            )
+        )
+        for f in fits
+    ]
+    if max(shares) < 0.05:
+        return ""
+    return "weakly identified: bootstrap refits at a bound (asymptote 0 or exponent 0/cap): " + ", ".join(
+        f"{s:.0%}" for s in shares
+    )
 
 
 def _multiplier_claim(data_fit, target, base: int, cfg: FitConfig, direction: str) -> Claim:
@@ -373,24 +448,72 @@ def _per_size_gap(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
 
 
 def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
-    """L(1) - L(K) averaged over sizes; p: the draws where every size's curve falls at every k."""
+    """L(1) - L(K) averaged over sizes; p: the smallest, over sizes and steps k -> k+1, fraction of
+    draws in which the loss falls (the claim holds only if every step falls, so each must be supported
+    on its own: an intersection-union test, whose level is that of each step's test)."""
     direction = "L(k) falls at every k at every size"
     if noise.sd is None or not data.sizes:
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size and seed replicas")
+    small = [s.label for s in data.sizes if s.multisets and len(s.members) < MIN_BOOTSTRAP_MEMBERS]
+    if small:
+        return claim(
+            None,
+            None,
+            cfg,
+            direction,
+            f"needs K >= {MIN_BOOTSTRAP_MEMBERS} members for a member bootstrap (at {', '.join(small)}: "
+            f"K = {len(data.sizes[0].members)}, too few redraws to measure member variation)",
+        )
     curves = [noise.curve(s) for s in data.sizes]
-    if any(len(c) < 2 for c, _ in curves):
+    if any(len(c) < 2 for c, _, _ in curves):
         return claim(None, None, cfg, direction, "needs K >= 2 members at every size")
-    falls, gaps = [], []
-    for c, err in curves:
-        d = np.asarray(c) + err
-        falls.append(np.all(np.diff(d, axis=1) < 0, axis=1))
+    noise.intervals = {
+        s.label: [list(interval(d[:, k], cfg.level)) for k in range(d.shape[1])]
+        for s, (_, d, _) in zip(data.sizes, curves, strict=True)
+    }
+    steps, together, gaps = [], [], []
+    for _, d, _ in curves:
+        per_step, all_steps = falls_probability(d)
+        steps.append(per_step)
+        together.append(np.all(np.diff(d, axis=1) < 0, axis=1))
         gaps.append(d[:, 0] - d[:, -1])
-    estimate = float(np.mean([c[0] - c[-1] for c, _ in curves]))
-    p = float(np.mean(np.all(falls, axis=0)))
+    p = float(np.min(np.concatenate(steps)))
+    hows = sorted({how for _, _, how in curves})
+    note = (
+        f"bootstrap: {', '.join(hows)}; per-size min p: "
+        + ", ".join(f"{s.label} {float(np.min(st)):.3f}" for s, st in zip(data.sizes, steps, strict=True))
+        + f"; every step at every size in one draw: {float(np.mean(np.all(together, axis=0))):.3f}"
+    )
+    if noise.raw:  # the uncentred redraws (biased towards flat curves): a more conservative reading
+        raw = min(float(np.min(falls_probability(d)[0])) for d in noise.raw.values())
+        note += f"; uncentred redraws: min p {raw:.3f}"
+    estimate = float(np.mean([c[0] - c[-1] for c, _, _ in curves]))
     ci = [_finite(v) for v in interval(np.mean(gaps, axis=0), cfg.level)]
     return Claim(
-        estimate=estimate, ci=ci, p=p, supported=p >= cfg.supported_p, identified=True, direction=direction
+        estimate=estimate,
+        ci=ci,
+        p=p,
+        supported=p >= cfg.supported_p,
+        identified=True,
+        direction=direction,
+        note=note,
     )
+
+
+def _per_size_joint(data: StudyData, noise: Noise, cfg: FitConfig, per_size: dict[str, SeedFit]) -> Claim:
+    """No extrapolation in N: mean over sizes of (regularized single - that size's K -> inf asymptote C),
+    each C from its L(K) fit on the member bootstrap, each single from the seed noise."""
+    direction = "regularized - C(K -> inf) > 0 (mean over the measured sizes)"
+    if noise.sd is None or not data.sizes or len(per_size) < len(data.sizes):
+        missing = [s.label for s in data.sizes if s.label not in per_size]
+        return claim(
+            None, None, cfg, direction, f"no identified L(K) fit at {', '.join(missing) or 'any size'}"
+        )
+    reg = np.array([_mean(s.regularized) for s in data.sizes])
+    c = np.array([per_size[s.label].law.E for s in data.sizes])
+    d_reg = noise.means([len(s.regularized) for s in data.sizes])
+    d_c = np.stack([per_size[s.label].samples[:, 2] for s in data.sizes], axis=1)
+    return claim(float((reg - c).mean()), ((reg + d_reg) - d_c).mean(axis=1), cfg, direction)
 
 
 def _tuned_wd(data: StudyData, cfg: FitConfig, rng) -> Claim:

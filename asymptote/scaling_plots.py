@@ -34,9 +34,10 @@ def _curve(ax, fit: FitOutcome | None, x, color: str, label: str) -> None:
     xs = np.geomspace(min(x), right, 200)
     ax.plot(xs, law(xs), "-", color=color, lw=1)
     lo, hi = fit.ci("E")
-    ax.axhline(
-        law.E, color=color, ls="--", lw=0.8, label=f"{label} asymptote {law.E:.3f} [{lo:.3f}, {hi:.3f}]"
+    pinned = (
+        f"[{lo:.3f}, {hi:.3f}]" if lo > 0 else f"(95% interval reaches 0 below {hi:.3f}: not pinned down)"
     )
+    ax.axhline(law.E, color=color, ls="--", lw=0.8, label=f"{label} asymptote {law.E:.3f} {pinned}")
     ax.errorbar([right], [law.E], yerr=[[law.E - lo], [hi - law.E]], fmt="_", color=color, capsize=4)
 
 
@@ -69,16 +70,16 @@ def _save(fig, path: str | Path, ax, xlabel: str, title: str) -> None:
 def plot_loss_vs_params(data: StudyData, analysis: Analysis, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     n = [s.params for s in data.sizes]
-    for recipe in ("standard", "regularized"):
+    for recipe, dodge in (("standard", 0.97), ("regularized", 1.03)):  # side by side, not on top
         groups = [getattr(s, recipe) for s in data.sizes]
-        _points(ax, n, groups, "o", COLORS[recipe], f"{recipe} (mean of seeds, +-1 sd)")
+        _points(ax, [x * dodge for x in n], groups, "o", COLORS[recipe], f"{recipe} (mean of seeds, +-1 sd)")
         _curve(ax, analysis.fits.get(f"{recipe}_N"), n, COLORS[recipe], recipe)
     ens = [(s.params, s.ensemble["logits"][-1]) for s in data.sizes if s.ensemble.get("logits")]
     if ens:
         k = len(data.sizes[0].ensemble["logits"])
         ax.plot(*zip(*ens, strict=False), "s", color=COLORS["ensemble"], ms=4, label=f"ensemble of {k}")
     _curve(ax, analysis.fits.get("joint_N"), n, COLORS["ensemble"], "joint (N, K -> inf)")
-    measured = [float(np.mean(g)) for s in data.sizes for g in (s.standard, s.regularized)]
+    measured = [v for s in data.sizes for g in (s.standard, s.regularized) for v in _bar_ends(g)]
     _focus(
         ax, measured + [v for _, v in ens] + _asymptotes(analysis, ("standard_N", "regularized_N", "joint_N"))
     )
@@ -86,6 +87,12 @@ def plot_loss_vs_params(data: StudyData, analysis: Analysis, path: str | Path) -
     drawn = [k for k in ("standard_N", "regularized_N", "joint_N") if _law(analysis.fits.get(k))]
     note = "fits with 95% intervals at right" if drawn else "no L(N) fit identified: points only"
     _save(fig, path, ax, "parameters N", f"test loss vs parameters at {data.base_budget:,} tokens ({note})")
+
+
+def _bar_ends(g: list[float]) -> list[float]:
+    """Both ends of a seed-mean's +-1 sd bar, so the frame shows the whole bar."""
+    sd = float(np.std(g, ddof=1)) if len(g) > 1 else 0.0
+    return [float(np.mean(g)) - sd, float(np.mean(g)) + sd]
 
 
 def _asymptotes(analysis: Analysis, names) -> list[float]:
@@ -105,13 +112,17 @@ def plot_loss_vs_members(data: StudyData, analysis: Analysis, path: str | Path) 
                 range(1, len(first) + 1), first, "o-", color=cmap(i), ms=3, lw=0.6, alpha=0.45, label=label
             )
         if mean:  # what the L(K) fit and the verdict use
-            ax.plot(
+            ci = analysis.ensemble_ci.get(s.label)
+            yerr = None if not ci else np.abs(np.array(ci).T - np.array(mean)[None, :])
+            ax.errorbar(
                 range(1, len(mean) + 1),
                 mean,
-                "s-",
+                yerr=yerr,
+                fmt="s-",
                 color=cmap(i),
                 ms=4,
-                label=f"{s.label}: mean over k-subsets",
+                capsize=2,
+                label=f"{s.label}: mean over k-subsets" + (", 95% CI" if i == 0 and ci else ""),
             )
         elif first:
             ax.plot([], [], "o-", color=cmap(i), label=s.label)

@@ -4,8 +4,10 @@ Runs the scaling-study flow with the `scaling-tiny` recipe (5 sizes over 8.8x in
 per certified optimum, K=4 members, a 10k-token budget, 4 budgets for L(D), a coarse grid; see the
 recipe) on the text at --data: certified searches (on validation) of the standard (WD 0.1) and
 regularized (WD tuned) recipes per size, seed replicas, ensembles, every figure on the test split,
-fits bootstrapped from the seed noise, and a verdict per claim of the paper. Progress goes to stderr;
-the last line on stdout is one JSON object with split, sizes, seeds, claims (estimate, ci, p,
+fits bootstrapped from the seed noise, ensemble curves from a member bootstrap (members and blocks
+of test text redrawn), and a verdict per claim of the paper. When the code has changed since a study
+ran, bench/recipe_tiny_reanalyse.py re-derives its verdicts from the store without training.
+Progress goes to stderr; the last line on stdout is one JSON object with split, sizes, seeds, claims (estimate, ci, p,
 supported), the asymptotes, loss per K, multipliers and the checks (true only when supported).
 
     python bench/recipe_tiny.py --data ../shared/data/tinyshakespeare.txt [--store /tmp/bench-scaling]
@@ -75,6 +77,7 @@ def main(
         "seed_noise": f["seed_noise"],
         "loss_per_k": f["loss_per_k"],
         "loss_per_k_probs": f["loss_per_k_probs"],
+        "loss_per_k_mean_over_subsets": f["loss_per_k_mean_over_subsets"],
         "data_efficiency": f["data_efficiency"],
         **{k: f[k] for k in ("wd_overfit_fixed", "ensemble_monotone_in_k", "joint_below_regularized")},
         "report": res.report_uri,

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
@@ -46,13 +47,14 @@ from asymptote.config import (
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import TrainJob, make_job
+from asymptote.member_bootstrap import MAX_MULTISET_MEMBERS
 from asymptote.refs import DataRef
 from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
 from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
 from asymptote.scaling_config import ScalingStudyConfig
 from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
-from asymptote.tasks.ensembles import ensemble_eval, ensemble_subsets
+from asymptote.tasks.ensembles import ensemble_eval, ensemble_multisets, ensemble_subsets
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import Report, method_report, publish_report
 from asymptote.tasks.scaling import Descent, descend, evaluate_all, train_all, tune_search
@@ -254,8 +256,29 @@ def plan_runs(study: Study, descents: dict) -> Plan:
     return Plan(jobs, replicas, sweep, members)
 
 
-def _result(future) -> dict:
-    return future.result() if future is not None else {}
+def _member_sets(store: Store, runs: list[str], data_rel: str):
+    """Every multiset's loss per test block (what the member bootstrap needs) for small K, else every
+    subset's loss on the whole test split."""
+    if len(runs) <= MAX_MULTISET_MEMBERS:
+        return ensemble_multisets(store, runs, data_rel, split="test")
+    return ensemble_subsets(store, runs, data_rel, split="test")
+
+
+def _sets(future) -> dict:
+    """subsets (and multisets, windows when evaluated) for SizeData."""
+    if future is None:
+        return {"subsets": {}}
+    out = future.result()
+    if "losses" not in out:
+        return {"subsets": out}
+    losses, windows = out["losses"], out["windows"]
+    subsets = {k: float(np.average(v, weights=windows)) for k, v in losses.items() if _distinct(k)}
+    return {"subsets": subsets, "multisets": losses, "windows": windows}
+
+
+def _distinct(key: str) -> bool:
+    parts = key.split(",")
+    return len(set(parts)) == len(parts)
 
 
 def _finite(loss: float) -> float:
@@ -284,6 +307,8 @@ def collect(study: Study, descents: dict, plan: Plan, tests: list[dict], ensembl
                 members=ensembles[label]["member"],
                 ensemble={h: ensembles[label][h] for h in ("logits", "probs")},
                 subsets=ensembles[label]["subsets"],
+                multisets=ensembles[label].get("multisets", {}),
+                windows=ensembles[label].get("windows", []),
             )
         )
     efficiency = {
@@ -334,14 +359,12 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
             for label, idx in plan.members.items()
         }
         subsets = {
-            label: ensemble_subsets(store, [refs[i].rel for i in idx], data.rel, split="test")
+            label: _member_sets(store, [refs[i].rel for i in idx], data.rel)
             for label, idx in plan.members.items()
             if len(idx) <= MAX_SUBSET_MEMBERS
         }
         tests = evaluate_all(store, refs, data.rel)  # 3. every reported figure: the test split
-        ensembles = {
-            label: f.result() | {"subsets": _result(subsets.get(label))} for label, f in futures.items()
-        }
+        ensembles = {label: f.result() | _sets(subsets.get(label)) for label, f in futures.items()}
     measured = collect(study, descents, plan, tests, ensembles)
     analysis = analyse(measured, config.fits)
     rows = search_rows(descents)

@@ -42,16 +42,23 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
     out["sizes"] = [s.params for s in data.sizes]
     out["seed_noise"] = analysis.seed_noise
     out["loss_per_k"] = {s.label: s.ensemble.get("logits", []) for s in data.sizes}
+    out["loss_per_k_mean_over_subsets"] = {s.label: s.subset_curve() for s in data.sizes}
     out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
     out["data_efficiency"] = {
         name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
+        | ({} if m.get("identified") else {"value": None, "ci": [None, None], "reason": m.get("reason")})
         for name, m in analysis.multipliers.items()
     }
-    out["claims"] = {
-        k: c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
-        for k, c in analysis.claims.items()
-    }
+    out["claims"] = {k: _claim_figures(c) for k, c in analysis.claims.items()}
     return out | analysis.checks
+
+
+def _claim_figures(c) -> dict[str, Any]:
+    """A claim's numbers; none from a fit that is not identified (they would read as results)."""
+    out = c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
+    if not c.identified:
+        out |= {"estimate": None, "ci": [None, None], "p": None}
+    return out
 
 
 def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -> dict[str, bytes]:
@@ -148,8 +155,12 @@ def _needs_larger(analysis: Analysis) -> str:
     missing = [n for n, c in analysis.claims.items() if not c.identified]
     if not missing:
         return ""
+    judged = [n for n, c in analysis.claims.items() if c.identified]
     return (
-        "Not identified at this scale (no verdict): " + ", ".join(missing) + ". They need a larger run: "
+        ("Judged at this scale: " + ", ".join(judged) + ". " if judged else "")
+        + "Not identified at this scale (no verdict): "
+        + ", ".join(missing)
+        + ". They need a larger run: "
         "at least 4 sizes (5 recommended) and K >= 4 members for identified fits, 4 token budgets for L(D), "
         "and >= 2 seeds per optimum (recipe scaling-tiny does this on CPU)."
     )

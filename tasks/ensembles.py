@@ -83,3 +83,36 @@ def ensemble_subsets(
     over k-subsets."""
     key = step_key(__name__, runs=runs, data=data_rel, split=split, what="ensemble_subset_losses")
     return cached(subsets_task, store, refresh).submit(store, runs, data_rel, split, key=key)
+
+
+# ----------------------------------------------------------------------------- every multiset, per test block
+
+
+@ray.remote(num_cpus=1)
+def _multisets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict:
+    import torch
+
+    from asymptote.ensemble_windows import multiset_losses
+    from asymptote.job import model_from_run
+    from asymptote.shards import load_split
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokens = load_split(store, data_rel, split)
+    models = [model_from_run(store, r, device).eval() for r in runs]
+    return multiset_losses(models, tokens, models[0].cfg.block_size, device=device)
+
+
+@task(name="ensemble-multisets", retries=1)
+def multisets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict:
+    ray_ready()
+    return ray.get(_multisets_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+
+
+def ensemble_multisets(
+    store: Store, runs: list[str], data_rel: str, split: str = "test", refresh: bool = False
+):
+    """A future of {"windows", "losses"}: per block of test windows, the loss of the logit ensemble of
+    every multiset of the runs ("0,0,2": run 0 weighted twice), which the member bootstrap redraws."""
+    key = step_key(__name__, runs=runs, data=data_rel, split=split, what="ensemble_multiset_losses")
+    return cached(multisets_task, store, refresh).submit(store, runs, data_rel, split, key=key)

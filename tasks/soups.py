@@ -659,7 +659,9 @@ def plot_heldout_vs_test(entries: list[SoupEntry], path: str | Path, title: str 
     ):
         _scatter(ax, group)
         ax.set(xlabel="held-out loss (nats/token)", ylabel="test loss (nats/token)", title=f"{title}: {name}")
-    fig.tight_layout()
+    fig.tight_layout()  # labels are placed in final pixel positions, so after the layout
+    for ax, group in zip(axes[0], panels, strict=False):
+        _labels(ax, group)
     fig.savefig(path)
     plt.close(fig)
 
@@ -676,8 +678,11 @@ def _scatter(ax, entries: list[SoupEntry]) -> None:
                 s=18 if kind in ("ingredient", "member") else 40,
                 zorder=3,
             )
-    for e in entries:
-        if e.kind not in ("ingredient", "member"):
-            ax.annotate(e.name, (e.heldout, e.test), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def _labels(ax, entries: list[SoupEntry]) -> None:
+    from asymptote.plots import place_labels
+
+    place_labels(ax, [(e.heldout, e.test, e.name) for e in entries if e.kind not in ("ingredient", "member")])

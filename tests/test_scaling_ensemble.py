@@ -82,3 +82,22 @@ def test_every_subset_loss_matches_the_streamed_first_k_and_single_members():
         assert out[key] == pytest.approx(streamed["logits"][k], rel=1e-5)
     for i in range(3):
         assert out[str(i)] == pytest.approx(streamed["member"][i], rel=1e-5)
+
+
+def test_multiset_losses_per_block_agree_with_every_subset_and_weight_repeats():
+    """multiset_losses: every multiset of members per block of test windows; the window-weighted mean
+    of a plain subset is subset_losses' value, and "0,0,1" is the ensemble with member 0 counted twice."""
+    from asymptote.ensemble_windows import multiset_losses
+    from asymptote.scaling import subset_losses
+
+    torch.manual_seed(0)
+    members = [Decoder(SHAPE).eval() for _ in range(3)]
+    tokens = np.random.default_rng(0).integers(0, SHAPE.vocab_size, 16 * 9 + 1)
+    out = multiset_losses(members, tokens, SHAPE.block_size, n_blocks=4)
+    assert len(out["losses"]) == 19 and out["windows"] == [3, 2, 2, 2]
+    for key, loss in subset_losses(members, tokens, SHAPE.block_size).items():
+        assert np.average(out["losses"][key], weights=out["windows"]) == pytest.approx(loss, rel=1e-5)
+    twice = Ensemble([members[0], members[0], members[1]])
+    assert np.average(out["losses"]["0,0,1"], weights=out["windows"]) == pytest.approx(
+        mean_loss(twice, tokens, SHAPE.block_size), rel=1e-5
+    )

@@ -71,6 +71,9 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         assert (t["epochs"], t["weight_decay"], t["lr"]) == (2 * b["epochs"], b["weight_decay"] / 2, b["lr"])
         assert t["data_seed"] == t["train_seed"] in (1, 2, 3)
 
+    for s in res.study.sizes:  # every weighted ensemble per test block: what the member bootstrap redraws
+        assert len(s.multisets) == 19 and len(s.subsets) == 7 and sum(s.windows) > 0
+        assert s.subsets["0,1,2"] == pytest.approx(s.ensemble["logits"][-1], rel=1e-5)
     for s in res.study.sizes:
         assert len(s.ensemble["logits"]) == len(s.ensemble["probs"]) == 3
         assert s.ensemble["logits"][0] == pytest.approx(s.ensemble["probs"][0], rel=1e-5)  # one member: equal
@@ -110,7 +113,7 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
     assert manifests(store) == before
     states = task_states(again.flow_run_id)
     assert states["train"] and set(states["train"]) == {"Cached"}
-    assert set(states["ensemble-eval"]) == {"Cached"}
+    assert set(states["ensemble-eval"]) == set(states["ensemble-multisets"]) == {"Cached"}
     assert again.study == res.study
 
 
