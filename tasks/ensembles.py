@@ -6,16 +6,15 @@ one member plus the logit accumulator, whatever the ensemble's size.
 
 from __future__ import annotations
 
-import ray
 from prefect import task
 
 from asymptote.infra.cluster import gpu_if_any, ray_ready
+from asymptote.infra.remotes import remote
 from asymptote.store import Store
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
 
 
-@ray.remote(num_cpus=1)
 def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, list[float]]:
     import torch
 
@@ -36,8 +35,12 @@ def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str, split: s
 def ensemble_eval_task(
     store: Store, runs: list[str], data_rel: str, key: str, split: str = "val"
 ) -> dict[str, list[float]]:
+    import ray
+
     ray_ready()
-    return ray.get(_ensemble_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+    return ray.get(
+        remote(_ensemble_eval_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
+    )
 
 
 def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False, split: str = "val"):
@@ -54,7 +57,6 @@ def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = 
 # ----------------------------------------------------------------------------- every subset (scaling study)
 
 
-@ray.remote(num_cpus=1)
 def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
     import torch
 
@@ -71,8 +73,12 @@ def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) ->
 
 @task(name="ensemble-subsets", retries=1)
 def subsets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict[str, float]:
+    import ray
+
     ray_ready()
-    return ray.get(_subsets_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+    return ray.get(
+        remote(_subsets_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
+    )
 
 
 def ensemble_subsets(
@@ -88,7 +94,6 @@ def ensemble_subsets(
 # ----------------------------------------------------------------------------- every multiset, per test block
 
 
-@ray.remote(num_cpus=1)
 def _multisets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict:
     import torch
 
@@ -105,8 +110,12 @@ def _multisets_remote(store: Store, runs: list[str], data_rel: str, split: str) 
 
 @task(name="ensemble-multisets", retries=1)
 def multisets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict:
+    import ray
+
     ray_ready()
-    return ray.get(_multisets_remote.options(**gpu_if_any()).remote(store, runs, data_rel, split))
+    return ray.get(
+        remote(_multisets_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
+    )
 
 
 def ensemble_multisets(
