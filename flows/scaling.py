@@ -50,14 +50,14 @@ from asymptote.job_spec import TrainJob, make_job
 from asymptote.member_bootstrap import MAX_MULTISET_MEMBERS
 from asymptote.refs import DataRef
 from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
-from asymptote.scaling_analysis import Analysis, SizeData, StudyData, analyse
+from asymptote.scaling_analysis import Analysis, SizeData, StudyData
 from asymptote.scaling_config import ScalingStudyConfig
 from asymptote.search_space import RECIPES, Point, size_label
 from asymptote.store import Store
 from asymptote.tasks.ensembles import ensemble_eval, ensemble_multisets, ensemble_subsets
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.reports import Report, method_report, publish_report
-from asymptote.tasks.scaling import Descent, descend, evaluate_all, train_all, tune_search
+from asymptote.tasks.scaling import Descent, analyse_study, descend, evaluate_all, train_all, tune_search
 
 # ----------------------------------------------------------------------------- results
 
@@ -366,7 +366,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
         tests = evaluate_all(store, refs, data.rel)  # 3. every reported figure: the test split
         ensembles = {label: f.result() | _sets(subsets.get(label)) for label, f in futures.items()}
     measured = collect(study, descents, plan, tests, ensembles)
-    analysis = analyse(measured, config.fits)
+    analysis = analyse_study(store, measured, config.fits)
     rows = search_rows(descents)
     runs = sorted({d.runs[p].rel for d in descents.values() for p in d.runs} | {r.rel for r in refs})
     result = ScalingStudyResult(

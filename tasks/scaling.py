@@ -13,13 +13,16 @@ from typing import Callable
 
 from prefect import task
 
+from asymptote.config import key_dict
 from asymptote.infra.cluster import ray_ready
 from asymptote.job_spec import TrainJob
 from asymptote.refs import RunRef
 from asymptote.scaling import CoordinateDescent
+from asymptote.scaling_analysis import Analysis, StudyData, analyse
+from asymptote.scaling_config import FitConfig
 from asymptote.search_space import Point
 from asymptote.store import Store
-from asymptote.tasks.caching import cached
+from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.pretrain import evaluate_task, submit_train
 from asymptote.versioning import step_key
 
@@ -88,3 +91,19 @@ def tune_search(spec, refresh: bool = False):
 
     out = cached(tune_search_task, Store(spec.store), refresh)(spec.model_dump(), key=spec.key)
     return SearchResult.model_validate(out)
+
+
+# ----------------------------------------------------------------------------- the analysis
+
+
+@task(name="scaling-analysis")
+def analysis_task(measured: StudyData, fits: FitConfig, key: str) -> Analysis:
+    return analyse(measured, fits)
+
+
+def analyse_study(store: Store, measured: StudyData, fits: FitConfig, refresh: bool = False) -> Analysis:
+    """The fits, bootstraps and verdicts over the measured losses, as a cached step: the bootstraps
+    refit thousands of times (seconds), and a call whose every run is cached must not redo them."""
+    body = measured.model_dump(mode="json")
+    key = step_key("asymptote.scaling_analysis", study=body, fits=key_dict(fits))
+    return run_cached(analysis_task, store, measured, fits, key=key, refresh=refresh)
