@@ -182,7 +182,7 @@ def export(
     out_dir: str = typer.Argument(..., help="Folder to write the Hugging Face Llama directory into."),
     store: Optional[str] = StoreOpt,
     dtype: str = typer.Option("float32", help="Weights' dtype: float32, bfloat16 or float16."),
-    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Test and val loss for the card."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Test loss for the model card."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
     as_json: bool = JsonOpt,
 ) -> None:
