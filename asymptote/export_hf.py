@@ -119,7 +119,6 @@ def generation_config(eos_id: int | None) -> dict[str, Any]:
     return {
         "bos_token_id": None,
         "eos_token_id": eos_id,
-        "pad_token_id": eos_id,
         "do_sample": True,
         "top_k": 0,
     }
@@ -270,7 +269,9 @@ def _plain(value: Any) -> str:
 def _recipe_section(source: Source) -> str:
     meta, config = source.meta, source.meta.get("config") or {}
     rows: list[tuple[str, Any]] = [("artifact", f"`{source.rel}` ({source.kind})")]
-    rows += [(k, f"`{_plain(config[k])}`") for k in ("name", "objective", "init_from") if k in config]
+    rows += [
+        (k, f"`{_plain(config[k])}`") for k in ("name", "objective", "batches", "init_from") if k in config
+    ]
     rows += [(f"train.{k}", v) for k, v in (config.get("train") or {}).items()]
     rows += [(k, meta[k]) for k in ("method", "code_version") if k in meta]
     rows += [(f"ingredient `{r}`", f"weight {w:.4g}") for r, w in (meta.get("weights") or {}).items()]

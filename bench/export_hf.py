@@ -82,6 +82,7 @@ def compare_logits(ours, hf, batch) -> dict:
 
 def compare_generation(ours, hf, batch) -> dict:
     """Greedy continuations (NEW_TOKENS) of the batch's first tokens by both implementations."""
+    import torch
     from transformers import GenerationConfig
 
     from asymptote.sampling import generate
@@ -93,7 +94,7 @@ def compare_generation(ours, hf, batch) -> dict:
     prompt = batch[:, :n]
     mine = generate(ours, prompt, n + NEW_TOKENS, temperature=0)
     greedy = GenerationConfig(max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None, pad_token_id=0)
-    theirs = hf.generate(prompt, generation_config=greedy)
+    theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=greedy)
     same = theirs.shape == mine.shape and bool((theirs == mine).all())
     agree = (theirs[:, n:] == mine[:, n:]).float().mean().item() if not same else 1.0
     return {"generate_equal": same, "generate_token_agreement": agree, "generated_shape": list(mine.shape)}

@@ -152,3 +152,17 @@ def test_cli_exports_and_refuses(byte_export, tmp_path):
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
     bad = runner.invoke(app, ["export", "runs/nope", str(tmp_path / "x"), "--store", store.uri()])
     assert bad.exit_code == 1 and "no committed model" in bad.output
+
+
+def test_bfloat16_export_casts_weights_and_says_so(byte_export, tmp_path):
+    from safetensors import safe_open
+
+    store = byte_export[0]
+    result = export_model(store, "runs/tiny", tmp_path / "bf16", dtype="bfloat16", evaluate_splits=False)
+    with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert f.metadata() == {"format": "pt"}
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    with pytest.raises(ExportError, match="allowed: float32, bfloat16, float16"):
+        export_model(store, "runs/tiny", tmp_path / "int8", dtype="int8")
+    assert result.params == sum(p.numel() for p in byte_export[1].parameters())
