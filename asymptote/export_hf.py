@@ -372,7 +372,9 @@ def _check_target(out: Path, dtype: str, overwrite: bool) -> None:
     if dtype not in DTYPES:
         raise ExportError(f"dtype={dtype!r}: allowed: {', '.join(DTYPES)}")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise ExportError(f"{out} exists and is not an empty folder; choose another or pass overwrite")
+        raise ExportError(
+            f"{out} exists and is not an empty folder; choose another or pass overwrite=True (--overwrite)"
+        )
 
 
 def _tokenizer_and_meta(store: Store, source: Source):
