@@ -173,6 +173,25 @@ def recipes() -> None:
         typer.echo(name)
 
 
+@app.command()
+def export(
+    ref: str = typer.Argument(..., help="A committed model: runs/<key>, soups/<key>/<name>, or its URI."),
+    out_dir: str = typer.Argument(..., help="Folder to write the Hugging Face Llama directory into."),
+    store: Optional[str] = StoreOpt,
+    dtype: str = typer.Option("float32", help="Weights' dtype: float32, bfloat16 or float16."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Test loss for the model card."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export a run, soup or student as a transformers Llama (config, safetensors, tokenizer, card)."""
+    from asymptote.export_hf import export_model
+
+    res = _guarded(lambda: export_model(_store(store), ref, out_dir, dtype, evaluate, overwrite=overwrite))
+    test = res.metrics.get("test_loss")
+    line = f"[green]exported[/green] {res.ref} ({res.params:,} params) to {res.out_dir}"
+    _finish(res.model_dump(), as_json, [line + (f"; test loss {test:.4f}" if test is not None else "")])
+
+
 @store_app.command("ls")
 def store_ls(store: Optional[str] = StoreOpt, as_json: bool = JsonOpt) -> None:
     """List committed artifacts: runs with their configs and metrics, data, reports, sizes."""

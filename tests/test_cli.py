@@ -21,7 +21,7 @@ runner = CliRunner()
 
 def test_every_registered_method_is_a_command():
     out = runner.invoke(app, ["--help"]).output
-    for name in [*METHODS, "run", "presets", "recipes", "store", "serve"]:
+    for name in [*METHODS, "run", "presets", "recipes", "store", "serve", "export"]:
         assert name in out, name
 
 
