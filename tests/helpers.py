@@ -32,8 +32,8 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
     """The task runs of one flow run, read back from the Prefect API once every state is final.
 
     Prefect records task-run states asynchronously, so a flow that answers fast (every step cached, no
-    Ray to start) can return before its tasks' last states reach the API: read until none is pending
-    or running, or the timeout passes."""
+    Ray to start) can return before its tasks' runs and last states reach the API: read until two
+    reads a second apart find the same runs, none pending or running, or the timeout passes."""
     import time
     import uuid
 
@@ -41,10 +41,13 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(str(flow_run_id))]))
-    deadline = time.monotonic() + timeout
+    deadline, seen = time.monotonic() + timeout, -1
     with get_client(sync_client=True) as client:
         while True:
-            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=200)
-            if all(r.state is not None and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=1000)
+            settled = all(r.state is not None and r.state.is_final() for r in runs)
+            # the runs themselves are recorded asynchronously too: settled twice with the same count
+            if (settled and len(runs) == seen) or time.monotonic() > deadline:
                 return runs
-            time.sleep(0.5)
+            seen = len(runs) if settled else -1
+            time.sleep(1.0)
