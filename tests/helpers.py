@@ -44,10 +44,20 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
     deadline, seen = time.monotonic() + timeout, -1
     with get_client(sync_client=True) as client:
         while True:
-            runs = client.read_task_runs(flow_run_filter=flow_filter, limit=1000)
+            runs = _all_task_runs(client, flow_filter)
             settled = all(r.state is not None and r.state.is_final() for r in runs)
             # the runs themselves are recorded asynchronously too: settled twice with the same count
             if (settled and len(runs) == seen) or time.monotonic() > deadline:
                 return runs
             seen = len(runs) if settled else -1
             time.sleep(1.0)
+
+
+def _all_task_runs(client, flow_filter, page: int = 200) -> list:
+    """Every task run of the filter, page by page (the API serves at most 200 at a time)."""
+    runs: list = []
+    while True:
+        batch = client.read_task_runs(flow_run_filter=flow_filter, limit=page, offset=len(runs))
+        runs += batch
+        if len(batch) < page:
+            return runs
