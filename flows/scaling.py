@@ -82,6 +82,9 @@ class ScalingStudyResult(BaseModel):
     runs: list[str]
     """Every run (runs/<key>) the study used."""
     report_uri: str
+    members: dict[str, list[str]] = Field(default_factory=dict)
+    """Per size label, its ensemble members (runs/<key>, member k at index k - 1): what later stages
+    (distillation, soups) are handed."""
     figures: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -354,6 +357,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
         analysis=analysis,
         runs=runs,
         report_uri="",
+        members={label: [refs[i].rel for i in idx] for label, idx in plan.members.items()},
         figures=figures(measured, analysis),
     )
     rendered = report(config, result, store)
