@@ -45,6 +45,6 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(flow_run_filter=flow_filter, limit=200)
-            if all(r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            if all(r.state is not None and r.state.is_final() for r in runs) or time.monotonic() > deadline:
                 return runs
             time.sleep(0.5)
