@@ -126,9 +126,10 @@ def train_compute(
 ) -> float:
     if kind in ("soup", "average"):
         runs = []  # a soup or an average is not a run: its cost is what it is made of
-    extra = sampling_flops([_shape(store, m) for m in h.members], distilled.synthetic_tokens)
     flops = sum(run_flops(store, r) for r in {*runs, *needs(h, souped).get(kind, [])})
-    return flops + (extra if kind == "student" else 0.0)
+    if kind == "student" and store.manifest(runs[0]).meta["config"].get("batches"):  # it read synthetic text
+        flops += sampling_flops([_shape(store, m) for m in h.members], distilled.synthetic_tokens)
+    return flops
 
 
 def score(
@@ -205,7 +206,11 @@ def recipe_markdown(config: RecipeConfig, result: RecipeResult, store: Store) ->
         "paper's member recipe), students taught by those members, soups of fine-tunes of the best member "
         f"(`{h.base}`, validation {min(h.member_val):.4f}) and the members' aligned average. Every choice "
         "was made on validation; every figure below is on the test split.\n\n"
-        f"{render(result.ladder)}\n## Stages\n\n" + "\n".join(links) + "\n"
+        f"{render(result.ladder)}\n"
+        f"The final model's weights: {', '.join(f'`{store.uri(r)}`' for r in result.ladder.final().runs)}. "
+        "Validation was read by every stage's own choices too (searches, students' settings, the soups' "
+        "held-out half), so validation losses flatter every rung a little; test losses do not.\n\n"
+        "## Stages\n\n" + "\n".join(links) + "\n"
     )
 
 
