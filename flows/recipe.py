@@ -18,6 +18,7 @@ A second call trains nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from prefect import flow
@@ -28,7 +29,6 @@ from asymptote import preflight
 from asymptote.config import ModelConfig, key_dict, stable_hash
 from asymptote.flows.distillation import DistillResult, distill
 from asymptote.flows.scaling import ScalingStudyResult, scaling_study
-from asymptote.flows.scaling import summary as scaling_summary
 from asymptote.flows.soups import SoupStudyResult, soup_study
 from asymptote.infra.cluster import compute_session
 from asymptote.ladder import Ladder, Rung, climb, inference_cost, render, run_train_flops, sampling_flops
@@ -132,6 +132,16 @@ def train_compute(
     return flops
 
 
+@functools.lru_cache(maxsize=64)
+def _param_count(shape_json: str) -> int:
+    return param_count(ModelConfig.model_validate_json(shape_json))
+
+
+def counted(shape: ModelConfig) -> int:
+    """Parameters of a shape, counted once per shape (building even a meta-device model costs)."""
+    return _param_count(shape.model_dump_json())
+
+
 def score(
     store: Store, data: DataRef, h: HandOver, distilled: DistillResult, souped: SoupStudyResult
 ) -> list[Rung]:
@@ -147,7 +157,7 @@ def score(
                 name=name,
                 kind=kind,
                 runs=runs,
-                params=len(runs) * param_count(shape),
+                params=len(runs) * counted(shape),
                 inference_flops=inference_cost(shape, len(runs)),
                 train_flops=train_compute(store, kind, runs, h, distilled, souped),
                 val_loss=v.result()["logits"][-1],
@@ -194,9 +204,8 @@ def run_recipe(config: RecipeConfig | None = None) -> RecipeResult:
 
 def recipe_markdown(config: RecipeConfig, result: RecipeResult, store: Store) -> str:
     h, s = result.handover, result.scaling
-    _, scaling_line = scaling_summary(s)
     links = [
-        f"- scaling study: `{s.report_uri}` ({scaling_line})",
+        f"- scaling study: `{s.report_uri}` (asymptotes on test: {asymptotes(s)})",
         f"- distillation: `{result.distill.report_uri}`",
         f"- soups: `{result.soups.report_uri}`",
     ]
@@ -212,6 +221,16 @@ def recipe_markdown(config: RecipeConfig, result: RecipeResult, store: Store) ->
         "held-out half), so validation losses flatter every rung a little; test losses do not.\n\n"
         "## Stages\n\n" + "\n".join(links) + "\n"
     )
+
+
+def asymptotes(s: ScalingStudyResult) -> str:
+    """The study's fitted asymptotes in a line: value and interval, or why there is none."""
+    out = []
+    for name in ("standard", "regularized", "joint"):
+        value, ci = s.figures.get(f"{name}_asymptote"), s.figures.get(f"{name}_asymptote_ci")
+        shown = f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if value is not None and ci else "not identified"
+        out.append(f"{name} {shown}")
+    return ", ".join(out)
 
 
 def report(
