@@ -43,3 +43,8 @@ def train_flops_per_token(cfg: ModelConfig, causal: bool = False) -> int:
     With the default causal=False this is PaLM's 6N + 12 L H Q T (N = matmul_params), the figure
     MFU is usually reported against."""
     return 3 * (2 * matmul_params(cfg) + attention_flops_per_token(cfg, causal))
+
+
+def inference_flops_per_token(cfg: ModelConfig, causal: bool = False) -> int:
+    """Forward FLOPs per generated or scored token: 2 x matmul params + attention (a third of training's)."""
+    return 2 * matmul_params(cfg) + attention_flops_per_token(cfg, causal)

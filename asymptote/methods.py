@@ -108,6 +108,16 @@ METHODS: dict[str, Method] = {
             steps=("data", "train", "schedule"),
         ),
         _method(
+            "recipe",
+            "asymptote.flows.recipe",
+            "run_recipe",
+            "asymptote.recipe_config:RecipeConfig",
+            "RecipeResult",
+            help="The chain in one call: scaling -> distillation from its members -> soups -> the final model.",
+            recipe="recipe-tiny",
+            in_main=False,
+        ),
+        _method(
             "autolrs-search",
             "asymptote.flows.learning_rates",
             "autolrs_search",

@@ -26,7 +26,14 @@ SNIFF_BYTES = 1 << 16  # how much of each corpus file is read to tell text from 
 SNIFF_FILES = 16  # at most this many files of a folder or glob are sniffed
 S3_TIMEOUT_S = 3.0
 # Fields (dotted paths in a config) that name a trained model of the store: a run, checkpoint or soup.
-MODEL_REF_FIELDS = ("base.run", "ingredients", "teacher.members", "teacher.single", "init_from")
+MODEL_REF_FIELDS = (
+    "base.run",
+    "ingredients",
+    "teacher.members",
+    "teacher.single",
+    "independent.runs",
+    "init_from",
+)
 
 
 class PreflightError(ConfigError):

@@ -244,15 +244,25 @@ class IndependentConfig(Section):
     """Members trained from scratch on the target with different seeds: naive vs aligned averaging."""
 
     members: int = Field(2, ge=0)
-    """How many (0 skips this part; otherwise at least 2)."""
+    """How many (0 skips this part; otherwise at least 2). Ignored when `runs` are given."""
     train: TrainConfig = Field(default_factory=_recipe)
     """Recipe of every member; member i adds i to train_seed and data_seed."""
+    runs: list[str] = Field(default_factory=list)
+    """Members already in the store (runs/<key> paths or URIs, at least 2) to average instead of
+    training them here: e.g. the scaling study's ensemble, handed over by the recipe flow."""
 
     @field_validator("members")
     @classmethod
     def _zero_or_two(cls, v: int) -> int:
         if v == 1:
             raise ValueError("1: averaging needs at least 2 members (or 0 to skip)")
+        return v
+
+    @field_validator("runs")
+    @classmethod
+    def _two_runs(cls, v: list[str]) -> list[str]:
+        if len(v) == 1:
+            raise ValueError(f"{v}: averaging needs at least 2 members (or none: train them here)")
         return v
 
 

@@ -84,6 +84,9 @@ class ScalingStudyResult(BaseModel):
     runs: list[str]
     """Every run (runs/<key>) the study used."""
     report_uri: str
+    members: dict[str, list[str]] = Field(default_factory=dict)
+    """Per size label, its ensemble members (runs/<key>, member k at index k - 1): what later stages
+    (distillation, soups) are handed."""
     figures: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -377,6 +380,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
         analysis=analysis,
         runs=runs,
         report_uri="",
+        members={label: [refs[i].rel for i in idx] for label, idx in plan.members.items()},
         figures=figures(measured, analysis),
     )
     rendered = method_report("scaling", config, result, store)

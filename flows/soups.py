@@ -231,7 +231,9 @@ def start_members(
     """Submit the independent members (futures), so they train while the base and the fine-tunes do.
 
     Their shape is the base's: base.model when it is trained here, else that of base.run or of the
-    first given ingredient."""
+    first given ingredient. Members given as runs (independent.runs) are returned as they are."""
+    if config.independent.runs:
+        return [store.model_ref(r, f"independent.runs[{i}]") for i, r in enumerate(config.independent.runs)]
     if config.base.run:
         shape_of = store.model_ref(config.base.run, "base.run")
     elif given:
@@ -304,7 +306,7 @@ def averages(
 ) -> list[SoupEntry]:
     if not futures:
         return []
-    members = [f.result().rel for f in futures]
+    members = [f if isinstance(f, str) else f.result().rel for f in futures]
     return independent_averages(store, members, target.rel, config.soups, gpu, refresh)
 
 
