@@ -115,7 +115,6 @@ METHODS: dict[str, Method] = {
             "RecipeResult",
             help="The chain in one call: scaling -> distillation from its members -> soups -> the final model.",
             recipe="recipe-tiny",
-            in_main=False,
         ),
         _method(
             "autolrs-search",

@@ -18,7 +18,6 @@ A second call trains nothing.
 
 from __future__ import annotations
 
-import functools
 import math
 
 from prefect import flow
@@ -38,7 +37,7 @@ from asymptote.scaling import param_count
 from asymptote.store import Store
 from asymptote.tasks.distill import test_eval
 from asymptote.tasks.ensembles import ensemble_eval
-from asymptote.tasks.reports import Report, publish_report, shift_headings
+from asymptote.tasks.reports import Report, method_report, publish_report, shift_headings
 
 
 class HandOver(BaseModel):
@@ -132,16 +131,6 @@ def train_compute(
     return flops
 
 
-@functools.lru_cache(maxsize=64)
-def _param_count(shape_json: str) -> int:
-    return param_count(ModelConfig.model_validate_json(shape_json))
-
-
-def counted(shape: ModelConfig) -> int:
-    """Parameters of a shape, counted once per shape (building even a meta-device model costs)."""
-    return _param_count(shape.model_dump_json())
-
-
 def score(
     store: Store, data: DataRef, h: HandOver, distilled: DistillResult, souped: SoupStudyResult
 ) -> list[Rung]:
@@ -157,7 +146,7 @@ def score(
                 name=name,
                 kind=kind,
                 runs=runs,
-                params=len(runs) * counted(shape),
+                params=len(runs) * param_count(shape),
                 inference_flops=inference_cost(shape, len(runs)),
                 train_flops=train_compute(store, kind, runs, h, distilled, souped),
                 val_loss=v.result()["logits"][-1],
@@ -193,7 +182,7 @@ def run_recipe(config: RecipeConfig | None = None) -> RecipeResult:
         ladder=ladder,
         report_uri="",
     )
-    rendered = report(config, result, store)
+    rendered = method_report("recipe", config, result, store)
     key = stable_hash(key_dict(config))
     result.report_uri = publish_report(store, "recipe", key, rendered.markdown, rendered.files)
     return result
@@ -236,7 +225,21 @@ def asymptotes(s: ScalingStudyResult) -> str:
 def report(
     config: RecipeConfig, result: RecipeResult, store: Store, level: int = 1, prefix: str = ""
 ) -> Report:
-    return Report(shift_headings(recipe_markdown(config, result, store), level - 1), {}, figures(result))
+    """The ladder, then each stage's own report one level down (drawn once, see method_report)."""
+    h = result.handover
+    stages = {
+        "scaling": (config.scaling_config(), result.scaling),
+        "distill": (config.distill_config(h.single["regularized"], h.members), result.distill),
+        "soups": (config.soups_config(h.base, h.members), result.soups),
+    }
+    sections = [
+        method_report(name, cfg, res, store, level=level + 1, prefix=f"{prefix}{name}-")
+        for name, (cfg, res) in stages.items()
+    ]
+    markdown = shift_headings(recipe_markdown(config, result, store), level - 1)
+    markdown += "\n\n" + "\n\n".join(s.markdown for s in sections)
+    files = {n: b for s in sections for n, b in s.files.items()}
+    return Report(markdown, files, figures(result))
 
 
 def figures(result: RecipeResult) -> dict:

@@ -1,6 +1,6 @@
-"""The main job as a user runs it: the shipped `main` recipe, every method's step, one report, then a
-second run that trains nothing. Only the pretrain step and the scaling study's token budgets are cut,
-to keep CI's suite short."""
+"""The main job as a user runs it: the shipped `main` recipe, every method (a step, or a stage of the
+recipe step), one report, then a second run that trains nothing. Only the pretrain step and the
+scaling study's token budgets are cut, to keep CI's suite short."""
 
 from __future__ import annotations
 
@@ -17,19 +17,21 @@ pytestmark = pytest.mark.slow
 
 SECTIONS = {
     "pretrain": "## Pre-training",
-    "scaling": "## Pre-training under infinite compute",
-    "distill": "## Ensemble distillation",
-    "soups": "## Model soups",
+    "recipe": "## Recipe",
+    "scaling": "### Pre-training under infinite compute",  # the recipe's stages, one level down
+    "distill": "### Ensemble distillation",
+    "soups": "### Model soups",
     "autolrs": "## AutoLRS",
 }
 PLOTS = {
     "pretrain-loss.png",
-    "scaling-loss-vs-params.png",
-    "scaling-loss-vs-members.png",
-    "distill-compare.png",
-    "soups-heldout-vs-test.png",
+    "recipe-scaling-loss-vs-params.png",
+    "recipe-scaling-loss-vs-members.png",
+    "recipe-distill-compare.png",
+    "recipe-soups-heldout-vs-test.png",
     "autolrs-schedule.png",
 }
+RECIPE_STAGES = {"scaling", "distill", "soups"}
 
 
 def _committed_runs(store: Store) -> dict[str, str]:
@@ -44,11 +46,11 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
             f"store.uri={store_uri}",
             "pretrain.train.max_steps=30",
             "pretrain.train.eval_every=30",
-            "scaling.budget=10000",
-            "scaling.efficiency.budgets=[5000,20000]",
+            "recipe.scaling.budget=10000",
+            "recipe.scaling.efficiency.budgets=[5000,20000]",
         ],
     )
-    assert config.steps == list(STEPS)  # the shipped recipe runs every method
+    assert set(config.steps) | RECIPE_STAGES == set(STEPS)  # every method: a step or a recipe stage
 
     first = main_job(config)
     store = Store(config.store)
@@ -58,12 +60,12 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
         assert heading in markdown, step
     assert PLOTS <= set(store.manifest(report_rel).files)
     assert set(first.figures) == set(STEPS)
-    assert math.isfinite(first.figures["distill"]["ensemble"])
-    assert first.figures["distill"]["ensemble"] < first.figures["distill"]["single"]  # an ensemble helps
+    ladder = first.figures["recipe"]["test_loss"]  # the recipe's ladder, on test
+    assert math.isfinite(ladder["ensemble of 2"])
+    assert ladder["ensemble of 2"] < ladder["single regularized"]  # an ensemble helps
+    assert first.figures["recipe"]["final"] in ladder
     runs = _committed_runs(store)
-    assert (
-        len(runs) > 20
-    )  # pretrain, the scaling searches and members, teachers, students, fine-tunes, AutoLRS
+    assert len(runs) > 20  # pretrain, the scaling searches and members, students, fine-tunes, AutoLRS
 
     second = main_job(config)
     assert second.figures == first.figures and second.report_uri == first.report_uri
