@@ -59,7 +59,7 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
     for step, heading in SECTIONS.items():
         assert heading in markdown, step
     assert PLOTS <= set(store.manifest(report_rel).files)
-    assert set(first.figures) == set(STEPS)
+    assert set(first.figures) == set(config.steps)
     ladder = first.figures["recipe"]["test_loss"]  # the recipe's ladder, on test
     assert math.isfinite(ladder["ensemble of 2"])
     assert ladder["ensemble of 2"] < ladder["single regularized"]  # an ensemble helps
