@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from asymptote.fits import FitError, PowerLaw, SeedFit, fit_seed_draws, interval
+from asymptote.fits import FitError, PowerLaw, SeedFit, fit_seed_draws, interval, seed_mean_noise
 from asymptote.scaling_analysis import Noise, StudyData
 from asymptote.scaling_config import FitConfig
 
@@ -327,7 +327,7 @@ class Planner:
     def _at(self, o: Option, n: float, tokens: int, seeds: int, extra: list[str]) -> Prediction:
         shift, shift_draws = self._shift(tokens)
         law = _draws(o.fit.samples, n) + shift_draws[: len(o.fit.samples)]
-        noisy = law + self.noise.means([seeds])[: len(law), 0]
+        noisy = law + self._seed_noise(seeds)[: len(law)]
         fits = [o.fit_name] + (["standard_D"] if tokens != self.design.tokens else [])
         notes = [] if o.fit.identified else [f"{o.fit_name} is not identified: {o.fit.reason}"]
         if tokens != self.design.tokens:
@@ -355,6 +355,12 @@ class Planner:
             extrapolations=[e.replace("N is", f"{o.fit_name}: N is") for e in extra],
             notes=notes,
         )
+
+    def _seed_noise(self, seeds: int) -> np.ndarray:
+        """Draws of the error of a mean of `seeds` runs, from the study's pooled seed deviations; seeded
+        per question, so the same question gets the same interval whatever was asked before."""
+        rng = np.random.default_rng([self.cfg.seed, seeds])
+        return seed_mean_noise([seeds], self.noise.pool, self.cfg.n_boot, rng)[:, 0]
 
     def affordable(self, option: Option, flops: float, tokens: int) -> float:
         """The largest N whose plan costs at most `flops` (0 if none): per stretch of N that shares one
@@ -501,6 +507,6 @@ def load_inputs(store, key: str | None = None) -> PlanInputs:
     if "design" not in doc:
         raise OutOfRange(
             f"study {keys[0]} predates recorded designs (sizes' FLOPs and certified settings); "
-            "rerun `asymptote scaling` on this store (its runs are cached) to record one"
+            "rerun `asymptote scaling` with the same recipe on this store to record one"
         )
     return PlanInputs(study=doc["study"], design=doc["design"], fits=doc.get("fit_config", {}))
