@@ -188,6 +188,9 @@ def plan(
     throughput: Optional[float] = typer.Option(None, help="Sustained FLOP/s per GPU for --gpu-hours."),
     loss: Optional[float] = typer.Option(None, help="Target test loss: what budget does it need?"),
     params: Optional[float] = typer.Option(None, help="A model size: what test loss does it reach?"),
+    option: Optional[str] = typer.Option(
+        None, help="With --params: standard, regularized or ensemble-K (default: the lowest loss)."
+    ),
     seeds: int = typer.Option(1, min=1, help="The interval covers the mean test loss of this many runs."),
     extrapolate: bool = typer.Option(False, help="Plan beyond the sizes, K and tokens the fits cover."),
     as_json: bool = JsonOpt,
@@ -210,7 +213,7 @@ def plan(
         if loss is not None:
             answer = planner.budget_for(loss, t, extrapolate=extrapolate)
         elif params is not None:
-            answer = planner.predict(params, t, seeds=seeds, extrapolate=extrapolate)
+            answer = planner.predict(params, t, option, seeds=seeds, extrapolate=extrapolate)
         else:
             answer = planner.recommend(flops, t, seeds=seeds, extrapolate=extrapolate)
     except (OutOfRange, FitError) as err:

@@ -5,6 +5,7 @@ agrees with the forward one, and `asymptote plan` answers from a study in a stor
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +13,18 @@ from typer.testing import CliRunner
 
 from asymptote.cli import app
 from asymptote.fits import PowerLaw
-from asymptote.planner import Design, OutOfRange, PlanInputs, Planner, SizeDesign, gpu_hours_to_flops
+from asymptote.flops import train_flops_per_token
+from asymptote.planner import (
+    Design,
+    OutOfRange,
+    PlanInputs,
+    Planner,
+    SizeDesign,
+    design_of,
+    gpu_hours_to_flops,
+)
 from asymptote.scaling_analysis import SizeData, StudyData
-from asymptote.scaling_config import FitConfig
+from asymptote.scaling_config import FitConfig, ScalingStudyConfig
 from asymptote.store import Store, layout
 
 TOKENS = 100_000
@@ -122,6 +132,20 @@ def test_inverse_agrees_with_forward(planner):
         planner.budget_for(LAWS["regularized"].E - 0.5, TOKENS)
 
 
+def test_design_records_each_size_flops_and_certified_settings():
+    cfg = ScalingStudyConfig()
+    rows = [
+        SimpleNamespace(size=label, recipe=r, budget=b, best={"lr": 1e-2, "weight_decay": wd, "epochs": 2.0})
+        for label in cfg.labels
+        for r, wd in (("standard", 0.1), ("regularized", 0.8))
+        for b in (cfg.tokens, cfg.tokens * 2)  # other budgets (the L(D) searches) are not the plan's
+    ]
+    design = design_of(cfg, rows, {label: 1000 * (i + 1) for i, label in enumerate(cfg.labels)})
+    assert [s.flops_per_token for s in design.sizes] == [train_flops_per_token(m) for m in cfg.sizes]
+    assert design.sizes[0].recipes["regularized"]["weight_decay"] == 0.8
+    assert design.tokens == cfg.tokens and design.members == cfg.ensemble.members
+
+
 def test_gpu_hours_are_flops_at_the_stated_throughput():
     assert gpu_hours_to_flops(2.0, 1e14, gpus=4) == pytest.approx(2 * 3600 * 1e14 * 4)
     with pytest.raises(OutOfRange):
@@ -139,6 +163,7 @@ def test_cli_plans_from_a_study_in_the_store(tmp_path):
     with store.writer(layout("report", flow="scaling", key="k1"), kind="report") as d:
         (d / "study.json").write_text(json.dumps(doc))
     runner = CliRunner()
+    store_args = ["plan", "--store", str(tmp_path)]
     flops = 6.0 * TOKENS * EPOCHS["regularized"] * PARAMS.max() * 0.9
     ok = runner.invoke(app, ["plan", "--store", str(tmp_path), "--flops", str(flops), "--json"])
     assert ok.exit_code == 0, ok.output
@@ -150,3 +175,5 @@ def test_cli_plans_from_a_study_in_the_store(tmp_path):
         app, ["plan", "--store", str(tmp_path), "--params", str(PARAMS.max() * 3), "--extrapolate"]
     )
     assert yes.exit_code == 0 and "EXTRAPOLATES" in yes.output and "3x beyond" in yes.output
+    named = runner.invoke(app, [*store_args, "--params", str(PARAMS[1]), "--option", "standard", "--json"])
+    assert json.loads(named.stdout.strip().splitlines()[-1])["option"] == "standard"
