@@ -146,6 +146,24 @@ def test_design_records_each_size_flops_and_certified_settings():
     assert design.tokens == cfg.tokens and design.members == cfg.ensemble.members
 
 
+def test_other_token_counts_move_along_the_data_law():
+    data_law = PowerLaw(400.0, 0.3, 1.2)
+    inputs = study()
+    rng = np.random.default_rng(3)
+    budgets = [TOKENS // 4, TOKENS // 2, TOKENS, TOKENS * 2, TOKENS * 4]
+    inputs.study.efficiency = {b: (data_law(b) + rng.normal(0, NOISE, 3)).tolist() for b in budgets}
+    planner = Planner(inputs)
+    n = float(PARAMS[2])
+    moved = planner.predict(n, tokens=TOKENS * 2, option="standard")
+    expected = LAWS["standard"](n) + data_law(TOKENS * 2) - data_law(TOKENS)
+    assert moved.loss == pytest.approx(float(expected), abs=0.02)
+    assert "standard_D" in moved.fits and any("shifted" in note for note in moved.notes)
+    with pytest.raises(OutOfRange, match="outside the budgets the data law"):
+        planner.predict(n, tokens=TOKENS * 10)
+    far = planner.predict(n, tokens=TOKENS * 10, extrapolate=True)
+    assert any("2.5x beyond the largest budget" in e for e in far.extrapolations)
+
+
 def test_gpu_hours_are_flops_at_the_stated_throughput():
     assert gpu_hours_to_flops(2.0, 1e14, gpus=4) == pytest.approx(2 * 3600 * 1e14 * 4)
     with pytest.raises(OutOfRange):
