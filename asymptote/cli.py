@@ -192,6 +192,52 @@ def export(
     _finish(res.model_dump(), as_json, [line + (f"; test loss {test:.4f}" if test is not None else "")])
 
 
+@app.command()
+def plan(
+    store: Optional[str] = StoreOpt,
+    study: Optional[str] = typer.Option(
+        None, help="Scaling study key (reports/scaling/KEY); default: newest."
+    ),
+    tokens: Optional[int] = typer.Option(None, help="Training tokens (default: the study's budget D)."),
+    flops: Optional[float] = typer.Option(None, help="Compute budget in FLOPs: what loss does it buy?"),
+    gpu_hours: Optional[float] = typer.Option(None, help="Compute budget in GPU-hours (needs --throughput)."),
+    throughput: Optional[float] = typer.Option(None, help="Sustained FLOP/s per GPU for --gpu-hours."),
+    loss: Optional[float] = typer.Option(None, help="Target test loss: what budget does it need?"),
+    params: Optional[float] = typer.Option(None, help="A model size: what test loss does it reach?"),
+    option: Optional[str] = typer.Option(
+        None, help="With --params: standard, regularized or ensemble-K (default: the lowest loss)."
+    ),
+    seeds: int = typer.Option(1, min=1, help="The interval covers the mean test loss of this many runs."),
+    extrapolate: bool = typer.Option(False, help="Plan beyond the sizes, K and tokens the fits cover."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Plan a run from a scaling study's fits: model size, K, epochs, weight decay, lr, predicted loss."""
+    from asymptote.fits import FitError
+    from asymptote.planner import OutOfRange, Planner, gpu_hours_to_flops, load_inputs
+
+    asked = [v is not None for v in (flops if gpu_hours is None else gpu_hours, loss, params)]
+    if sum(asked) != 1 or (gpu_hours is not None and flops is not None):
+        console.print("[red]give exactly one of --flops / --gpu-hours, --loss, --params[/red]")
+        raise typer.Exit(2)
+    try:
+        planner = Planner(load_inputs(_store(store), study))
+        t = tokens or planner.design.tokens
+        if gpu_hours is not None:
+            if throughput is None:
+                raise OutOfRange("--gpu-hours needs --throughput (sustained FLOP/s per GPU)")
+            flops = gpu_hours_to_flops(gpu_hours, throughput)
+        if loss is not None:
+            answer = planner.budget_for(loss, t, extrapolate=extrapolate)
+        elif params is not None:
+            answer = planner.predict(params, t, option, seeds=seeds, extrapolate=extrapolate)
+        else:
+            answer = planner.recommend(flops, t, seeds=seeds, extrapolate=extrapolate)
+    except (OutOfRange, FitError) as err:
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    _finish(answer.model_dump(), as_json, [escape(line) for line in answer.lines()])
+
+
 @store_app.command("ls")
 def store_ls(store: Optional[str] = StoreOpt, as_json: bool = JsonOpt) -> None:
     """List committed artifacts: runs with their configs and metrics, data, reports, sizes."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from asymptote.planner import design_of
 from asymptote.refs import DataRef
 from asymptote.scaling_analysis import Analysis, StudyData
 from asymptote.tasks.reports import md_table
@@ -223,6 +224,13 @@ def render(
         *[f"![{n}]({n})" for n in files],
     ]
     files[prefix + "study.json"] = json.dumps(
-        {"study": measured.model_dump(), "analysis": analysis.model_dump()}, indent=1, default=str
+        {
+            "study": measured.model_dump(),
+            "analysis": analysis.model_dump(),
+            "design": design_of(config, searches, {s.label: s.params for s in measured.sizes}).model_dump(),
+            "fit_config": config.fits.model_dump(),
+        },
+        indent=1,
+        default=str,
     ).encode()
     return "\n\n".join(md) + "\n", files

@@ -10,6 +10,7 @@ import pytest
 from helpers import task_runs
 
 from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
+from asymptote.planner import load_inputs
 from asymptote.recipes import resolve
 
 TINY = {
@@ -101,6 +102,8 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         "loss-vs-epochs.png",
         "study.json",
     } <= files
+    design = load_inputs(store).design  # what `asymptote plan` reads: each size's FLOPs and settings
+    assert [s.label for s in design.sizes] == cfg.labels and design.tokens == cfg.tokens
     markdown = store.read(report, "report.md").decode()
     assert (
         "## Verdicts" in markdown
