@@ -170,9 +170,9 @@ def _option_fits(inputs: PlanInputs) -> list[Option]:
         for fit in _try(lambda y=y, d=draws, r=recipe: fit_seed_draws(params, y, d, what=r)):
             out.append(Option(recipe, 1, fit, f"{recipe}_N", recipe))
     curves = [noise.curve(s) for s in data.sizes]
-    for k in range(2, min((len(c) for c, _ in curves), default=0) + 1):
-        y = [c[k - 1] for c, _ in curves]
-        draws = np.stack([d[:, k - 1] for _, d in curves], axis=1)
+    for k in range(2, min((len(c) for c, _, _ in curves), default=0) + 1):  # (curve, draws, how drawn)
+        y = [c[k - 1] for c, _, _ in curves]
+        draws = np.stack([d[:, k - 1] for _, d, _ in curves], axis=1)
         name = f"ensemble-{k}"
         for fit in _try(lambda y=y, d=draws, n=name: fit_seed_draws(params, y, d, what=n)):
             f, w = design.epoch_factor, design.weight_decay_factor
