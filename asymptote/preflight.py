@@ -304,6 +304,7 @@ def user_error(exc: BaseException) -> str | None:
 
     seen = exc
     while seen is not None:
+        seen = _unwrapped(seen)
         if isinstance(seen, (ConfigError, IntegrityError)):
             return str(seen).strip().splitlines()[-1] if isinstance(seen, IntegrityError) else str(seen)
         if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in str(seen):  # Ray flattens causes
@@ -311,3 +312,10 @@ def user_error(exc: BaseException) -> str | None:
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The error a remote task raised: Ray re-raises it wrapped (a subclass of its type whose text is
+    the whole remote traceback) and keeps the original as `.cause`."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) and isinstance(exc, type(cause)) else exc

@@ -55,8 +55,11 @@ def layout(kind: str, **parts: Any) -> str:
 MULTIPART_CHUNK = 16 * 2**20  # s3fs uploads files over 2 chunks as multipart, in chunks of this size
 
 
-class IntegrityError(IOError):
-    """A stored file does not match the checksum its manifest recorded."""
+class IntegrityError(Exception):
+    """A stored file does not match the checksum its manifest recorded.
+
+    Deliberately not an OSError: Ray retries a training task on OSError (a lost node, a flaky
+    mount), and a corrupt artifact is as corrupt on the next try."""
 
 
 class NotCommitted(FileNotFoundError):

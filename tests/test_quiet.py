@@ -1,0 +1,52 @@
+"""A user's error (a corrupt artifact, bad input, a full disk) is one line in Prefect's run logs too;
+a bug keeps its traceback. And Ray does not retry a corrupt artifact as if it were an I/O error."""
+
+from __future__ import annotations
+
+import logging
+
+from asymptote.infra.quiet import OneLineUserErrors
+from asymptote.preflight import user_error
+from asymptote.store import IntegrityError
+
+BAD = "/s/runs/k/model.safetensors does not match its manifest checksum; refusing it"
+
+
+def _record(msg: str, exc: BaseException | None = None) -> logging.LogRecord:
+    info = (type(exc), exc, None) if exc is not None else None
+    return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, msg, (), info)
+
+
+def test_an_integrity_error_is_one_line_without_traceback():
+    rec = _record("Encountered exception during execution: %r", IntegrityError(BAD))
+    rec.args = (IntegrityError(BAD),)
+    assert OneLineUserErrors().filter(rec)
+    assert rec.getMessage() == f"Encountered exception during execution: {BAD}" and rec.exc_info is None
+
+
+def test_a_failed_state_embedding_a_remote_traceback_is_one_line():
+    state = (
+        "Finished in state Failed('Task run encountered an exception RayTaskError(IntegrityError): "
+        'ray::_evaluate_remote() (pid=1)\\n  File "tasks/pretrain.py", line 102, in f\\n'
+        f"asymptote.store.IntegrityError: {BAD}')"
+    )
+    rec = _record(state)
+    OneLineUserErrors().filter(rec)
+    assert rec.getMessage() == f"Finished in state Failed: {BAD}"
+
+
+def test_a_bug_keeps_its_traceback():
+    rec = _record("Encountered exception during execution", RuntimeError("a bug"))
+    OneLineUserErrors().filter(rec)
+    assert rec.exc_info is not None and rec.getMessage() == "Encountered exception during execution"
+
+
+def test_ray_wrapped_integrity_error_is_named_and_not_retried_as_oserror():
+    from ray.exceptions import RayTaskError
+
+    try:
+        raise IntegrityError(BAD)
+    except IntegrityError as err:
+        wrapped = RayTaskError("f", "remote traceback", err).as_instanceof_cause()
+    assert user_error(wrapped) == BAD
+    assert not isinstance(IntegrityError(BAD), OSError)  # launch.py retries OSError
