@@ -48,7 +48,7 @@ def _promise(row: dict, steps_lost: float = 1) -> None:
     assert row["unverified"] == 0 and row["committed_lost"] == 0 and row["double_runs"] == 0, row
 
 
-@pytest.mark.parametrize("name", ["worker_killed", "flow_killed", "checkpoint_corrupt"])
+@pytest.mark.parametrize("name", ["worker_killed", "node_killed", "flow_killed", "checkpoint_corrupt"])
 def test_cell(matrix, name):
     faults, ctx, w = matrix
     _promise(faults.CELLS[name](ctx, w))
