@@ -14,6 +14,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from asymptote.config import stable_hash
 
 # The packages of this project (pyproject's package-dir maps the last four to top-level folders).
 PACKAGES = ("asymptote", "asymptote.flows", "asymptote.tasks", "asymptote.tuning", "asymptote.infra")
+
+# CPython 3.11 before 3.11.8 corrupts ast.parse's recursion count when two threads parse at once
+# ("SystemError: AST constructor recursion depth mismatch", gh-106905): Prefect runs tasks in threads,
+# and the fault matrix met it in a cache key. One parse at a time.
+_PARSING = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: code versions are memoised per index
@@ -57,7 +63,9 @@ class ModuleIndex:
 
     def imports(self, module: str) -> set[str]:
         """Project modules that `module` imports anywhere in its source."""
-        tree = ast.parse(self.files[module].read_text(), str(self.files[module]))
+        source = self.files[module].read_text()
+        with _PARSING:
+            tree = ast.parse(source, str(self.files[module]))
         found: set[str] = set()
         for node in ast.walk(tree):
             for target in _targets(node, module, self.files[module].name == "__init__.py"):
