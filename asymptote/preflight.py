@@ -304,9 +304,9 @@ def user_error(exc: BaseException) -> str | None:
 
     seen = exc
     while seen is not None:
-        seen = _unwrapped(seen)
-        if isinstance(seen, (ConfigError, IntegrityError)):
-            return str(seen).strip().splitlines()[-1] if isinstance(seen, IntegrityError) else str(seen)
+        inner = _unwrapped(seen)
+        if isinstance(inner, (ConfigError, IntegrityError)):
+            return str(inner).strip().splitlines()[-1] if isinstance(inner, IntegrityError) else str(inner)
         if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in str(seen):  # Ray flattens causes
             where = getattr(seen, "filename", None) or "the store"
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"

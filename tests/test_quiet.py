@@ -50,3 +50,18 @@ def test_ray_wrapped_integrity_error_is_named_and_not_retried_as_oserror():
         wrapped = RayTaskError("f", "remote traceback", err).as_instanceof_cause()
     assert user_error(wrapped) == BAD
     assert not isinstance(IntegrityError(BAD), OSError)  # launch.py retries OSError
+
+
+def test_a_full_disk_inside_a_remote_task_is_still_named():
+    import traceback
+
+    from ray.exceptions import RayTaskError
+
+    try:
+        try:
+            raise OSError(28, "No space left on device", "/mnt/store/ck")
+        except OSError as full:
+            raise RuntimeError("writing a checkpoint failed") from full
+    except RuntimeError as err:
+        wrapped = RayTaskError("f", traceback.format_exc(), err).as_instanceof_cause()
+    assert user_error(wrapped).startswith("no space left on the disk of")
