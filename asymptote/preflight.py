@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,9 +308,14 @@ def user_error(exc: BaseException) -> str | None:
         inner = _unwrapped(seen)
         if isinstance(inner, (ConfigError, IntegrityError)):
             return str(inner).strip().splitlines()[-1] if isinstance(inner, IntegrityError) else str(inner)
-        if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in str(seen):  # Ray flattens causes
-            where = getattr(seen, "filename", None) or "the store"
+        text = str(seen)  # Ray flattens a remote error's causes into its text
+        if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in text:
+            named = re.search(r"\[Errno 28\][^'\n]*'([^'\n]+)'", text)
+            where = getattr(seen, "filename", None) or (named.group(1) if named else "the store")
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
+        named = re.search(r"IntegrityError: (.+)", text)
+        if named:
+            return named.group(1).strip()
         seen = seen.__cause__ or seen.__context__
     return None
 

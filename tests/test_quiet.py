@@ -65,3 +65,12 @@ def test_a_full_disk_inside_a_remote_task_is_still_named():
     except RuntimeError as err:
         wrapped = RayTaskError("f", traceback.format_exc(), err).as_instanceof_cause()
     assert user_error(wrapped).startswith("no space left on the disk of")
+
+
+def test_errors_known_only_by_their_text_are_named():
+    flattened = RuntimeError(f"Training failed.\n  File x\nasymptote.store.IntegrityError: {BAD}\n")
+    assert user_error(flattened) == BAD
+    full = RuntimeError("x\nOSError: [Errno 28] No space left on device: '/mnt/s/runs/k/ck'\n")
+    assert user_error(full) == (
+        "no space left on the disk of /mnt/s/runs/k/ck; free space or point --store elsewhere, then rerun"
+    )
