@@ -369,19 +369,25 @@ class S3Bucket:
         out = {}
         for key in self.keys():
             if key.endswith("/MANIFEST.json"):
-                body = self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
-                out[key.rsplit("/", 1)[0]] = json.loads(body)["files"]
+                body = self._get(key)
+                if body is not None:  # None: removed since the listing (a superseded checkpoint)
+                    out[key.rsplit("/", 1)[0]] = json.loads(body)["files"]
         return out
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
 
     def unverified(self) -> list[str]:
         bad = []
         for rel, files in self.manifests().items():
             for name, entry in files.items():
-                try:
-                    data = self.client.get_object(Bucket=self.name, Key=f"{rel}/{name}")["Body"].read()
-                except self.client.exceptions.NoSuchKey:
-                    data = b""
-                if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                data = self._get(f"{rel}/{name}")
+                if data is None and self._get(f"{rel}/MANIFEST.json") is None:
+                    break  # the whole artifact was removed since the listing: fine
+                if data is None or hashlib.sha256(data).hexdigest() != entry["sha256"]:
                     bad.append(f"{rel}/{name}")
         return bad
 
