@@ -310,8 +310,10 @@ def user_error(exc: BaseException) -> str | None:
             return str(inner).strip().splitlines()[-1] if isinstance(inner, IntegrityError) else str(inner)
         text = str(seen)  # Ray flattens a remote error's causes into its text
         if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in text:
-            named = re.search(r"\[Errno 28\][^'\n]*'([^'\n]+)'", text)
-            where = getattr(seen, "filename", None) or (named.group(1) if named else "the store")
+            # a copy that fills the disk names its source, then (-> ) the file it was writing
+            named = re.search(r"\[Errno 28\][^'\n]*'([^'\n]+)'(?: -> '([^'\n]+)')?", text)
+            written = getattr(seen, "filename2", None) or getattr(seen, "filename", None)
+            where = written or (named.group(2) or named.group(1) if named else "the store")
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
         named = re.search(r"IntegrityError: (.+)", text)
         if named:

@@ -554,13 +554,14 @@ def cell_sigint(ctx: Ctx, w: Watcher) -> dict:
     )
     argv = [sys.executable, "-m", "asymptote.cli", "run", str(recipe), "--json", "--store", store]
     after = ctx.rng.uniform(2, 25)
+    earlier = flow_runs()  # other cells' SIGKILLed flows stay "Running" (nothing could record their end)
     proc = ctx.start(argv)
     time.sleep(after)
     sent = time.time()
     kill_group(proc, signal.SIGINT)
     rc1, _, err1 = finish(proc)
     exit_s = time.time() - sent
-    running = flows_running()
+    running = sum(state == "Running" for run, state in flow_runs().items() if run not in earlier)
     rc, res, err = finish(ctx.start(argv))
     pre = (res or {}).get("figures", {}).get("pretrain")  # the main job keeps headline figures per step
     ref = ctx.reference["run"]
@@ -576,11 +577,12 @@ def cell_sigint(ctx: Ctx, w: Watcher) -> dict:
     )
 
 
-def flows_running() -> int:
+def flow_runs() -> dict[str, str]:
+    """Every flow run the Prefect API knows: id -> state name."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return sum(r.state_name == "Running" for r in client.read_flow_runs(limit=200))
+        return {str(r.id): r.state_name for r in client.read_flow_runs(limit=200)}
 
 
 def cell_bad_inputs(ctx: Ctx) -> tuple[int, int, list[str]]:
