@@ -314,6 +314,7 @@ def user_error(exc: BaseException) -> str | None:
             named = re.search(r"\[Errno 28\][^'\n]*'([^'\n]+)'(?: -> '([^'\n]+)')?", text)
             written = getattr(seen, "filename2", None) or getattr(seen, "filename", None)
             where = written or (named.group(2) or named.group(1) if named else "the store")
+            where = re.sub(r"\.tmp-[0-9a-f]{8}$", "", str(where))  # Store.put_file's temporary name
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
         named = re.search(r"IntegrityError: (.+)", text)
         if named:

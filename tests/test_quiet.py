@@ -74,5 +74,7 @@ def test_errors_known_only_by_their_text_are_named():
     assert user_error(full) == (
         "no space left on the disk of /mnt/s/runs/k/ck; free space or point --store elsewhere, then rerun"
     )
-    copy = RuntimeError("x\nOSError: [Errno 28] No space left on device: '/tmp/stage/w' -> '/mnt/s/runs/k/w'")
+    copy = RuntimeError(
+        "x\nOSError: [Errno 28] No space left on device: '/tmp/stage/w' -> '/mnt/s/runs/k/w.tmp-0123abcd'"
+    )
     assert "of /mnt/s/runs/k/w;" in user_error(copy)
