@@ -56,8 +56,10 @@ def _config(
 def _guarded(call: Callable[[], Any]) -> Any:
     """Run a flow; an error the user can act on (bad input, a corrupt artifact, a full disk, Ctrl-C)
     prints as one line naming what to fix, without a traceback."""
+    from asymptote.infra import quiet
     from asymptote.preflight import user_error
 
+    quiet.install()
     try:
         return call()
     except KeyboardInterrupt:

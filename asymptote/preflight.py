@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,10 +312,26 @@ def user_error(exc: BaseException) -> str | None:
 
     seen = exc
     while seen is not None:
-        if isinstance(seen, (ConfigError, IntegrityError)):
-            return str(seen).strip().splitlines()[-1] if isinstance(seen, IntegrityError) else str(seen)
-        if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in str(seen):  # Ray flattens causes
-            where = getattr(seen, "filename", None) or "the store"
+        inner = _unwrapped(seen)
+        if isinstance(inner, (ConfigError, IntegrityError)):
+            return str(inner).strip().splitlines()[-1] if isinstance(inner, IntegrityError) else str(inner)
+        text = str(seen)  # Ray flattens a remote error's causes into its text
+        if getattr(seen, "errno", None) in FULL_DISK or "[Errno 28]" in text:
+            # a copy that fills the disk names its source, then (-> ) the file it was writing
+            named = re.search(r"\[Errno 28\][^'\n]*'([^'\n]+)'(?: -> '([^'\n]+)')?", text)
+            written = getattr(seen, "filename2", None) or getattr(seen, "filename", None)
+            where = written or (named.group(2) or named.group(1) if named else "the store")
+            where = re.sub(r"\.tmp-[0-9a-f]{8}$", "", str(where))  # Store.put_file's temporary name
             return f"no space left on the disk of {where}; free space or point --store elsewhere, then rerun"
+        named = re.search(r"IntegrityError: (.+)", text)
+        if named:
+            return named.group(1).strip()
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The error a remote task raised: Ray re-raises it wrapped (a subclass of its type whose text is
+    the whole remote traceback) and keeps the original as `.cause`."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) and isinstance(exc, type(cause)) else exc

@@ -56,8 +56,11 @@ def layout(kind: str, **parts: Any) -> str:
 MULTIPART_CHUNK = 16 * 2**20  # s3fs uploads files over 2 chunks as multipart, in chunks of this size
 
 
-class IntegrityError(IOError):
-    """A stored file does not match the checksum its manifest recorded."""
+class IntegrityError(Exception):
+    """A stored file does not match the checksum its manifest recorded.
+
+    Deliberately not an OSError: Ray retries a training task on OSError (a lost node, a flaky
+    mount), and a corrupt artifact is as corrupt on the next try."""
 
 
 class NotCommitted(FileNotFoundError):
@@ -98,11 +101,27 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def s3_retries() -> dict[str, Any]:
+    """botocore's retry settings for the store: an S3 endpoint that is unreachable for a while (a
+    restart, a network blip; connection errors and 5xx) is retried with backoff rather than failing the
+    step. 20 attempts in botocore's standard mode back off for ~3 minutes in all (each wait a random
+    fraction of 2^n s, at most 20 s). AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, as botocore reads them, win."""
+    return {
+        "retries": {
+            "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 20)),
+            "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+        },
+        "connect_timeout": 10,
+        "read_timeout": 60,
+    }
+
+
 def s3_options(cfg: StoreConfig) -> dict[str, Any]:
     """s3fs arguments. Credentials are never passed: botocore reads env, profile or instance role."""
     endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     client_kwargs = {k: v for k, v in {"endpoint_url": endpoint, "region_name": cfg.region}.items() if v}
     opts: dict[str, Any] = {"client_kwargs": client_kwargs} if client_kwargs else {}
+    opts["config_kwargs"] = s3_retries()
     if cfg.profile:
         opts["profile"] = cfg.profile
     return opts

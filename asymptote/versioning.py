@@ -14,6 +14,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,24 @@ from asymptote.config import stable_hash
 
 # The packages of this project (pyproject's package-dir maps the last four to top-level folders).
 PACKAGES = ("asymptote", "asymptote.flows", "asymptote.tasks", "asymptote.tuning", "asymptote.infra")
+
+# CPython 3.11 before 3.11.8 corrupts ast.parse's recursion count when two threads build ASTs at once
+# ("SystemError: AST constructor recursion depth mismatch", gh-106905): Prefect runs tasks in threads,
+# and the fault matrix met it in a cache key. One parse at a time here, and a parse that another
+# library's concurrent one (outside this lock) upset is tried again: the error is transient.
+_PARSING = threading.Lock()
+_PARSE_TRIES = 5
+
+
+def _parse(source: str, filename: str) -> ast.Module:
+    for attempt in range(_PARSE_TRIES):
+        try:
+            with _PARSING:
+                return ast.parse(source, filename)
+        except SystemError as err:  # only gh-106905's message; anything else is real
+            if "recursion depth mismatch" not in str(err) or attempt == _PARSE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: code versions are memoised per index
@@ -64,7 +83,7 @@ class ModuleIndex:
         return self._imports[module]
 
     def _parse_imports(self, module: str) -> frozenset[str]:
-        tree = ast.parse(self.files[module].read_text(), str(self.files[module]))
+        tree = _parse(self.files[module].read_text(), str(self.files[module]))
         found: set[str] = set()
         for node in ast.walk(tree):
             for target in _targets(node, module, self.files[module].name == "__init__.py"):

@@ -16,6 +16,9 @@ DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # Ray: no usage stats.
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Token auth, Ray's default for a local cluster, said explicitly: unset, Ray turns it on and warns
+    # about it on every run. A cluster started without auth is joined with RAY_AUTH_MODE=disabled.
+    "RAY_AUTH_MODE": "token",
     # A Train run whose CPUs never come free retries forever by default: fail with a clear error instead.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120",
     # The Train controller polls workers every 2 s by default; short runs spend that idle at start and end.

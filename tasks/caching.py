@@ -52,8 +52,8 @@ def result_storage(store: Store, what: str = "results") -> WritableFileSystem:
 def lock_manager(store: Store):
     """Redis (leased) when a URL is configured, else a file lock on this machine; both survive crashes."""
     url = store.cfg.redis_url or os.environ.get("ASYMPTOTE_REDIS_URL")
-    if url:
-        return redis_lock_manager(url)
+    if url:  # the lease: how long a dead holder blocks its step (a live one renews it)
+        return redis_lock_manager(url, lease_s=float(os.environ.get("ASYMPTOTE_LOCK_LEASE_S", 60)))
     folder = Path(store.path("prefect", "locks")) if store.is_local else cache_dir() / "locks"
     return CrashSafeFileLockManager(lock_files_directory=folder)
 

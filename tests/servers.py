@@ -67,6 +67,33 @@ def moto_server() -> Iterator[str]:
         stop_group(proc)
 
 
+class PersistentS3:
+    """moto's S3 server that keeps its data across a stop and a start on the same port
+    (tests/moto_persistent.py): an S3 outage that loses nothing, as a real S3 endpoint behaves."""
+
+    def __init__(self, state: Path):
+        self.state, self.port = state, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "PersistentS3":
+        script = Path(__file__).with_name("moto_persistent.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(self.port), str(self.state)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: urllib.request.urlopen(self.url, timeout=1).status == 200, 30, "moto server")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (connections are refused from here) and keep the data for the next start."""
+        if self.proc is not None:
+            stop_group(self.proc, grace=60)
+            self.proc = None
+
+
 def make_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
@@ -148,6 +175,32 @@ class RayCluster:
             else:
                 self._ray(f"--address={self.address}", *common)
         return self
+
+    def add_node(self, cpus: int = 1) -> int:
+        """Start one more worker node (`ray start --address`); returns its node-manager port, which
+        names its raylet (every node here shares one IP, so the port is what tells them apart)."""
+        port = free_port()
+        self._ray(
+            f"--address={self.address}",
+            f"--num-cpus={cpus}",
+            f"--node-manager-port={port}",
+            "--object-store-memory=200000000",
+        )
+        return port
+
+    def kill_node(self, port: int) -> int:
+        """SIGKILL a worker node as a lost machine dies: its raylet and every process under it (the
+        workers, the agents). Returns how many processes were killed."""
+        raylets = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if f"--node_manager_port={port}" in " ".join(p.info["cmdline"] or [])
+        ]
+        victims = [c for r in raylets for c in r.children(recursive=True)] + raylets
+        for p in victims:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        return len(victims)
 
     def processes(self) -> list[psutil.Process]:
         mine = []
