@@ -10,39 +10,74 @@ key and not read again.
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
 from asymptote.infra.cluster import ray_ready
-from asymptote.shards import Plan, commit_dataset, dataset_key, make_plan, source_fingerprint, tokenize_piece
+from asymptote.shards import (
+    Plan,
+    commit_dataset,
+    dataset_key,
+    make_plan,
+    resolve_tokenizer,
+    source_fingerprint,
+    tokenize_piece,
+    tokenizer_rel,
+)
 from asymptote.store import Store, layout
 
 log = logging.getLogger(__name__)
 
 
 def _tokenize_row(row: dict, plan: Plan) -> dict:
+    threads = max(1, round(plan.cfg.tokenize_cpus_per_piece))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the encoder's pool starts
     marker = tokenize_piece(plan, int(row["piece"]))
     return {"piece": marker["piece"], "tokens": sum(marker[s]["tokens"] for s in SPLITS)}
+
+
+def pieces_at_once(cpus: float, per_piece: float, pieces: int, limit: int | None = None) -> int:
+    """How many pieces run together: as many as the cluster's CPUs hold at per_piece each, at most
+    `limit` (if given) and the number of pieces, at least one."""
+    return max(1, min(int(cpus // per_piece) or 1, limit or pieces, pieces))
 
 
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
     """Tokenise these pieces as a Ray Data job, one task per piece; returns the tokens written."""
     ray_ready()
-    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    cpus = ray.available_resources().get("CPU", 1) or 1
+    per_piece = min(plan.cfg.tokenize_cpus_per_piece, cpus)
     ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={"plan": plan},
-        num_cpus=1,
-        concurrency=max(1, min(concurrency or cpus, len(pieces))),
+        num_cpus=per_piece,
+        compute=ray.data.TaskPoolStrategy(size=pieces_at_once(cpus, per_piece, len(pieces), concurrency)),
     )
     total = 0
     for done, row in enumerate(ds.iter_rows(), 1):
         total += row["tokens"]
         log.info("tokenised piece %s (%d/%d), %d tokens so far", row["piece"], done, len(pieces), total)
     return total
+
+
+def _train_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> None:
+    resolve_tokenizer(cfg, store, storage_options)
+
+
+def ensure_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> None:
+    """Train cfg's BPE (if it names one not yet in the store) in a Ray worker that exits afterwards
+    (max_calls=1), so the trainer's memory is returned before the tokenisation job starts."""
+    rel = tokenizer_rel(cfg, storage_options)
+    if rel is None or store.has(rel):
+        return
+    ray_ready()
+    train = ray.remote(num_cpus=1, max_calls=1)(_train_tokenizer)
+    ray.get(train.remote(cfg, store, storage_options))
+    store.invalidate()
 
 
 def tokenize_corpus(
@@ -57,6 +92,7 @@ def tokenize_corpus(
     rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
+    ensure_tokenizer(cfg, store, opts)
     plan = make_plan(cfg, store, opts)
     todo = plan.todo()
     tokens = run_pieces(plan, todo, concurrency) if todo else 0
