@@ -384,10 +384,22 @@ def load_meta(store: Store, rel: str) -> dict:
 
 
 def load_tokenizer(store: Store, rel: str):
-    """The tokenizer a data artifact was made with: what decodes a model trained on it."""
-    meta = load_meta(store, rel)
+    """The tokenizer of an artifact (data, synthetic data, run, soup): what decodes a model trained on it."""
+    meta = store.manifest(rel).meta
     text = store.read(rel, "tokenizer.json").decode() if meta.get("tokenizer_file") else None
     return tokenizer_from_meta(meta, text)
+
+
+def carry_tokenizer(store: Store, src_rel: str, folder: Path) -> dict:
+    """Copy src_rel's tokenizer (tokenizer.json, if it has one) into `folder`, an artifact being
+    written, and return the manifest fields that name it: a model or derived data artifact then
+    decodes on its own, wherever it is copied, without finding the corpus it came from."""
+    meta = store.manifest(src_rel).meta
+    fields = {"tokenizer": meta.get("tokenizer", "byte"), "tokenizer_file": None}
+    if meta.get("tokenizer_file"):
+        (folder / "tokenizer.json").write_bytes(store.read(src_rel, "tokenizer.json"))
+        fields["tokenizer_file"] = "tokenizer.json"
+    return fields
 
 
 def load_dataset(
