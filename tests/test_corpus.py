@@ -306,6 +306,7 @@ def test_memory_settings_do_not_change_the_data_key(tmp_path):
     assert dataset_key(a, fp) == dataset_key(b, fp)
 
 
+@pytest.mark.slow
 def test_ray_job_trains_the_bpe_in_a_worker_and_matches_the_in_process_path(tmp_path, ray_local):
     from asymptote.tasks.tokenize import ensure_tokenizer, tokenize_corpus
 
