@@ -3,8 +3,10 @@
 The work itself is pure (asymptote.shards.tokenize_piece: read one file in streaming batches, encode,
 write its shards, then its marker), so memory is bounded by one batch per running piece whatever
 the corpus size, a killed job keeps every finished piece, and one manifest commits the set at the
-end. On a laptop the same code runs on the local Ray. A corpus already tokenised is found by its
-key and not read again.
+end. Each piece reserves data.tokenize_cpus_per_piece CPUs and runs that many encoder threads, which
+sets how many Python workers (the bulk of the job's memory) a node holds; a BPE still to train is
+trained first in a worker of its own that exits when done, not in the driver. On a laptop the same
+code runs on the local Ray. A corpus already tokenised is found by its key and not read again.
 """
 
 from __future__ import annotations
