@@ -57,6 +57,7 @@ def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) ->
         _tokenize_row,
         fn_kwargs={"plan": plan},
         num_cpus=per_piece,
+        max_calls=1,  # a fresh worker per piece: what one piece's encoder leaves behind never piles up
         compute=ray.data.TaskPoolStrategy(size=pieces_at_once(cpus, per_piece, len(pieces), concurrency)),
     )
     total = 0
