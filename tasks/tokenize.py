@@ -11,6 +11,7 @@ code runs on the local Ray. A corpus already tokenised is found by its key and n
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 
@@ -38,7 +39,18 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
     threads = max(1, round(plan.cfg.tokenize_cpus_per_piece))
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the encoder's pool starts
     marker = tokenize_piece(plan, int(row["piece"]))
+    release_memory()
     return {"piece": marker["piece"], "tokens": sum(marker[s]["tokens"] for s in SPLITS)}
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere). The
+    encoder allocates from many threads, hence many malloc arenas, and a worker reused from piece to
+    piece otherwise kept what each piece freed: its RSS crept ~6 MB per piece at 1 GB."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def pieces_at_once(cpus: float, per_piece: float, pieces: int, limit: int | None = None) -> int:
@@ -57,7 +69,6 @@ def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) ->
         _tokenize_row,
         fn_kwargs={"plan": plan},
         num_cpus=per_piece,
-        max_calls=1,  # a fresh worker per piece: what one piece's encoder leaves behind never piles up
         compute=ray.data.TaskPoolStrategy(size=pieces_at_once(cpus, per_piece, len(pieces), concurrency)),
     )
     total = 0
