@@ -119,6 +119,14 @@ class DataConfig(Section):
     single text. 0 keeps nanoGPT's protocol (the last val_fraction is validation)."""
     max_train_tokens: int | None = Field(None, ge=1)
     """Token budget D: use only the first D training tokens (None: all of them)."""
+    tokenize_cpus_per_piece: float = volatile(2.0, gt=0)
+    """CPUs each tokenisation task (one input file) reserves, and the encoder threads it runs: a node
+    runs CPUs / this many at once. Each task is a Python worker of ~250 MB whose encoder already spreads
+    a batch over this many cores, so 2 halves the workers (and the memory) of one per CPU; 1 overlaps
+    more decompression and JSON parsing for speed, at one more worker's memory per two CPUs."""
+    tokenize_batch_chars: int = volatile(1 << 20, ge=1024)
+    """Characters of documents encoded at once by a tokenisation task: its working memory is a few
+    times this (the encoder's output for the batch), whatever the corpus size."""
 
     @field_validator("tokenizer")
     @classmethod

@@ -25,7 +25,7 @@ FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parqu
 COMPRESSIONS = (".gz", ".zst")
 SPLITS = ("train", "val", "test")
 BATCH_DOCS = 1024
-BATCH_CHARS = 4 << 20  # a batch of documents is flushed at this many characters (memory bound)
+BATCH_CHARS = 1 << 20  # a batch of documents is flushed at this many characters (memory bound)
 
 
 @dataclass(frozen=True)
@@ -193,13 +193,13 @@ def iter_documents(fs, f: CorpusFile, text_field: str = "text") -> Iterator[str]
         raise ValueError(f"{f.path} is empty: no documents")
 
 
-def batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    """Group documents into batches bounded in count and in characters."""
+def batches(docs: Iterator[str], max_chars: int = BATCH_CHARS) -> Iterator[list[str]]:
+    """Group documents into batches bounded in count and in characters (what bounds memory)."""
     batch, chars = [], 0
     for doc in docs:
         batch.append(doc)
         chars += len(doc)
-        if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+        if len(batch) >= BATCH_DOCS or chars >= max_chars:
             yield batch
             batch, chars = [], 0
     if batch:

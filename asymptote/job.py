@@ -43,7 +43,7 @@ from asymptote.job_spec import (  # noqa: F401  (re-exported: the job API in one
 from asymptote.model import Decoder, count_params
 from asymptote.optim import build_optimizer
 from asymptote.schedules import make_schedule
-from asymptote.shards import load_dataset
+from asymptote.shards import carry_tokenizer, load_dataset
 from asymptote.store import IntegrityError, Store, layout
 from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
 
@@ -276,6 +276,7 @@ def commit_run(store: Store, job: TrainJob, trainer: Trainer, summary: dict[str,
         "config": job.model_dump(exclude={"store", "compute", "progress_hub"}),
     }
     with store.writer(job.run_rel, kind="run", meta=meta) as d:
+        meta.update(carry_tokenizer(store, job.data_artifact, d))
         save_weights(trainer.model, d / WEIGHTS, metadata={"run": job.key})
         (d / "config.json").write_text(
             json.dumps(meta["config"] | {"code_version": meta["code_version"]}, indent=1)

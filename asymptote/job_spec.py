@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
-from asymptote.store import layout
+from asymptote.store import Store, layout
 from asymptote.versioning import ModuleIndex, code_version
 
 RUNNER = "asymptote.job"
@@ -91,6 +91,36 @@ def job_code_version(job: TrainJob, index: ModuleIndex | None = None) -> str:
 
 
 def make_job(**fields: Any) -> TrainJob:
-    """A TrainJob with its key computed from its contents."""
+    """A TrainJob with its key computed from its contents, its model's vocabulary fitted to its data."""
     job = TrainJob(key="pending", **fields)
+    vocab = data_vocab(job.store, job.data_artifact)
+    if vocab is not None:
+        job = job.model_copy(update={"model": fit_vocab(job.model, vocab)})
     return job.model_copy(update={"key": job_key(job)})
+
+
+def fit_vocab(model: ModelConfig, vocab: int) -> ModelConfig:
+    """The data's vocabulary where the config leaves model.vocab_size unset (presets do not set it),
+    so a BPE corpus needs no second setting; a clear error where it is set and cannot hold the data."""
+    if "vocab_size" not in model.model_fields_set:
+        return model.model_copy(update={"vocab_size": vocab})
+    if model.vocab_size < vocab:
+        raise ValueError(
+            f"model.vocab_size={model.vocab_size} is smaller than the data's tokenizer ({vocab} ids); "
+            f"set model.vocab_size >= {vocab} or leave it unset to take the tokenizer's"
+        )
+    return model
+
+
+_VOCABS: dict[tuple[str, str], int] = {}  # data artifacts never change once committed
+
+
+def data_vocab(store: StoreConfig, rel: str) -> int | None:
+    """The vocabulary of a committed data artifact, or None while it is not in the store."""
+    memo = (store.uri, rel)
+    if memo not in _VOCABS:
+        st = Store(store)
+        if not st.has(rel):
+            return None
+        _VOCABS[memo] = int(st.manifest(rel).meta["vocab_size"])
+    return _VOCABS[memo]

@@ -118,14 +118,24 @@ def training_sample(cfg: DataConfig, fs, files: list[CorpusFile]) -> Iterator[st
                     break
 
 
+def tokenizer_rel(cfg: DataConfig, storage_options: dict | None = None) -> str | None:
+    """Where the BPE cfg trains is cached (tokenizers/<key>), or None when nothing is trained."""
+    if cfg.tokenizer != "bpe":
+        return None
+    return layout("tokenizer", key=tokenizer_key(cfg, source_fingerprint(cfg.source, storage_options)))
+
+
 def resolve_tokenizer(cfg: DataConfig, store: Store, storage_options: dict | None = None):
-    """The tokenizer cfg names: bytes, a tokenizer.json by path/URI, or a BPE trained once and cached."""
+    """The tokenizer cfg names: bytes, a tokenizer.json by path/URI, or a BPE trained once and cached.
+
+    Training holds the sample's word counts (a few times tokenizer_sample_bytes) in this process and
+    allocators rarely give that back: tasks/tokenize.py trains in a throwaway Ray worker instead."""
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
     if cfg.tokenizer != "bpe":
         with fsspec.open(cfg.tokenizer, "rt", **(storage_options or {})) as fh:
             return BPETokenizer.from_json(fh.read())
-    rel = layout("tokenizer", key=tokenizer_key(cfg, source_fingerprint(cfg.source, storage_options)))
+    rel = tokenizer_rel(cfg, storage_options)
     if store.has(rel):
         return BPETokenizer.from_json(store.read(rel, "tokenizer.json").decode())
     fs, files = list_corpus(cfg.source, storage_options)
@@ -229,7 +239,7 @@ class ShardWriter:
 def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
     cfg, eos = plan.cfg, tok.eos_id
     sep = np.asarray([] if eos is None else [eos], dtype=plan.dtype)
-    for batch in batches(iter_documents(plan.fs(), f, cfg.text_field)):
+    for batch in batches(iter_documents(plan.fs(), f, cfg.text_field), cfg.tokenize_batch_chars):
         groups: list[list[str]] = [[], [], []]
         for doc in batch:
             groups[split_of(doc, cfg.val_fraction, cfg.test_fraction)].append(doc)
@@ -374,10 +384,22 @@ def load_meta(store: Store, rel: str) -> dict:
 
 
 def load_tokenizer(store: Store, rel: str):
-    """The tokenizer a data artifact was made with: what decodes a model trained on it."""
-    meta = load_meta(store, rel)
+    """The tokenizer of an artifact (data, synthetic data, run, soup): what decodes a model trained on it."""
+    meta = store.manifest(rel).meta
     text = store.read(rel, "tokenizer.json").decode() if meta.get("tokenizer_file") else None
     return tokenizer_from_meta(meta, text)
+
+
+def carry_tokenizer(store: Store, src_rel: str, folder: Path) -> dict:
+    """Copy src_rel's tokenizer (tokenizer.json, if it has one) into `folder`, an artifact being
+    written, and return the manifest fields that name it: a model or derived data artifact then
+    decodes on its own, wherever it is copied, without finding the corpus it came from."""
+    meta = store.manifest(src_rel).meta
+    fields = {"tokenizer": meta.get("tokenizer", "byte"), "tokenizer_file": None}
+    if meta.get("tokenizer_file"):
+        (folder / "tokenizer.json").write_bytes(store.read(src_rel, "tokenizer.json"))
+        fields["tokenizer_file"] = "tokenizer.json"
+    return fields
 
 
 def load_dataset(

@@ -7,7 +7,7 @@ the same optimiser settings on a Llama-style model of at most 0.85M parameters (
 The split is nanoGPT's (the last 10% of the text is validation, no test split: data.test_fraction=0),
 and validation bits per byte are printed beside the loss. `--tokenizer bpe --vocab-size N` runs the
 same budget on a byte-level BPE of N tokens trained on the training text (the model's vocabulary
-follows); its per-token loss is not comparable with nanoGPT's, its val_bpb is.
+follows: model.vocab_size is left unset); its per-token loss is not comparable with nanoGPT's, its val_bpb is.
 
     python bench/parity_nanogpt.py --data ../shared/data/tinyshakespeare.txt
     python bench/parity_nanogpt.py --data ../shared/data/tinyshakespeare.txt --tokenizer bpe --vocab-size 512
@@ -36,8 +36,7 @@ def main() -> None:
     cfg = PretrainConfig.model_validate(
         {
             "name": "nanogpt-baby",
-            "model": {"preset": "baby"}
-            | ({} if args.tokenizer == "byte" else {"vocab_size": args.vocab_size}),
+            "model": {"preset": "baby"},  # model.vocab_size unset: the data's tokenizer's
             "data": {
                 "source": args.data,
                 "test_fraction": 0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 from common import emit, parser
+
+from asymptote.config import DataConfig
 
 
 def log(msg: str) -> None:
@@ -73,60 +76,86 @@ CHILD = """
 import json, os, sys, time
 from asymptote.config import DataConfig
 from asymptote.infra.cluster import ray_session
-from asymptote.shards import resolve_tokenizer
 from asymptote.store import Store
-from asymptote.tasks.tokenize import tokenize_corpus
+from asymptote.tasks.tokenize import ensure_tokenizer, tokenize_corpus
 
 corpus, store, vocab, sample = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-cfg = DataConfig(source=corpus, tokenizer="bpe", vocab_size=vocab, tokenizer_sample_bytes=sample)
+extra = json.loads(sys.argv[5])
+cfg = DataConfig(source=corpus, tokenizer="bpe", vocab_size=vocab, tokenizer_sample_bytes=sample, **extra)
 st = Store(store)
 t0 = time.perf_counter()
-resolve_tokenizer(cfg, st)
-t1 = time.perf_counter()
 with ray_session(num_cpus=os.cpu_count()):
+    t1 = time.perf_counter()
+    ensure_tokenizer(cfg, st, st.options)
     t2 = time.perf_counter()
     rel, stats = tokenize_corpus(cfg, st)
     t3 = time.perf_counter()
-out = {"rel": rel, "stats": stats, "bpe_train_s": t1 - t0, "ray_start_s": t2 - t1, "tokenize_s": t3 - t2}
+out = {"rel": rel, "stats": stats, "ray_start_s": t1 - t0, "bpe_train_s": t2 - t1, "tokenize_s": t3 - t2}
 print(json.dumps(out), flush=True)
 """
 
 
-def tree_rss(pid: int) -> dict[str, int]:
-    """RSS of a process and all its descendants, summed per process name."""
+def label(p) -> str:
+    """A readable name for one process of the job: Ray's process title (ray::IDLE, ray::_StatsActor,
+    ray::Map(...)), a helper script's file name (monitor.py, log_monitor.py), or the binary's name."""
+    cmd = p.cmdline() or [p.name()]
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0]
+    script = next((Path(c).name for c in cmd[1:] if c.endswith(".py")), None)
+    return script or ("driver" if cmd[0].endswith(("python", "python3")) else Path(cmd[0]).name)
+
+
+def tree_memory(pid: int) -> tuple[dict[str, int], int]:
+    """(RSS per process label, summed over a process and all its descendants; their summed PSS).
+
+    RSS counts every shared page (the libraries all the Python processes map) once per process; PSS
+    splits shared pages between the processes that map them, so its sum is what the job costs the
+    machine. The goal is stated on the RSS sum, the stricter figure."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return {}
-    out: dict[str, int] = {}
+        return {}, 0
+    rss: dict[str, int] = {}
+    pss = 0
     for p in procs:
         try:
-            name = p.name()
-            out[name] = out.get(name, 0) + p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return out
+            name, info = label(p), p.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss[name] = rss.get(name, 0) + info.rss
+        pss += info.pss
+    return rss, pss
 
 
-def run_project(corpus: Path, store: Path, vocab: int, sample_bytes: int) -> tuple[dict, float, dict]:
-    """(the child's figures, peak RSS in MB of its whole process tree sampled every 0.2 s, and that
-    peak's MB per process name)."""
-    cmd = [sys.executable, "-c", CHILD, str(corpus), str(store), str(vocab), str(sample_bytes)]
+def run_project(corpus: Path, store: Path, vocab: int, sample_bytes: int, extra: dict) -> tuple[dict, dict]:
+    """(the child's figures, its memory: peak RSS and PSS in MB of its whole process tree sampled
+    every 0.25 s, and the RSS per process label at the RSS peak)."""
+    cmd = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(corpus),
+        str(store),
+        str(vocab),
+        str(sample_bytes),
+        json.dumps(extra),
+    ]
     store.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=store.parent)
-    peak, at_peak, done = [0], {}, threading.Event()
+    mem = {"peak_rss_mb": 0, "peak_pss_mb": 0, "peak_rss_mb_by_process": {}}
+    done = threading.Event()
 
     def sample():
         while not done.is_set():
-            by_name = tree_rss(proc.pid)
-            if sum(by_name.values()) > peak[0]:
-                peak[0] = sum(by_name.values())
-                at_peak.clear()
-                at_peak.update({k: round(v / 2**20) for k, v in by_name.items()})
-            time.sleep(0.2)
+            rss, pss = tree_memory(proc.pid)
+            mem["peak_pss_mb"] = max(mem["peak_pss_mb"], round(pss / 2**20))
+            if sum(rss.values()) / 2**20 > mem["peak_rss_mb"]:
+                mem["peak_rss_mb"] = round(sum(rss.values()) / 2**20)
+                mem["peak_rss_mb_by_process"] = {k: round(v / 2**20) for k, v in sorted(rss.items())}
+            time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -135,7 +164,7 @@ def run_project(corpus: Path, store: Path, vocab: int, sample_bytes: int) -> tup
     sampler.join()
     if proc.returncode:
         raise RuntimeError(f"the project's tokenisation failed (exit {proc.returncode})")
-    return json.loads(out.strip().splitlines()[-1]), peak[0] / 2**20, at_peak
+    return json.loads(out.strip().splitlines()[-1]), mem
 
 
 # ----------------------------------------------------------------------------- the bare loop
@@ -171,6 +200,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--sample-bytes", type=int, default=32_000_000, help="BPE training sample")
     p.add_argument("--corpus", default=None, help="reuse a corpus folder built by an earlier run")
+    p.add_argument("--cpus-per-piece", type=float, default=None, help="data.tokenize_cpus_per_piece")
+    p.add_argument("--keep-corpus", action="store_true", help="keep the corpus this run built")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="asymptote-bench-tokenize-"))
     started = time.perf_counter()
@@ -181,7 +212,8 @@ def main() -> None:
     corpus_bytes = int((corpus / "SIZE").read_text())
     store = Path(args.store) if args.store else work / "store"
     log("tokenising through the project (Ray Data job)")
-    proj, peak_mb, by_name = run_project(corpus, store, args.vocab, args.sample_bytes)
+    extra = {} if args.cpus_per_piece is None else {"tokenize_cpus_per_piece": args.cpus_per_piece}
+    proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra)
     meta = json.loads((store / proj["rel"] / "meta.json").read_text())
     tokenizer_json = (store / proj["rel"] / "tokenizer.json").read_text()
     project_tokens = sum(meta[f"n_{s}"] for s in ("train", "val", "test"))
@@ -205,12 +237,15 @@ def main() -> None:
             "bare_s": round(bare_s, 1),
             "bpe_train_s": round(proj["bpe_train_s"], 1),
             "ray_start_s": round(proj["ray_start_s"], 1),
-            "peak_rss_mb": round(peak_mb),
-            "peak_rss_mb_by_process": by_name,
+            **mem,
+            "tokenize_cpus_per_piece": args.cpus_per_piece or DataConfig().tokenize_cpus_per_piece,
             "cpus": os.cpu_count(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
             "wall_s": round(time.perf_counter() - started, 1),
         }
     )
+    if not args.keep_corpus:  # the corpus and the store are GBs in a temporary folder: never leave them
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

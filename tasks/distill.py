@@ -96,11 +96,12 @@ def sample_task(
     rel = layout("data", key=key)
     if not store.has(rel):  # committed by an earlier attempt whose result Prefect did not record
         sequences = sample_sequences(store, teachers, data_rel, cfg, length, workers)
+        corpus = store.manifest(data_rel).meta
         save_synthetic(
             store,
             rel,
             sequences,
-            store.manifest(data_rel).meta,
+            corpus,
             val_fraction=SYNTHETIC_VAL_FRACTION,
             meta={
                 "source": f"sampled from {len(teachers)} teacher(s)",
@@ -108,6 +109,9 @@ def sample_task(
                 "corpus": data_rel,
                 "sampling": cfg.model_dump(),
             },
+            tokenizer_json=store.read(data_rel, "tokenizer.json").decode()
+            if corpus.get("tokenizer_file")
+            else None,
         )
     meta = store.manifest(rel).meta
     return DataRef(
@@ -116,6 +120,8 @@ def sample_task(
         n_train=meta["n_train"],
         n_val=meta["n_val"],
         source_sha256=meta["source_sha256"],
+        tokenizer=meta.get("tokenizer", "byte"),
+        vocab_size=meta.get("vocab_size", 256),
     )
 
 

@@ -214,8 +214,11 @@ def commit_model(
     from safetensors.torch import save_file
 
     from asymptote.checkpoint import WEIGHTS
+    from asymptote.shards import carry_tokenizer
 
     with store.writer(rel, kind="soup", meta=meta) as d:
+        if meta.get("data"):  # the soup decodes with its ingredients' tokenizer
+            meta.update(carry_tokenizer(store, meta["data"], d))
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(d / WEIGHTS))
         (d / "weights.json").write_text(json.dumps({**meta, **(extra or {})}, indent=1, default=str))
 

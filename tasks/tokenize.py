@@ -3,26 +3,58 @@
 The work itself is pure (asymptote.shards.tokenize_piece: read one file in streaming batches, encode,
 write its shards, then its marker), so memory is bounded by one batch per running piece whatever
 the corpus size, a killed job keeps every finished piece, and one manifest commits the set at the
-end. On a laptop the same code runs on the local Ray. A corpus already tokenised is found by its
-key and not read again.
+end. Each piece reserves data.tokenize_cpus_per_piece CPUs and runs that many encoder threads, which
+sets how many Python workers (the bulk of the job's memory) a node holds; a BPE still to train is
+trained first in a worker of its own that exits when done, not in the driver. On a laptop the same
+code runs on the local Ray. A corpus already tokenised is found by its key and not read again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
 from asymptote.infra.cluster import ray_ready
-from asymptote.shards import Plan, commit_dataset, dataset_key, make_plan, source_fingerprint, tokenize_piece
+from asymptote.shards import (
+    Plan,
+    commit_dataset,
+    dataset_key,
+    make_plan,
+    resolve_tokenizer,
+    source_fingerprint,
+    tokenize_piece,
+    tokenizer_rel,
+)
 from asymptote.store import Store, layout
 
 log = logging.getLogger(__name__)
 
 
 def _tokenize_row(row: dict, plan: Plan) -> dict:
+    threads = max(1, round(plan.cfg.tokenize_cpus_per_piece))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the encoder's pool starts
     marker = tokenize_piece(plan, int(row["piece"]))
+    release_memory()
     return {"piece": marker["piece"], "tokens": sum(marker[s]["tokens"] for s in SPLITS)}
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere) before the
+    worker exits: Ray starts the next piece's worker while this one is still going away, and for
+    that moment both count."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def pieces_at_once(cpus: float, per_piece: float, pieces: int, limit: int | None = None) -> int:
+    """How many pieces run together: as many as the cluster's CPUs hold at per_piece each, at most
+    `limit` (if given) and the number of pieces, at least one."""
+    return max(1, min(int(cpus // per_piece) or 1, limit or pieces, pieces))
 
 
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
@@ -30,19 +62,37 @@ def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) ->
     import ray  # here, not at the top: a fully cached call never needs Ray
 
     ray_ready()
-    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    cpus = ray.available_resources().get("CPU", 1) or 1
+    per_piece = min(plan.cfg.tokenize_cpus_per_piece, cpus)
     ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={"plan": plan},
-        num_cpus=1,
-        concurrency=max(1, min(concurrency or cpus, len(pieces))),
+        num_cpus=per_piece,
+        max_calls=1,  # a fresh worker per piece: a reused one's RSS grew ~6-9 MB a piece, even trimmed
+        compute=ray.data.TaskPoolStrategy(size=pieces_at_once(cpus, per_piece, len(pieces), concurrency)),
     )
     total = 0
     for done, row in enumerate(ds.iter_rows(), 1):
         total += row["tokens"]
         log.info("tokenised piece %s (%d/%d), %d tokens so far", row["piece"], done, len(pieces), total)
     return total
+
+
+def _train_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> None:
+    resolve_tokenizer(cfg, store, storage_options)
+
+
+def ensure_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> None:
+    """Train cfg's BPE (if it names one not yet in the store) in a Ray worker that exits afterwards
+    (max_calls=1), so the trainer's memory is returned before the tokenisation job starts."""
+    rel = tokenizer_rel(cfg, storage_options)
+    if rel is None or store.has(rel):
+        return
+    ray_ready()
+    train = ray.remote(num_cpus=1, max_calls=1)(_train_tokenizer)
+    ray.get(train.remote(cfg, store, storage_options))
+    store.invalidate()
 
 
 def tokenize_corpus(
@@ -57,6 +107,7 @@ def tokenize_corpus(
     rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
+    ensure_tokenizer(cfg, store, opts)
     plan = make_plan(cfg, store, opts)
     todo = plan.todo()
     tokens = run_pieces(plan, todo, concurrency) if todo else 0

@@ -14,17 +14,20 @@ import torch
 import zstandard
 
 from asymptote.config import DataConfig, StoreConfig
-from asymptote.corpus import list_corpus, positional_split, split_of
+from asymptote.corpus import batches, list_corpus, positional_split, split_of
 from asymptote.evaluation import bits_per_token, evaluate_split, mean_loss
 from asymptote.shards import (
     commit_dataset,
+    dataset_key,
     load_dataset,
     load_meta,
     load_split,
     load_tokenizer,
     make_plan,
     prepare_dataset,
+    source_fingerprint,
     tokenize_piece,
+    tokenizer_rel,
 )
 from asymptote.store import Store, s3_options
 from asymptote.tokenizer import dtype_for, train_bpe
@@ -100,7 +103,7 @@ def test_a_glob_selects_files(tmp_path, store, reference):
     assert all(np.array_equal(a, b) for a, b in zip(_splits(store, rel), reference, strict=True))
 
 
-@pytest.mark.parametrize("fmt", ["jsonl.zst", "parquet", "txt"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_each_format_from_s3(tmp_path, store, fmt, reference, s3_endpoint):
     from servers import make_bucket
 
@@ -274,3 +277,52 @@ def test_commit_needs_every_piece(tmp_path, store):
     tokenize_piece(plan, 0)
     with pytest.raises(FileNotFoundError):
         commit_dataset(plan)
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+
+def test_batches_are_bounded_in_characters():
+    docs = ["x" * 300] * 10
+    assert [len(b) for b in batches(iter(docs), max_chars=1000)] == [4, 4, 2]
+    assert [len(b) for b in batches(iter(docs))] == [10]
+
+
+def test_pieces_at_once_follow_the_cpus_and_the_limit():
+    from asymptote.tasks.tokenize import pieces_at_once
+
+    assert pieces_at_once(cpus=2, per_piece=2, pieces=64) == 1
+    assert pieces_at_once(cpus=16, per_piece=2, pieces=64) == 8
+    assert pieces_at_once(cpus=16, per_piece=1, pieces=3) == 3
+    assert pieces_at_once(cpus=16, per_piece=2, pieces=64, limit=2) == 2
+    assert pieces_at_once(cpus=1, per_piece=2, pieces=5) == 1  # never zero
+
+
+def test_memory_settings_do_not_change_the_data_key(tmp_path):
+    src = write_corpus(tmp_path / "c", "jsonl")
+    a = DataConfig(source=src, **CFG)
+    b = DataConfig(source=src, tokenize_cpus_per_piece=1, tokenize_batch_chars=4096, **CFG)
+    fp = source_fingerprint(src)
+    assert dataset_key(a, fp) == dataset_key(b, fp)
+
+
+@pytest.mark.slow
+def test_ray_job_trains_the_bpe_in_a_worker_and_matches_the_in_process_path(tmp_path, ray_local):
+    from asymptote.tasks.tokenize import ensure_tokenizer, tokenize_corpus
+
+    cfg = DataConfig(
+        source=write_corpus(tmp_path / "c", "jsonl.zst"),
+        tokenizer="bpe",
+        vocab_size=400,
+        tokenize_batch_chars=20_000,  # many batches per piece: the bound must not change the tokens
+        **CFG,
+    )
+    ray_store, local_store = Store(str(tmp_path / "ray")), Store(str(tmp_path / "local"))
+    ensure_tokenizer(cfg, ray_store, {})
+    assert ray_store.has(tokenizer_rel(cfg))
+    rel, stats = tokenize_corpus(cfg, ray_store)
+    assert stats["ran"] == 3 and load_meta(ray_store, rel)["vocab_size"] == 400
+    local = prepare_dataset(cfg.model_copy(update={"tokenize_batch_chars": 1 << 20}), local_store)
+    assert local == rel
+    for a, b in zip(_splits(ray_store, rel), _splits(local_store, local), strict=True):
+        assert a.dtype == np.uint16 and np.array_equal(a, b)
