@@ -18,6 +18,7 @@ import os
 from asymptote.config import DataConfig
 from asymptote.corpus import SPLITS
 from asymptote.infra.cluster import ray_ready
+from asymptote.infra.remotes import remote
 from asymptote.shards import (
     Plan,
     commit_dataset,
@@ -89,8 +90,10 @@ def ensure_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> No
     rel = tokenizer_rel(cfg, storage_options)
     if rel is None or store.has(rel):
         return
+    import ray
+
     ray_ready()
-    train = ray.remote(num_cpus=1, max_calls=1)(_train_tokenizer)
+    train = remote(_train_tokenizer, num_cpus=1, max_calls=1)
     ray.get(train.remote(cfg, store, storage_options))
     store.invalidate()
 
