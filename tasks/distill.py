@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import ray
-import torch
 from prefect import task
 
 from asymptote.config import key_dict
 from asymptote.distill_config import SYNTHETIC_VAL_FRACTION, SamplingConfig
 from asymptote.infra.cluster import cluster_has_gpus, gpu_if_any, ray_ready
+from asymptote.infra.remotes import remote
 from asymptote.refs import DataRef
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
@@ -27,7 +26,6 @@ from asymptote.versioning import step_key
 # What a sampling run executes beyond the core modules: editing other methods never invalidates samples.
 
 
-@ray.remote
 def _sample_share(
     store: Store,
     teachers: list[str],
@@ -37,6 +35,8 @@ def _sample_share(
     chunks: list[int],
     use_gpu: bool,
 ) -> list[np.ndarray]:
+    import torch
+
     from asymptote.job import model_from_run
     from asymptote.sampling import sample_chunk
     from asymptote.shards import load_dataset
@@ -51,6 +51,8 @@ def _sample_share(
 
 def sampling_workers(n_chunks: int) -> tuple[int, bool]:
     """(workers, use_gpu): one per GPU if the cluster has GPUs, else one per free CPU; at most one per chunk."""
+    import ray
+
     if cluster_has_gpus():
         return max(1, min(n_chunks, int(ray.cluster_resources().get("GPU", 1)))), True
     return max(1, min(n_chunks, int(ray.available_resources().get("CPU", 1)))), False
@@ -68,9 +70,11 @@ def sample_sequences(
     n_workers, use_gpu = sampling_workers(cfg.n_chunks())
     n_workers = workers or n_workers
     shares = [list(range(w, cfg.n_chunks(), n_workers)) for w in range(n_workers)]
-    remote = _sample_share.options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=2)
+    import ray
+
+    fn = remote(_sample_share).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=2)
     results = ray.get(
-        [remote.remote(store, teachers, data_rel, cfg.model_dump(), length, s, use_gpu) for s in shares]
+        [fn.remote(store, teachers, data_rel, cfg.model_dump(), length, s, use_gpu) for s in shares]
     )
     by_chunk = {
         c: arr
@@ -146,8 +150,9 @@ def sample(
 # ----------------------------------------------------------------------------- the test split
 
 
-@ray.remote(num_cpus=1)
 def _test_eval_remote(store: Store, runs: list[str], data_rel: str, how: str) -> dict:
+    import torch
+
     from asymptote.ensemble import window_losses
     from asymptote.evaluation import loss_metrics, split_bytes_per_token
     from asymptote.job import model_from_run
@@ -168,8 +173,11 @@ def _test_eval_remote(store: Store, runs: list[str], data_rel: str, how: str) ->
 
 @task(name="test-eval", retries=1)
 def test_eval_task(store: Store, runs: list[str], data_rel: str, how: str, key: str) -> dict:
+    import ray
+
     ray_ready()
-    return ray.get(_test_eval_remote.options(**gpu_if_any()).remote(store, runs, data_rel, how))
+    fn = remote(_test_eval_remote, num_cpus=1).options(**gpu_if_any())
+    return ray.get(fn.remote(store, runs, data_rel, how))
 
 
 def test_eval(store: Store, runs: list[str], data_rel: str, how: str = "logits"):

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import ray
-import torch
 from prefect import task
 from pydantic import BaseModel
-from ray import tune
-from ray.tune.search.variant_generator import generate_variants
 
 from asymptote.config import key_dict
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
+from asymptote.infra.remotes import remote
 from asymptote.job_spec import TrainJob
 from asymptote.refs import RunRef
 from asymptote.soups_config import MergeOptions, SoupOptions
@@ -38,6 +35,9 @@ from asymptote.tasks.caching import cached
 from asymptote.tasks.launch import launch_from_trial, tune_experiment
 from asymptote.tasks.pretrain import run_ref, submit_train
 from asymptote.versioning import step_key
+
+if TYPE_CHECKING:  # torch and Ray load in the task bodies: importing the soups flow needs neither
+    import torch
 
 Kind = Literal["ingredient", "soup", "merge", "member", "independent-average", "ensemble"]
 
@@ -88,12 +88,16 @@ class Cooking(BaseModel):
 
 def sample_trials(space: dict[str, Any], n: int, seed: int) -> list[dict[str, Any]]:
     """n draws from a Ray Tune search space, the same for the same seed."""
+    from ray.tune.search.variant_generator import generate_variants
+
     rng = np.random.RandomState(seed)
     return [cfg for _ in range(n) for _, cfg in generate_variants(space, random_state=rng)]
 
 
 def _sweep_trial(config: dict[str, Any]) -> None:
     """A Tune function trainable: train (or find) the trial's run and report its summary."""
+    from ray import tune
+
     job = TrainJob.model_validate(config["job"])
     summary = launch_from_trial(job)
     tune.report({"val_loss": float(summary["val_loss"]), "run": job.run_rel})
@@ -102,6 +106,8 @@ def _sweep_trial(config: dict[str, Any]) -> None:
 @task(name="soup-sweep", retries=1, retry_delay_seconds=5)
 def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     """Every job as one trial of a Ray Tune experiment stored under sweeps/<key>/tune."""
+    from ray import tune
+
     ray_ready()
     store = Store(jobs[0].store)
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
@@ -166,6 +172,9 @@ def resolve_gpu(use_gpu: bool | str) -> bool:
 
 
 def _device(use_gpu: bool) -> torch.device:
+    import ray
+    import torch
+
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     return torch.device("cuda" if use_gpu else "cpu")
 
@@ -430,7 +439,6 @@ def _segments(store: Store, kitchen: Kitchen, scorer, pantry, entries: list[Soup
     return out
 
 
-@ray.remote
 def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> dict:
     from asymptote.model import Decoder
 
@@ -444,6 +452,8 @@ def _cook_remote(store: Store, kitchen: Kitchen, out: str, use_gpu: bool) -> dic
 def cook_with(store: Store, kitchen: Kitchen, scorer, model, out: str, device=None) -> Cooking:
     """Score the ingredients, make every soup and merge, and the segments. Every choice reads
     scorer.held only; the best single is the ingredient with the lowest held-out loss."""
+    import torch
+
     ings = _ingredients(store, kitchen.ingredients)
     entries, scores = _score_ingredients(scorer, model, ings)
     held = [s.heldout for s in scores]
@@ -460,8 +470,10 @@ def cook_with(store: Store, kitchen: Kitchen, scorer, model, out: str, device=No
 def cook_task(store: Store, kitchen: Kitchen, use_gpu: bool | str, key: str) -> Cooking:
     ray_ready()
     use_gpu = resolve_gpu(use_gpu)
-    remote = _cook_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
-    return Cooking.model_validate(ray.get(remote.remote(store, kitchen, layout("soup", key=key), use_gpu)))
+    import ray
+
+    fn = remote(_cook_remote).options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    return Cooking.model_validate(ray.get(fn.remote(store, kitchen, layout("soup", key=key), use_gpu)))
 
 
 def cook(store: Store, kitchen: Kitchen, use_gpu: bool | str = False, refresh: bool = False) -> Cooking:
@@ -477,7 +489,6 @@ def cook(store: Store, kitchen: Kitchen, use_gpu: bool | str = False, refresh: b
 # ----------------------------------------------------------------------------- the basin probe
 
 
-@ray.remote
 def _probe_remote(store: Store, a: str, b: str, data: str, options: SoupOptions, use_gpu: bool) -> dict:
     from asymptote.model import Decoder
 
@@ -495,8 +506,10 @@ def probe_task(
 ) -> Segment:
     ray_ready()
     use_gpu = resolve_gpu(use_gpu)
-    remote = _probe_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
-    return Segment.model_validate(ray.get(remote.remote(store, a, b, data, options, use_gpu)))
+    import ray
+
+    fn = remote(_probe_remote).options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    return Segment.model_validate(ray.get(fn.remote(store, a, b, data, options, use_gpu)))
 
 
 def probe_segment(
@@ -529,7 +542,6 @@ def _split_meta(options: SoupOptions) -> dict[str, Any]:
     return {"heldout_fraction": options.heldout_fraction, "chunk_windows": options.split_chunk_windows}
 
 
-@ray.remote
 def _independent_remote(
     store: Store, members: list[str], data: str, options: SoupOptions, out: str, use_gpu: bool
 ) -> list[dict]:
@@ -605,8 +617,10 @@ def independent_task(
 ) -> list[SoupEntry]:
     ray_ready()
     use_gpu = resolve_gpu(use_gpu)
-    remote = _independent_remote.options(num_cpus=1, num_gpus=1 if use_gpu else 0)
-    rows = ray.get(remote.remote(store, members, data, options, layout("soup", key=key), use_gpu))
+    import ray
+
+    fn = remote(_independent_remote).options(num_cpus=1, num_gpus=1 if use_gpu else 0)
+    rows = ray.get(fn.remote(store, members, data, options, layout("soup", key=key), use_gpu))
     return [SoupEntry.model_validate(r) for r in rows]
 
 

@@ -46,11 +46,12 @@ def _imported_by(code: str) -> set[str]:
     )
 
 
-def test_help_and_the_pretrain_flow_import_neither_torch_nor_ray():
-    """A fully cached call never needs torch or Ray: importing the CLI and the pretrain flow must not
-    pay for them (seconds each on a small machine)."""
+def test_help_and_the_flows_import_neither_torch_nor_ray():
+    """A fully cached call never needs torch, Ray or matplotlib: importing the CLI and every method's
+    flow must not pay for them (seconds each on a small machine); the steps that run import them."""
     assert _imported_by("import asymptote.cli") == set()
-    assert _imported_by("import asymptote.flows.pretraining") == set()
+    flows = sorted({m.flow.split(":")[0] for m in METHODS.values()} | {"asymptote.flows.main"})
+    assert _imported_by("\n".join(f"import {f}" for f in flows)) == set()
 
 
 def test_presets_command_lists_the_registry():
