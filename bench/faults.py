@@ -33,16 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 INTERVAL = 25  # checkpoint_every
 STEPS = 250
-TRAIN = {
-    "max_steps": STEPS,
-    "batch_size": 8,
-    "warmup_steps": 5,
-    "eval_every": STEPS,
-    "eval_windows": 32,
-    "log_every": 5,
-    "checkpoint_every": INTERVAL,
-    "lr": 3e-3,
-}
+TRAIN: dict = {}
+
+
+def scale(steps: int, interval: int) -> None:
+    """Set the runs' length and checkpoint interval (the suite's tests run shorter runs than the bench)."""
+    global STEPS, INTERVAL
+    STEPS, INTERVAL = steps, interval
+    TRAIN.clear()
+    TRAIN.update(
+        max_steps=steps,
+        batch_size=8,
+        warmup_steps=5,
+        eval_every=steps,
+        eval_windows=32,
+        log_every=5,
+        checkpoint_every=interval,
+        lr=3e-3,
+    )
+
+
+scale(STEPS, INTERVAL)
 
 
 def log(*parts) -> None:

@@ -2,8 +2,9 @@
 
 Real CLI processes on real Ray (local, or a two-node cluster started by `ray start`), a real S3
 server, Redis and one real Prefect API for the module; the uninterrupted run is shared by every cell.
-Shorter than the bench in two places, said here: the S3 outage lasts OUTAGE_S seconds (the bench: 30)
-and the Redis lease LEASE_S seconds (the bench: 20).
+Shorter than the bench in three places, said here: runs of STEPS steps checkpointed every INTERVAL
+(the bench: 250 and 25), the S3 outage lasts OUTAGE_S seconds (the bench: 30) and the Redis lease
+LEASE_S seconds (the bench: 20).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 OUTAGE_S = 8
 LEASE_S = 15
+STEPS, INTERVAL = 200, 20
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,7 @@ def matrix(tmp_path_factory, corpus_path):
     from prefect.testing.utilities import prefect_test_harness
 
     faults.OUTAGE_S, faults.LEASE_S = OUTAGE_S, LEASE_S
+    faults.scale(STEPS, INTERVAL)
     tmp = tmp_path_factory.mktemp("faults")
     seed = int(os.environ.get("ASYMPTOTE_FAULT_SEED", random.SystemRandom().randrange(2**31)))
     print(f"fault seed {seed}")
