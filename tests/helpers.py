@@ -45,7 +45,7 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
     with get_client(sync_client=True) as client:
         while True:
             runs = _all_task_runs(client, flow_filter)
-            settled = all(r.state is not None and r.state.is_final() for r in runs)
+            settled = bool(runs) and all(r.state is not None and r.state.is_final() for r in runs)
             # the runs themselves are recorded asynchronously too: settled twice with the same count
             if (settled and len(runs) == seen) or time.monotonic() > deadline:
                 return runs

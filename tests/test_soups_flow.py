@@ -188,7 +188,9 @@ def _kitchen_in(store, tmp_path) -> Kitchen:
         rels.append(rel)
     soups = SoupOptions(learned_steps=3, learned_batch_size=4, bootstrap=200, curve_points=5)
     merges = MergeOptions(scales=[0.5, 1.0, 2.0])
-    return Kitchen(ingredients=rels[1:], base=rels[0], data="unused", soups=soups, merges=merges)
+    with store.writer("data/bytes", kind="data", meta={"tokenizer": "byte", "vocab_size": 256}) as d:
+        (d / "meta.json").write_text("{}")  # what a soup records of its data: only the tokenizer is read here
+    return Kitchen(ingredients=rels[1:], base=rels[0], data="data/bytes", soups=soups, merges=merges)
 
 
 def test_no_choice_reads_the_test_split(store, tmp_path):
