@@ -8,6 +8,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for a CPU torch.
 PIP_ARGS ?=
+# Test files run on two workers (a file stays on one worker, so its module fixtures are made once); the
+# suite's end-to-end tests mostly wait on Ray, Prefect and subprocesses, so two fit on two cores.
+# PYTEST_WORKERS= runs them in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-fast lint venv clean
 
@@ -29,10 +33,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 test-fast: lint
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
