@@ -57,17 +57,23 @@ def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = 
 # ----------------------------------------------------------------------------- every subset (scaling study)
 
 
-def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
+def _members_here(store: Store, runs: list[str], data_rel: str, split: str):
+    """(models, tokens, device) on the worker a task landed on: every member at once, for small K."""
     import torch
 
     from asymptote.job import model_from_run
-    from asymptote.scaling import subset_losses
     from asymptote.shards import load_split
 
     torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokens = load_split(store, data_rel, split)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
     models = [model_from_run(store, r, device).eval() for r in runs]
+    return models, load_split(store, data_rel, split), device
+
+
+def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
+    from asymptote.scaling import subset_losses
+
+    models, tokens, device = _members_here(store, runs, data_rel, split)
     return subset_losses(models, tokens, models[0].cfg.block_size, device=device)
 
 
@@ -95,16 +101,9 @@ def ensemble_subsets(
 
 
 def _multisets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict:
-    import torch
-
     from asymptote.ensemble_windows import multiset_losses
-    from asymptote.job import model_from_run
-    from asymptote.shards import load_split
 
-    torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokens = load_split(store, data_rel, split)
-    models = [model_from_run(store, r, device).eval() for r in runs]
+    models, tokens, device = _members_here(store, runs, data_rel, split)
     return multiset_losses(models, tokens, models[0].cfg.block_size, device=device)
 
 
