@@ -28,7 +28,7 @@ def tiny_pretrain_config(store_uri: str, source: str = "builtin:python-docs", **
     )
 
 
-def task_runs(flow_run_id, timeout: float = 30.0) -> list:
+def task_runs(flow_run_id, timeout: float = 90.0) -> list:
     """The task runs of one flow run, read back from the Prefect API once every state is final.
 
     Prefect records task-run states asynchronously, so a flow that answers fast (every step cached, no
@@ -39,7 +39,10 @@ def task_runs(flow_run_id, timeout: float = 30.0) -> list:
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.events.worker import EventsWorker
 
+    # Task runs reach the API as events sent from a background worker: send what is queued first.
+    EventsWorker.drain_all(timeout=timeout)
     flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(str(flow_run_id))]))
     deadline, seen = time.monotonic() + timeout, -1
     with get_client(sync_client=True) as client:
