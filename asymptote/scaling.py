@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from asymptote import flops
 from asymptote.config import DataConfig, ModelConfig, TrainConfig
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.search_space import AXES, Point, SearchGrid, neighbours, on_grid
@@ -118,11 +117,6 @@ def member_train(
         raise ValueError(f"member index k={k} must be >= 1")
     point = Point(best.lr, best.weight_decay * weight_decay_factor, best.epochs * epoch_factor)
     return train_at(template, point, train_seed=k, data_seed=k)
-
-
-def param_count(model: ModelConfig) -> int:
-    """Parameters of the shape (all of them, tied embedding counted once), without building it."""
-    return flops.param_count(model)
 
 
 # ----------------------------------------------------------------------------- checks

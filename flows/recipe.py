@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from asymptote import preflight
 from asymptote.config import ModelConfig, key_dict, stable_hash
+from asymptote.flops import param_count
 from asymptote.flows.distillation import DistillResult, distill
 from asymptote.flows.scaling import ScalingStudyResult, scaling_study
 from asymptote.flows.soups import SoupStudyResult, soup_study
@@ -33,7 +34,6 @@ from asymptote.infra.cluster import compute_session
 from asymptote.ladder import Ladder, Rung, climb, inference_cost, render, run_train_flops, sampling_flops
 from asymptote.recipe_config import RecipeConfig
 from asymptote.refs import DataRef
-from asymptote.scaling import param_count
 from asymptote.store import Store
 from asymptote.tasks.distill import test_eval
 from asymptote.tasks.ensembles import ensemble_eval

@@ -44,12 +44,13 @@ from asymptote.config import (
     key_dict,
     stable_hash,
 )
+from asymptote.flops import param_count
 from asymptote.flows.scaling_report import figures, render
 from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.member_bootstrap import MAX_MULTISET_MEMBERS
 from asymptote.refs import DataRef
-from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, param_count, point_job
+from asymptote.scaling import MAX_SUBSET_MEMBERS, CoordinateDescent, member_train, point_job
 from asymptote.scaling_analysis import Analysis, SizeData, StudyData
 from asymptote.scaling_config import ScalingStudyConfig
 from asymptote.search_space import RECIPES, Point, size_label
