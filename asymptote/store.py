@@ -45,6 +45,7 @@ LAYOUT = {
     "sweep": "sweeps/{key}",
     "search": "searches/{key}",
     "tune": "tune/{key}",
+    "stage": "stages/{flow}/{key}",
 }
 
 

@@ -4,11 +4,13 @@
 registry (asymptote.methods): each runs as a subflow on its section of the recipe, receives the
 outputs of the steps before it that it consumes (its registry entry's `inputs`), and hands back its
 result and report section. Every training run inside is cached, so running the job again reuses
-everything it already made.
+everything it already made; a step whose config, corpus and code are unchanged is not even started
+(tasks/stage_memo.py).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prefect import flow
@@ -25,6 +27,7 @@ from asymptote.main_config import MainConfig
 from asymptote.methods import METHODS, load
 from asymptote.store import Store
 from asymptote.tasks.reports import method_report, publish_report
+from asymptote.tasks.stage_memo import reuse_or_run
 
 
 class MainResult(BaseModel):
@@ -49,7 +52,10 @@ def main_job(config: MainConfig | None = None) -> MainResult:
             step_config = config.step_config(name)
             if method.inputs:
                 step_config = load(method.inputs)(step_config, results)
-            results[name] = load(method.flow)(step_config)
+            run = functools.partial(
+                load(method.flow), step_config
+            )  # not started if unchanged since last call
+            results[name] = reuse_or_run(name, step_config, store, run)
             section = method_report(name, step_config, results[name], store, level=2, prefix=f"{name}-")
             sections.append(section)
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(s.markdown for s in sections)

@@ -38,6 +38,7 @@ from asymptote.store import Store
 from asymptote.tasks.distill import test_eval
 from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.reports import Report, method_report, publish_report, shift_headings
+from asymptote.tasks.stage_memo import reuse_or_run
 
 
 class HandOver(BaseModel):
@@ -167,10 +168,14 @@ def run_recipe(config: RecipeConfig | None = None) -> RecipeResult:
     preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
     with compute_session(config.compute.ray_address):
-        scaled = scaling_study(config.scaling_config())
+        # Each stage runs unless its stored result is still good (tasks/stage_memo.py).
+        stage = config.scaling_config()
+        scaled = reuse_or_run("scaling", stage, store, lambda: scaling_study(stage))
         h = hand_over(config, store, scaled)
-        distilled = distill(config.distill_config(h.single["regularized"], h.members))
-        souped = soup_study(config.soups_config(h.base, h.members))
+        taught = config.distill_config(h.single["regularized"], h.members)
+        distilled = reuse_or_run("distill", taught, store, lambda: distill(taught))
+        souping = config.soups_config(h.base, h.members)
+        souped = reuse_or_run("soups", souping, store, lambda: soup_study(souping))
         ladder = climb(score(store, scaled.data, h, distilled, souped))
     result = RecipeResult(
         flow_run_id=flow_run.id,

@@ -171,10 +171,6 @@ def _states(flow_run_id) -> dict[str, list[str]]:
     return out
 
 
-def _flow_runs(result) -> list:
-    return [result.flow_run_id] + [getattr(result, s).flow_run_id for s in ("scaling", "distill", "soups")]
-
-
 @pytest.mark.slow
 def test_chain_hands_runs_down_caches_and_reruns_only_downstream(ray_local, prefect_api, store_uri, store):
     clock = time.monotonic()
@@ -207,9 +203,11 @@ def test_chain_hands_runs_down_caches_and_reruns_only_downstream(ray_local, pref
     print(f"second call {time.monotonic() - clock:.1f} s")
     assert {rel: store.manifest(rel).created for rel in store.artifacts("runs")} == before
     assert again.ladder == res.ladder
-    for run_id in _flow_runs(again):
-        states = _states(run_id)
-        assert all(set(s) == {"Cached"} for s in states.values()), states
+    # The stages are unchanged, so none was started: their stored results come back as they were;
+    # what the recipe itself ran (the hand-over's and the ladder's evaluations) is all cached.
+    assert (again.scaling, again.distill, again.soups) == (res.scaling, res.distill, res.soups)
+    states = _states(again.flow_run_id)
+    assert states and all(set(s) == {"Cached"} for s in states.values()), states
 
     clock = time.monotonic()
     changed = run_recipe(tiny(store_uri, weight_decay_factor=0.25))  # new members: downstream reruns

@@ -1,0 +1,102 @@
+"""A whole stage's result, reused when nothing it depends on changed.
+
+Every step inside a stage is a cached Prefect task, so a second call trains nothing; but it still
+makes one task run per step (hundreds in the recipe), each a few API calls, which is most of a cached
+call's time. The composite flows (the main job, the recipe) therefore keep each stage's result in the
+store under `stages/<method>/<key>`, keyed like a step: the stage's config (volatile fields excluded),
+the content of its corpus and the code of the stage's flow module with everything it imports. A later
+call with the same key returns that result without starting the stage, after checking that every
+artifact the result names is still committed (a deleted run makes the stage run again, and its cached
+steps rebuild only what is missing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from asymptote.config import DataConfig, key_dict
+from asymptote.methods import METHODS, load
+from asymptote.shards import dataset_key, source_fingerprint
+from asymptote.store import LAYOUT, Store, layout
+from asymptote.versioning import step_key
+
+log = logging.getLogger("asymptote")
+R = TypeVar("R", bound=BaseModel)
+
+RESULT = "result.json"
+
+# The top folders of the store's artifacts: a result's string that starts with one names an artifact.
+_TOP = {t.split("/")[0] for t in LAYOUT.values()}
+
+
+def stage_key(method: str, config: BaseModel, store: Store) -> str:
+    """What a stage's result depends on: its config, its corpus' content and its flow's code."""
+    data = getattr(config, "data", None)
+    corpus = None
+    if isinstance(data, DataConfig):  # the same path with new content is a new corpus
+        corpus = dataset_key(data, source_fingerprint(data.source, store.options), store.options)
+    module = METHODS[method].flow.split(":")[0]
+    return step_key(module, method=method, config=key_dict(config), corpus=corpus)
+
+
+def named_paths(store: Store, value: Any) -> set[str]:
+    """The store-relative paths that a result's strings name (as paths or URIs of this store)."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str):
+            rel = v
+            if "://" in v or v.startswith("/"):
+                try:
+                    rel = store.relpath(v)
+                except ValueError:  # outside this store (a user's corpus path)
+                    return
+            if rel.split("/")[0] in _TOP and "/" in rel:
+                found.add(rel)
+
+    walk(value)
+    return found
+
+
+def committed(store: Store, rel: str) -> bool:
+    """Whether a path lies in a committed artifact: it, or a folder above it, has a manifest."""
+    parts = rel.split("/")
+    return any(store.has("/".join(parts[:n])) for n in range(len(parts), 1, -1))
+
+
+def reuse_or_run(
+    method: str, config: BaseModel, store: Store, run: Callable[[], R], result_type: type[R] | None = None
+) -> R:
+    """The stage's stored result when its key is committed and every artifact it names still is;
+    otherwise run the stage and store what it returns."""
+    result_type = result_type or load(METHODS[method].result)
+    rel = layout("stage", flow=method, key=stage_key(method, config, store))
+    if store.has(rel):
+        result = result_type.model_validate_json(store.read(rel, RESULT))
+        named = named_paths(store, result.model_dump(mode="json"))
+        missing = sorted(p for p in named if not committed(store, p))
+        if not missing:
+            log.info(
+                "%s: unchanged since flow run %s; reusing its result (%s)", method, result.flow_run_id, rel
+            )
+            return result
+        log.info(
+            "%s: %d artifacts of the stored result are gone (%s, ...); running it",
+            method,
+            len(missing),
+            missing[0],
+        )
+    result = run()
+    with store.writer(rel, kind="stage", meta={"flow": method}) as folder:
+        (folder / RESULT).write_text(result.model_dump_json())
+    return result
