@@ -476,15 +476,17 @@ def cell_committed_corrupt(ctx: Ctx, w: Watcher, what: str) -> dict:
     pattern = "runs/*/model.safetensors" if what == "weights" else "data/*/train_*.bin"
     target = sorted(Path(store).glob(pattern))[0]
     original = target.read_bytes()
-    if ctx.rng.random() < 0.5:
-        flip_byte(target, ctx.rng)
-        how = "one byte flipped"
-    else:
-        target.write_bytes(original[: ctx.rng.randrange(len(original))])
-        how = "truncated"
+    # Unwatched before it is touched: the corruption is the fault itself, not something the code made
+    # (the watcher polls every 0.25 s and once saw the file half rewritten).
+    w.stores.discard(store)
     extra = ["--recompute", "evaluate"] if what == "weights" else ["--set", "train.train_seed=7"]
     try:
-        w.stores.discard(store)  # this corruption is the fault itself, not something the code made
+        if ctx.rng.random() < 0.5:
+            flip_byte(target, ctx.rng)
+            how = "one byte flipped"
+        else:
+            target.write_bytes(original[: ctx.rng.randrange(len(original))])
+            how = "truncated"
         rc, res, err = finish(ctx.start(ctx.args(store, *extra)))
     finally:
         target.write_bytes(original)  # the matrix goes on with the store intact

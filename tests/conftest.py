@@ -13,6 +13,33 @@ import pytest
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
+# Test files by their measured time in the suite, longest first. `make test` hands whole files to two
+# pytest-xdist workers in collection order (--dist loadfile), so taking the longest first lets both
+# workers finish together instead of one running the fault matrix alone at the end.
+LONGEST_FIRST = (
+    "test_faults.py",
+    "test_pretrain_flow.py",
+    "test_scaling_flow.py",
+    "test_scaling_search.py",
+    "test_soups_flow.py",
+    "test_docs_examples.py",
+    "test_autolrs_flow.py",
+    "test_recipe.py",
+    "test_cluster_cache.py",
+    "test_main_job.py",
+    "test_corpus.py",
+    "test_tune_pretrain.py",
+    "test_deployments.py",
+    "test_cli.py",
+    "test_api.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the session (2 CPUs, small object store), shut down at the end."""
