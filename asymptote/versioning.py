@@ -14,6 +14,8 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,13 +85,11 @@ class ModuleIndex:
         return self._imports[module]
 
     def _parse_imports(self, module: str) -> frozenset[str]:
-        tree = _parse(self.files[module].read_text(), str(self.files[module]))
         found: set[str] = set()
-        for node in ast.walk(tree):
-            for target in _targets(node, module, self.files[module].name == "__init__.py"):
-                resolved = self.resolve(target)
-                if resolved and resolved != module:
-                    found.add(resolved)
+        for target in _import_targets(module, self.files[module]):
+            resolved = self.resolve(target)
+            if resolved and resolved != module:
+                found.add(resolved)
         return frozenset(found)
 
     def closure(self, *entries: str) -> list[str]:
@@ -103,6 +103,49 @@ class ModuleIndex:
                 seen.add(dep)
                 todo.append(dep)
         return sorted(seen)
+
+
+def _import_targets(module: str, path: Path) -> list[str]:
+    """Every dotted name `module` imports, read from its source: parsed once per source text per
+    machine (walking the syntax trees of every module was most of a fully cached call's own time)."""
+    source = path.read_bytes()
+    is_package = path.name == "__init__.py"
+    digest = hashlib.sha256(f"{module}\0{int(is_package)}\0".encode() + source).hexdigest()
+    with _MEMO:  # Prefect runs steps in threads: one reader or writer of the memo at a time
+        memo = _parsed_memo()
+        if digest not in memo:
+            tree = _parse(source.decode(), str(path))
+            memo[digest] = sorted({t for node in ast.walk(tree) for t in _targets(node, module, is_package)})
+            _save_parsed_memo(memo)
+        return memo[digest]
+
+
+_MEMO = threading.Lock()
+
+
+@functools.cache
+def _parsed_memo() -> dict[str, list[str]]:
+    try:
+        return json.loads(_parsed_memo_path().read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: parse again
+        return {}
+
+
+def _save_parsed_memo(memo: dict[str, list[str]]) -> None:
+    """Written whole and renamed into place: concurrent writers each leave a complete file."""
+    path = _parsed_memo_path()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache only costs the next process a parse
+        tmp.unlink(missing_ok=True)
+
+
+def _parsed_memo_path() -> Path:
+    from asymptote.store import cache_dir
+
+    return cache_dir() / "module-imports.json"
 
 
 def _targets(node: ast.AST, module: str, is_package: bool) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -83,3 +84,24 @@ def test_installed_index_matches_the_package_dir_mapping():
     mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     assert mapping == FOLDERS and set(PACKAGES) == set(mapping)
     assert code_version("asymptote.job") == code_version("asymptote.job", index=index_of(ROOT))
+
+
+def test_the_machine_wide_parse_memo_never_changes_a_closure(tmp_path, monkeypatch):
+    """Imports parsed once per source text are kept in the cache folder; a closure read through the
+    memo, without it, or past a corrupt memo file is the same."""
+    from asymptote import versioning
+
+    entries = ("asymptote.flows.main", "asymptote.job")
+    monkeypatch.setenv("ASYMPTOTE_CACHE", str(tmp_path))
+    closures = []
+    for memo_file in (None, "kept", "corrupt"):
+        if memo_file == "corrupt":
+            (tmp_path / "module-imports.json").write_text("{not json")
+        versioning._parsed_memo.cache_clear()
+        closures.append(ModuleIndex.installed().closure(*entries))
+        json.loads((tmp_path / "module-imports.json").read_text())  # written whole, even over a corrupt one
+    versioning._parsed_memo.cache_clear()
+    assert closures[0] == closures[1] == closures[2]
+    assert {"asymptote.flows.main", "asymptote.job", "asymptote.trainer", "asymptote.store"} <= set(
+        closures[0]
+    )
