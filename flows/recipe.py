@@ -18,6 +18,7 @@ A second call trains nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from prefect import flow
@@ -167,8 +168,12 @@ def run_recipe(config: RecipeConfig | None = None) -> RecipeResult:
     config = config or RecipeConfig()
     preflight.check(config)  # bad data, store or model references fail here, before any step
     store = Store(config.store)
+    # The chain and each of its stages run unless their stored results still hold (tasks/stage_memo.py).
+    return reuse_or_run("recipe", config, store, functools.partial(_chain, config, store))
+
+
+def _chain(config: RecipeConfig, store: Store) -> RecipeResult:
     with compute_session(config.compute.ray_address):
-        # Each stage runs unless its stored result is still good (tasks/stage_memo.py).
         stage = config.scaling_config()
         scaled = reuse_or_run("scaling", stage, store, lambda: scaling_study(stage))
         h = hand_over(config, store, scaled)

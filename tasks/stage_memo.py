@@ -2,8 +2,8 @@
 
 Every step inside a stage is a cached Prefect task, so a second call trains nothing; but it still
 makes one task run per step (hundreds in the recipe), each a few API calls, which is most of a cached
-call's time. The composite flows (the main job, the recipe) therefore keep each stage's result in the
-store under `stages/<method>/<key>`, keyed like a step: the stage's config (volatile fields excluded),
+call's time. The composite flows (the main job, the recipe) therefore keep each stage's result, and
+the recipe its own, in the store under `stages/<method>/<key>`, keyed like a step: the stage's config (volatile fields excluded),
 the content of its corpus and the code of the stage's flow module with everything it imports. A later
 call with the same key returns that result without starting the stage, after checking that every
 artifact the result names is still committed (a deleted run makes the stage run again, and its cached
@@ -97,6 +97,7 @@ def reuse_or_run(
             missing[0],
         )
     result = run()
-    with store.writer(rel, kind="stage", meta={"flow": method}) as folder:
-        (folder / RESULT).write_text(result.model_dump_json())
+    if not store.has(rel):  # a flow that keeps its own result (the recipe inside the main job) did already
+        with store.writer(rel, kind="stage", meta={"flow": method}) as folder:
+            (folder / RESULT).write_text(result.model_dump_json())
     return result

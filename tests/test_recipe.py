@@ -202,12 +202,9 @@ def test_chain_hands_runs_down_caches_and_reruns_only_downstream(ray_local, pref
     again = run_recipe(tiny(store_uri))  # a second call trains nothing
     print(f"second call {time.monotonic() - clock:.1f} s")
     assert {rel: store.manifest(rel).created for rel in store.artifacts("runs")} == before
-    assert again.ladder == res.ladder
-    # The stages are unchanged, so none was started: their stored results come back as they were;
-    # what the recipe itself ran (the hand-over's and the ladder's evaluations) is all cached.
-    assert (again.scaling, again.distill, again.soups) == (res.scaling, res.distill, res.soups)
-    states = _states(again.flow_run_id)
-    assert states and all(set(s) == {"Cached"} for s in states.values()), states
+    # Nothing changed, so no stage was started: the chain's stored result comes back as it was made
+    # (it names the flow run that made it); a deleted artifact would have made it run (test_stage_memo).
+    assert again == res
 
     clock = time.monotonic()
     changed = run_recipe(tiny(store_uri, weight_decay_factor=0.25))  # new members: downstream reruns
