@@ -13,9 +13,9 @@ import pytest
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
-# Test files by their measured time in the suite, longest first. `make test` hands whole files to two
-# pytest-xdist workers in collection order (--dist loadfile), so taking the longest first lets both
-# workers finish together instead of one running the fault matrix alone at the end.
+# Test files by their measured time in the suite, longest first. pytest-xdist (--dist loadfile) sorts
+# files by their number of tests and keeps this order only among equals; with --no-loadscope-reorder it
+# would follow it, but one run that way took 1,293 s against 1,242 s, so `make test` keeps the default.
 LONGEST_FIRST = (
     "test_faults.py",
     "test_pretrain_flow.py",
