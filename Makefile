@@ -10,10 +10,8 @@ BIN    := $(VENV)/bin
 PIP_ARGS ?=
 # Test files run on two workers (a file stays on one worker, so its module fixtures are made once); the
 # suite's end-to-end tests mostly wait on Ray, Prefect and subprocesses, so two fit on two cores.
-# Files are handed out in collection order, which tests/conftest.py makes longest first (xdist would
-# otherwise sort them by their number of tests, leaving the long one-test files for the end).
 # PYTEST_WORKERS= runs them in one process.
-PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-fast lint venv clean
 
