@@ -52,9 +52,8 @@ def main_job(config: MainConfig | None = None) -> MainResult:
             step_config = config.step_config(name)
             if method.inputs:
                 step_config = load(method.inputs)(step_config, results)
-            run = functools.partial(
-                load(method.flow), step_config
-            )  # not started if unchanged since last call
+            # the step's flow is not even started when its stored result still holds
+            run = functools.partial(load(method.flow), step_config)
             results[name] = reuse_or_run(name, step_config, store, run)
             section = method_report(name, step_config, results[name], store, level=2, prefix=f"{name}-")
             sections.append(section)

@@ -3,11 +3,11 @@
 Every step inside a stage is a cached Prefect task, so a second call trains nothing; but it still
 makes one task run per step (hundreds in the recipe), each a few API calls, which is most of a cached
 call's time. The composite flows (the main job, the recipe) therefore keep each stage's result, and
-the recipe its own, in the store under `stages/<method>/<key>`, keyed like a step: the stage's config (volatile fields excluded),
-the content of its corpus and the code of the stage's flow module with everything it imports. A later
-call with the same key returns that result without starting the stage, after checking that every
-artifact the result names is still committed (a deleted run makes the stage run again, and its cached
-steps rebuild only what is missing).
+the recipe its own, in the store under `stages/<method>/<key>`, keyed like a step: the stage's config
+(volatile fields excluded), the content of its corpus and the code of the stage's flow module with
+everything it imports. A later call with the same key returns that result without starting the stage,
+after checking that every artifact the result names is still committed (a deleted run makes the stage
+run again, and its cached steps rebuild only what is missing).
 """
 
 from __future__ import annotations
@@ -74,12 +74,10 @@ def committed(store: Store, rel: str) -> bool:
     return any(store.has("/".join(parts[:n])) for n in range(len(parts), 1, -1))
 
 
-def reuse_or_run(
-    method: str, config: BaseModel, store: Store, run: Callable[[], R], result_type: type[R] | None = None
-) -> R:
+def reuse_or_run(method: str, config: BaseModel, store: Store, run: Callable[[], R]) -> R:
     """The stage's stored result when its key is committed and every artifact it names still is;
     otherwise run the stage and store what it returns."""
-    result_type = result_type or load(METHODS[method].result)
+    result_type = load(METHODS[method].result)
     rel = layout("stage", flow=method, key=stage_key(method, config, store))
     if store.has(rel):
         result = result_type.model_validate_json(store.read(rel, RESULT))
