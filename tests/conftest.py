@@ -13,33 +13,6 @@ import pytest
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
-# Test files by their measured time in the suite, longest first. pytest-xdist (--dist loadfile) sorts
-# files by their number of tests and keeps this order only among equals; with --no-loadscope-reorder it
-# would follow it, but one run that way took 1,293 s against 1,242 s, so `make test` keeps the default.
-LONGEST_FIRST = (
-    "test_faults.py",
-    "test_pretrain_flow.py",
-    "test_scaling_flow.py",
-    "test_scaling_search.py",
-    "test_soups_flow.py",
-    "test_docs_examples.py",
-    "test_autolrs_flow.py",
-    "test_recipe.py",
-    "test_cluster_cache.py",
-    "test_main_job.py",
-    "test_corpus.py",
-    "test_tune_pretrain.py",
-    "test_deployments.py",
-    "test_cli.py",
-    "test_api.py",
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
-
-
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the session (2 CPUs, small object store), shut down at the end."""
