@@ -99,6 +99,12 @@ def dataset_key(cfg: DataConfig, fingerprint: str, storage_options: dict | None 
     )
 
 
+def corpus_key(cfg: DataConfig, storage_options: dict | None = None) -> str:
+    """dataset_key of cfg's source as it is now (fingerprinted with the store's storage options, so an
+    S3 source behind a custom endpoint is read where it lives): the one way callers name a corpus."""
+    return dataset_key(cfg, source_fingerprint(cfg.source, storage_options), storage_options)
+
+
 # ----------------------------------------------------------------------------- tokenizers
 
 
@@ -342,7 +348,7 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     The same pieces and artifact as tasks/tokenize.py's Ray Data job, which runs them on a cluster.
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
+    rel = layout("data", key=corpus_key(cfg, opts))
     if store.has(rel):
         return rel
     plan = make_plan(cfg, store, opts)

@@ -41,7 +41,7 @@ from asymptote.config import ModelConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
-from asymptote.shards import dataset_key, source_fingerprint
+from asymptote.shards import corpus_key
 from asymptote.soups_config import SoupStudyConfig, SweepConfig
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import check_recompute
@@ -526,9 +526,7 @@ def inputs(config: SoupStudyConfig, earlier: dict[str, BaseModel]) -> SoupStudyC
         return config
     store = Store(config.store)
     meta = store.manifest(distilled.teachers.single).meta
-    corpus = layout(
-        "data", key=dataset_key(config.data, source_fingerprint(config.data.source, store.options))
-    )
+    corpus = layout("data", key=corpus_key(config.data, store.options))
     if meta["model"] != config.base.model.model_dump() or meta["config"]["data_artifact"] != corpus:
         return config
     return config.model_copy(

@@ -15,7 +15,7 @@ from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.infra.remotes import remote
 from asymptote.job_spec import TrainJob
 from asymptote.refs import DataRef, RunRef
-from asymptote.shards import dataset_key, source_fingerprint
+from asymptote.shards import corpus_key
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached, run_cached
 from asymptote.tasks.launch import launch
@@ -70,7 +70,7 @@ def prepare_data(
 ) -> DataRef:
     """Tokenised shards of the source (a Ray Data job), cached by the source's content and the
     tokenisation settings."""
-    key = dataset_key(data, source_fingerprint(data.source, store.options), store.options)
+    key = corpus_key(data, store.options)
     return run_cached(prepare_data_task, store, data, store, key=key, refresh=refresh, states=states)
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from asymptote.config import DataConfig, key_dict
 from asymptote.methods import METHODS, load
-from asymptote.shards import dataset_key, source_fingerprint
+from asymptote.shards import corpus_key
 from asymptote.store import LAYOUT, Store, layout
 from asymptote.versioning import step_key
 
@@ -38,7 +38,7 @@ def stage_key(method: str, config: BaseModel, store: Store) -> str:
     data = getattr(config, "data", None)
     corpus = None
     if isinstance(data, DataConfig):  # the same path with new content is a new corpus
-        corpus = dataset_key(data, source_fingerprint(data.source, store.options), store.options)
+        corpus = corpus_key(data, store.options)
     module = METHODS[method].flow.split(":")[0]
     return step_key(module, method=method, config=key_dict(config), corpus=corpus)
 

@@ -22,10 +22,9 @@ from asymptote.infra.remotes import remote
 from asymptote.shards import (
     Plan,
     commit_dataset,
-    dataset_key,
+    corpus_key,
     make_plan,
     resolve_tokenizer,
-    source_fingerprint,
     tokenize_piece,
     tokenizer_rel,
 )
@@ -107,7 +106,7 @@ def tokenize_corpus(
     Ray starts (or is joined) only when there are pieces to tokenise.
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = layout("data", key=dataset_key(cfg, source_fingerprint(cfg.source, opts), opts))
+    rel = layout("data", key=corpus_key(cfg, opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
     ensure_tokenizer(cfg, store, opts)
