@@ -28,12 +28,14 @@ def tiny_pretrain_config(store_uri: str, source: str = "builtin:python-docs", **
     )
 
 
-def task_runs(flow_run_id, timeout: float = 90.0) -> list:
+def task_runs(flow_run_id, timeout: float = 90.0, expect: tuple[str, ...] = ()) -> list:
     """The task runs of one flow run, read back from the Prefect API once every state is final.
 
     Prefect records task-run states asynchronously, so a flow that answers fast (every step cached, no
     Ray to start) can return before its tasks' runs and last states reach the API: read until two
-    reads a second apart find the same runs, none pending or running, or the timeout passes."""
+    reads a second apart find the same runs, none pending or running, and every task named in `expect`
+    (a run's name without its "-<suffix>") among them, or the timeout passes. Two agreeing reads alone
+    once returned before the flow's last task run had been recorded."""
     import time
     import uuid
 
@@ -48,7 +50,9 @@ def task_runs(flow_run_id, timeout: float = 90.0) -> list:
     with get_client(sync_client=True) as client:
         while True:
             runs = _all_task_runs(client, flow_filter)
+            names = {r.name.rsplit("-", 1)[0] for r in runs}
             settled = bool(runs) and all(r.state is not None and r.state.is_final() for r in runs)
+            settled = settled and set(expect) <= names
             # the runs themselves are recorded asynchronously too: settled twice with the same count
             if (settled and len(runs) == seen) or time.monotonic() > deadline:
                 return runs

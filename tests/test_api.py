@@ -21,12 +21,15 @@ def user_pipeline(store_uri: str) -> PretrainResult:
     return pretrain(tiny_pretrain_config(store_uri))
 
 
+PRETRAIN_STEPS = ("prepare-data", "train", "evaluate")
+
+
 def _task_states(flow_run_id: str) -> dict[str, str]:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
         parent = client.read_flow_run(UUID(flow_run_id)).parent_task_run_id
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in task_runs(flow_run_id)} | {
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in task_runs(flow_run_id, expect=PRETRAIN_STEPS)} | {
         "(parent task)": str(parent)
     }
 
