@@ -124,6 +124,11 @@ class DataConfig(Section):
     runs CPUs / this many at once. Each task is a Python worker of ~250 MB whose encoder already spreads
     a batch over this many cores, so 2 halves the workers (and the memory) of one per CPU; 1 overlaps
     more decompression and JSON parsing for speed, at one more worker's memory per two CPUs."""
+    tokenize_in_process_max_bytes: int = volatile(16 * 2**20, ge=0)
+    """A corpus whose files total at most this many bytes (as stored) is tokenised in the calling
+    process, where a Ray Data job would cost more than the work: its workers and actors import Ray Data
+    and pandas, several CPU-seconds each. Both paths write the same pieces and shards; a larger corpus
+    runs on Ray Data across the cluster. 0: always Ray Data."""
     tokenize_batch_chars: int = volatile(1 << 20, ge=1024)
     """Characters of documents encoded at once by a tokenisation task: its working memory is a few
     times this (the encoder's output for the batch), whatever the corpus size."""

@@ -99,6 +99,20 @@ def dataset_key(cfg: DataConfig, fingerprint: str, storage_options: dict | None 
     )
 
 
+def corpus_bytes(cfg: DataConfig, storage_options: dict | None = None, stop_above: int | None = None) -> int:
+    """The corpus' size as stored (compressed files count their compressed bytes); the sum stops once
+    it passes `stop_above`, so a large corpus is not sized file by file."""
+    fs, files = list_corpus(cfg.source, storage_options)
+    if cfg.source.startswith("builtin:"):  # shipped with the package, read from memory
+        return len(read_text(fs, files[0]).encode())
+    total = 0
+    for f in files:
+        total += fs.size(f.path)
+        if stop_above is not None and total > stop_above:
+            break
+    return total
+
+
 def corpus_key(cfg: DataConfig, storage_options: dict | None = None) -> str:
     """dataset_key of cfg's source as it is now (fingerprinted with the store's storage options, so an
     S3 source behind a custom endpoint is read where it lives): the one way callers name a corpus."""

@@ -22,6 +22,7 @@ from asymptote.infra.remotes import remote
 from asymptote.shards import (
     Plan,
     commit_dataset,
+    corpus_bytes,
     corpus_key,
     make_plan,
     resolve_tokenizer,
@@ -38,7 +39,11 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the encoder's pool starts
     marker = tokenize_piece(plan, int(row["piece"]))
     release_memory()
-    return {"piece": marker["piece"], "tokens": sum(marker[s]["tokens"] for s in SPLITS)}
+    return {"piece": marker["piece"], "tokens": piece_tokens(marker)}
+
+
+def piece_tokens(marker: dict) -> int:
+    return sum(marker[s]["tokens"] for s in SPLITS)
 
 
 def release_memory() -> None:
@@ -100,17 +105,26 @@ def ensure_tokenizer(cfg: DataConfig, store: Store, storage_options: dict) -> No
 def tokenize_corpus(
     cfg: DataConfig, store: Store, storage_options: dict | None = None, concurrency: int | None = None
 ) -> tuple[str, dict]:
-    """(data artifact path, stats): tokenise cfg's corpus on Ray Data unless its key is committed.
+    """(data artifact path, stats): tokenise cfg's corpus unless its key is committed: on Ray Data, or
+    in this process when it is no larger than data.tokenize_in_process_max_bytes.
 
     stats: pieces (all), ran (tokenised by this call; fewer after a kill), tokens (this call).
-    Ray starts (or is joined) only when there are pieces to tokenise.
+    Ray starts (or is joined) only when a Ray Data job has pieces to tokenise.
     """
     opts = storage_options if storage_options is not None else store.options
     rel = layout("data", key=corpus_key(cfg, opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
-    ensure_tokenizer(cfg, store, opts)
-    plan = make_plan(cfg, store, opts)
-    todo = plan.todo()
-    tokens = run_pieces(plan, todo, concurrency) if todo else 0
+    if (
+        corpus_bytes(cfg, opts, stop_above=cfg.tokenize_in_process_max_bytes)
+        <= cfg.tokenize_in_process_max_bytes
+    ):
+        plan = make_plan(cfg, store, opts)  # a BPE still to train is trained here, on a small corpus
+        todo = plan.todo()
+        tokens = sum(piece_tokens(tokenize_piece(plan, i)) for i in todo)
+    else:
+        ensure_tokenizer(cfg, store, opts)
+        plan = make_plan(cfg, store, opts)
+        todo = plan.todo()
+        tokens = run_pieces(plan, todo, concurrency) if todo else 0
     return commit_dataset(plan), {"pieces": len(plan.files), "ran": len(todo), "tokens": tokens}

@@ -148,7 +148,9 @@ def test_job_killed_after_some_pieces_resumes_without_redoing_them(tmp_path, ray
     from asymptote.tasks.tokenize import tokenize_corpus
 
     store = Store(str(tmp_path / "store"))
-    cfg = DataConfig(source=write_corpus(tmp_path / "c", "jsonl", n_files=6), **CFG)
+    cfg = DataConfig(
+        source=write_corpus(tmp_path / "c", "jsonl", n_files=6), tokenize_in_process_max_bytes=0, **CFG
+    )
     plan = make_plan(cfg, store)
     for piece in plan.todo()[:2]:  # what a job killed after two pieces leaves: shards and markers
         tokenize_piece(plan, piece)
@@ -159,6 +161,33 @@ def test_job_killed_after_some_pieces_resumes_without_redoing_them(tmp_path, ray
     assert before == {i: (tmp_path / "store" / plan.marker(i)).stat().st_mtime_ns for i in (0, 1)}
     assert all(np.array_equal(a, b) for a, b in zip(_splits(store, rel), reference, strict=True))
     assert tokenize_corpus(cfg, store) == (rel, {"pieces": None, "ran": 0, "tokens": 0})  # found by key
+
+
+def test_a_small_corpus_is_tokenised_in_process_with_the_same_tokens(tmp_path, reference, monkeypatch):
+    """Up to data.tokenize_in_process_max_bytes no Ray Data job runs (its start-up would cost more than
+    the work); the artifact is the one the job writes. One byte over the limit and the job runs."""
+    from asymptote.shards import corpus_bytes
+    from asymptote.tasks import tokenize
+
+    source = write_corpus(tmp_path / "c", "jsonl.gz")
+    size = corpus_bytes(DataConfig(source=source))
+
+    class RayDataJob(Exception):
+        """Raised where the Ray Data job would start."""
+
+    def job(plan, pieces, concurrency=None):
+        raise RayDataJob(pieces)
+
+    monkeypatch.setattr(tokenize, "run_pieces", job)
+    store = Store(str(tmp_path / "store"))
+    small = DataConfig(source=source, tokenize_in_process_max_bytes=size, **CFG)
+    rel, stats = tokenize.tokenize_corpus(small, store)
+    assert stats["pieces"] == stats["ran"] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(_splits(store, rel), reference, strict=True))
+    over = small.model_copy(update={"tokenize_in_process_max_bytes": size - 1})
+    with pytest.raises(RayDataJob) as job_started:
+        tokenize.tokenize_corpus(over, Store(str(tmp_path / "other")))
+    assert job_started.value.args == ([0, 1, 2],)
 
 
 def test_bpe_round_trips_text_exactly():
@@ -315,6 +344,7 @@ def test_ray_job_trains_the_bpe_in_a_worker_and_matches_the_in_process_path(tmp_
         tokenizer="bpe",
         vocab_size=400,
         tokenize_batch_chars=20_000,  # many batches per piece: the bound must not change the tokens
+        tokenize_in_process_max_bytes=0,  # a Ray Data job, however small the corpus
         **CFG,
     )
     ray_store, local_store = Store(str(tmp_path / "ray")), Store(str(tmp_path / "local"))
