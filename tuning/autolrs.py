@@ -50,11 +50,15 @@ def step_law_lr(non_embedding_params: int, tokens: int) -> float:
 
 
 def search_range(options: AutoLRSOptions, non_embedding_params: int, tokens: int) -> tuple[float, float]:
-    """[min_lr, max_lr]: the user's, else [lr/10, 10 lr] around the Step Law optimum (capped at 10)."""
+    """[min_lr, max_lr]: the user's, else [lr/100, 10 lr] around the Step Law optimum (capped at 10).
+
+    Two decades below and one above: a stage's LR is a point of a schedule that decays (cosine
+    schedules end at 1/10 of their peak or lower), and with [lr/10, 10 lr] every stage after the first
+    chose the lower bound in the benchmark, i.e. the bound, not the search, set the schedule."""
     if options.min_lr is not None:
         return options.min_lr, options.max_lr
     lr = step_law_lr(non_embedding_params, tokens)
-    return lr / 10, min(10 * lr, 10.0)
+    return lr / 100, min(10 * lr, 10.0)
 
 
 # ----------------------------------------------------------------------------- proposers
