@@ -34,6 +34,7 @@ from asymptote.tuning.autolrs import (
     LoopIO,
     Stage,
     ask_distinct,
+    assess,
     drive,
     search_range,
     step_law_lr,
@@ -163,6 +164,20 @@ def test_a_trial_that_spiked_above_the_start_is_scored_by_its_recent_level():
     )  # no credit for the recovery
     calm = [2.8 + 0.4 * math.exp(-i / 15) for i in steps]  # below the start all along: forecast as usual
     assert trial_score(stage, steps, calm) == pytest.approx(forecast(steps, calm, 200))
+
+
+def test_the_reference_guard_spares_training_scored_trials_and_catches_validation_ones_above_warmup():
+    """The reference's guard: a training-scored trial that bumped above its stage's start keeps its
+    forecast; a validation-scored trial whose loss reached the loss at the end of warmup does not."""
+    steps = list(range(20))
+    spiked = [2.8 + 1.4 * math.exp(-i / 15) for i in steps]  # 4.2 down to 3.2, above the start of 3.3
+    train = Stage(index=2, start_step=300, trial_steps=20, stage_steps=200, validation=False, start_loss=3.3)
+    score, fc, by = assess(train, steps, spiked, guard="reference", warmup_loss=5.0)
+    assert by == "forecast" and score == pytest.approx(forecast(steps, spiked, 200))
+    assert assess(train, steps, spiked, guard="stage")[2] == "recent"
+    val = train.model_copy(update={"validation": True})
+    assert assess(val, steps, spiked, guard="reference", warmup_loss=4.0)[2] == "recent"  # reached 4.2
+    assert assess(val, steps, spiked, guard="reference", warmup_loss=5.0)[2] == "forecast"
 
 
 def test_stages_double_then_score_on_validation_and_the_last_is_cut():

@@ -300,7 +300,12 @@ class AutoLRS:
         trial = self.pending_trial()
         trial.steps, trial.losses, trial.ran = list(steps), list(losses), ran
         trial.score, trial.forecast, trial.scored_by = assess(
-            self.stage, steps, losses, self.options.denoiser
+            self.stage,
+            steps,
+            losses,
+            self.options.denoiser,
+            guard=self.options.spike_guard,
+            warmup_loss=self.state.stages[0].start_loss,
         )
         self.state.trial_steps_spent += ran
 
@@ -329,13 +334,20 @@ def penalty(stage: Stage, losses: list[float]) -> float:
     return 2 * abs(ref) + 1.0
 
 
-def rose_above_start(stage: Stage, losses: list[float]) -> bool:
-    """Did the trial push the loss above where the stage started (beyond noise)?
+def rose_above_start(
+    stage: Stage, losses: list[float], guard: str = "stage", warmup_loss: float | None = None
+) -> bool:
+    """Is the trial a spike and a recovery, whose fitted exponential would forecast a descent the LR
+    did not earn?
 
-    Then its curve is a spike and a recovery, and an exponential fitted to the recovery forecasts a
-    descent the LR did not earn. The paper's code guards validation-scored trials this way; training
-    losses are noisy, so there a running median of 5 must rise more than two noise deviations.
+    `reference`: as the paper's code, only a validation-scored trial whose loss reached the loss at
+    the end of warmup. `stage`: any trial whose loss rose above where its stage started; training
+    losses are noisy, so there a running median of 5 must rise more than two noise deviations. The
+    stage guard also catches a trial at a higher LR than the stage before, whose loss bumps up for a
+    few steps: scored by its level while lower LRs are scored by their forecast, it loses to them.
     """
+    if guard == "reference":
+        return stage.validation and warmup_loss is not None and max(losses) >= warmup_loss
     if stage.start_loss is None:
         return False
     if stage.validation:
@@ -345,7 +357,12 @@ def rose_above_start(stage: Stage, losses: list[float]) -> bool:
 
 
 def assess(
-    stage: Stage, steps: list[int], losses: list[float], denoiser: str = "robust"
+    stage: Stage,
+    steps: list[int],
+    losses: list[float],
+    denoiser: str = "robust",
+    guard: str = "stage",
+    warmup_loss: float | None = None,
 ) -> tuple[float, float | None, str]:
     """(score, forecast, what the score is) of a trial's curve; see Trial.scored_by.
 
@@ -354,7 +371,9 @@ def assess(
     bad = penalty(stage, losses)
     if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
         return bad, None, "penalty"
-    if rose_above_start(stage, losses):  # no credit for recovering from a spike the LR caused itself
+    if rose_above_start(
+        stage, losses, guard, warmup_loss
+    ):  # no credit for recovering from a spike the LR caused itself
         return float(np.mean(losses[-1 if stage.validation else -10 :])), None, "recent"
     try:
         value = forecast(steps, losses, stage.stage_steps, stage.validation, denoiser)
