@@ -59,11 +59,11 @@ class AutoLRSOptions(Section):
     """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
     seed: int = 0
     """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
-    spike_guard: Literal["reference", "stage"] = "reference"
-    """Which trials are scored by their recent level instead of their forecast: `reference` (the
-    reference code's: validation-scored trials whose loss reached the loss at the end of warmup) or
-    `stage` (any trial whose loss rose above its stage's start beyond noise; see docs/autolrs.md for
-    the schedule each led to)."""
+    spike_guard: Literal["stage", "reference"] = "stage"
+    """Which trials are scored by their recent level instead of their forecast: `stage` (any trial
+    whose loss rose above its stage's start beyond noise) or `reference` (the reference code's:
+    validation-scored trials whose loss reached the loss at the end of warmup). Both measured in
+    docs/autolrs.md: with `reference` the forecasts rewarded spikes and recoveries at high LRs."""
     denoiser: Literal["robust", "reference"] = "robust"
     """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
     the measured noise) or `reference` (the reference code's; see docs/autolrs.md for both measured)."""

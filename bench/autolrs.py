@@ -7,7 +7,7 @@ data order, optimiser (AdamW, beta2 0.99, weight decay 0.1, clip 1) and evaluati
   2. the same schedule with its peak LR tuned over a factor-2 grid around the default (extended past an
      edge that holds the best), the winner chosen on validation; the grid's cost is reported;
   3. AutoLRS with its defaults (k=10, tau'=10, tau=100, tau_max=800: the reference's ratios at 1/10 the
-     length), 100 warmup steps, its LR range from its rule (the Step Law prior, [lr/100, 10 lr]).
+     length), 100 warmup steps, its LR range from its rule (the Step Law prior, [lr/10, 10 lr]).
 The corpus file's last `--test-fraction` is cut off as a test text (written to a temp folder); the rest
 is the project's corpus, whose own last 10% is validation. Every choice (trial scores, the grid winner)
 sees validation or training loss only; every reported loss is on the test text.

@@ -238,7 +238,7 @@ def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
 def test_search_range_from_the_step_law_or_the_user():
     lr = step_law_lr(100_000, 1_000_000)
     assert lr == pytest.approx(1.79 * 1e5**-0.713 * 1e6**0.307)
-    assert search_range(AutoLRSOptions(), 100_000, 1_000_000) == pytest.approx((lr / 100, lr * 10))
+    assert search_range(AutoLRSOptions(), 100_000, 1_000_000) == pytest.approx((lr / 10, lr * 10))
     assert search_range(AutoLRSOptions(min_lr=1e-4, max_lr=1e-2), 1, 1) == (1e-4, 1e-2)
     assert step_law_lr(10**9, 10**11) < step_law_lr(10**5, 10**11)  # bigger models want smaller LRs
 
