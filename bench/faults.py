@@ -121,7 +121,11 @@ def wait_for_checkpoint(store: str, proc: subprocess.Popen, at_least: int, timeo
 
 def manifests(store: str) -> dict[str, dict]:
     out = {}
-    for m in Path(store).rglob("MANIFEST.json"):
+    try:
+        found = list(Path(store).rglob("MANIFEST.json"))
+    except FileNotFoundError:  # the store's folder went away while it was listed (a cell's tmpfs unmounted)
+        return out
+    for m in found:
         with contextlib.suppress(OSError, ValueError):
             out[str(m.parent.relative_to(store))] = json.loads(m.read_text())
     return out
@@ -149,13 +153,17 @@ class Watcher:
     def __init__(self):
         self.stores: set[str] = set()
         self.seen: set[str] = set()
+        self.errors: list[str] = []  # what stopped a poll: a watcher that died would pass every check
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
             for store in list(self.stores):
-                self.seen.update(f"{store}:{b}" for b in unverified(store))
+                try:
+                    self.seen.update(f"{store}:{b}" for b in unverified(store))
+                except Exception as err:  # noqa: BLE001 - recorded and reported, and the watch goes on
+                    self.errors.append(f"{store}: {err!r}")
 
     def __enter__(self):
         self._thread.start()
@@ -649,6 +657,8 @@ def run_matrix(data: str, seed: int, only: list[str] | None = None) -> dict:
             log(json.dumps(row, default=str))
             rows.append(row)
         unverified_seen = len(w.seen)
+        for err in w.errors:
+            log(f"watcher could not poll: {err}")
         tried, clear, unclear = cell_bad_inputs(ctx) if not only or "bad_inputs" in only else (0, 0, [])
     return summarise(rows, seed, started, unverified_seen, tried, clear, unclear)
 

@@ -44,6 +44,7 @@ def matrix(tmp_path_factory, corpus_path):
         faults.reference(ctx, w)
         yield faults, ctx, w
         assert not w.seen, f"manifests that did not verify were visible: {sorted(w.seen)}"
+        assert not w.errors, f"the watcher could not poll: {w.errors[:5]}"
 
 
 def _promise(row: dict, steps_lost: float = 1) -> None:
