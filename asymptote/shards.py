@@ -366,9 +366,18 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     if store.has(rel):
         return rel
     plan = make_plan(cfg, store, opts)
-    for piece in plan.todo():
-        tokenize_piece(plan, piece)
+    tokenize_here(plan, plan.todo())
     return commit_dataset(plan)
+
+
+def tokenize_here(plan: Plan, pieces: list[int]) -> int:
+    """Tokenise these pieces one after another in this process; returns the tokens written."""
+    return sum(piece_tokens(tokenize_piece(plan, i)) for i in pieces)
+
+
+def piece_tokens(marker: dict) -> int:
+    """Tokens a finished piece wrote, over its splits (from its marker)."""
+    return sum(marker[s]["tokens"] for s in SPLITS)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -16,7 +16,6 @@ import logging
 import os
 
 from asymptote.config import DataConfig
-from asymptote.corpus import SPLITS
 from asymptote.infra.cluster import ray_ready
 from asymptote.infra.remotes import remote
 from asymptote.shards import (
@@ -25,7 +24,9 @@ from asymptote.shards import (
     corpus_bytes,
     corpus_key,
     make_plan,
+    piece_tokens,
     resolve_tokenizer,
+    tokenize_here,
     tokenize_piece,
     tokenizer_rel,
 )
@@ -40,10 +41,6 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
     marker = tokenize_piece(plan, int(row["piece"]))
     release_memory()
     return {"piece": marker["piece"], "tokens": piece_tokens(marker)}
-
-
-def piece_tokens(marker: dict) -> int:
-    return sum(marker[s]["tokens"] for s in SPLITS)
 
 
 def release_memory() -> None:
@@ -115,16 +112,14 @@ def tokenize_corpus(
     rel = layout("data", key=corpus_key(cfg, opts))
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
-    if (
-        corpus_bytes(cfg, opts, stop_above=cfg.tokenize_in_process_max_bytes)
-        <= cfg.tokenize_in_process_max_bytes
-    ):
-        plan = make_plan(cfg, store, opts)  # a BPE still to train is trained here, on a small corpus
-        todo = plan.todo()
-        tokens = sum(piece_tokens(tokenize_piece(plan, i)) for i in todo)
-    else:
+    limit = cfg.tokenize_in_process_max_bytes
+    in_process = corpus_bytes(cfg, opts, stop_above=limit) <= limit
+    if not in_process:  # else make_plan trains a BPE still to train here, on a small corpus
         ensure_tokenizer(cfg, store, opts)
-        plan = make_plan(cfg, store, opts)
-        todo = plan.todo()
+    plan = make_plan(cfg, store, opts)
+    todo = plan.todo()
+    if in_process:
+        tokens = tokenize_here(plan, todo)
+    else:
         tokens = run_pieces(plan, todo, concurrency) if todo else 0
     return commit_dataset(plan), {"pieces": len(plan.files), "ran": len(todo), "tokens": tokens}
