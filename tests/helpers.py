@@ -50,7 +50,7 @@ def task_runs(flow_run_id, timeout: float = 90.0, expect: tuple[str, ...] = ()) 
     with get_client(sync_client=True) as client:
         while True:
             runs = _all_task_runs(client, flow_filter)
-            names = {r.name.rsplit("-", 1)[0] for r in runs}
+            names = {task_name(r) for r in runs}
             settled = bool(runs) and all(r.state is not None and r.state.is_final() for r in runs)
             settled = settled and set(expect) <= names
             # the runs themselves are recorded asynchronously too: settled twice with the same count
@@ -58,6 +58,19 @@ def task_runs(flow_run_id, timeout: float = 90.0, expect: tuple[str, ...] = ()) 
                 return runs
             seen = len(runs) if settled else -1
             time.sleep(1.0)
+
+
+PRETRAIN_TASKS = ("prepare-data", "train", "evaluate")
+
+
+def task_name(run) -> str:
+    """A task run's task: its name without Prefect's "-<suffix>"."""
+    return run.name.rsplit("-", 1)[0]
+
+
+def pretrain_task_states(flow_run_id) -> dict[str, str]:
+    """Task -> state name of one pretrain flow run, once all three of its tasks are recorded."""
+    return {task_name(r): r.state.name for r in task_runs(flow_run_id, expect=PRETRAIN_TASKS)}
 
 
 def _all_task_runs(client, flow_filter, page: int = 200) -> list:

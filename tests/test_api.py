@@ -6,7 +6,7 @@ import typing
 from uuid import UUID
 
 import pytest
-from helpers import task_runs, tiny_pretrain_config
+from helpers import pretrain_task_states, tiny_pretrain_config
 from prefect import flow
 from pydantic import BaseModel
 
@@ -21,17 +21,12 @@ def user_pipeline(store_uri: str) -> PretrainResult:
     return pretrain(tiny_pretrain_config(store_uri))
 
 
-PRETRAIN_STEPS = ("prepare-data", "train", "evaluate")
-
-
 def _task_states(flow_run_id: str) -> dict[str, str]:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
         parent = client.read_flow_run(UUID(flow_run_id)).parent_task_run_id
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in task_runs(flow_run_id, expect=PRETRAIN_STEPS)} | {
-        "(parent task)": str(parent)
-    }
+    return pretrain_task_states(flow_run_id) | {"(parent task)": str(parent)}
 
 
 def test_a_flow_called_from_a_user_flow_returns_its_typed_result_and_is_cached(

@@ -10,17 +10,9 @@ import sys
 import time
 
 import pytest
-from helpers import task_runs, tiny_pretrain_config
+from helpers import pretrain_task_states, tiny_pretrain_config
 
 from asymptote.flows.pretraining import pretrain
-
-
-def task_states(flow_run_id: str) -> dict[str, str]:
-    """Task name -> state name of one flow run, read back from the Prefect API."""
-    return {
-        r.name.rsplit("-", 1)[0]: r.state.name
-        for r in task_runs(flow_run_id, expect=("prepare-data", "train", "evaluate"))
-    }
 
 
 def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, store, capfd):
@@ -41,24 +33,26 @@ def test_flow_trains_evaluates_and_reports(ray_local, prefect_api, store_uri, st
     created = store.manifest(res.run.rel).created
     again = pretrain(tiny_pretrain_config(store_uri))
     assert again.run == res.run and again.metrics == res.metrics
-    states = task_states(again.flow_run_id)
+    states = pretrain_task_states(again.flow_run_id)
     assert (
         states["train"] == "Cached" and states["prepare-data"] == "Cached" and states["evaluate"] == "Cached"
     )
-    assert task_states(res.flow_run_id)["train"] == "Completed"
+    assert pretrain_task_states(res.flow_run_id)["train"] == "Completed"
     assert store.manifest(res.run.rel).created == created
 
     # Changing a volatile field keeps the cache; changing the learning rate does not.
     moved = tiny_pretrain_config(store_uri, log_every=3)
-    assert task_states(pretrain(moved).flow_run_id)["train"] == "Cached"
+    assert pretrain_task_states(pretrain(moved).flow_run_id)["train"] == "Cached"
     changed = pretrain(tiny_pretrain_config(store_uri, lr=1e-3))
-    assert changed.run.key != res.run.key and task_states(changed.flow_run_id)["train"] == "Completed"
+    assert (
+        changed.run.key != res.run.key and pretrain_task_states(changed.flow_run_id)["train"] == "Completed"
+    )
 
 
 def test_recompute_forces_one_step(ray_local, prefect_api, store_uri):
     first = pretrain(tiny_pretrain_config(store_uri))
     forced = pretrain(tiny_pretrain_config(store_uri), recompute=["train"])
-    states = task_states(forced.flow_run_id)
+    states = pretrain_task_states(forced.flow_run_id)
     assert states["train"] == "Completed" and states["prepare-data"] == "Cached"
     assert forced.run.key == first.run.key
     with pytest.raises(ValueError, match="allowed: data, train, evaluate"):
