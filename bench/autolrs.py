@@ -12,6 +12,11 @@ The corpus file's last `--test-fraction` is cut off as a test text (written to a
 is the project's corpus, whose own last 10% is validation. Every choice (trial scores, the grid winner)
 sees validation or training loss only; every reported loss is on the test text.
 
+With `--goal-speedup S` (1.2 by default) the tuned grid's cosines are also trained fitted to 1/S of
+the steps, no trials: the loss a tuned schedule reaches in the budget the speed-up goal leaves, which
+says how far below a tuned cosine at equal steps AutoLRS's schedule must run to meet it
+(`--only-goal`: the baselines and that, without AutoLRS).
+
 Reported: the AutoLRS steps, trial steps counted, needed to reach each baseline's final test loss
 (test loss every `--eval-every` steps), speedups = baseline steps / those, and the forecast's error:
 for every checked trial the forecast at tau against the loss reached at tau (the chosen LR's stage
@@ -98,12 +103,12 @@ class Bench:
         self.model = ModelConfig(preset="baby")
         self.threads = threads
 
-    def trainer(self, lr: float = DEFAULT["lr"]):
+    def trainer(self, lr: float = DEFAULT["lr"], steps: int | None = None):
         train = TrainConfig(
             lr=lr,
             min_lr_ratio=DEFAULT["floor"],
             warmup_steps=DEFAULT["warmup"],
-            max_steps=DEFAULT["steps"],
+            max_steps=steps or DEFAULT["steps"],
             batch_size=12,
             beta2=0.99,
             weight_decay=0.1,
@@ -121,19 +126,22 @@ class Bench:
         trainer, _, info = build_trainer(job, self.store, DistEnv())
         return trainer, info
 
-    def cosine_run(self, lr: float) -> dict[str, Any]:
-        """nanoGPT's schedule at peak `lr`: final validation (whole split) and test loss."""
-        trainer, _ = self.trainer(lr)
-        at = cosine(lr, DEFAULT["steps"], DEFAULT["warmup"], DEFAULT["floor"])
+    def cosine_run(self, lr: float, steps: int | None = None) -> dict[str, Any]:
+        """nanoGPT's schedule at peak `lr` (its cosine fitted to `steps`, default the baseline's):
+        final validation (whole split) and test loss."""
+        steps = steps or DEFAULT["steps"]
+        trainer, _ = self.trainer(lr, steps)
+        at = cosine(lr, steps, DEFAULT["warmup"], DEFAULT["floor"])
         started = time.time()
-        while trainer.step < DEFAULT["steps"]:
+        while trainer.step < steps:
             trainer.train_step(at(trainer.step))
         val = trainer.evaluate()
         test, se = test_loss(trainer.model, self.test, self.model.block_size)
         log(
-            f"cosine peak {lr:.3g}: val {val:.4f} test {test:.4f} +- {se:.4f} ({time.time() - started:.0f} s)"
+            f"cosine peak {lr:.3g} over {steps} steps: val {val:.4f} test {test:.4f} +- {se:.4f} "
+            f"({time.time() - started:.0f} s)"
         )
-        return {"lr": lr, "val": val, "test": test, "test_se": se, "steps": DEFAULT["steps"]}
+        return {"lr": lr, "val": val, "test": test, "test_se": se, "steps": steps}
 
 
 def tune_grid(bench: Bench, default: dict[str, Any], factors=(0.5, 2, 4, 8)) -> dict[float, dict]:
@@ -142,13 +150,39 @@ def tune_grid(bench: Bench, default: dict[str, Any], factors=(0.5, 2, 4, 8)) -> 
     runs = {default["lr"]: default} | {
         lr: bench.cosine_run(lr) for lr in (default["lr"] * f for f in factors)
     }
+    return past_edges(runs, bench.cosine_run)
+
+
+def past_edges(runs: dict[float, dict], run) -> dict[float, dict]:
+    """The grid `runs` (peak LR -> run), extended by one factor 2 past an edge that holds the lowest
+    validation loss, twice at most; `run(lr)` trains one more point."""
     for _ in range(2):
         best = min(runs, key=lambda lr: runs[lr]["val"])
         if best not in (min(runs), max(runs)):
             break
         nxt = best / 2 if best == min(runs) else best * 2
-        runs[nxt] = bench.cosine_run(nxt)
+        runs[nxt] = run(nxt)
     return dict(sorted(runs.items()))
+
+
+def goal_budget(bench: Bench, lrs: list[float], speedup: float) -> dict[str, Any]:
+    """What the speed-up goal asks, tried without AutoLRS: the same schedule with its cosine fitted to
+    steps / speedup (the most a schedule may use, trials included, to reach the default's loss that
+    much faster), its peak chosen on validation over the tuned grid's LRs (extended past an edge). If even this, with no
+    trial steps at all, ends above the default's final test loss, a schedule search that spends
+    steps on trials has to beat a tuned cosine at equal steps by the difference to meet the goal."""
+    steps = math.ceil(DEFAULT["steps"] / speedup)
+    runs = past_edges({lr: bench.cosine_run(lr, steps) for lr in lrs}, lambda lr: bench.cosine_run(lr, steps))
+    best = min(runs.values(), key=lambda r: r["val"])
+    return {
+        "goal_speedup": speedup,
+        "goal_budget_steps": steps,
+        "goal_budget_grid": {f"{lr:.4g}": {"val": r["val"], "test": r["test"]} for lr, r in runs.items()},
+        "goal_budget_tuned_lr": best["lr"],
+        "goal_budget_tuned_final_loss": best["test"],
+        "goal_budget_tuned_final_loss_se": best["test_se"],
+        "goal_budget_grid_steps": steps * len(runs),
+    }
 
 
 class Snapshots:
@@ -342,6 +376,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--steps", type=int, default=DEFAULT["steps"], help="baseline steps (smoke runs: fewer)")
     p.add_argument("--warmup", type=int, default=DEFAULT["warmup"], help="warmup steps (smoke runs: fewer)")
+    p.add_argument(
+        "--goal-speedup",
+        type=float,
+        default=1.2,
+        help="also train the tuned grid's cosines fitted to steps / this (0: skip), to show what the goal asks",
+    )
+    p.add_argument("--only-goal", action="store_true", help="the baselines and the goal's budget, no AutoLRS")
     args = p.parse_args()
     DEFAULT["steps"], DEFAULT["warmup"] = args.steps, args.warmup
     started = time.time()
@@ -352,10 +393,17 @@ def main() -> None:
     log(f"{args.data}: {len(test_tokens)} test tokens; store {store.uri()}")
     default = bench.cosine_run(DEFAULT["lr"])
     grid = tune_grid(bench, default, [float(f) for f in args.grid.split(",")])
-    run = run_autolrs(bench, args.eval_every, args.val_windows)
-    checks = chosen_checks(run) + trained_checks(run, args.checks, args.val_windows)
-    result = {"data": args.data, "model": "baby", "batch_size": 12, **figures(default, grid, run, checks)}
-    result |= {"wall_s": round(time.time() - started, 1), "threads": args.threads}
+    goal = goal_budget(bench, list(grid), args.goal_speedup) if args.goal_speedup else {}
+    result = {"data": args.data, "model": "baby", "batch_size": 12}
+    if args.only_goal:
+        tuned = min(grid.values(), key=lambda r: r["val"])
+        result |= {"split": "test", "default_final_loss": default["test"], "tuned_final_loss": tuned["test"]}
+        result |= {"tuned_lr": tuned["lr"], "tuned_grid_steps": sum(r["steps"] for r in grid.values())}
+    else:
+        run = run_autolrs(bench, args.eval_every, args.val_windows)
+        checks = chosen_checks(run) + trained_checks(run, args.checks, args.val_windows)
+        result |= figures(default, grid, run, checks)
+    result |= goal | {"wall_s": round(time.time() - started, 1), "threads": args.threads}
     emit(result)
 
 
