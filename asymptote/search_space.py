@@ -6,7 +6,7 @@ Pure configuration (pydantic, no torch): configs and their errors load without t
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from pydantic import Field, field_validator
 
@@ -82,6 +82,18 @@ def neighbours(point: Point, grid: SearchGrid, axes: Iterable[str]) -> list[Poin
         values = getattr(grid, axis)
         i = values.index(getattr(point, axis))
         out += [point._replace(**{axis: values[j]}) for j in (i - 1, i + 1) if 0 <= j < len(values)]
+    return out
+
+
+def at_edges(values: Mapping[str, float], grid: Any, axes: Iterable[str]) -> list[str]:
+    """The searched axes (more than one grid value) whose chosen value is the grid's first or last: a
+    certified point there beat the neighbours the grid has, not a value past its end, so the grid may
+    be too small (a bigger one can move the optimum). Works for any grid with list-valued axes."""
+    out = []
+    for axis in axes:
+        choices = getattr(grid, axis)
+        if len(choices) > 1 and values[axis] in (choices[0], choices[-1]):
+            out.append(axis)
     return out
 
 

@@ -42,7 +42,7 @@ def main(
     ),
 ) -> None:
     from asymptote.cli import console
-    from asymptote.flows.distillation import DistillConfig, distill
+    from asymptote.flows.distillation import DistillConfig, distill, student_edges
     from asymptote.recipes import resolve
 
     overrides = [f"data.source={os.path.abspath(data)}", f"ensemble.members={members}", *(set_ or [])]
@@ -78,6 +78,7 @@ def main(
         "test_windows": res.test_windows,
         "single_point": res.teachers.single_point,
         "single_certified": res.teachers.certified,
+        "single_at_edge": res.teachers.at_edge,
         "val": {"single": res.val["single_loss"], "ensemble": res.val["ensemble_loss"]},
         "member_val_losses": res.val["member_losses"],
         "students": {m: s.test_loss for m, s in res.students.items()},
@@ -86,6 +87,7 @@ def main(
         "best_student": res.ranked()[0].method,
         "chosen": {m: s.point for m, s in res.students.items()},
         "certified": {m: s.certified for m, s in res.students.items()},
+        "at_edge": {m: student_edges(cfg, s) for m, s in res.students.items()},
         "student_steps": {m: s.steps for m, s in res.students.items()},
         "search_steps": {m: s.search_steps for m, s in res.students.items()},
         "synthetic_tokens": res.synthetic_tokens,

@@ -32,7 +32,7 @@ from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
 from asymptote.scaling import CoordinateDescent, member_train, point_job
-from asymptote.search_space import RECIPES, Point
+from asymptote.search_space import RECIPES, Point, at_edges
 from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.distill import plot_comparison, plot_curves, run_curve, run_params, sample, test_eval
@@ -55,6 +55,8 @@ class Teachers(BaseModel):
     """The certified regularized optimum (lr, weight_decay, epochs), when searched here."""
     certified: bool | None = None
     search_points: int = 0
+    at_edge: list[str] = []
+    """Searched axes whose chosen value is the grid's first or last (the grid may be too small)."""
 
 
 class StudentOutcome(BaseModel):
@@ -183,6 +185,7 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
         single_point=best._asdict(),
         certified=descent.cd.certified,
         search_points=len(descent.cd.results),
+        at_edge=at_edges(best._asdict(), config.search.grid, RECIPES["regularized"]),
     )
 
 
@@ -450,12 +453,13 @@ def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
 
 def chosen_label(config: DistillConfig, s: StudentOutcome) -> str:
     """The settings the method uses, and which searched axes ended at a grid edge (the grid may be too small)."""
-    grid, used = config.student.grid, METHODS[s.method].axes
-    text = " ".join(f"{a}={s.point[a]:g}" for a in used)
-    edges = [
-        a for a in config.student.axes(s.method) if s.point[a] in (getattr(grid, a)[0], getattr(grid, a)[-1])
-    ]
+    text = " ".join(f"{a}={s.point[a]:g}" for a in METHODS[s.method].axes)
+    edges = student_edges(config, s)
     return text + (f" (at grid edge: {', '.join(edges)})" if edges else "")
+
+
+def student_edges(config: DistillConfig, s: StudentOutcome) -> list[str]:
+    return at_edges(s.point, config.student.grid, config.student.axes(s.method))
 
 
 def student_rows(config: DistillConfig, result: DistillResult) -> list[dict[str, Any]]:
@@ -540,7 +544,9 @@ def distill_markdown(
         sp = Point(**t.single_point)
         source = (
             f"the single model is the regularized optimum {sp.label()} "
-            f"({'certified' if t.certified else 'NOT certified (run cap)'}, {t.search_points} points); members "
+            f"({'certified' if t.certified else 'NOT certified (run cap)'}, {t.search_points} points"
+            f"{'; at the grid edge on ' + ', '.join(t.at_edge) + ': a larger grid may move it' if t.at_edge else ''}"
+            "); members "
             f"at {config.ensemble.epoch_factor:g}x its epochs and {config.ensemble.weight_decay_factor:g}x its "
             "weight decay, seed = member index"
         )

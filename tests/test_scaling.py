@@ -20,7 +20,7 @@ from asymptote.scaling import (
 )
 from asymptote.scaling_analysis import SizeData, StudyData, analyse
 from asymptote.scaling_config import FitConfig
-from asymptote.search_space import RECIPES, Point, SearchGrid, neighbours
+from asymptote.search_space import RECIPES, Point, SearchGrid, at_edges, neighbours
 
 GRID = SearchGrid()  # the paper's grid
 ALL = RECIPES["regularized"]
@@ -35,6 +35,14 @@ def test_interior_point_has_six_neighbours_and_edges_fewer():
         [Point(3e-4, 0.0, 1), Point(1e-4, 0.1, 1), Point(1e-4, 0.0, 2)]
     )
     assert len(neighbours(mid._replace(weight_decay=0.1), GRID, RECIPES["standard"])) == 4
+
+
+def test_a_point_at_a_grid_edge_names_the_axes_a_larger_grid_could_move():
+    grid = SearchGrid(lr=[1e-3, 3e-3], weight_decay=[0.4], epochs=[8, 16, 32])
+    assert at_edges(Point(3e-3, 0.4, 32)._asdict(), grid, ALL) == ["epochs", "lr"]
+    assert at_edges(Point(1e-3, 0.4, 16)._asdict(), grid, ALL) == ["lr"]
+    # one grid value is a fixed setting, not a searched edge; axes not searched are not judged
+    assert at_edges(Point(3e-3, 0.4, 16)._asdict(), grid, ("epochs", "weight_decay")) == []
 
 
 def test_certification_needs_every_existing_neighbour_run_and_none_better():
