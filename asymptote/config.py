@@ -124,6 +124,11 @@ class DataConfig(Section):
     runs CPUs / this many at once. Each task is a Python worker of ~250 MB whose encoder already spreads
     a batch over this many cores, so 2 halves the workers (and the memory) of one per CPU; 1 overlaps
     more decompression and JSON parsing for speed, at one more worker's memory per two CPUs."""
+    tokenize_task_bytes: int = volatile(32 * 2**20, ge=0)
+    """Input bytes (as stored) one tokenisation task works through: consecutive files are grouped up to
+    about this much per task, so a corpus of many small files does not pay a worker's start (~2 s on
+    2 cores) per file. Every file still commits its own marker, so a killed job resumes per file.
+    There are at least as many tasks as the cluster runs at once. 0: one file per task."""
     tokenize_in_process_max_bytes: int = volatile(16 * 2**20, ge=0)
     """A corpus whose files total at most this many bytes (as stored) is tokenised in the calling
     process, where a Ray Data job would cost more than the work: its workers and actors import Ray Data

@@ -3,16 +3,19 @@
 The work itself is pure (asymptote.shards.tokenize_piece: read one file in streaming batches, encode,
 write its shards, then its marker), so memory is bounded by one batch per running piece whatever
 the corpus size, a killed job keeps every finished piece, and one manifest commits the set at the
-end. Each piece reserves data.tokenize_cpus_per_piece CPUs and runs that many encoder threads, which
-sets how many Python workers (the bulk of the job's memory) a node holds; a BPE still to train is
-trained first in a worker of its own that exits when done, not in the driver. On a laptop the same
-code runs on the local Ray. A corpus already tokenised is found by its key and not read again.
+end. Consecutive pieces are grouped into tasks of about data.tokenize_task_bytes of input, so many
+small files do not each pay a worker's start. Each task reserves data.tokenize_cpus_per_piece CPUs
+and runs that many encoder threads, which sets how many Python workers (the bulk of the job's memory)
+a node holds; a BPE still to train is trained first in a worker of its own that exits when done, not
+in the driver. On a laptop the same code runs on the local Ray. A corpus already tokenised is found
+by its key and not read again.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 
 from asymptote.config import DataConfig
@@ -38,9 +41,11 @@ log = logging.getLogger(__name__)
 def _tokenize_row(row: dict, plan: Plan) -> dict:
     threads = max(1, round(plan.cfg.tokenize_cpus_per_piece))
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when the encoder's pool starts
-    marker = tokenize_piece(plan, int(row["piece"]))
-    release_memory()
-    return {"piece": marker["piece"], "tokens": piece_tokens(marker)}
+    pieces, tokens = [int(p) for p in row["pieces"]], 0
+    for piece in pieces:
+        tokens += piece_tokens(tokenize_piece(plan, piece))
+        release_memory()
+    return {"first": pieces[0], "pieces": len(pieces), "tokens": tokens}
 
 
 def release_memory() -> None:
@@ -59,25 +64,55 @@ def pieces_at_once(cpus: float, per_piece: float, pieces: int, limit: int | None
     return max(1, min(int(cpus // per_piece) or 1, limit or pieces, pieces))
 
 
+def task_groups(sizes: list[int], target: int, slots: int) -> list[list[int]]:
+    """Consecutive positions of `sizes` (input bytes per piece) grouped into tasks of about `target`
+    bytes, at least `slots` tasks (every slot gets work) and at most one per piece; target 0: one
+    piece per task. Groups are cut where the running total crosses a multiple of the share."""
+    n = len(sizes)
+    total = sum(sizes)
+    tasks = n if target <= 0 or total <= 0 else min(n, max(slots, math.ceil(total / target)))
+    if tasks >= n:
+        return [[i] for i in range(n)]
+    share, groups, before = total / tasks, [[] for _ in range(tasks)], 0
+    for i, size in enumerate(sizes):
+        groups[min(tasks - 1, int((before + size / 2) / share))].append(i)
+        before += size
+    return [g for g in groups if g]
+
+
+def piece_sizes(plan: Plan, pieces: list[int]) -> list[int]:
+    """Input bytes of each piece as stored (0 for a builtin text, which is one small piece)."""
+    if plan.cfg.source.startswith("builtin:"):
+        return [0] * len(pieces)
+    fs = plan.fs()
+    return [int(fs.size(plan.files[i].path) or 0) for i in pieces]
+
+
 def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) -> int:
-    """Tokenise these pieces as a Ray Data job, one task per piece; returns the tokens written."""
+    """Tokenise these pieces as a Ray Data job, consecutive pieces grouped into tasks of about
+    data.tokenize_task_bytes; returns the tokens written."""
     import ray  # here, not at the top: a fully cached call never needs Ray
 
     ray_ready()
     cpus = ray.available_resources().get("CPU", 1) or 1
     per_piece = min(plan.cfg.tokenize_cpus_per_piece, cpus)
-    ds = ray.data.from_items([{"piece": i} for i in pieces], override_num_blocks=len(pieces))
+    slots = pieces_at_once(cpus, per_piece, len(pieces), concurrency)
+    sizes = piece_sizes(plan, pieces)
+    groups = [[pieces[j] for j in g] for g in task_groups(sizes, plan.cfg.tokenize_task_bytes, slots)]
+    ds = ray.data.from_items([{"pieces": g} for g in groups], override_num_blocks=len(groups))
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={"plan": plan},
         num_cpus=per_piece,
-        max_calls=1,  # a fresh worker per piece: a reused one's RSS grew ~6-9 MB a piece, even trimmed
-        compute=ray.data.TaskPoolStrategy(size=pieces_at_once(cpus, per_piece, len(pieces), concurrency)),
+        # a fresh worker per task: a reused one's RSS grew ~6-9 MB a piece, even trimmed, so the
+        # growth is bounded by one task's pieces
+        max_calls=1,
+        compute=ray.data.TaskPoolStrategy(size=min(slots, len(groups))),
     )
-    total = 0
-    for done, row in enumerate(ds.iter_rows(), 1):
-        total += row["tokens"]
-        log.info("tokenised piece %s (%d/%d), %d tokens so far", row["piece"], done, len(pieces), total)
+    total, done = 0, 0
+    for row in ds.iter_rows():
+        total, done = total + row["tokens"], done + row["pieces"]
+        log.info("tokenised pieces from %s (%d/%d), %d tokens so far", row["first"], done, len(pieces), total)
     return total
 
 

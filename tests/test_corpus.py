@@ -327,10 +327,24 @@ def test_pieces_at_once_follow_the_cpus_and_the_limit():
     assert pieces_at_once(cpus=1, per_piece=2, pieces=5) == 1  # never zero
 
 
+def test_small_files_are_grouped_into_tasks_that_fill_every_slot():
+    from asymptote.tasks.tokenize import task_groups
+
+    assert task_groups([3] * 16, target=32, slots=1) == [list(range(8)), list(range(8, 16))]
+    assert task_groups([3] * 8, target=100, slots=4) == [[0, 1], [2, 3], [4, 5], [6, 7]]  # a slot each
+    assert task_groups([3] * 4, target=0, slots=1) == [[0], [1], [2], [3]]  # 0: one file per task
+    assert task_groups([100, 1, 1, 1], target=10, slots=1) == [[0], [1], [2], [3]]  # never fewer files
+    assert task_groups([0, 0], target=10, slots=1) == [[0], [1]]  # sizes unknown: one file per task
+    groups = task_groups([5, 1, 1, 1, 1, 1, 5, 5], target=10, slots=1)
+    assert sum(groups, []) == list(range(8)) and len(groups) == 2  # consecutive, each file once
+
+
 def test_memory_settings_do_not_change_the_data_key(tmp_path):
     src = write_corpus(tmp_path / "c", "jsonl")
     a = DataConfig(source=src, **CFG)
-    b = DataConfig(source=src, tokenize_cpus_per_piece=1, tokenize_batch_chars=4096, **CFG)
+    b = DataConfig(
+        source=src, tokenize_cpus_per_piece=1, tokenize_batch_chars=4096, tokenize_task_bytes=0, **CFG
+    )
     fp = source_fingerprint(src)
     assert dataset_key(a, fp) == dataset_key(b, fp)
 
@@ -345,6 +359,7 @@ def test_ray_job_trains_the_bpe_in_a_worker_and_matches_the_in_process_path(tmp_
         vocab_size=400,
         tokenize_batch_chars=20_000,  # many batches per piece: the bound must not change the tokens
         tokenize_in_process_max_bytes=0,  # a Ray Data job, however small the corpus
+        tokenize_task_bytes=0,  # a task per file (the resume test runs its files grouped in one task)
         **CFG,
     )
     ray_store, local_store = Store(str(tmp_path / "ray")), Store(str(tmp_path / "local"))
