@@ -49,9 +49,8 @@ def _tokenize_row(row: dict, plan: Plan) -> dict:
 
 
 def release_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere) before the
-    worker exits: Ray starts the next piece's worker while this one is still going away, and for
-    that moment both count."""
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; a no-op elsewhere) after a
+    piece: the batches' buffers are freed but glibc keeps the pages, and the worker lives on."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -103,10 +102,7 @@ def run_pieces(plan: Plan, pieces: list[int], concurrency: int | None = None) ->
     ds = ds.map(
         _tokenize_row,
         fn_kwargs={"plan": plan},
-        num_cpus=per_piece,
-        # a fresh worker per task: a reused one's RSS grew ~6-9 MB a piece, even trimmed, so the
-        # growth is bounded by one task's pieces
-        max_calls=1,
+        num_cpus=per_piece,  # workers are reused from task to task (flat: one tokenizer per process)
         compute=ray.data.TaskPoolStrategy(size=min(slots, len(groups))),
     )
     total, done = 0, 0
