@@ -42,7 +42,7 @@ def main(
     ),
 ) -> None:
     from asymptote.cli import console
-    from asymptote.flows.distillation import DistillConfig, distill, student_edges
+    from asymptote.flows.distillation import DistillConfig, distill, single_edges, student_edges
     from asymptote.recipes import resolve
 
     overrides = [f"data.source={os.path.abspath(data)}", f"ensemble.members={members}", *(set_ or [])]
@@ -78,7 +78,7 @@ def main(
         "test_windows": res.test_windows,
         "single_point": res.teachers.single_point,
         "single_certified": res.teachers.certified,
-        "single_at_edge": res.teachers.at_edge,
+        "single_at_edge": single_edges(cfg, res.teachers),
         "val": {"single": res.val["single_loss"], "ensemble": res.val["ensemble_loss"]},
         "member_val_losses": res.val["member_losses"],
         "students": {m: s.test_loss for m, s in res.students.items()},

@@ -55,8 +55,6 @@ class Teachers(BaseModel):
     """The certified regularized optimum (lr, weight_decay, epochs), when searched here."""
     certified: bool | None = None
     search_points: int = 0
-    at_edge: list[str] = []
-    """Searched axes whose chosen value is the grid's first or last (the grid may be too small)."""
 
 
 class StudentOutcome(BaseModel):
@@ -185,7 +183,6 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
         single_point=best._asdict(),
         certified=descent.cd.certified,
         search_points=len(descent.cd.results),
-        at_edge=at_edges(best._asdict(), config.search.grid, RECIPES["regularized"]),
     )
 
 
@@ -462,6 +459,11 @@ def student_edges(config: DistillConfig, s: StudentOutcome) -> list[str]:
     return at_edges(s.point, config.student.grid, config.student.axes(s.method))
 
 
+def single_edges(config: DistillConfig, t: Teachers) -> list[str]:
+    """The single model's searched axes at its grid's edge (none when the teachers were given)."""
+    return at_edges(t.single_point, config.search.grid, RECIPES["regularized"]) if t.single_point else []
+
+
 def student_rows(config: DistillConfig, result: DistillResult) -> list[dict[str, Any]]:
     return [
         {
@@ -541,11 +543,11 @@ def distill_markdown(
 ) -> str:
     t, k, p = result.teachers, len(result.teachers.members), result.params
     if t.single_point:
-        sp = Point(**t.single_point)
+        sp, edges = Point(**t.single_point), single_edges(config, t)
         source = (
             f"the single model is the regularized optimum {sp.label()} "
             f"({'certified' if t.certified else 'NOT certified (run cap)'}, {t.search_points} points"
-            f"{'; at the grid edge on ' + ', '.join(t.at_edge) + ': a larger grid may move it' if t.at_edge else ''}"
+            f"{'; at the grid edge on ' + ', '.join(edges) + ': a larger grid may move it' if edges else ''}"
             "); members "
             f"at {config.ensemble.epoch_factor:g}x its epochs and {config.ensemble.weight_decay_factor:g}x its "
             "weight decay, seed = member index"
