@@ -168,16 +168,20 @@ def past_edges(runs: dict[float, dict], run) -> dict[float, dict]:
 def goal_budget(bench: Bench, lrs: list[float], speedup: float) -> dict[str, Any]:
     """What the speed-up goal asks, tried without AutoLRS: the same schedule with its cosine fitted to
     steps / speedup (the most a schedule may use, trials included, to reach the default's loss that
-    much faster), its peak chosen on validation over the tuned grid's LRs (extended past an edge). If even this, with no
-    trial steps at all, ends above the default's final test loss, a schedule search that spends
-    steps on trials has to beat a tuned cosine at equal steps by the difference to meet the goal."""
+    much faster), its peak chosen on validation over the tuned grid's LRs (extended past an edge).
+    If even this, with no trial steps at all, ends above the default's final test loss, a schedule
+    search that spends steps on trials has to beat a tuned cosine at equal steps by the difference."""
     steps = math.ceil(DEFAULT["steps"] / speedup)
-    runs = past_edges({lr: bench.cosine_run(lr, steps) for lr in lrs}, lambda lr: bench.cosine_run(lr, steps))
-    best = min(runs.values(), key=lambda r: r["val"])
+
+    def run(lr: float) -> dict[str, Any]:
+        return bench.cosine_run(lr, steps)
+
+    runs = past_edges({lr: run(lr) for lr in lrs}, run)
+    best = winner(runs)
     return {
         "goal_speedup": speedup,
         "goal_budget_steps": steps,
-        "goal_budget_grid": {f"{lr:.4g}": {"val": r["val"], "test": r["test"]} for lr, r in runs.items()},
+        "goal_budget_grid": grid_table(runs),
         "goal_budget_tuned_lr": best["lr"],
         "goal_budget_tuned_final_loss": best["test"],
         "goal_budget_tuned_final_loss_se": best["test_se"],
@@ -324,10 +328,18 @@ def cost_to_reach(run: dict[str, Any], target: float) -> dict[str, int] | None:
     return {"steps": step, "with_trials": step + trials}
 
 
-def figures(default, grid, run, checks) -> dict[str, Any]:
-    tuned = min(grid.values(), key=lambda r: r["val"])
-    to_default, to_tuned = cost_to_reach(run, default["test"]), cost_to_reach(run, tuned["test"])
-    stages = run["state"].stages
+def winner(runs: dict[float, dict]) -> dict[str, Any]:
+    """The grid's run with the lowest validation loss (the choice is made on validation)."""
+    return min(runs.values(), key=lambda r: r["val"])
+
+
+def grid_table(runs: dict[float, dict]) -> dict[str, dict[str, float]]:
+    return {f"{lr:.4g}": {"val": r["val"], "test": r["test"]} for lr, r in runs.items()}
+
+
+def baselines(default, grid) -> dict[str, Any]:
+    """The published default's and the validation-tuned cosine's figures, on test."""
+    tuned = winner(grid)
     return {
         "split": "test",
         "default_final_loss": default["test"],
@@ -335,8 +347,17 @@ def figures(default, grid, run, checks) -> dict[str, Any]:
         "tuned_final_loss": tuned["test"],
         "tuned_final_loss_se": tuned["test_se"],
         "tuned_lr": tuned["lr"],
-        "tuned_grid": {f"{lr:.4g}": {"val": r["val"], "test": r["test"]} for lr, r in grid.items()},
+        "tuned_grid": grid_table(grid),
         "tuned_grid_steps": sum(r["steps"] for r in grid.values()),
+    }
+
+
+def figures(default, grid, run, checks) -> dict[str, Any]:
+    tuned = winner(grid)
+    to_default, to_tuned = cost_to_reach(run, default["test"]), cost_to_reach(run, tuned["test"])
+    stages = run["state"].stages
+    return {
+        **baselines(default, grid),
         "autolrs_final_loss": run["test"],
         "autolrs_final_loss_se": run["test_se"],
         "autolrs_steps": DEFAULT["steps"],
@@ -396,9 +417,7 @@ def main() -> None:
     goal = goal_budget(bench, list(grid), args.goal_speedup) if args.goal_speedup else {}
     result = {"data": args.data, "model": "baby", "batch_size": 12}
     if args.only_goal:
-        tuned = min(grid.values(), key=lambda r: r["val"])
-        result |= {"split": "test", "default_final_loss": default["test"], "tuned_final_loss": tuned["test"]}
-        result |= {"tuned_lr": tuned["lr"], "tuned_grid_steps": sum(r["steps"] for r in grid.values())}
+        result |= baselines(default, grid)
     else:
         run = run_autolrs(bench, args.eval_every, args.val_windows)
         checks = chosen_checks(run) + trained_checks(run, args.checks, args.val_windows)

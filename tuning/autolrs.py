@@ -372,9 +372,8 @@ def assess(
     bad = penalty(stage, losses)
     if len(losses) < MIN_POINTS or not all(math.isfinite(x) for x in losses):
         return bad, None, "penalty"
-    if rose_above_start(
-        stage, losses, guard, warmup_loss
-    ):  # no credit for recovering from a spike the LR caused itself
+    # no credit for recovering from a spike the LR caused itself
+    if rose_above_start(stage, losses, guard, warmup_loss):
         return float(np.mean(losses[-1 if stage.validation else -10 :])), None, "recent"
     try:
         value = forecast(steps, losses, stage.stage_steps, stage.validation, denoiser)
