@@ -215,8 +215,12 @@ def split_of(doc: str, val_fraction: float, test_fraction: float) -> int:
     Validation is the bottom val_fraction of the hash range and test the top test_fraction, so
     tuning val_fraction never moves a document into or out of the test split.
     """
-    h = hashlib.blake2b(doc.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    u = int.from_bytes(h, "big") / 2.0**64
+    return split_of_bytes(doc.encode("utf-8", "surrogatepass"), val_fraction, test_fraction)
+
+
+def split_of_bytes(blob: bytes, val_fraction: float, test_fraction: float) -> int:
+    """`split_of` for a document already encoded as UTF-8."""
+    u = int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big") / 2.0**64
     if u < val_fraction:
         return 1
     return 2 if u >= 1.0 - test_fraction else 0

@@ -36,6 +36,7 @@ from asymptote.corpus import (
     positional_split,
     read_text,
     split_of,
+    split_of_bytes,
 )
 from asymptote.store import MANIFEST, Manifest, Store, layout, sha256_file
 from asymptote.tokenizer import BPETokenizer, ByteTokenizer, dtype_for, tokenizer_from_meta, train_bpe
@@ -266,17 +267,21 @@ class ShardWriter:
 
 
 def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
-    cfg, eos = plan.cfg, tok.eos_id
-    sep = np.asarray([] if eos is None else [eos], dtype=plan.dtype)
+    cfg, tail = plan.cfg, 0 if tok.eos_id is None else 1
     for batch in batches(iter_documents(plan.fs(), f, cfg.text_field), cfg.tokenize_batch_chars):
-        groups: list[list[str]] = [[], [], []]
-        for doc in batch:
-            groups[split_of(doc, cfg.val_fraction, cfg.test_fraction)].append(doc)
-        for split, docs in zip(SPLITS, groups, strict=True):
-            if docs:
-                ids = [a for e in tok.encode_batch(docs) for a in (e, sep)]
-                n_bytes = sum(len(d.encode("utf-8", "surrogatepass")) for d in docs) + len(sep) * len(docs)
-                writers[split].add(np.concatenate(ids), n_bytes, len(docs))
+        # One encode call per batch, routed afterwards: split-sized calls leave Rust threads idle.
+        blobs = [doc.encode("utf-8", "surrogatepass") for doc in batch]
+        which = np.fromiter(
+            (split_of_bytes(b, cfg.val_fraction, cfg.test_fraction) for b in blobs), np.int64, len(blobs)
+        )
+        flat, lengths = tok.encode_docs(batch)
+        n_docs = np.bincount(which, minlength=len(SPLITS))
+        n_bytes = np.bincount(which, weights=[len(b) + tail for b in blobs], minlength=len(SPLITS))
+        per_token = np.repeat(which, lengths) if n_docs.max() < len(batch) else None
+        for i, split in enumerate(SPLITS):
+            if n_docs[i]:
+                ids = flat if per_token is None else flat[per_token == i]
+                writers[split].add(ids, int(n_bytes[i]), int(n_docs[i]))
 
 
 def _write_text(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:

@@ -1,12 +1,13 @@
 """Tokenizers: UTF-8 bytes, or a byte-level BPE through Hugging Face `tokenizers`.
 
-Both expose the same small surface (encode_batch, decode, vocab_size, eos_id, to_json) so the shard
+Both expose the same small surface (encode, encode_docs, decode, vocab_size, eos_id, to_json) so the shard
 writer never asks which one it holds. A byte-level BPE round-trips any text exactly: its alphabet is
 the 256 bytes, so nothing is ever unknown. No Ray, no Prefect.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable
 
 import numpy as np
@@ -47,8 +48,11 @@ class ByteTokenizer:
         blob = text.encode("utf-8") if isinstance(text, str) else text
         return np.frombuffer(blob, dtype=np.uint8).copy()
 
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        return [self.encode(t) for t in texts]
+    def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(the texts' ids, each text followed by eos_id, in one array; ids per text, eos included)."""
+        blobs = [t.encode("utf-8", "surrogatepass") for t in texts]
+        flat = np.frombuffer(b"\n".join(blobs) + b"\n", dtype=np.uint8) if blobs else np.zeros(0, np.uint8)
+        return flat.copy(), np.fromiter((len(b) + 1 for b in blobs), dtype=np.int64, count=len(blobs))
 
     def decode(self, ids) -> str:
         return bytes(np.asarray(ids, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
@@ -78,9 +82,14 @@ class BPETokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, dtype=self.dtype)
 
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        out = self.tok.encode_batch_fast(texts, add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=self.dtype) for e in out]
+    def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(the texts' ids, each text followed by eos_id if the vocabulary has one, in one array; ids
+        per text, eos included). One flat conversion: a numpy array per text costs ~5% of a shard job."""
+        ids = [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+        tail = [] if self.eos_id is None else [self.eos_id]
+        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids)) + len(tail)
+        chained = itertools.chain.from_iterable(x for i in ids for x in (i, tail))
+        return np.fromiter(chained, dtype=self.dtype, count=int(lengths.sum())), lengths
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -6,7 +6,9 @@ randomly drawn paragraphs with a per-record id), lets the project train a byte-l
 tokens on a sample of the training split, then tokenises the corpus through the project
 (tasks.tokenize on a local Ray, in a child process whose whole process tree is sampled for RSS) and
 with a bare single-process loop (zstd stream -> json -> tokenizers' encode_batch, Rust threads on)
-over the same files and the same tokenizer.
+over the same files and the same tokenizer, run once before and once after the project's job (their
+mean is the reference). The BPE is trained in a child of its own first, so the bare loop before
+has it; peak_rss_mb is the larger of the two children's peaks.
 
     nice -n 10 python bench/tokenization.py --data ../shared/data/tinyshakespeare.txt --gb 1
 """
@@ -71,16 +73,18 @@ def build_corpus(data: str, folder: Path, gb: float, n_files: int) -> int:
 # ----------------------------------------------------------------------------- the project's job
 
 
-# Run as `python -c` in a temporary folder, so the job's process tree is the child's alone.
+# Run as `python -c` in a temporary folder, so the job's process tree is the child's alone. Phase
+# "bpe" trains the tokenizer (as a tokenisation job does first); "tokenize" finds it and tokenises.
 CHILD = """
 import json, os, sys, time
 from asymptote.config import DataConfig
 from asymptote.infra.cluster import ray_session
+from asymptote.shards import tokenizer_rel
 from asymptote.store import Store
 from asymptote.tasks.tokenize import ensure_tokenizer, tokenize_corpus
 
 corpus, store, vocab, sample = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-extra = json.loads(sys.argv[5])
+extra, phase = json.loads(sys.argv[5]), sys.argv[6]
 cfg = DataConfig(source=corpus, tokenizer="bpe", vocab_size=vocab, tokenizer_sample_bytes=sample, **extra)
 st = Store(store)
 t0 = time.perf_counter()
@@ -88,9 +92,10 @@ with ray_session(num_cpus=os.cpu_count()):
     t1 = time.perf_counter()
     ensure_tokenizer(cfg, st, st.options)
     t2 = time.perf_counter()
-    rel, stats = tokenize_corpus(cfg, st)
-    t3 = time.perf_counter()
-out = {"rel": rel, "stats": stats, "ray_start_s": t1 - t0, "bpe_train_s": t2 - t1, "tokenize_s": t3 - t2}
+    out = {"ray_start_s": t1 - t0, "bpe_train_s": t2 - t1, "tokenizer_rel": tokenizer_rel(cfg, st.options)}
+    if phase == "tokenize":
+        rel, stats = tokenize_corpus(cfg, st)
+        out |= {"rel": rel, "stats": stats, "tokenize_s": time.perf_counter() - t2}
 print(json.dumps(out), flush=True)
 """
 
@@ -105,12 +110,17 @@ def label(p) -> str:
     return script or ("driver" if cmd[0].endswith(("python", "python3")) else Path(cmd[0]).name)
 
 
-def tree_memory(pid: int) -> tuple[dict[str, int], int]:
+def tree_memory(
+    pid: int, cpu: dict[int, tuple[str, float]] | None = None, pss: bool = True
+) -> tuple[dict[str, int], int]:
     """(RSS per process label, summed over a process and all its descendants; their summed PSS).
 
     RSS counts every shared page (the libraries all the Python processes map) once per process; PSS
     splits shared pages between the processes that map them, so its sum is what the job costs the
-    machine. The goal is stated on the RSS sum, the stricter figure."""
+    machine. The goal is stated on the RSS sum, the stricter figure. PSS reads every process's smaps
+    (~20 ms of CPU for a Ray job's tree, against ~2 ms without), so `pss=False` skips it (returns
+    0). `cpu`, if given, is updated with each process's label and CPU seconds so far (a process's
+    last moments before it exits are missed)."""
     import psutil
 
     try:
@@ -119,20 +129,71 @@ def tree_memory(pid: int) -> tuple[dict[str, int], int]:
     except psutil.NoSuchProcess:
         return {}, 0
     rss: dict[str, int] = {}
-    pss = 0
+    total_pss = 0
     for p in procs:
         try:
-            name, info = label(p), p.memory_full_info()
+            name = label(p)
+            rss[name] = rss.get(name, 0) + p.memory_info().rss
+            total_pss += p.memory_full_info().pss if pss else 0
+            if cpu is not None:
+                times = p.cpu_times()
+                cpu[p.pid] = (name, times.user + times.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        rss[name] = rss.get(name, 0) + info.rss
-        pss += info.pss
-    return rss, pss
+    return rss, total_pss
 
 
-def run_project(corpus: Path, store: Path, vocab: int, sample_bytes: int, extra: dict) -> tuple[dict, dict]:
-    """(the child's figures, its memory: peak RSS and PSS in MB of its whole process tree sampled
-    every 0.25 s, and the RSS per process label at the RSS peak)."""
+def cpu_by_label(cpu: dict[int, tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, seconds in cpu.values():
+        out[name] = out.get(name, 0.0) + seconds
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+class MemorySampler:
+    """Samples a process tree while the `with` block runs: peak RSS (every 0.25 s) with its split per
+    process label, peak PSS (every 2 s and at each new RSS peak: reading smaps costs ~7x more) and
+    each process's CPU seconds. The bare loop is sampled the same way, so both sides pay its cost."""
+
+    def __init__(self, pid: int):
+        self.pid, self.done = pid, threading.Event()
+        self.peak_rss, self.peak_pss, self.at_peak = 0.0, 0.0, {}
+        self.cpu: dict[int, tuple[str, float]] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self.done.is_set():
+            rss, _ = tree_memory(self.pid, self.cpu, pss=False)
+            rss_mb = sum(rss.values()) / 2**20
+            if n % 8 == 0 or rss_mb > self.peak_rss:
+                self.peak_pss = max(self.peak_pss, tree_memory(self.pid, pss=True)[1] / 2**20)
+            if rss_mb > self.peak_rss:
+                self.peak_rss, self.at_peak = rss_mb, {k: round(v / 2**20) for k, v in sorted(rss.items())}
+            n += 1
+            self.done.wait(0.25)
+
+    def __enter__(self) -> "MemorySampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def figures(self, prefix: str = "") -> dict:
+        return {
+            f"{prefix}peak_rss_mb": round(self.peak_rss),
+            f"{prefix}peak_pss_mb": round(self.peak_pss),
+            f"{prefix}peak_rss_mb_by_process": self.at_peak,
+            f"{prefix}cpu_s_by_process": cpu_by_label(self.cpu),
+        }
+
+
+def run_project(
+    corpus: Path, store: Path, vocab: int, sample_bytes: int, extra: dict, phase: str
+) -> tuple[dict, dict]:
+    """(the child's figures, its memory and CPU: MemorySampler's figures over its whole process tree)."""
     cmd = [
         sys.executable,
         "-c",
@@ -142,29 +203,15 @@ def run_project(corpus: Path, store: Path, vocab: int, sample_bytes: int, extra:
         str(vocab),
         str(sample_bytes),
         json.dumps(extra),
+        phase,
     ]
     store.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=store.parent)
-    mem = {"peak_rss_mb": 0, "peak_pss_mb": 0, "peak_rss_mb_by_process": {}}
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            rss, pss = tree_memory(proc.pid)
-            mem["peak_pss_mb"] = max(mem["peak_pss_mb"], round(pss / 2**20))
-            if sum(rss.values()) / 2**20 > mem["peak_rss_mb"]:
-                mem["peak_rss_mb"] = round(sum(rss.values()) / 2**20)
-                mem["peak_rss_mb_by_process"] = {k: round(v / 2**20) for k, v in sorted(rss.items())}
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    done.set()
-    sampler.join()
+    with MemorySampler(proc.pid) as mem:
+        out, _ = proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"the project's tokenisation failed (exit {proc.returncode})")
-    return json.loads(out.strip().splitlines()[-1]), mem
+    return json.loads(out.strip().splitlines()[-1]), mem.figures()
 
 
 # ----------------------------------------------------------------------------- the bare loop
@@ -211,14 +258,24 @@ def main() -> None:
         build_corpus(args.data, corpus, args.gb, args.files)
     corpus_bytes = int((corpus / "SIZE").read_text())
     store = Path(args.store) if args.store else work / "store"
-    log("tokenising through the project (Ray Data job)")
     extra = {} if args.cpus_per_piece is None else {"tokenize_cpus_per_piece": args.cpus_per_piece}
-    proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra)
+    log("training the BPE through the project")
+    bpe, bpe_mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "bpe")
+    tokenizer_json = (store / bpe["tokenizer_rel"] / "tokenizer.json").read_text()
+    # The bare loop runs before and after the project's job and its mean is the reference: this
+    # machine's speed drifts by ~10% over minutes, and bracketing cancels a steady drift.
+    bare_runs = []
+    log("tokenising with the bare encode_batch loop (before)")
+    with MemorySampler(os.getpid()) as bare_mem:  # the same sampling cost the project's run pays
+        bare_runs.append(bare_loop(corpus, tokenizer_json))
+    log("tokenising through the project (Ray Data job)")
+    proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "tokenize")
+    log("tokenising with the bare encode_batch loop (after)")
+    with MemorySampler(os.getpid()):
+        bare_runs.append(bare_loop(corpus, tokenizer_json))
     meta = json.loads((store / proj["rel"] / "meta.json").read_text())
-    tokenizer_json = (store / proj["rel"] / "tokenizer.json").read_text()
     project_tokens = sum(meta[f"n_{s}"] for s in ("train", "val", "test"))
-    log("tokenising with the bare encode_batch loop")
-    bare_tokens, bare_s = bare_loop(corpus, tokenizer_json)
+    bare_tokens, bare_s = bare_runs[0][0], sum(s for _, s in bare_runs) / len(bare_runs)
     project_tps, bare_tps = project_tokens / proj["tokenize_s"], bare_tokens / bare_s
     emit(
         {
@@ -228,16 +285,20 @@ def main() -> None:
             "vocab_size": meta["vocab_size"],
             "dtype": meta["dtype"],
             "tokens": project_tokens,
-            "tokens_match_bare": project_tokens == bare_tokens,
+            "tokens_match_bare": all(project_tokens == n for n, _ in bare_runs),
             "bytes_per_token": meta["bytes_per_token"],
             "project_tokens_per_s": round(project_tps),
             "bare_tokens_per_s": round(bare_tps),
             "throughput_ratio": round(project_tps / bare_tps, 3),
             "project_tokenize_s": round(proj["tokenize_s"], 1),
             "bare_s": round(bare_s, 1),
-            "bpe_train_s": round(proj["bpe_train_s"], 1),
+            "bare_s_before_after": [round(s, 1) for _, s in bare_runs],
+            "bpe_train_s": round(bpe["bpe_train_s"], 1),
             "ray_start_s": round(proj["ray_start_s"], 1),
             **mem,
+            "peak_rss_mb": max(mem["peak_rss_mb"], bpe_mem["peak_rss_mb"]),  # the job's two phases
+            "bpe_peak_rss_mb": bpe_mem["peak_rss_mb"],
+            "bare_peak_rss_mb": bare_mem.figures()["peak_rss_mb"],
             "tokenize_cpus_per_piece": args.cpus_per_piece or DataConfig().tokenize_cpus_per_piece,
             "cpus": os.cpu_count(),
             "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
