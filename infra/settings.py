@@ -8,6 +8,7 @@ CLI import first. A variable the user already set wins (setdefault).
 from __future__ import annotations
 
 import os
+import sys
 
 DEFAULTS = {
     # Prefect: no telemetry; warnings and errors only; a loaded machine starts the ephemeral API slowly.
@@ -26,6 +27,14 @@ DEFAULTS = {
 }
 
 
+# Ray reads these once, when it is imported; a process that imported Ray before asymptote keeps what
+# Ray read then, and its children must agree with it (a local GCS started with token auth from a
+# driver that read "disabled" refuses the driver's every call), so they are left alone there.
+READ_AT_RAY_IMPORT = ("RAY_AUTH_MODE",)
+
+
 def apply() -> None:
+    ray_imported = "ray" in sys.modules
     for name, value in DEFAULTS.items():
-        os.environ.setdefault(name, value)
+        if not (ray_imported and name in READ_AT_RAY_IMPORT):
+            os.environ.setdefault(name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import typing
 from uuid import UUID
 
@@ -57,3 +58,26 @@ def test_every_exported_flow_takes_a_typed_config_and_returns_a_typed_result(nam
     assert config is methods.load(entry["config"]) and result is methods.load(entry["result"])
     assert {name, config.__name__, result.__name__} <= set(flows.__all__)
     assert getattr(flows, config.__name__) is config  # the exported types are the flow's own
+
+
+RAY_FIRST = """
+import ray  # the user's pipeline imported Ray before asymptote
+from asymptote.infra.cluster import ray_session
+
+with ray_session(num_cpus=1):
+    print("answer", ray.get(ray.remote(lambda: 41 + 1).remote()))
+"""
+
+
+def test_a_pipeline_that_imported_ray_first_can_start_ray_through_asymptote(tmp_path):
+    """asymptote's Ray defaults must not split a process from the local cluster it starts: Ray reads
+    its auth mode at import, so setting it afterwards gave the GCS token auth and the driver none."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", RAY_FIRST], capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "answer 42" in done.stdout
