@@ -30,7 +30,7 @@ from asymptote.shards import (
     tokenizer_rel,
 )
 from asymptote.store import Store, s3_options
-from asymptote.tokenizer import dtype_for, train_bpe
+from asymptote.tokenizer import ByteTokenizer, dtype_for, train_bpe
 
 
 def _docs() -> list[str]:
@@ -215,6 +215,21 @@ def test_bpe_dataset_carries_its_tokenizer_and_bytes_per_token(tmp_path, store):
         (sum(len(d.encode()) + 1 for d in want)) / len(train)
     )
     assert meta["bytes_per_token"]["train"] > 2  # a subword vocabulary packs several bytes per token
+    # Batches are encoded whole and routed afterwards: each split holds exactly its documents' ids,
+    # each followed by end-of-text, in corpus order.
+    for s, name in enumerate(("train", "val", "test")):
+        want_ids = [np.append(tok.encode(d), tok.eos_id) for d in DOCS if split_of(d, **CFG) == s]
+        assert np.array_equal(load_split(store, rel, name), np.concatenate(want_ids))
+
+
+def test_encode_docs_is_each_text_then_its_end_of_text():
+    texts = [DOCS[0], "", "ünïcödé ✓", DOCS[5]]
+    for tok in (ByteTokenizer(), train_bpe(DOCS, vocab_size=600)):
+        flat, lengths = tok.encode_docs(texts)
+        want = [np.append(tok.encode(t), tok.eos_id) for t in texts]
+        assert flat.dtype == tok.dtype and np.array_equal(flat, np.concatenate(want))
+        assert lengths.tolist() == [len(w) for w in want]
+        assert tok.encode_docs([])[0].size == 0
 
 
 class Uniform(torch.nn.Module):
