@@ -51,7 +51,8 @@ class ByteTokenizer:
     def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(the texts' ids, each text followed by eos_id, in one array; ids per text, eos included)."""
         blobs = [t.encode("utf-8", "surrogatepass") for t in texts]
-        flat = np.frombuffer(b"\n".join(blobs) + b"\n", dtype=np.uint8) if blobs else np.zeros(0, np.uint8)
+        eos = bytes([self.eos_id])
+        flat = np.frombuffer(eos.join(blobs) + eos, dtype=np.uint8) if blobs else np.zeros(0, np.uint8)
         return flat.copy(), np.fromiter((len(b) + 1 for b in blobs), dtype=np.int64, count=len(blobs))
 
     def decode(self, ids) -> str:
@@ -84,7 +85,8 @@ class BPETokenizer:
 
     def encode_docs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(the texts' ids, each text followed by eos_id if the vocabulary has one, in one array; ids
-        per text, eos included). One flat conversion: a numpy array per text costs ~5% of a shard job."""
+        per text, eos included). One conversion for the batch: one numpy array per text cost ~0.06 s of a
+        7.8 MB file's 1.6 s."""
         ids = [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
         tail = [] if self.eos_id is None else [self.eos_id]
         lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids)) + len(tail)
