@@ -277,11 +277,10 @@ def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
         flat, lengths = tok.encode_docs(batch)
         n_docs = np.bincount(which, minlength=len(SPLITS))
         n_bytes = np.bincount(which, weights=[len(b) + tail for b in blobs], minlength=len(SPLITS))
-        per_token = np.repeat(which, lengths) if n_docs.max() < len(batch) else None
+        per_token = np.repeat(which, lengths)
         for i, split in enumerate(SPLITS):
             if n_docs[i]:
-                ids = flat if per_token is None else flat[per_token == i]
-                writers[split].add(ids, int(n_bytes[i]), int(n_docs[i]))
+                writers[split].add(flat[per_token == i], int(n_bytes[i]), int(n_docs[i]))
 
 
 def _write_text(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
