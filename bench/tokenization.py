@@ -181,12 +181,12 @@ class MemorySampler:
         self.done.set()
         self.thread.join()
 
-    def figures(self, prefix: str = "") -> dict:
+    def figures(self) -> dict:
         return {
-            f"{prefix}peak_rss_mb": round(self.peak_rss),
-            f"{prefix}peak_pss_mb": round(self.peak_pss),
-            f"{prefix}peak_rss_mb_by_process": self.at_peak,
-            f"{prefix}cpu_s_by_process": cpu_by_label(self.cpu),
+            "peak_rss_mb": round(self.peak_rss),
+            "peak_pss_mb": round(self.peak_pss),
+            "peak_rss_mb_by_process": self.at_peak,
+            "cpu_s_by_process": cpu_by_label(self.cpu),
         }
 
 

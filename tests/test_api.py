@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import typing
 from uuid import UUID
 
@@ -72,9 +74,6 @@ with ray_session(num_cpus=1):
 def test_a_pipeline_that_imported_ray_first_can_start_ray_through_asymptote(tmp_path):
     """asymptote's Ray defaults must not split a process from the local cluster it starts: Ray reads
     its auth mode at import, so setting it afterwards gave the GCS token auth and the driver none."""
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     done = subprocess.run(
         [sys.executable, "-c", RAY_FIRST], capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env
