@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -268,19 +269,38 @@ class ShardWriter:
 
 def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
     cfg, tail = plan.cfg, 0 if tok.eos_id is None else 1
-    for batch in batches(iter_documents(plan.fs(), f, cfg.text_field), cfg.tokenize_batch_chars):
-        # One encode call per batch, routed afterwards: split-sized calls leave Rust threads idle.
-        blobs = [doc.encode("utf-8", "surrogatepass") for doc in batch]
-        which = np.fromiter(
-            (split_of_bytes(b, cfg.val_fraction, cfg.test_fraction) for b in blobs), np.int64, len(blobs)
-        )
-        flat, lengths = tok.encode_docs(batch)
-        n_docs = np.bincount(which, minlength=len(SPLITS))
-        n_bytes = np.bincount(which, weights=[len(b) + tail for b in blobs], minlength=len(SPLITS))
-        per_token = np.repeat(which, lengths)
-        for i, split in enumerate(SPLITS):
-            if n_docs[i]:
-                writers[split].add(flat[per_token == i], int(n_bytes[i]), int(n_docs[i]))
+    docs = batches(iter_documents(plan.fs(), f, cfg.text_field), cfg.tokenize_batch_chars)
+    # A batch's encoding runs on a thread of its own (Rust's threads, lock released) while this one
+    # reads the next batch and writes the last: done in turn, one core idled through the reading and
+    # writing, ~8% of a piece's time (measured against the same loop in turn).
+    with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
+        for batch, encoded in _one_ahead(pool, tok.encode_each, docs):
+            # One encode call per batch, routed afterwards: split-sized calls leave Rust threads idle.
+            blobs = [doc.encode("utf-8", "surrogatepass") for doc in batch]
+            which = np.fromiter(
+                (split_of_bytes(b, cfg.val_fraction, cfg.test_fraction) for b in blobs), np.int64, len(blobs)
+            )
+            flat, lengths = tok.joined(encoded)
+            n_docs = np.bincount(which, minlength=len(SPLITS))
+            n_bytes = np.bincount(which, weights=[len(b) + tail for b in blobs], minlength=len(SPLITS))
+            per_token = np.repeat(which, lengths)
+            for i, split in enumerate(SPLITS):
+                if n_docs[i]:
+                    writers[split].add(flat[per_token == i], int(n_bytes[i]), int(n_docs[i]))
+
+
+def _one_ahead(pool: ThreadPoolExecutor, fn, items: Iterator) -> Iterator[tuple]:
+    """(item, fn(item)) in order, fn running on `pool` for the next item while the caller uses this
+    one's: at most three items are held (the caller's, the one in fn, the one being read), so memory
+    stays bounded, where Executor.map would take every item at once."""
+    pending = None
+    for item in items:
+        future = pool.submit(fn, item)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+        pending = (item, future)
+    if pending is not None:
+        yield pending[0], pending[1].result()
 
 
 def _write_text(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:

@@ -232,6 +232,27 @@ def test_encode_docs_is_each_text_then_its_end_of_text():
         assert tok.encode_docs([])[0].size == 0
 
 
+def test_encoding_one_batch_ahead_keeps_order_and_holds_at_most_three_batches():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asymptote.shards import _one_ahead
+
+    read, held = [], []
+
+    def items():
+        for i in range(50):
+            read.append(i)
+            yield i
+
+    with ThreadPoolExecutor(1) as pool:
+        got = []
+        for item, result in _one_ahead(pool, lambda i: i * i, items()):
+            got.append((item, result))
+            held.append(len(read) - len(got))  # read but not yet handed over
+    assert got == [(i, i * i) for i in range(50)]
+    assert held == [1] * 49 + [0]  # one in fn while the caller holds one (Executor.map: all 50 read)
+
+
 class Uniform(torch.nn.Module):
     """Logits that are all equal: loss is exactly ln(vocab) nats per token."""
 
