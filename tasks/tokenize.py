@@ -1,7 +1,7 @@
 """Distributed tokenisation on Ray Data: every input file is a piece, pieces run wherever there is a CPU.
 
 The work itself is pure (asymptote.shards.tokenize_piece: read one file in streaming batches, encode,
-write its shards, then its marker), so memory is bounded by one batch per running piece whatever
+write its shards, then its marker), so memory is bounded by three batches per running piece whatever
 the corpus size, a killed job keeps every finished piece, and one manifest commits the set at the
 end. Consecutive pieces are grouped into tasks of about data.tokenize_task_bytes of input, so many
 small files do not each pay a worker's start. Each task reserves data.tokenize_cpus_per_piece CPUs
