@@ -102,11 +102,11 @@ class BPETokenizer:
 
     def joined(self, encodings: list) -> tuple[np.ndarray, np.ndarray]:
         """encode_docs' result from encode_each's."""
+        tail = [] if self.eos_id is None else [self.eos_id]
         flat, lengths = [], np.empty(len(encodings), dtype=np.int64)
         for n, e in enumerate(encodings):
             flat += e.ids  # one list, one conversion: ~20% less than numpy iterating a chain of them
-            if self.eos_id is not None:
-                flat.append(self.eos_id)
+            flat += tail
             lengths[n] = len(flat)
         return np.array(flat, dtype=self.dtype), np.diff(lengths, prepend=0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,7 @@ from asymptote.config import DataConfig, StoreConfig
 from asymptote.corpus import batches, list_corpus, positional_split, split_of
 from asymptote.evaluation import bits_per_token, evaluate_split, mean_loss
 from asymptote.shards import (
+    _one_ahead,
     commit_dataset,
     dataset_key,
     load_dataset,
@@ -233,10 +235,6 @@ def test_encode_docs_is_each_text_then_its_end_of_text():
 
 
 def test_encoding_one_batch_ahead_keeps_order_and_holds_at_most_three_batches():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from asymptote.shards import _one_ahead
-
     read, held = [], []
 
     def items():
