@@ -231,6 +231,9 @@ class ComputeConfig(Section):
     compile of tens of seconds at start). Evaluation and checkpoints use the uncompiled module."""
     micro_batch_size: int | None = volatile(None, ge=1)
     """Sequences per forward pass on a worker (gradient accumulation); None: the whole per-worker batch."""
+    teacher_cache_mb: float = volatile(1024.0, ge=0)
+    """CPU memory (MiB per worker) a distillation student may spend keeping its teachers' outputs on
+    windows it will see again (synthetic windows recur every epoch); 0 recomputes them every step."""
     max_failures: int = volatile(2, ge=0)
     """Worker failures tolerated; each restart resumes from the latest checkpoint."""
     ray_address: str | None = volatile(None)

@@ -3,7 +3,8 @@
 Two ways to pass an ensemble's knowledge to one small model:
 - token level: match the teachers' averaged next-token distribution on real text (KL at a
   temperature, mixed with plain cross-entropy). Teacher logits are computed on the fly inside the
-  training job from members loaded once per worker; nothing is materialised for the corpus.
+  training job from members loaded once per worker, and kept in memory (TeacherCache, up to a
+  budget) for windows that come again; nothing is materialised in the store.
 - sequence level (the paper's method): sample text from the teachers (asymptote.sampling), store it
   as token shards, and train with plain cross-entropy on a mix of synthetic and real windows.
 
@@ -121,15 +122,54 @@ def load_teacher(store: Store, teachers: list[str], student_cfg, device, how: st
     return teacher
 
 
+class TeacherCache:
+    """The teachers' log-probabilities on windows seen before, kept up to a memory budget.
+
+    Synthetic windows are aligned to sample starts, so every epoch repeats them, and real windows
+    repeat whenever an epoch's grid shift recurs; a student trained for many epochs meets each
+    window many times, and a repeat costs a lookup instead of K teacher forwards. Entries live in
+    CPU memory, keyed by the window's tokens (a window's distribution depends on nothing else);
+    once `max_bytes` is spent, new windows are computed and not kept.
+    """
+
+    def __init__(self, teacher: nn.Module, max_bytes: int):
+        self.teacher, self.max_bytes = teacher, max_bytes
+        self.entries: dict[bytes, torch.Tensor] = {}
+        self.bytes = self.hits = self.misses = 0
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_bytes <= 0:
+            return self.teacher(x)
+        keys = [row.tobytes() for row in x.cpu().numpy()]
+        miss = [i for i, k in enumerate(keys) if k not in self.entries]
+        hit = [i for i, k in enumerate(keys) if k in self.entries]
+        self.hits, self.misses = self.hits + len(hit), self.misses + len(miss)
+        if not hit:
+            out = self.teacher(x)
+        else:
+            cached = torch.stack([self.entries[keys[i]] for i in hit]).to(x.device)
+            out = cached.new_empty((len(keys), *cached.shape[1:]))
+            out[hit] = cached
+            if miss:
+                out[miss] = self.teacher(x[miss])
+        for i in miss:
+            size = out[i].numel() * out.element_size()
+            if keys[i] not in self.entries and self.bytes + size <= self.max_bytes:
+                self.entries[keys[i]] = out[i].to("cpu", copy=True)
+                self.bytes += size
+        return out
+
+
 def token_kl_objective(job, store: Store, env):
-    """Registered objective "token_kl": the teachers are loaded here, once per worker."""
+    """Registered objective "token_kl": the teachers are loaded here, once per worker, behind a
+    cache of their outputs on windows already seen (compute.teacher_cache_mb)."""
     opts = parse_options(TokenKLOptions, job.objective, "objective")
     teacher = load_teacher(store, opts.teachers, job.model, env.device, opts.combine)
+    cache = TeacherCache(teacher, int(job.compute.teacher_cache_mb * 2**20))
 
     def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_logprobs = teacher(x)
-        return distill_loss(model(x), teacher_logprobs, y, opts.temperature, opts.alpha)
+        return distill_loss(model(x), cache(x), y, opts.temperature, opts.alpha)
 
     return objective
 

@@ -14,12 +14,14 @@ from asymptote.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from asymptote.dist import DistEnv
 from asymptote.distill import (
     MixtureBatcher,
+    TeacherCache,
     distill_loss,
     mixture_batches,
     save_synthetic,
     soft_kl,
     token_kl_objective,
 )
+from asymptote.ensemble import Ensemble
 from asymptote.job import make_job, run_job
 from asymptote.model import Decoder, lm_loss
 from asymptote.shards import load_dataset, prepare_dataset
@@ -134,6 +136,50 @@ def test_token_kl_objective_averages_frozen_teachers(store, store_uri, data_rel)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in student.parameters())
+    again = objective(student, x, y)  # the same windows again: the teachers' outputs come from the cache
+    assert again.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class _CountingTeacher(torch.nn.Module):
+    """A real frozen ensemble that counts the windows it is asked to predict."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.ensemble, self.rows = Ensemble(members).eval(), 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return self.ensemble(x)
+
+
+def test_teacher_cache_gives_the_teachers_outputs_and_skips_windows_seen_before():
+    torch.manual_seed(0)
+    teacher = _CountingTeacher([Decoder(TINY) for _ in range(2)])
+    cache = TeacherCache(teacher, 2**30)
+    seen = torch.randint(0, 256, (4, 16))
+    assert torch.equal(cache(seen), teacher.ensemble(seen))
+    assert teacher.rows == 4 and len(cache.entries) == 4
+    mixed = torch.cat([seen[[2, 0]], torch.randint(0, 256, (3, 16)), seen[[2]]])
+    got = cache(mixed)
+    assert teacher.rows == 4 + 3, "only the three new windows reach the teachers"
+    assert (cache.hits, cache.misses) == (3, 7)
+    torch.testing.assert_close(got, teacher.ensemble(mixed), rtol=0, atol=1e-6)
+    assert not got.requires_grad
+
+
+def test_teacher_cache_keeps_no_more_than_its_budget_and_zero_turns_it_off():
+    torch.manual_seed(1)
+    teacher = _CountingTeacher([Decoder(TINY)])
+    x = torch.randint(0, 256, (5, 16))
+    one_window = 16 * TINY.vocab_size * 4  # float32 log-probabilities of one window
+    cache = TeacherCache(teacher, 2 * one_window)
+    cache(x)
+    assert len(cache.entries) == 2 and cache.bytes == 2 * one_window
+    torch.testing.assert_close(cache(x), teacher.ensemble(x), rtol=0, atol=1e-6)
+    assert teacher.rows == 5 + 3, "the two kept windows are looked up, the other three recomputed"
+    off = TeacherCache(teacher, 0)
+    off(x), off(x)
+    assert teacher.rows == 8 + 10 and not off.entries
 
 
 @pytest.mark.parametrize(
