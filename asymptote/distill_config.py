@@ -65,7 +65,7 @@ class Method:
     def axes(self) -> tuple[str, ...]:
         """The student hyper-parameters this method's search tunes."""
         return (
-            ("epochs", "weight_decay")
+            ("epochs", "weight_decay", "lr_scale")
             + (("synthetic", "mix") if self.synthetic else ())
             + (("alpha",) if self.objective == "token_kl" else ())
         )
@@ -80,7 +80,7 @@ METHODS: dict[str, Method] = {
     "combined": Method("token_kl", synthetic=True),  # KL on real and synthetic tokens
 }
 SYNTHETIC_VAL_FRACTION = 0.05  # share of sampled sequences kept as the synthetic artifact's validation split
-STUDENT_AXES = ("epochs", "weight_decay", "synthetic", "mix", "alpha")
+STUDENT_AXES = ("epochs", "weight_decay", "synthetic", "mix", "alpha", "lr_scale")
 
 
 class StudentPoint(NamedTuple):
@@ -94,10 +94,12 @@ class StudentPoint(NamedTuple):
     """Fraction of each batch's sequences that are synthetic."""
     alpha: float
     """Weight of the token-level KL against cross-entropy on the next token (token_kl methods)."""
+    lr_scale: float = 1.0
+    """The student's learning rate as a multiple of the single model's."""
 
     def label(self) -> str:
         return (
-            f"ep={self.epochs:g} wd={self.weight_decay:g} syn={self.synthetic:g}xD mix={self.mix:g} "
+            f"ep={self.epochs:g} wd={self.weight_decay:g} lr={self.lr_scale:g}x syn={self.synthetic:g}xD mix={self.mix:g} "
             f"alpha={self.alpha:g}"
         )
 
@@ -122,14 +124,17 @@ class StudentGrid(Section):
     """Fractions of each batch that are synthetic."""
     alpha: list[float] = Field(default_factory=lambda: [1.0])
     """KL weights (1: pure distillation; below 1 adds cross-entropy on the next token)."""
+    lr_scale: list[float] = Field(default_factory=lambda: [1.0])
+    """Learning rates as multiples of the single model's optimum (a student trains longer, on other
+    targets, than the model whose rate it would otherwise inherit)."""
 
-    @field_validator("epochs", "weight_decay", "synthetic", "mix", "alpha")
+    @field_validator("epochs", "weight_decay", "synthetic", "mix", "alpha", "lr_scale")
     @classmethod
     def _check(cls, v: list[float], info) -> list[float]:
         v = _increasing(info.field_name, v)
         if info.field_name in ("mix", "alpha") and v[-1] > 1:
             raise ValueError(f"{info.field_name}={v}: fractions must lie in [0, 1]")
-        if info.field_name in ("epochs", "synthetic") and v[0] == 0:
+        if info.field_name in ("epochs", "synthetic", "lr_scale") and v[0] == 0:
             raise ValueError(
                 f"{info.field_name}={v} must be > 0 (a student without synthetic data is token_kl)"
             )
@@ -149,6 +154,8 @@ class StudentStart(Section):
     """None: the grid's middle value."""
     alpha: float | None = None
     """None: the grid's largest value."""
+    lr_scale: float | None = None
+    """None: the grid value nearest 1 (the single model's learning rate)."""
 
 
 class StudentConfig(Section):

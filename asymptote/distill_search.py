@@ -40,7 +40,8 @@ def student_start(
     grid: StudentGrid, start: StudentStart, member_epochs: float, single_weight_decay: float
 ) -> StudentPoint:
     """The descent's start: given values, else the members' epochs, the single model's weight decay,
-    the middle synthetic amount and mix, and the largest KL weight, each snapped to the grid."""
+    the middle synthetic amount and mix, the largest KL weight and the single model's learning rate
+    (scale 1), each snapped to the grid."""
 
     def pick(axis: str, default: float) -> float:
         given = getattr(start, axis)
@@ -53,6 +54,7 @@ def student_start(
         synthetic=pick("synthetic", middle("synthetic")),
         mix=pick("mix", middle("mix")),
         alpha=pick("alpha", grid.alpha[-1]),
+        lr_scale=pick("lr_scale", 1.0),
     )
 
 

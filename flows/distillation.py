@@ -8,8 +8,9 @@
    once, at the largest amount any student may use; committed as token shards like any corpus.
 3. Students with compute to spare, one per method (sequence: synthetic mixed with real under
    cross-entropy; token_kl: KL to the ensemble's distribution on real text; combined: KL on real and
-   synthetic tokens). Each method's epochs, weight decay, synthetic amount, mixing weight and KL weight
-   are chosen by a certified coordinate descent on validation. A token-level student keeps its
+   synthetic tokens). Each method's epochs, weight decay, learning rate (a multiple of the single
+   model's), synthetic amount, mixing weight and KL weight are chosen by a certified coordinate
+   descent on validation. A token-level student keeps its
    teachers' outputs on windows it has seen in memory (compute.teacher_cache_mb), since synthetic
    windows recur every epoch and real ones whenever an epoch's grid shift does.
 4. Figures on the test split, which no choice has seen: the single model, the ensemble, each chosen
@@ -192,13 +193,13 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
 
 
 def student_train(config: DistillConfig, point: StudentPoint, lr: float) -> TrainConfig:
-    """The template at the single model's learning rate with the point's epochs and weight decay; the
-    run evaluates curve_points times (its learning curve)."""
+    """The template at the point's multiple of the single model's learning rate `lr`, with the
+    point's epochs and weight decay; the run evaluates curve_points times (its learning curve)."""
     from asymptote.data import steps_for  # here: asymptote.data imports torch, a cached call needs none
 
     total = steps_for(config.tokens, config.model.block_size, config.train.batch_size, point.epochs, None)
     fields = {
-        "lr": lr,
+        "lr": lr * point.lr_scale,
         "weight_decay": point.weight_decay,
         "epochs": point.epochs,
         "max_steps": None,

@@ -167,6 +167,19 @@ def test_synthetic_amount_and_mixing_weight_reach_the_train_job(store, store_uri
     assert small.batches["synthetic_tokens"] == config.synthetic_tokens(0.5) < tokens and small.key != job.key
     kl = student_job(config, store, _ref(store, rels[0]), "token_kl", point, 3e-3, teachers, synthetic, None)
     assert kl.batches == {"kind": "epochs"} and kl.objective["teachers"] == ["runs/t0"]
+    assert job.train.lr == 3e-3, "scale 1: the single model's learning rate, the same run as before the axis"
+    faster = student_job(
+        config,
+        store,
+        _ref(store, rels[0]),
+        "sequence",
+        point._replace(lr_scale=3.0),
+        3e-3,
+        teachers,
+        synthetic,
+        None,
+    )
+    assert faster.train.lr == pytest.approx(9e-3) and faster.key != job.key
 
 
 def test_test_losses_per_window_average_to_evaluate_split(store, two_corpora):
