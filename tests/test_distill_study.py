@@ -140,7 +140,11 @@ def test_synthetic_amount_and_mixing_weight_reach_the_train_job(store, store_uri
     synthetic = _synthetic(store, rels[0], needed)
     teachers = Teachers(single="runs/t0", members=["runs/t0"], trained_here=False)
     point = StudentPoint(epochs=1, weight_decay=0.1, synthetic=2.0, mix=0.75, alpha=1.0)
-    job = student_job(config, store, _ref(store, rels[0]), "sequence", point, 3e-3, teachers, synthetic, None)
+
+    def job_at(p: StudentPoint, method: str = "sequence"):
+        return student_job(config, store, _ref(store, rels[0]), method, p, 3e-3, teachers, synthetic, None)
+
+    job = job_at(point)
     tokens = config.synthetic_tokens(2.0)
     assert tokens == (2 * 3_000 // 17) * 17
     assert job.batches == {
@@ -153,32 +157,12 @@ def test_synthetic_amount_and_mixing_weight_reach_the_train_job(store, store_uri
     trainer, _, _ = build_trainer(job, store, DistEnv())
     assert len(trainer.batches.synthetic) == tokens and trainer.batches.weight == 0.75
     assert len(load_dataset(store, "data/synth")[0]) >= tokens  # the sampled amount covers the largest point
-    small = student_job(
-        config,
-        store,
-        _ref(store, rels[0]),
-        "sequence",
-        point._replace(synthetic=0.5),
-        3e-3,
-        teachers,
-        synthetic,
-        None,
-    )
+    small = job_at(point._replace(synthetic=0.5))
     assert small.batches["synthetic_tokens"] == config.synthetic_tokens(0.5) < tokens and small.key != job.key
-    kl = student_job(config, store, _ref(store, rels[0]), "token_kl", point, 3e-3, teachers, synthetic, None)
+    kl = job_at(point, "token_kl")
     assert kl.batches == {"kind": "epochs"} and kl.objective["teachers"] == ["runs/t0"]
     assert job.train.lr == 3e-3, "scale 1: the single model's learning rate, the same run as before the axis"
-    faster = student_job(
-        config,
-        store,
-        _ref(store, rels[0]),
-        "sequence",
-        point._replace(lr_scale=3.0),
-        3e-3,
-        teachers,
-        synthetic,
-        None,
-    )
+    faster = job_at(point._replace(lr_scale=3.0))
     assert faster.train.lr == pytest.approx(9e-3) and faster.key != job.key
 
 
