@@ -105,7 +105,9 @@ def candidates(h: HandOver, distilled: DistillResult, souped: SoupStudyResult) -
 
 
 def run_flops(store: Store, rel: str) -> float:
-    """Training FLOPs of a committed run, from its manifest (teachers' forwards included)."""
+    """Training FLOPs of a committed run, from its manifest (teachers' forwards included, one per
+    student token: the compute of the method, an upper bound on what a student whose TeacherCache
+    served repeated windows spent)."""
     meta = store.manifest(rel).meta
     objective = meta["config"].get("objective") or {}
     teachers = [_shape(store, t) for t in objective.get("teachers", [])]
