@@ -142,8 +142,9 @@ class TeacherCache:
         if self.max_bytes <= 0:
             return self.teacher(x)
         keys = [row.tobytes() for row in x.cpu().numpy()]
-        miss = [i for i, k in enumerate(keys) if k not in self.entries]
-        hit = [i for i, k in enumerate(keys) if k in self.entries]
+        hit, miss = [], []
+        for i, k in enumerate(keys):
+            (hit if k in self.entries else miss).append(i)
         self.hits, self.misses = self.hits + len(hit), self.misses + len(miss)
         if not hit:
             out = self.teacher(x)

@@ -135,9 +135,12 @@ class StudentGrid(Section):
         if info.field_name in ("mix", "alpha") and v[-1] > 1:
             raise ValueError(f"{info.field_name}={v}: fractions must lie in [0, 1]")
         if info.field_name in ("epochs", "synthetic", "lr_scale") and v[0] == 0:
-            raise ValueError(
-                f"{info.field_name}={v} must be > 0 (a student without synthetic data is token_kl)"
-            )
+            why = {
+                "synthetic": "a student without synthetic data is token_kl",
+                "epochs": "a student must train",
+                "lr_scale": "a learning rate of 0 trains nothing",
+            }[info.field_name]
+            raise ValueError(f"{info.field_name}={v} must be > 0 ({why})")
         return v
 
 

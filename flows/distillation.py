@@ -10,9 +10,9 @@
    cross-entropy; token_kl: KL to the ensemble's distribution on real text; combined: KL on real and
    synthetic tokens). Each method's epochs, weight decay, learning rate (a multiple of the single
    model's), synthetic amount, mixing weight and KL weight are chosen by a certified coordinate
-   descent on validation. A token-level student keeps its
-   teachers' outputs on windows it has seen in memory (compute.teacher_cache_mb), since synthetic
-   windows recur every epoch and real ones whenever an epoch's grid shift does.
+   descent on validation. A token-level student keeps its teachers' outputs on windows it has seen
+   in memory (compute.teacher_cache_mb): synthetic windows recur every epoch, real ones whenever an
+   epoch's grid shift does.
 4. Figures on the test split, which no choice has seen: the single model, the ensemble, each chosen
    student, and retained = (L_single - L_student) / (L_single - L_ensemble) with a paired bootstrap
    interval over test windows. When the ensemble's own gain is within its noise, no fraction is given.
