@@ -172,6 +172,9 @@ class StudentConfig(Section):
     """Start of every student's descent."""
     max_runs: int | None = Field(None, ge=1)
     """Cap on distinct points per student's descent (None: until certified); a capped search is reported as such."""
+    walk: Literal["neighbourhood", "lines"] = "neighbourhood"
+    """How each student's descent moves: every neighbour of the best point per round, or a cyclic line
+    search (one axis at a time, fewer runs per move); both stop at a certified point."""
     kl_temperature: float = Field(1.0, gt=0)
     """Softmax temperature of the token-level KL."""
     curve_points: int = Field(8, ge=1)

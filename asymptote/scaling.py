@@ -34,39 +34,86 @@ def certified(point: Point, results: dict[Point, float], grid: SearchGrid, axes:
     return all(n in results for n in near) and all(_loss(results[n]) >= here for n in near)
 
 
+WALKS = ("neighbourhood", "lines")
+
+
 @dataclass
 class CoordinateDescent:
-    """A certified coordinate descent over a grid; `pending()` says which points to run next."""
+    """A certified coordinate descent over a grid; `pending()` says which points to run next.
+
+    walk="neighbourhood" runs every unrun neighbour of the best point each round. walk="lines" is a
+    cyclic line search: it takes the axes in turn, runs the best point's two neighbours along one, and
+    keeps stepping in a direction that improved before moving to the next axis; it stops after a pass
+    over every axis moves nothing, so its point is certified by the same test. A move costs one or two
+    runs instead of a whole neighbourhood; rounds are smaller, so fewer runs go on at once."""
 
     grid: SearchGrid
     axes: tuple[str, ...]
     start: Point
     results: dict[Point, float] = field(default_factory=dict)
     max_runs: int | None = None
+    walk: str = "neighbourhood"
 
     def __post_init__(self):
         unknown = set(self.axes) - set(AXES)
         if unknown:
             raise ValueError(f"axes {sorted(unknown)}: unknown; allowed: {', '.join(AXES)}")
+        if self.walk not in WALKS:
+            raise ValueError(f"walk={self.walk!r}: unknown; allowed: {', '.join(WALKS)}")
         on_grid(self.start, self.grid, self.axes)
 
     def record(self, point: Point, loss: float) -> None:
         self.results[point] = float(loss)
 
     def best(self) -> Point | None:
-        """The lowest loss so far; ties go to the earliest recorded point (deterministic)."""
+        """The lowest loss so far; ties go to the earliest recorded point (deterministic). The line
+        walk's own point, which has that loss too (it moves only to a strictly lower one)."""
         if not self.results:
             return None
+        if self.walk == "lines" and self.start in self.results:
+            return self._lines()[0]
         return min(self.results, key=lambda p: _loss(self.results[p]))
 
     def pending(self) -> list[Point]:
-        """Points to run next: the start, else the unrun neighbours of the best point."""
+        """Points to run next: the start, else the unrun neighbours of the best point (or, walking
+        lines, the next points the line search needs)."""
         if self.exhausted:
             return []
+        if self.walk == "lines":
+            return self._lines()[1] if self.start in self.results else [self.start]
         best = self.best()
         if best is None:
             return [self.start]
         return [n for n in neighbours(best, self.grid, self.axes) if n not in self.results]
+
+    def _lines(self) -> tuple[Point, list[Point]]:
+        """(the line search's point, the points it needs next), replayed from the start over the
+        recorded results: a pure function of them, so a resumed search takes the same path."""
+        loss = lambda p: _loss(self.results[p])  # noqa: E731
+        here = self.start
+        while True:
+            moved = False
+            for axis in self.axes:
+                values = getattr(self.grid, axis)
+                line = neighbours(here, self.grid, (axis,))
+                missing = [p for p in line if p not in self.results]
+                if missing:
+                    return here, missing
+                better = [p for p in line if loss(p) < loss(here)]
+                if not better:
+                    continue
+                before = values.index(getattr(here, axis))
+                here, moved = min(better, key=loss), True
+                step = 1 if values.index(getattr(here, axis)) > before else -1  # keep going that way
+                while 0 <= (j := values.index(getattr(here, axis)) + step) < len(values):
+                    ahead = here._replace(**{axis: values[j]})
+                    if ahead not in self.results:
+                        return here, [ahead]
+                    if loss(ahead) >= loss(here):
+                        break
+                    here = ahead
+            if not moved:
+                return here, []
 
     @property
     def exhausted(self) -> bool:

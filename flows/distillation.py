@@ -264,7 +264,11 @@ def student_descents(
     out = {}
     for method in config.student.methods:
         cd = StudentDescent(
-            config.student.grid, config.student.axes(method), start, max_runs=config.student.max_runs
+            config.student.grid,
+            config.student.axes(method),
+            start,
+            max_runs=config.student.max_runs,
+            walk=config.student.walk,
         )
 
         def job(p: StudentPoint, method: str = method) -> TrainJob:

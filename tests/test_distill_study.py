@@ -212,6 +212,14 @@ def test_student_descent_certifies_the_best_point_of_its_axes():
             cd.record(p, loss(p))
     assert cd.certified and cd.best() == StudentPoint(8, 0.1, 4, 0.75, 1.0)
     assert len(cd.results) < 4 * 2 * 3 * 2  # a descent, not the whole grid
+    axes = ("epochs", "weight_decay", "synthetic", "mix")
+    lines = StudentDescent(
+        grid, axes, start, walk=build(DistillConfig, {"student": {"walk": "lines"}}).student.walk
+    )
+    while lines.pending():
+        for p in lines.pending():
+            lines.record(p, loss(p))
+    assert lines.certified and lines.best() == cd.best() and len(lines.results) <= len(cd.results)
     with pytest.raises(ValueError, match="unknown"):
         StudentDescent(grid, ("lr",), start)
     assert nearest([0.1, 0.4, 1.6], 0.8) == 0.4 and nearest([0.0, 0.1], 0.04) == 0.0
@@ -220,6 +228,8 @@ def test_student_descent_certifies_the_best_point_of_its_axes():
 def test_bad_student_config_is_named():
     with pytest.raises(ConfigError, match="student.methods"):
         build(DistillConfig, {"student": {"methods": ["sequence", "telepathy"]}})
+    with pytest.raises(ConfigError, match="student.walk"):
+        build(DistillConfig, {"student": {"walk": "random"}})
     with pytest.raises(ConfigError, match="student.start.mix"):
         build(DistillConfig, {"student": {"start": {"mix": 0.3}}})
     with pytest.raises(ConfigError, match="synthetic"):

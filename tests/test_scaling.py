@@ -85,6 +85,52 @@ def test_descent_walks_to_the_optimum_and_certifies_it(recipe, expected):
     assert all(p.weight_decay == 0.1 for p in cd.results) or recipe == "regularized"
 
 
+def run_descent(cd: CoordinateDescent, loss) -> list[list[Point]]:
+    rounds = []
+    while cd.pending():
+        rounds.append(cd.pending())
+        for p in rounds[-1]:
+            cd.record(p, loss(p))
+    return rounds
+
+
+def test_line_walk_reaches_the_same_certified_optimum_with_fewer_runs():
+    start = Point(1e-2, 0.1, 1)
+    whole = CoordinateDescent(GRID, ALL, start)
+    lines = CoordinateDescent(GRID, ALL, start, walk="lines")
+    run_descent(whole, bowl)
+    rounds = run_descent(lines, bowl)
+    assert lines.best() == whole.best() == Point(1e-3, 1.6, 16) and lines.certified
+    assert len(lines.results) < len(whole.results)
+    assert max(len(r) for r in rounds) <= 2  # one axis' two neighbours, or one step along a line
+    # a pure function of the results: a descent handed them in another order resumes at the same place
+    resumed = CoordinateDescent(GRID, ALL, start, dict(reversed(list(lines.results.items()))), walk="lines")
+    assert resumed.best() == lines.best() and resumed.pending() == [] and resumed.certified
+    half = dict(list(lines.results.items())[: len(lines.results) // 2])
+    partial = CoordinateDescent(GRID, ALL, start, dict(half), walk="lines")
+    assert partial.pending() and not set(partial.pending()) & set(half)
+    assert CoordinateDescent(GRID, ALL, start, walk="lines").pending() == [start]
+
+
+def test_line_walk_stops_at_a_certified_point_on_a_rugged_loss():
+    rng = np.random.default_rng(0)
+    table = {}
+
+    def rugged(p: Point) -> float:  # no structure for a line to follow; a NaN is a diverged run
+        if p not in table:
+            table[p] = math.nan if rng.random() < 0.1 else float(rng.random())
+        return table[p]
+
+    for seed_start in [Point(1e-2, 0.1, 1), Point(1e-4, 6.4, 64), Point(1e-3, 0.8, 8)]:
+        cd = CoordinateDescent(GRID, ALL, seed_start, walk="lines")
+        run_descent(cd, rugged)
+        assert cd.certified and certified(cd.best(), cd.results, GRID, ALL)
+        finite = [v for v in cd.results.values() if math.isfinite(v)]
+        assert cd.results[cd.best()] == min(finite)  # the walk's point is the best it ran
+    with pytest.raises(ValueError, match="walk='spiral'"):
+        CoordinateDescent(GRID, ALL, Point(1e-2, 0.1, 1), walk="spiral")
+
+
 def test_descent_cap_stops_uncertified_and_start_must_be_on_grid():
     cd = CoordinateDescent(GRID, ALL, Point(1e-2, 0.1, 1), max_runs=3)
     while cd.pending():
