@@ -88,6 +88,8 @@ def main(
         "chosen": {m: s.point for m, s in res.students.items()},
         "certified": {m: s.certified for m, s in res.students.items()},
         "at_edge": {m: student_edges(cfg, s) for m, s in res.students.items()},
+        "student_walk": cfg.student.walk,
+        "search_points": {m: s.points for m, s in res.students.items()},
         "student_steps": {m: s.steps for m, s in res.students.items()},
         "search_steps": {m: s.search_steps for m, s in res.students.items()},
         "synthetic_tokens": res.synthetic_tokens,
