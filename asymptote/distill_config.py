@@ -28,6 +28,7 @@ from asymptote.config import (
     volatile,
 )
 from asymptote.scaling_config import EnsembleConfig, SearchConfig, token_budget
+from asymptote.search_space import Walk
 
 
 class SamplingConfig(Section):
@@ -172,7 +173,7 @@ class StudentConfig(Section):
     """Start of every student's descent."""
     max_runs: int | None = Field(None, ge=1)
     """Cap on distinct points per student's descent (None: until certified); a capped search is reported as such."""
-    walk: Literal["neighbourhood", "lines"] = "neighbourhood"
+    walk: Walk = "neighbourhood"
     """How each student's descent moves: every neighbour of the best point per round, or a cyclic line
     search (one axis at a time, fewer runs per move); both stop at a certified point."""
     kl_temperature: float = Field(1.0, gt=0)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, get_args
 
 from asymptote.config import DataConfig, ModelConfig, TrainConfig
 from asymptote.job_spec import TrainJob, make_job
-from asymptote.search_space import AXES, Point, SearchGrid, neighbours, on_grid
+from asymptote.search_space import AXES, Point, SearchGrid, Walk, neighbours, on_grid
 
 
 def _loss(value: float) -> float:
@@ -34,7 +34,7 @@ def certified(point: Point, results: dict[Point, float], grid: SearchGrid, axes:
     return all(n in results for n in near) and all(_loss(results[n]) >= here for n in near)
 
 
-WALKS = ("neighbourhood", "lines")
+WALKS = get_args(Walk)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class CoordinateDescent:
     start: Point
     results: dict[Point, float] = field(default_factory=dict)
     max_runs: int | None = None
-    walk: str = "neighbourhood"
+    walk: Walk = "neighbourhood"
 
     def __post_init__(self):
         unknown = set(self.axes) - set(AXES)

@@ -6,13 +6,16 @@ Pure configuration (pydantic, no torch): configs and their errors load without t
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from pydantic import Field, field_validator
 
 from asymptote.config import ModelConfig, Section
 
 AXES = ("epochs", "lr", "weight_decay")
+
+Walk = Literal["neighbourhood", "lines"]
+"""How a certified coordinate descent moves (asymptote.scaling.CoordinateDescent)."""
 # Recipe name -> the axes its search tunes (the others stay at the start point's values).
 RECIPES: dict[str, tuple[str, ...]] = {
     "standard": ("epochs", "lr"),
