@@ -86,6 +86,17 @@ class CoordinateDescent:
             return [self.start]
         return [n for n in neighbours(best, self.grid, self.axes) if n not in self.results]
 
+    def spare(self) -> list[Point]:
+        """Points worth running on capacity that would otherwise idle, beyond pending(). Walking lines:
+        the walk's point's unrun neighbours, which its certifying pass needs if the point stays put;
+        results off the walk's path never change the path, so running them changes no choice. None
+        for the neighbourhood walk (its pending is the whole neighbourhood) or under a run cap (they
+        would spend it)."""
+        if self.walk != "lines" or self.max_runs is not None or self.start not in self.results:
+            return []
+        here, need = self._lines()
+        return [n for n in neighbours(here, self.grid, self.axes) if n not in self.results and n not in need]
+
     def _lines(self) -> tuple[Point, list[Point]]:
         """(the line search's point, the points it needs next), replayed from the start over the
         recorded results: a pure function of them, so a resumed search takes the same path."""

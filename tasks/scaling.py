@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from prefect import task
+from prefect.futures import PrefectFuture, as_completed
 
 from asymptote.config import key_dict
 from asymptote.infra.cluster import ray_ready
@@ -61,17 +62,64 @@ def evaluate_all(store: Store, runs: list[RunRef], data_rel: str) -> list[dict[s
     return [futures[run.rel].result() for run in runs]
 
 
-def descend(descents: list[Descent]) -> None:
-    """Advance all descents together: each round submits every descent's pending points concurrently,
-    records the losses, and stops when every descent is certified (or hit its run cap)."""
-    while True:
-        batch = [(d, p) for d in descents for p in d.cd.pending()]
-        if not batch:
-            return
-        refs = train_all([d.job(p) for d, p in batch])
-        for (d, p), ref in zip(batch, refs, strict=False):
-            d.runs[p] = ref
-            d.cd.record(p, ref.summary.get("val_loss", float("nan")))
+def descend(descents: list[Descent], slots: int | None = None) -> None:
+    """Advance every descent until each is certified (or hit its run cap).
+
+    A descent submits all its pending points at once and asks for its next ones as soon as its own
+    have finished, not when every other descent's have: its path depends only on its own results, so
+    it is the path lock-step rounds would take, without cores idling at a shared barrier while a long
+    search's last run finishes. While fewer runs are going than `slots` (default: as many as the
+    cluster holds at once), the descents' spare points (CoordinateDescent.spare: what a line walk's
+    certifying pass would need next) fill the idle capacity; they change no choice. Equal jobs are
+    trained once."""
+    if not descents:
+        return
+    slots = slots or _slots(descents)
+    futures: dict[str, PrefectFuture] = {}  # by job key
+    submitted: dict[tuple[int, Point], PrefectFuture] = {}
+    waiting: dict[int, list[Point]] = {}  # descent -> the points its next step needs
+    done: set[PrefectFuture] = set()
+
+    def submit(i: int, p: Point) -> None:
+        if (i, p) not in submitted:
+            job = descents[i].job(p)
+            if job.key not in futures:
+                futures[job.key] = submit_train(job)
+            submitted[i, p] = futures[job.key]
+
+    def advance(i: int) -> None:
+        waiting.pop(i, None)
+        if pending := descents[i].cd.pending():
+            waiting[i] = pending
+            for p in pending:
+                submit(i, p)
+
+    for i in range(len(descents)):
+        advance(i)
+    while waiting or set(submitted.values()) - done:  # spare runs still going are waited for
+        for i in list(waiting):
+            for p in descents[i].cd.spare():
+                if len(set(submitted.values()) - done) >= slots:
+                    break
+                submit(i, p)
+        if running := set(submitted.values()) - done:
+            done.add(next(as_completed(list(running))))
+        for (i, p), future in submitted.items():
+            d = descents[i]
+            if future in done and p not in d.runs:
+                d.runs[p] = ref = future.result()
+                d.cd.record(p, ref.summary.get("val_loss", float("nan")))
+        for i in [i for i, need in waiting.items() if all(p in descents[i].runs for p in need)]:
+            advance(i)
+
+
+def _slots(descents: list[Descent]) -> int:
+    """How many of these descents' runs the cluster holds at once (from their first point's job)."""
+    from asymptote.tasks.launch import concurrent_runs
+
+    d = descents[0]
+    ray_ready()
+    return concurrent_runs(d.job(d.cd.start).compute)
 
 
 # ----------------------------------------------------------------------------- Ray Tune

@@ -131,6 +131,35 @@ def test_line_walk_stops_at_a_certified_point_on_a_rugged_loss():
         CoordinateDescent(GRID, ALL, Point(1e-2, 0.1, 1), walk="spiral")
 
 
+def test_spare_points_fill_idle_capacity_without_changing_the_line_walk():
+    start = Point(1e-2, 0.1, 1)
+    plain = CoordinateDescent(GRID, ALL, start, walk="lines")
+    path = run_descent(plain, bowl)
+    eager = CoordinateDescent(GRID, ALL, start, walk="lines")
+    assert eager.spare() == []  # nothing before the start has run
+    eager_path, extra = [], 0
+    while need := eager.pending():
+        spare = eager.spare()
+        assert not set(spare) & (set(need) | set(eager.results))
+        here = eager.best()
+        assert all(s in neighbours(here, GRID, ALL) for s in spare)
+        eager_path.append(need)
+        for p in need + spare[:1]:  # one idle slot: the first spare point runs beside the needed ones
+            eager.record(p, bowl(p))
+        extra += bool(spare)
+    assert extra > 0
+    assert eager.best() == plain.best() and eager.certified
+    # spare results never move the walk: it asks for no more rounds than without them, and for
+    # points the plain walk also needed
+    assert len(eager_path) <= len(path)
+    assert {p for r in eager_path for p in r} <= {p for r in path for p in r}
+    # neither walk has spare points under a run cap (they would spend it) nor walking neighbourhoods
+    assert CoordinateDescent(GRID, ALL, start, dict(plain.results), walk="lines", max_runs=99).spare() == []
+    whole = CoordinateDescent(GRID, ALL, start)
+    whole.record(start, bowl(start))
+    assert whole.spare() == []
+
+
 def test_descent_cap_stops_uncertified_and_start_must_be_on_grid():
     cd = CoordinateDescent(GRID, ALL, Point(1e-2, 0.1, 1), max_runs=3)
     while cd.pending():
