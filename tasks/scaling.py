@@ -87,6 +87,9 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
                 futures[job.key] = submit_train(job)
             submitted[i, p] = futures[job.key]
 
+    def running() -> set[PrefectFuture]:
+        return set(submitted.values()) - done
+
     def advance(i: int) -> None:
         waiting.pop(i, None)
         if pending := descents[i].cd.pending():
@@ -96,14 +99,14 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
 
     for i in range(len(descents)):
         advance(i)
-    while waiting or set(submitted.values()) - done:  # spare runs still going are waited for
+    while waiting or running():  # spare runs still going are waited for
         for i in list(waiting):
             for p in descents[i].cd.spare():
-                if len(set(submitted.values()) - done) >= slots:
+                if len(running()) >= slots:
                     break
                 submit(i, p)
-        if running := set(submitted.values()) - done:
-            done.add(next(as_completed(list(running))))
+        if going := running():
+            done.add(next(as_completed(list(going))))
         for (i, p), future in submitted.items():
             d = descents[i]
             if future in done and p not in d.runs:
