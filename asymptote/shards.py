@@ -277,16 +277,12 @@ def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
         for batch, encoded in _one_ahead(pool, tok.encode_each, docs):
             # One encode call per batch, routed afterwards: split-sized calls leave Rust threads idle.
             blobs = [doc.encode("utf-8", "surrogatepass") for doc in batch]
-            which = np.fromiter(
-                (split_of_bytes(b, cfg.val_fraction, cfg.test_fraction) for b in blobs), np.int64, len(blobs)
-            )
-            flat, lengths = tok.joined(encoded)
+            which = [split_of_bytes(b, cfg.val_fraction, cfg.test_fraction) for b in blobs]
             n_docs = np.bincount(which, minlength=len(SPLITS))
             n_bytes = np.bincount(which, weights=[len(b) + tail for b in blobs], minlength=len(SPLITS))
-            per_token = np.repeat(which, lengths)
-            for i, split in enumerate(SPLITS):
+            for i, ids in enumerate(tok.grouped(encoded, which, len(SPLITS))):
                 if n_docs[i]:
-                    writers[split].add(flat[per_token == i], int(n_bytes[i]), int(n_docs[i]))
+                    writers[SPLITS[i]].add(ids, int(n_bytes[i]), int(n_docs[i]))
 
 
 def _one_ahead(pool: ThreadPoolExecutor, fn, items: Iterator) -> Iterator[tuple]:

@@ -224,14 +224,20 @@ def test_bpe_dataset_carries_its_tokenizer_and_bytes_per_token(tmp_path, store):
         assert np.array_equal(load_split(store, rel, name), np.concatenate(want_ids))
 
 
-def test_encode_docs_is_each_text_then_its_end_of_text():
-    texts = [DOCS[0], "", "ünïcödé ✓", DOCS[5]]
+def test_encode_docs_is_each_text_then_its_end_of_text_and_grouped_splits_them_in_order():
+    texts = [DOCS[0], "", "ünïcödé ✓", DOCS[5], DOCS[7]]
     for tok in (ByteTokenizer(), train_bpe(DOCS, vocab_size=600)):
-        flat, lengths = tok.encode_docs(texts)
         want = [np.append(tok.encode(t), tok.eos_id) for t in texts]
+        flat = tok.encode_docs(texts)
         assert flat.dtype == tok.dtype and np.array_equal(flat, np.concatenate(want))
-        assert lengths.tolist() == [len(w) for w in want]
-        assert tok.encode_docs([])[0].size == 0
+        assert tok.encode_docs([]).size == 0
+        groups = [2, 0, 2, 0, 2]  # group 1 gets no text
+        parts = tok.grouped(tok.encode_each(texts), groups, 3)
+        assert [p.dtype for p in parts] == [tok.dtype] * 3 and parts[1].size == 0
+        for g in (0, 2):
+            assert np.array_equal(
+                parts[g], np.concatenate([w for w, h in zip(want, groups, strict=True) if h == g])
+            )
 
 
 def test_encoding_one_batch_ahead_keeps_order_and_holds_at_most_three_batches():
