@@ -161,6 +161,8 @@ class MemorySampler:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             out[p.pid] = (p, name)
+            if name == "ray::IDLE" and p.pid in self.cpu:  # a worker between tasks keeps its task's name
+                name = self.cpu[p.pid][0]
             self.cpu[p.pid] = (name, times.user + times.system)
         return out
 
