@@ -135,7 +135,7 @@ class MemorySampler:
     0.25 s and PSS at every new RSS peak, as before, took ~7% of a core on an idle Ray Data tree
     against ~1% on the bare loop, a cost charged to the project's throughput."""
 
-    RSS_EVERY_S, SCAN_EVERY, PSS_EVERY_S, PSS_AT_PEAK_EVERY_S, PSS_AT_GROWTH = 0.25, 4, 4.0, 1.0, 0.02
+    RSS_EVERY_S, SCAN_EVERY, PSS_EVERY_S, PSS_WHILE_GROWING_EVERY_S, PSS_AT_GROWTH = 0.25, 4, 4.0, 1.0, 0.02
 
     def __init__(self, pid: int):
         self.pid, self.done = pid, threading.Event()
@@ -160,9 +160,9 @@ class MemorySampler:
                 name, times = label(p), p.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            out[p.pid] = (p, name)
             if name == "ray::IDLE" and p.pid in self.cpu:  # a worker between tasks keeps its task's name
                 name = self.cpu[p.pid][0]
+            out[p.pid] = (p, name)
             self.cpu[p.pid] = (name, times.user + times.system)
         return out
 
@@ -191,7 +191,7 @@ class MemorySampler:
             # A Ray tree's RSS creeps up by kilobytes all the time: a "new peak" triggers PSS only
             # when it is well above the RSS at the last PSS reading.
             grown = rss_mb > rss_at_pss * (1 + self.PSS_AT_GROWTH)
-            if now - last_pss >= (self.PSS_AT_PEAK_EVERY_S if grown else self.PSS_EVERY_S):
+            if now - last_pss >= (self.PSS_WHILE_GROWING_EVERY_S if grown else self.PSS_EVERY_S):
                 pss = self._sum(procs, lambda p: p.memory_full_info().pss)
                 self.peak_pss = max(self.peak_pss, sum(pss.values()) / 2**20)
                 last_pss, rss_at_pss = now, rss_mb
