@@ -8,9 +8,13 @@ tokens on a sample of the training split, then tokenises the corpus through the 
 with a bare single-process loop (zstd stream -> json -> tokenizers' encode_batch, Rust threads on)
 over the same files and the same tokenizer, run once before and once after the project's job (their
 mean is the reference). The BPE is trained in a child of its own first, so the bare loop before
-has it; peak_rss_mb is the larger of the two children's peaks.
+has it; peak_rss_mb is the largest of the children's peaks.
 
-    nice -n 10 python bench/tokenization.py --data ../shared/data/tinyshakespeare.txt --gb 1
+One round's ratio moves by several percent with this machine's speed, so --rounds R repeats the
+round (bare, project, bare) R times, each job into a fresh store that holds only the BPE, and the
+ratio is the rounds' mean with its Student-t 95% interval (throughput_ratio_ci95).
+
+    nice -n 10 python bench/tokenization.py --data ../shared/data/tinyshakespeare.txt --gb 1 --rounds 8
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,6 +272,51 @@ def bare_loop(corpus: Path, tokenizer_json: str) -> tuple[int, float]:
     return tokens, time.perf_counter() - started
 
 
+def one_round(corpus: Path, store: Path, tokenizer_json: str, args, extra: dict) -> dict:
+    """The bare loop, the project's job (into `store`, which holds the BPE and no shards), the bare
+    loop again; the round's ratio is the project's tokens/s over the bare loop's at the mean of its
+    two times. The bracketing cancels a steady drift of this machine's speed (~10% over minutes)."""
+    bare_runs, bare_mems = [], []
+    log("tokenising with the bare encode_batch loop (before)")
+    with MemorySampler(os.getpid()) as sampler:  # sampled as the project's job is
+        bare_runs.append(bare_loop(corpus, tokenizer_json))
+    bare_mems.append(sampler.figures())
+    log("tokenising through the project (Ray Data job)")
+    proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "tokenize")
+    log("tokenising with the bare encode_batch loop (after)")
+    with MemorySampler(os.getpid()) as sampler:
+        bare_runs.append(bare_loop(corpus, tokenizer_json))
+    bare_mems.append(sampler.figures())
+    meta = json.loads((store / proj["rel"] / "meta.json").read_text())
+    tokens = sum(meta[f"n_{s}"] for s in ("train", "val", "test"))
+    bare_s = statistics.mean(s for _, s in bare_runs)
+    project_tps, bare_tps = tokens / proj["tokenize_s"], bare_runs[0][0] / bare_s
+    return {
+        "meta": meta,
+        "tokens": tokens,
+        "tokens_match_bare": all(tokens == n for n, _ in bare_runs),
+        "project_tokens_per_s": project_tps,
+        "bare_tokens_per_s": bare_tps,
+        "throughput_ratio": project_tps / bare_tps,
+        "project_s": proj["tokenize_s"],
+        "ray_start_s": proj["ray_start_s"],
+        "bare_s_before_after": [round(s, 1) for _, s in bare_runs],
+        "mem": mem,
+        "bare_peak_rss_mb": max(m["peak_rss_mb"] for m in bare_mems),
+        "bare_sampler_cpu_s": [m["sampler_cpu_s"] for m in bare_mems],
+    }
+
+
+def mean_interval(xs: list[float], level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean of independent rounds; None for one round (no spread to judge)."""
+    if len(xs) < 2:
+        return None
+    from scipy import stats
+
+    half = stats.t.ppf((1 + level) / 2, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
+    return [round(statistics.mean(xs) - half, 3), round(statistics.mean(xs) + half, 3)]
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--gb", type=float, default=1.0, help="text bytes of the corpus, in GB (1e9)")
@@ -275,6 +325,7 @@ def main() -> None:
     p.add_argument("--sample-bytes", type=int, default=32_000_000, help="BPE training sample")
     p.add_argument("--corpus", default=None, help="reuse a corpus folder built by an earlier run")
     p.add_argument("--cpus-per-piece", type=float, default=None, help="data.tokenize_cpus_per_piece")
+    p.add_argument("--rounds", type=int, default=1, help="independent rounds (bare, project, bare)")
     p.add_argument("--keep-corpus", action="store_true", help="keep the corpus this run built")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="asymptote-bench-tokenize-"))
@@ -289,23 +340,20 @@ def main() -> None:
     log("training the BPE through the project")
     bpe, bpe_mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "bpe")
     tokenizer_json = (store / bpe["tokenizer_rel"] / "tokenizer.json").read_text()
-    # The bare loop runs before and after the project's job and its mean is the reference: this
-    # machine's speed drifts by ~10% over minutes, and bracketing cancels a steady drift.
-    bare_runs, bare_mems = [], []
-    log("tokenising with the bare encode_batch loop (before)")
-    with MemorySampler(os.getpid()) as sampler:  # sampled as the project's job is
-        bare_runs.append(bare_loop(corpus, tokenizer_json))
-    bare_mems.append(sampler.figures())
-    log("tokenising through the project (Ray Data job)")
-    proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "tokenize")
-    log("tokenising with the bare encode_batch loop (after)")
-    with MemorySampler(os.getpid()) as sampler:
-        bare_runs.append(bare_loop(corpus, tokenizer_json))
-    bare_mems.append(sampler.figures())
-    meta = json.loads((store / proj["rel"] / "meta.json").read_text())
-    project_tokens = sum(meta[f"n_{s}"] for s in ("train", "val", "test"))
-    bare_tokens, bare_s = bare_runs[0][0], sum(s for _, s in bare_runs) / len(bare_runs)
-    project_tps, bare_tps = project_tokens / proj["tokenize_s"], bare_tokens / bare_s
+    if args.rounds > 1:  # every round tokenises into a fresh copy of the store that holds only the BPE
+        shutil.copytree(store, work / "store-bpe")
+    rounds = []
+    for k in range(args.rounds):
+        round_store = store if k == 0 else work / f"store-round-{k}"
+        if k:
+            shutil.copytree(work / "store-bpe", round_store)
+        log(f"round {k + 1} of {args.rounds}")
+        rounds.append(one_round(corpus, round_store, tokenizer_json, args, extra))
+        if k:  # a round's shards are as large as the corpus: keep only the first round's
+            shutil.rmtree(round_store, ignore_errors=True)
+    first, ratios = rounds[0], [r["throughput_ratio"] for r in rounds]
+    meta = first["meta"]
+    worst = max(rounds, key=lambda r: r["mem"]["peak_rss_mb"])
     emit(
         {
             "corpus_bytes": corpus_bytes,
@@ -313,22 +361,27 @@ def main() -> None:
             "files": len(list(corpus.glob("*.jsonl.zst"))),
             "vocab_size": meta["vocab_size"],
             "dtype": meta["dtype"],
-            "tokens": project_tokens,
-            "tokens_match_bare": all(project_tokens == n for n, _ in bare_runs),
+            "tokens": first["tokens"],
+            "tokens_match_bare": all(
+                r["tokens_match_bare"] and r["tokens"] == first["tokens"] for r in rounds
+            ),
             "bytes_per_token": meta["bytes_per_token"],
-            "project_tokens_per_s": round(project_tps),
-            "bare_tokens_per_s": round(bare_tps),
-            "throughput_ratio": round(project_tps / bare_tps, 3),
-            "project_tokenize_s": round(proj["tokenize_s"], 1),
-            "bare_s": round(bare_s, 1),
-            "bare_s_before_after": [round(s, 1) for _, s in bare_runs],
+            "project_tokens_per_s": round(statistics.mean(r["project_tokens_per_s"] for r in rounds)),
+            "bare_tokens_per_s": round(statistics.mean(r["bare_tokens_per_s"] for r in rounds)),
+            "throughput_ratio": round(statistics.mean(ratios), 3),
+            "throughput_ratio_ci95": mean_interval(ratios),
+            "throughput_ratio_by_round": [round(x, 3) for x in ratios],
+            "project_tokenize_s": [round(r["project_s"], 1) for r in rounds],
+            "bare_s_before_after": [r["bare_s_before_after"] for r in rounds],
             "bpe_train_s": round(bpe["bpe_train_s"], 1),
-            "ray_start_s": round(proj["ray_start_s"], 1),
-            **mem,
-            "peak_rss_mb": max(mem["peak_rss_mb"], bpe_mem["peak_rss_mb"]),  # the job's two phases
+            "ray_start_s": [round(r["ray_start_s"], 1) for r in rounds],
+            **worst["mem"],  # the round with the highest peak: its split per process and its CPU table
+            "peak_rss_mb": max(bpe_mem["peak_rss_mb"], *(r["mem"]["peak_rss_mb"] for r in rounds)),
+            "peak_rss_mb_by_round": [r["mem"]["peak_rss_mb"] for r in rounds],
             "bpe_peak_rss_mb": bpe_mem["peak_rss_mb"],
-            "bare_peak_rss_mb": max(m["peak_rss_mb"] for m in bare_mems),
-            "bare_sampler_cpu_s": [m["sampler_cpu_s"] for m in bare_mems],
+            "bare_peak_rss_mb": max(r["bare_peak_rss_mb"] for r in rounds),
+            "bare_sampler_cpu_s": [r["bare_sampler_cpu_s"] for r in rounds],
+            "rounds": args.rounds,
             "tokenize_cpus_per_piece": args.cpus_per_piece or DataConfig().tokenize_cpus_per_piece,
             "cpus": os.cpu_count(),
             "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
