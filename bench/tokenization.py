@@ -349,6 +349,8 @@ def main() -> None:
             shutil.copytree(work / "store-bpe", round_store)
         log(f"round {k + 1} of {args.rounds}")
         rounds.append(one_round(corpus, round_store, tokenizer_json, args, extra))
+        # Logged as each round ends, so a long run stopped early keeps what it measured.
+        log(f"round {k + 1}: throughput_ratio {rounds[-1]['throughput_ratio']:.3f}")
         if k:  # a round's shards are as large as the corpus: keep only the first round's
             shutil.rmtree(round_store, ignore_errors=True)
     first, ratios = rounds[0], [r["throughput_ratio"] for r in rounds]
