@@ -277,16 +277,17 @@ def one_round(corpus: Path, store: Path, tokenizer_json: str, args, extra: dict)
     loop again; the round's ratio is the project's tokens/s over the bare loop's at the mean of its
     two times. The bracketing cancels a steady drift of this machine's speed (~10% over minutes)."""
     bare_runs, bare_mems = [], []
-    log("tokenising with the bare encode_batch loop (before)")
-    with MemorySampler(os.getpid()) as sampler:  # sampled as the project's job is
-        bare_runs.append(bare_loop(corpus, tokenizer_json))
-    bare_mems.append(sampler.figures())
+
+    def bare(when: str) -> None:
+        log(f"tokenising with the bare encode_batch loop ({when})")
+        with MemorySampler(os.getpid()) as sampler:  # sampled as the project's job is
+            bare_runs.append(bare_loop(corpus, tokenizer_json))
+        bare_mems.append(sampler.figures())
+
+    bare("before")
     log("tokenising through the project (Ray Data job)")
     proj, mem = run_project(corpus, store, args.vocab, args.sample_bytes, extra, "tokenize")
-    log("tokenising with the bare encode_batch loop (after)")
-    with MemorySampler(os.getpid()) as sampler:
-        bare_runs.append(bare_loop(corpus, tokenizer_json))
-    bare_mems.append(sampler.figures())
+    bare("after")
     meta = json.loads((store / proj["rel"] / "meta.json").read_text())
     tokens = sum(meta[f"n_{s}"] for s in ("train", "val", "test"))
     bare_s = statistics.mean(s for _, s in bare_runs)
