@@ -314,9 +314,10 @@ def mean_interval(xs: list[float], level: float = 0.95) -> list[float] | None:
         return None
     from scipy import stats
 
+    mean = statistics.mean(xs)
     half = stats.t.ppf((1 + level) / 2, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
     # Four places: at three, a lower end of 0.8996 printed as 0.9 and read as meeting a goal of 0.9.
-    return [round(statistics.mean(xs) - half, 4), round(statistics.mean(xs) + half, 4)]
+    return [round(mean - half, 4), round(mean + half, 4)]
 
 
 def main() -> None:
