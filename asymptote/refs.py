@@ -26,6 +26,24 @@ class DataRef(BaseModel):
     """UTF-8 bytes per token of each split: bits per byte = bits per token / bytes per token."""
 
 
+def data_ref(store: Any, rel: str) -> DataRef:
+    """The reference to a committed data artifact (real or synthetic), read from its manifest.
+
+    The one builder every flow and task uses; `store` is an `asymptote.store.Store`."""
+    meta = store.manifest(rel).meta
+    return DataRef(
+        rel=rel,
+        uri=store.uri(rel),
+        n_train=meta["n_train"],
+        n_val=meta["n_val"],
+        n_test=meta.get("n_test", 0),
+        source_sha256=meta["source_sha256"],
+        tokenizer=meta.get("tokenizer", "byte"),
+        vocab_size=meta.get("vocab_size", 256),
+        bytes_per_token=meta.get("bytes_per_token") or {},
+    )
+
+
 class RunRef(BaseModel):
     """A finished training run in the store."""
 

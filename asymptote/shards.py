@@ -122,6 +122,11 @@ def corpus_key(cfg: DataConfig, storage_options: dict | None = None) -> str:
     return dataset_key(cfg, source_fingerprint(cfg.source, storage_options), storage_options)
 
 
+def corpus_rel(cfg: DataConfig, storage_options: dict | None = None) -> str:
+    """Where cfg's tokenised corpus is committed in the store (data/<corpus_key>)."""
+    return layout("data", key=corpus_key(cfg, storage_options))
+
+
 # ----------------------------------------------------------------------------- tokenizers
 
 
@@ -391,7 +396,7 @@ def prepare_dataset(cfg: DataConfig, store: Store, storage_options: dict | None 
     The same pieces and artifact as tasks/tokenize.py's Ray Data job, which runs them on a cluster.
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = layout("data", key=corpus_key(cfg, opts))
+    rel = corpus_rel(cfg, opts)
     if store.has(rel):
         return rel
     plan = make_plan(cfg, store, opts)

@@ -41,9 +41,9 @@ from asymptote.config import ModelConfig
 from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef, RunRef
-from asymptote.shards import corpus_key
+from asymptote.shards import corpus_rel
 from asymptote.soups_config import SoupStudyConfig, SweepConfig
-from asymptote.store import Store, layout
+from asymptote.store import Store
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, submit_train
 from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
@@ -526,7 +526,7 @@ def inputs(config: SoupStudyConfig, earlier: dict[str, BaseModel]) -> SoupStudyC
         return config
     store = Store(config.store)
     meta = store.manifest(distilled.teachers.single).meta
-    corpus = layout("data", key=corpus_key(config.data, store.options))
+    corpus = corpus_rel(config.data, store.options)
     if meta["model"] != config.base.model.model_dump() or meta["config"]["data_artifact"] != corpus:
         return config
     return config.model_copy(

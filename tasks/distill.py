@@ -18,7 +18,7 @@ from asymptote.config import key_dict
 from asymptote.distill_config import SYNTHETIC_VAL_FRACTION, SamplingConfig
 from asymptote.infra.cluster import cluster_has_gpus, gpu_if_any, ray_ready
 from asymptote.infra.remotes import remote
-from asymptote.refs import DataRef
+from asymptote.refs import DataRef, data_ref
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
@@ -117,16 +117,7 @@ def sample_task(
             if corpus.get("tokenizer_file")
             else None,
         )
-    meta = store.manifest(rel).meta
-    return DataRef(
-        rel=rel,
-        uri=store.uri(rel),
-        n_train=meta["n_train"],
-        n_val=meta["n_val"],
-        source_sha256=meta["source_sha256"],
-        tokenizer=meta.get("tokenizer", "byte"),
-        vocab_size=meta.get("vocab_size", 256),
-    )
+    return data_ref(store, rel)
 
 
 def sample(

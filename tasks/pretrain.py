@@ -14,7 +14,7 @@ from asymptote.config import DataConfig
 from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.infra.remotes import remote
 from asymptote.job_spec import TrainJob
-from asymptote.refs import DataRef, RunRef
+from asymptote.refs import DataRef, RunRef, data_ref
 from asymptote.shards import corpus_key
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached, run_cached
@@ -27,21 +27,6 @@ from asymptote.versioning import step_key
 def prepare_data_task(data: DataConfig, store: Store, key: str) -> DataRef:
     rel, _ = tokenize_corpus(data, store, store.options)
     return data_ref(store, rel)
-
-
-def data_ref(store: Store, rel: str) -> DataRef:
-    meta = store.manifest(rel).meta
-    return DataRef(
-        rel=rel,
-        uri=store.uri(rel),
-        n_train=meta["n_train"],
-        n_val=meta["n_val"],
-        n_test=meta.get("n_test", 0),
-        source_sha256=meta["source_sha256"],
-        tokenizer=meta["tokenizer"],
-        vocab_size=meta["vocab_size"],
-        bytes_per_token=meta.get("bytes_per_token") or {},
-    )
 
 
 @task(name="train", retries=1, retry_delay_seconds=10)

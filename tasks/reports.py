@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from asymptote.config import key_dict
+from asymptote.reports import Report, md_table, shift_headings  # noqa: F401  (re-exported until callers move)
 from asymptote.store import Store, layout
 from asymptote.versioning import step_key
-
-
-@dataclass
-class Report:
-    """A method's report: markdown whose images are `files` (name -> PNG bytes), and headline figures."""
-
-    markdown: str
-    files: dict[str, bytes] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-
 
 # A result's fields that change from call to call without changing what its report shows.
 VOLATILE_RESULT_FIELDS = {"flow_run_id", "step_states", "report_uri"}
@@ -59,17 +47,6 @@ def method_report(method: str, config, result, store: Store, level: int = 1, pre
 
 
 SECTION_FILES = ("report.md", "figures.json")
-
-
-def shift_headings(markdown: str, by: int) -> str:
-    """Demote every heading by `by` levels (a method's report as a section of the main report)."""
-    if by <= 0:
-        return markdown
-    out, fenced = [], False
-    for line in markdown.split("\n"):
-        fenced ^= line.startswith("```")
-        out.append("#" * by + line if not fenced and re.match(r"#+ ", line) else line)
-    return "\n".join(out)
 
 
 def publish_report(
@@ -108,17 +85,3 @@ def _in_prefect_run() -> bool:
         return True
     except Exception:
         return False
-
-
-def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A small markdown table; floats shown with 4 decimals."""
-    if not rows:
-        return "_(none)_"
-    columns = columns or list(rows[0])
-
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)

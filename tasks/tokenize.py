@@ -25,7 +25,7 @@ from asymptote.shards import (
     Plan,
     commit_dataset,
     corpus_bytes,
-    corpus_key,
+    corpus_rel,
     make_plan,
     piece_tokens,
     resolve_tokenizer,
@@ -33,7 +33,7 @@ from asymptote.shards import (
     tokenize_piece,
     tokenizer_rel,
 )
-from asymptote.store import Store, layout
+from asymptote.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def tokenize_corpus(
     Ray starts (or is joined) only when a Ray Data job has pieces to tokenise.
     """
     opts = storage_options if storage_options is not None else store.options
-    rel = layout("data", key=corpus_key(cfg, opts))
+    rel = corpus_rel(cfg, opts)
     if store.has(rel):
         return rel, {"pieces": None, "ran": 0, "tokens": 0}
     limit = cfg.tokenize_in_process_max_bytes
