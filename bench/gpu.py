@@ -3,7 +3,7 @@
 Prepared for a GPU that is lent for a few minutes: one call brings back every figure, under a hard
 deadline. On CUDA, for `paper-150m` and the largest `paper-*` that fits one GPU, two loops run one after
 the other on the same model, batch and sequence length:
-- project: `tasks.launch.launch` (a Ray task running TorchTrainer's local mode, as `asymptote pretrain`
+- project: `infra.launch.launch` (a Ray task running TorchTrainer's local mode, as `asymptote pretrain`
   does for one worker) -> Trainer, with its reports, interval evaluations and checkpoints at the
   default cadence, bf16 autocast and fused AdamW; throughput from its own records after warm-up;
 - bare: the same Decoder, optimizer config, clipping and autocast with the tokens resident on the GPU
@@ -245,8 +245,8 @@ def steady_rates(metrics: list[dict], warmup: int) -> tuple[float, float]:
 
 
 def project_loop(job, warmup: int) -> dict:
+    from asymptote.infra.launch import launch
     from asymptote.store import Store
-    from asymptote.tasks.launch import launch
 
     t0 = time.perf_counter()
     summary = launch(job)
@@ -366,7 +366,7 @@ def nccl_check(device: torch.device) -> dict:
 
 def ray_train_check(args, device, root: str) -> dict:
     """One short run through a Ray Train worker group (TorchConfig: NCCL on CUDA, gloo on CPU)."""
-    from asymptote.tasks.launch import launch
+    from asymptote.infra.launch import launch
 
     train = TrainConfig(batch_size=8, max_steps=20, warmup_steps=2, log_every=10)
     compute = ComputeConfig(launcher="ray_train", cpus_per_worker=args.threads, use_gpu=device.type == "cuda")

@@ -77,8 +77,8 @@ def results_block(store_uri: str) -> str:
     Flow results persisted there can be read by every machine that reaches the store: the worker
     that ran the flow and whoever called run_deployment.
     """
+    from asymptote.infra.results import result_storage
     from asymptote.store import Store
-    from asymptote.tasks.caching import result_storage
 
     block = result_storage(Store(store_uri))
     return f"{block.get_block_type_slug()}/{block._block_document_name}"

@@ -11,16 +11,15 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
-from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
 from asymptote.infra.locks import CrashSafeFileLockManager, redis_lock_manager
+from asymptote.infra.results import result_storage
 from asymptote.store import IntegrityError, Store, cache_dir
 
 
@@ -33,20 +32,6 @@ class StepKey(CachePolicy):
     ) -> str | None:
         key = inputs.get("key")
         return f"{task_ctx.task.name}-{key}" if key else None
-
-
-def _block_name(store: Store, what: str) -> str:
-    return f"asymptote-{what}-{hashlib.sha256(store.uri().encode()).hexdigest()[:12]}"
-
-
-def result_storage(store: Store, what: str = "results") -> WritableFileSystem:
-    """A saved block for <store>/prefect/<what>; Prefect refers to result storage by block id."""
-    if store.is_local:
-        block = LocalFileSystem(basepath=store.path("prefect", what))
-    else:  # settings carry endpoint/region/profile only; credentials stay with botocore
-        block = RemoteFileSystem(basepath=store.uri("prefect", what), settings=dict(store.options))
-    block.save(_block_name(store, what), overwrite=True)
-    return block
 
 
 def lock_manager(store: Store):

@@ -1,7 +1,7 @@
 """Prefect tasks shared by every method: prepare data, train a run, evaluate a run.
 
 Each is retried, and cached in the artifact store under a key our own code computes (see caching.py).
-The work itself happens in pure modules (asymptote.shards, asymptote.job) or on Ray (tasks.launch).
+The work itself happens in pure modules (asymptote.shards, asymptote.job) or on Ray (infra.launch).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from prefect import task
 
 from asymptote.config import DataConfig
 from asymptote.infra.cluster import gpu_if_any, ray_ready
+from asymptote.infra.launch import launch
 from asymptote.infra.remotes import remote
 from asymptote.job_spec import TrainJob
 from asymptote.refs import DataRef, RunRef, data_ref
 from asymptote.shards import corpus_key
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached, run_cached
-from asymptote.tasks.launch import launch
 from asymptote.tasks.tokenize import tokenize_corpus
 from asymptote.versioning import step_key
 

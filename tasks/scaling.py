@@ -118,7 +118,7 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
 
 def _slots(descents: list[Descent]) -> int:
     """How many of these descents' runs the cluster holds at once (from their first point's job)."""
-    from asymptote.tasks.launch import concurrent_runs
+    from asymptote.infra.launch import concurrent_runs
 
     d = descents[0]
     ray_ready()

@@ -26,13 +26,13 @@ from pydantic import BaseModel
 
 from asymptote.config import key_dict
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
+from asymptote.infra.launch import launch_from_trial, tune_experiment
 from asymptote.infra.remotes import remote
 from asymptote.job_spec import TrainJob
 from asymptote.refs import RunRef
 from asymptote.soups_config import MergeOptions, SoupOptions
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
-from asymptote.tasks.launch import launch_from_trial, tune_experiment
 from asymptote.tasks.pretrain import run_ref, submit_train
 from asymptote.versioning import step_key
 

@@ -3,7 +3,7 @@
 A search over learning rate and weight decay spends most of its trials on the LR axis. With AutoLRS as
 the schedule inside every trial, the LR leaves the search space: Tune (Optuna's TPE through
 `OptunaSearch`, or random sampling) only proposes weight decay, and each trial trains one TrainJob
-with the autolrs driver through `tasks.launch` (a Ray task, or a Ray Train worker group for several
+with the autolrs driver through `infra.launch` (a Ray task, or a Ray Train worker group for several
 workers). Each trial's run is the content-addressed runs/<key> artifact, so a repeated point or a
 rerun search trains nothing twice; the Tune experiment lives under searches/autolrs-<key>/tune, and
 the finished search is committed as searches/autolrs-<key>/results.json.
@@ -19,8 +19,8 @@ from pydantic import BaseModel
 
 from asymptote.autolrs_config import AutoLRSSearchConfig
 from asymptote.infra.cluster import ray_ready
+from asymptote.infra.launch import tune_experiment
 from asymptote.store import Store, layout
-from asymptote.tasks.launch import tune_experiment
 from asymptote.tuning.autolrs_job import autolrs_job
 
 METRIC = "loss"
@@ -40,7 +40,7 @@ def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> 
     """A Tune function trainable: one AutoLRS run at the proposed weight decay."""
     from ray import tune
 
-    from asymptote.tasks.launch import launch_from_trial
+    from asymptote.infra.launch import launch_from_trial
 
     cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])
     job = autolrs_job(cfg, data_rel)

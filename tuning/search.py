@@ -320,7 +320,7 @@ SAMPLER_BUILDERS = {"optuna": _optuna, "bayesopt": _bayesopt}
 
 def _tune_phase(spec: SearchSpec, phase: str, searcher: Searcher, space: dict, samples: int) -> list[dict]:
     """Run (or resume) one Tune experiment and return its trials' final results."""
-    from asymptote.tasks.launch import concurrent_runs, ray_storage
+    from asymptote.infra.launch import concurrent_runs, ray_storage
 
     store = Store(spec.store)
     storage, fs = ray_storage(store, f"{spec.rel}/tune")

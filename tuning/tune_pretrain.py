@@ -28,12 +28,12 @@ from pydantic import BaseModel, Field, model_validator
 from asymptote.config import PretrainConfig, Section, key_dict, volatile
 from asymptote.dist import DistEnv
 from asymptote.infra.cluster import ray_session
+from asymptote.infra.launch import ray_storage, resolve_gpu, resolve_launcher, torch_trainer, tune_experiment
 from asymptote.infra.progress import push
 from asymptote.job import TrainJob, make_job, run_job
 from asymptote.recipes import resolve
 from asymptote.shards import prepare_dataset
 from asymptote.store import Store, layout
-from asymptote.tasks.launch import ray_storage, resolve_gpu, resolve_launcher, torch_trainer, tune_experiment
 from asymptote.versioning import step_key
 
 METRIC = "val_loss"
