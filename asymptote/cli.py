@@ -17,10 +17,11 @@ from rich.markup import escape
 
 import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote.config import load
+from asymptote.flows.registry import MAIN, METHODS, Method
 from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
 from asymptote.infra.supervise import supervise
-from asymptote.methods import MAIN, METHODS, Method, load
 
 # Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
 app = typer.Typer(

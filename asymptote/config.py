@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import json
 import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from asymptote.refs import DataRef, RunRef
+
 
 def volatile(default: Any = None, **kw) -> Any:
-    """A field that does not affect results; excluded from cache keys."""
+    """A field that does not affect results; excluded from cache keys. Takes Field's keywords
+    (`default_factory` included)."""
     extra = kw.pop("json_schema_extra", {}) | {"volatile": True}
+    if "default_factory" in kw:
+        return Field(json_schema_extra=extra, **kw)
     return Field(default, json_schema_extra=extra, **kw)
 
 
@@ -276,6 +282,18 @@ class PretrainConfig(Section):
     """Artifact store (never part of a cache key)."""
 
 
+class PretrainResult(BaseModel):
+    """What `pretrain` returns: references into the store and the headline metrics."""
+
+    flow_run_id: str | None
+    data: DataRef
+    run: RunRef
+    metrics: dict[str, float] = Field(default_factory=dict)
+    report_uri: str
+    step_states: dict[str, str] = Field(default_factory=dict)
+    """Final Prefect state of each step: Completed (computed now) or Cached (reused)."""
+
+
 # ----------------------------------------------------------------------------- hashing
 
 
@@ -340,3 +358,10 @@ def build(cls: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         return cls.model_validate(data)
     except ValidationError as err:
         raise explain(err, cls) from None
+
+
+def load(target: str) -> Any:
+    """Import "module:attribute" on first use: registries name code by such strings, so that reading
+    a registry imports nothing heavy."""
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)

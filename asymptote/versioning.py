@@ -25,7 +25,9 @@ import asymptote
 from asymptote.config import stable_hash
 
 # The packages of this project (pyproject's package-dir maps the last four to top-level folders).
-PACKAGES = ("asymptote", "asymptote.flows", "asymptote.tasks", "asymptote.tuning", "asymptote.infra")
+CORE_PACKAGES = ("asymptote", "asymptote.reports")
+ORCHESTRATION_PACKAGES = ("asymptote.flows", "asymptote.tasks", "asymptote.tuning", "asymptote.infra")
+PACKAGES = CORE_PACKAGES + ORCHESTRATION_PACKAGES
 
 # CPython 3.11 before 3.11.8 corrupts ast.parse's recursion count when two threads build ASTs at once
 # ("SystemError: AST constructor recursion depth mismatch", gh-106905): Prefect runs tasks in threads,

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
-from asymptote.methods import exports, load
+from asymptote.config import load
+from asymptote.flows.registry import exports
 
 EXPORTS = exports()
 __all__ = sorted(EXPORTS)

@@ -1,16 +1,16 @@
 """The main job: one corpus, one store, a recipe of method steps, one report at the end.
 
-`asymptote run` (and `make demo`) calls this with the `main` recipe. The steps are the methods of the
-registry (asymptote.methods): each runs as a subflow on its section of the recipe, receives the
-outputs of the steps before it that it consumes (its registry entry's `inputs`), and hands back its
-result and report section. Every training run inside is cached, so running the job again reuses
-everything it already made; a step whose config, corpus and code are unchanged is not even started
-(tasks/stage_memo.py).
+`asymptote run` (and `make demo`) calls this with the `main` recipe. The steps are methods of the
+registry (flows/registry.py). For each step, in order:
+1. its config is its section of the recipe, with the shared data, store and compute filled in;
+2. it takes what it consumes from the steps before it (its registry entry's `inputs`);
+3. its flow runs as a subflow, unless its stored result still holds (flows/stage_memo.py);
+4. its report becomes a section of the main report.
+Every training run inside is cached, so running the job again reuses everything it already made.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from prefect import flow
@@ -18,16 +18,12 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from asymptote import preflight
-from asymptote.config import (
-    key_dict,
-    stable_hash,
-)
+from asymptote.config import key_dict, load, stable_hash
+from asymptote.flows.registry import METHODS, MainConfig
+from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.stage_memo import reuse_or_run
 from asymptote.infra.cluster import compute_session
-from asymptote.main_config import MainConfig
-from asymptote.methods import METHODS, load
 from asymptote.store import Store
-from asymptote.tasks.reports import method_report, publish_report
-from asymptote.tasks.stage_memo import reuse_or_run
 
 
 class MainResult(BaseModel):
@@ -42,21 +38,19 @@ class MainResult(BaseModel):
 def main_job(config: MainConfig | None = None) -> MainResult:
     """Run every step of the recipe and publish one report naming where results and plots are."""
     config = config or MainConfig()
-    preflight.check(config)  # bad data, store or model references fail here, before any step
+    preflight.check(config)  # every step's data, store and model references, before any step
     store = Store(config.store)
     results: dict[str, BaseModel] = {}
     sections = []
     with compute_session(config.compute.ray_address):
         for name in config.steps:
             method = METHODS[name]
-            step_config = config.step_config(name)
+            step = config.step_config(name)
             if method.inputs:
-                step_config = load(method.inputs)(step_config, results)
-            # the step's flow is not even started when its stored result still holds
-            run = functools.partial(load(method.flow), step_config)
-            results[name] = reuse_or_run(name, step_config, store, run)
-            section = method_report(name, step_config, results[name], store, level=2, prefix=f"{name}-")
-            sections.append(section)
+                step = load(method.inputs)(step, results)
+            step_flow = load(method.flow)
+            results[name] = reuse_or_run(name, step, store, lambda f=step_flow, c=step: f(c))
+            sections.append(method_report(name, step, results[name], store, level=2, prefix=f"{name}-"))
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(s.markdown for s in sections)
     files = {n: b for s in sections for n, b in s.files.items()}
     report = publish_report(store, "main", stable_hash(key_dict(config)), markdown, files)

@@ -14,8 +14,8 @@ from prefect import flow
 from pydantic import BaseModel
 
 import asymptote.flows as flows
-from asymptote import methods
 from asymptote.flows import PretrainResult, pretrain
+from asymptote.flows import registry as methods
 
 
 @flow(name="user-pipeline")

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from asymptote.cli import app
-from asymptote.methods import METHODS, load
+from asymptote.config import load
+from asymptote.flows.registry import METHODS
 from asymptote.presets import PRESETS
 from asymptote.schedules import SCHEDULES
 

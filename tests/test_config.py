@@ -62,7 +62,7 @@ def test_volatile_fields_do_not_change_the_key_but_results_do():
 
 
 def test_bundled_recipes_validate():
-    from asymptote.main_config import MainConfig
+    from asymptote.flows.registry import MainConfig
 
     assert "main" in recipe_names()
     MainConfig.model_validate(load_recipe("main"))

@@ -150,8 +150,8 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
 
 def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
     import asymptote.flows as flows
-    from asymptote import methods
     from asymptote.config import build
+    from asymptote.flows import registry as methods
     from asymptote.infra.deployments import read_specs
 
     specs = read_specs(ROOT / "prefect.yaml")

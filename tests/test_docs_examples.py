@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from asymptote import methods
+from asymptote.flows import registry as methods
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNABLE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ast
 
-from asymptote.versioning import PACKAGES, ModuleIndex
+from asymptote.versioning import ORCHESTRATION_PACKAGES, ModuleIndex
 
 INDEX = ModuleIndex.installed()
-UPPER = PACKAGES[1:]  # flows, tasks, tuning, infra: the orchestration layers
+UPPER = ORCHESTRATION_PACKAGES  # flows, tasks, tuning, infra
 ORCHESTRATORS = ("prefect", "ray")
 
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from asymptote.flows.main import main_job
-from asymptote.main_config import STEPS, MainConfig
+from asymptote.flows.registry import STEPS, MainConfig
 from asymptote.recipes import resolve
 from asymptote.store import Store
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from helpers import tiny_pretrain_config
 
-from asymptote.flows.pretraining import PretrainResult
+from asymptote.config import PretrainResult
+from asymptote.flows.stage_memo import committed, named_paths, reuse_or_run
 from asymptote.refs import DataRef, RunRef
 from asymptote.store import Store
-from asymptote.tasks.stage_memo import committed, named_paths, reuse_or_run
 
 
 def _commit(store: Store, rel: str) -> None:

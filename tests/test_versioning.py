@@ -30,7 +30,8 @@ def copy(tmp_path) -> Path:
 
 
 def index_of(root: Path) -> ModuleIndex:
-    return ModuleIndex.from_roots({pkg: root / folder for pkg, folder in FOLDERS.items()})
+    roots = {pkg: root / folder for pkg, folder in FOLDERS.items()}
+    return ModuleIndex.from_roots(roots | {"asymptote.reports": root / "asymptote" / "reports"})
 
 
 def touch(root: Path, rel: str) -> None:
@@ -57,10 +58,10 @@ def key_in(root: Path, driver: str) -> str:
 @pytest.mark.parametrize(
     ("driver", "runs", "never_runs"),
     [
-        ("autolrs", "tuning/autolrs.py", "asymptote/soups.py"),
+        ("autolrs", "asymptote/autolrs.py", "asymptote/soups.py"),
         ("autolrs", "asymptote/forecast.py", "asymptote/merges.py"),
         ("schedule", "asymptote/model.py", "asymptote/soups.py"),
-        ("schedule", "asymptote/trainer.py", "tuning/autolrs.py"),
+        ("schedule", "asymptote/trainer.py", "asymptote/autolrs.py"),
     ],
 )
 def test_editing_a_module_a_run_executes_changes_its_key(copy, driver, runs, never_runs):
@@ -81,8 +82,8 @@ def test_imports_inside_functions_count(copy):
 def test_installed_index_matches_the_package_dir_mapping():
     import tomllib
 
-    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    assert mapping == FOLDERS and set(PACKAGES) == set(mapping)
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == FOLDERS and set(PACKAGES) == set(setuptools["packages"])
     assert code_version("asymptote.job") == code_version("asymptote.job", index=index_of(ROOT))
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from asymptote.config import key_dict
+from asymptote.config import key_dict, load
+from asymptote.flows.registry import METHODS
 from asymptote.reports import Report, md_table, shift_headings  # noqa: F401  (re-exported until callers move)
 from asymptote.store import Store, layout
 from asymptote.versioning import step_key
@@ -24,8 +25,6 @@ def method_report(method: str, config, result, store: Store, level: int = 1, pre
     and a call whose every step is cached must not redraw them.
 
     The result holds the keys of every artifact a report reads, so it stands for them in the key."""
-    from asymptote.methods import METHODS, load
-
     renderer = METHODS[method].report
     module = renderer.split(":")[0]
     body = result.model_dump(mode="json", exclude=VOLATILE_RESULT_FIELDS)

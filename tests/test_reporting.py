@@ -3,21 +3,21 @@ rewrites nothing."""
 
 from __future__ import annotations
 
-from asymptote.config import PretrainConfig
-from asymptote.flows import pretraining
+from asymptote.config import PretrainConfig, PretrainResult
+from asymptote.flows.reporting import method_report, publish_report
 from asymptote.refs import DataRef, RunRef
+from asymptote.reports import pretrain as pretrain_report
 from asymptote.store import Store
-from asymptote.tasks.reports import method_report, publish_report
 
 
-def _result(store: Store, val_loss: float) -> pretraining.PretrainResult:
+def _result(store: Store, val_loss: float) -> PretrainResult:
     with store.writer("runs/r1", kind="run") as d:
         (d / "loss.png").write_bytes(b"\x89PNG not really")
     data = DataRef(rel="data/d1", uri=store.uri("data/d1"), n_train=100, n_val=10, source_sha256="x")
     summary = {"params": 10, "steps": 5, "tokens": 50, "wall_s": 1.0}
     run = RunRef(key="r1", name="run", rel="runs/r1", uri="", weights_uri="", summary=summary)
     metrics = {"val_loss": val_loss, "val_bits_per_token": val_loss / 0.693}
-    return pretraining.PretrainResult(
+    return PretrainResult(
         flow_run_id="a",
         data=data,
         run=run,
@@ -30,8 +30,8 @@ def _result(store: Store, val_loss: float) -> pretraining.PretrainResult:
 def test_a_report_section_is_drawn_once_per_result(store, monkeypatch):
     config = PretrainConfig()
     drawn = []
-    real = pretraining.report
-    monkeypatch.setattr(pretraining, "report", lambda *a, **kw: drawn.append(1) or real(*a, **kw))
+    real = pretrain_report.report
+    monkeypatch.setattr(pretrain_report, "report", lambda *a, **kw: drawn.append(1) or real(*a, **kw))
 
     first = method_report("pretrain", config, _result(store, 2.0), store)
     # the same result from a later, fully cached call: another flow run id and step states

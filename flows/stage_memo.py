@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from asymptote.config import DataConfig, key_dict
-from asymptote.methods import METHODS, load
+from asymptote.config import DataConfig, key_dict, load
+from asymptote.flows.registry import METHODS
 from asymptote.shards import corpus_key
 from asymptote.store import LAYOUT, Store, layout
 from asymptote.versioning import step_key
@@ -74,28 +74,42 @@ def committed(store: Store, rel: str) -> bool:
     return any(store.has("/".join(parts[:n])) for n in range(len(parts), 1, -1))
 
 
-def reuse_or_run(method: str, config: BaseModel, store: Store, run: Callable[[], R]) -> R:
-    """The stage's stored result when its key is committed and every artifact it names still is;
-    otherwise run the stage and store what it returns."""
-    result_type = load(METHODS[method].result)
-    rel = layout("stage", flow=method, key=stage_key(method, config, store))
-    if store.has(rel):
-        result = result_type.model_validate_json(store.read(rel, RESULT))
-        named = named_paths(store, result.model_dump(mode="json"))
-        missing = sorted(p for p in named if not committed(store, p))
-        if not missing:
-            log.info(
-                "%s: unchanged since flow run %s; reusing its result (%s)", method, result.flow_run_id, rel
-            )
-            return result
+def stored_result(method: str, config: BaseModel, store: Store) -> BaseModel | None:
+    """The stage's stored result when its key is committed and every artifact it names still is."""
+    rel = stage_rel(method, config, store)
+    if not store.has(rel):
+        return None
+    result = load(METHODS[method].result).model_validate_json(store.read(rel, RESULT))
+    missing = sorted(p for p in named_paths(store, result.model_dump(mode="json")) if not committed(store, p))
+    if missing:
         log.info(
             "%s: %d artifacts of the stored result are gone (%s, ...); running it",
             method,
             len(missing),
             missing[0],
         )
-    result = run()
-    if not store.has(rel):  # a flow that keeps its own result (the recipe inside the main job) did already
+        return None
+    log.info("%s: unchanged since flow run %s; reusing its result (%s)", method, result.flow_run_id, rel)
+    return result
+
+
+def keep_result(method: str, config: BaseModel, store: Store, result: BaseModel) -> None:
+    """Store a stage's result under its key (once: a flow that keeps its own result already did)."""
+    rel = stage_rel(method, config, store)
+    if not store.has(rel):
         with store.writer(rel, kind="stage", meta={"flow": method}) as folder:
             (folder / RESULT).write_text(result.model_dump_json())
+
+
+def stage_rel(method: str, config: BaseModel, store: Store) -> str:
+    return layout("stage", flow=method, key=stage_key(method, config, store))
+
+
+def reuse_or_run(method: str, config: BaseModel, store: Store, run: Callable[[], R]) -> R:
+    """`run()` (the stage's flow on `config`), unless the stage's stored result still holds; the result
+    is stored for next time."""
+    result = stored_result(method, config, store)
+    if result is None:
+        result = run()
+        keep_result(method, config, store, result)
     return result

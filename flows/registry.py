@@ -1,19 +1,20 @@
-"""The methods asymptote runs, each declared once.
+"""The methods asymptote runs, each declared once, above the flows it names.
 
-Everything that lists the methods is generated from this table: the CLI's commands (`asymptote.cli`),
-the main job's steps and config sections (`asymptote.flows.main`), the exports of `asymptote.flows`,
-and the test that `prefect.yaml` deploys every method. Adding a method: its core module, its tasks, its
-flow (with `report` and `summary` beside it), a recipe, and one entry here.
+Everything that lists the methods follows from this table: the CLI's commands (`asymptote.cli`), the
+main job's steps and config (`MainConfig` below), the exports of `asymptote.flows`, and, checked by
+tests against it, the deployments of `prefect.yaml`, the flow table of docs/api.md and the README's
+command list. Adding a method: its core module and config (with its result type), its report
+(`asymptote.reports.<method>`), its flow, a recipe, and one entry here.
 
-Code is named by "module:attribute" strings, so reading the table imports nothing: `asymptote --help`
-answers without torch, Prefect or Ray.
+Code is named by "module:attribute" strings, so reading the table imports nothing heavy: `asymptote
+--help` answers without torch, Prefect or Ray. Nothing below this module knows the table exists.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any
+
+from asymptote.main_config import main_config_class
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class Method:
     result: str
     """Its typed result class."""
     report: str
-    """report(config, result, store, level=1, prefix="") -> Report: the markdown section and its plots."""
+    """report(config, result, store, level=1, prefix="") -> Report: the markdown section and its plots
+    (asymptote.reports.<method>)."""
     summary: str
     """summary(result) -> (headline figures, one line for the terminal)."""
     recipe: str
@@ -49,9 +51,9 @@ METHODS: dict[str, Method] = {
             name="pretrain",
             flow="asymptote.flows.pretraining:pretrain",
             config="asymptote.config:PretrainConfig",
-            result="asymptote.flows.pretraining:PretrainResult",
-            report="asymptote.flows.pretraining:report",
-            summary="asymptote.flows.pretraining:summary",
+            result="asymptote.config:PretrainResult",
+            report="asymptote.reports.pretrain:report",
+            summary="asymptote.reports.pretrain:summary",
             help="Pre-train one model: prepare data, train on Ray, evaluate.",
             recipe="pretrain",
             steps=("data", "train", "evaluate"),
@@ -93,9 +95,9 @@ METHODS: dict[str, Method] = {
             name="autolrs",
             flow="asymptote.flows.learning_rates:autolrs",
             config="asymptote.autolrs_config:AutoLRSFlowConfig",
-            result="asymptote.flows.learning_rates:AutoLRSResult",
-            report="asymptote.flows.learning_rates:report",
-            summary="asymptote.flows.learning_rates:summary",
+            result="asymptote.autolrs_config:AutoLRSResult",
+            report="asymptote.reports.autolrs:report",
+            summary="asymptote.reports.autolrs:summary",
             help="Train with AutoLRS (each stage's LR found by Bayesian optimisation); keep the schedule.",
             recipe="autolrs-cpu",
             steps=("data", "train", "schedule"),
@@ -114,9 +116,9 @@ METHODS: dict[str, Method] = {
             name="autolrs-search",
             flow="asymptote.flows.learning_rates:autolrs_search",
             config="asymptote.autolrs_config:AutoLRSSearchConfig",
-            result="asymptote.flows.learning_rates:AutoLRSSearchResult",
-            report="asymptote.flows.learning_rates:report",
-            summary="asymptote.flows.learning_rates:summary",
+            result="asymptote.autolrs_config:AutoLRSSearchResult",
+            report="asymptote.reports.autolrs:search_report",
+            summary="asymptote.reports.autolrs:search_summary",
             help="Ray Tune search over weight decay with AutoLRS as every trial's schedule.",
             recipe="autolrs-search",
             in_main=False,
@@ -124,19 +126,18 @@ METHODS: dict[str, Method] = {
     )
 }
 
+STEPS = [name for name, m in METHODS.items() if m.in_main]
+"""The methods the main job can run as steps, in the registry's order."""
+
+MainConfig = main_config_class({name: (METHODS[name].config, METHODS[name].help) for name in STEPS})
+
 # The main job is not a method but is exported and deployed like one.
 MAIN = {
     "flow": "asymptote.flows.main:main_job",
-    "config": "asymptote.main_config:MainConfig",
+    "config": "asymptote.flows.registry:MainConfig",
     "result": "asymptote.flows.main:MainResult",
     "recipe": "main",
 }
-
-
-def load(target: str) -> Any:
-    """Import "module:attribute" on first use."""
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def flows() -> dict[str, dict[str, str]]:
