@@ -1,4 +1,5 @@
-"""AutoLRS configs: the controller's options, one AutoLRS run, and a weight-decay search over such runs.
+"""AutoLRS configs: the controller's options, one AutoLRS run, and a weight-decay search over such runs;
+the results the two flows return and where a run keeps its trace and schedule.
 
 Pure configuration (pydantic, no torch): `asymptote autolrs` validates it, and names a wrong field,
 before the training stack is imported.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -21,7 +22,7 @@ from asymptote.config import (
     key_dict,
     volatile,
 )
-from asymptote.versioning import step_key
+from asymptote.refs import DataRef, RunRef
 
 MIN_POINTS = 5  # a quadratic smoothing spline needs k + 1 = 3 points; an exponential with a floor, more
 
@@ -153,7 +154,55 @@ class AutoLRSSearchConfig(Section):
             )
         return cfg
 
-    @property
-    def key(self) -> str:
-        body = key_dict(self) | {"base": key_dict(self.flow_config())}
-        return step_key("asymptote.tuning.autolrs_tune", **body)  # the search runs that module
+    def key_parts(self) -> dict[str, Any]:
+        """What a search's cache key hashes, besides the code version of the module that runs it
+        (the search adds that: `asymptote.tuning.autolrs_tune.search_key`)."""
+        return key_dict(self) | {"base": key_dict(self.flow_config())}
+
+
+TRACE = "trace.json"
+"""The AutoLRS driver's trace (state, metrics, options), under `trace_rel(run.rel)`."""
+SCHEDULE = "schedule.json"
+"""The found schedule in schedules/<run key> (key "lrs": one LR per step)."""
+PLOT = "schedule.png"
+"""Its plot, beside it."""
+
+
+def trace_rel(run_rel: str) -> str:
+    return f"{run_rel}/autolrs"
+
+
+class ScheduleRef(BaseModel):
+    """A found schedule in the store: replay it with train.schedule=replay, train.schedule_file=`uri`."""
+
+    rel: str
+    uri: str
+    """URI of schedule.json (what train.schedule_file takes)."""
+    plot_uri: str
+    steps: int
+    trial_steps: int
+    chosen_lrs: list[float]
+    final_val_loss: float | None
+
+
+class AutoLRSResult(BaseModel):
+    """What the autolrs flow returns: the run, the schedule artifact and the headline figures."""
+
+    flow_run_id: str | None
+    data: DataRef
+    run: RunRef
+    schedule: ScheduleRef
+    val_loss: float
+    report_uri: str
+
+
+class AutoLRSSearchResult(BaseModel):
+    """What the autolrs-search flow returns: every trial and the best one."""
+
+    flow_run_id: str | None = None
+    """The Prefect flow run that returned it (when called through the autolrs_search flow)."""
+    rel: str
+    """searches/autolrs-<key>: where results.json is committed."""
+    results: list[dict[str, Any]]
+    """One row per trial: weight_decay, loss (final validation), run (runs/<key>)."""
+    best: dict[str, Any]

@@ -59,7 +59,7 @@ BATCHES: dict[str, str] = {
 }
 DRIVERS: dict[str, str] = {
     "schedule": "asymptote.job:schedule_driver",
-    "autolrs": "asymptote.tuning.autolrs_driver:autolrs_driver",
+    "autolrs": "asymptote.autolrs_driver:autolrs_driver",
 }
 
 

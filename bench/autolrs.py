@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from common import emit, parser
 
+from asymptote.autolrs import AutoLRS, LoopIO, drive, search_range
 from asymptote.autolrs_config import AutoLRSOptions
 from asymptote.checkpoint import unwrap
 from asymptote.config import DataConfig, ModelConfig, StoreConfig, TrainConfig
@@ -52,7 +53,6 @@ from asymptote.job import build_trainer, make_job
 from asymptote.schedules import cosine
 from asymptote.shards import prepare_dataset
 from asymptote.store import Store
-from asymptote.tuning.autolrs import AutoLRS, LoopIO, drive, search_range
 
 DEFAULT = dict(lr=1e-3, warmup=100, steps=2000, floor=0.1)  # nanoGPT shakespeare_char on CPU
 

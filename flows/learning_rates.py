@@ -2,7 +2,7 @@
 
 The corpus is tokenised once (cached), then one Ray Train job trains the model with the AutoLRS
 driver: in stages, a Bayesian optimiser proposes LRs, short trials from a snapshot forecast where each
-leads, and the best trains the stage (asymptote.tuning.autolrs). The job checkpoints after every
+leads, and the best trains the stage (asymptote.autolrs). The job checkpoints after every
 trial, so a killed job resumes at the same stage and trial. The schedule it found is committed as
 schedules/<run key>/schedule.json (key "lrs": one LR per step) with a plot, and any training config
 replays it with `train.schedule=replay` and `train.schedule_file=<its URI>`.
@@ -12,35 +12,26 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
-from asymptote import methods, preflight
-from asymptote.autolrs_config import AutoLRSFlowConfig, AutoLRSSearchConfig
-from asymptote.config import (
-    PretrainConfig,
+from asymptote import preflight
+from asymptote.autolrs_config import (
+    AutoLRSFlowConfig,
+    AutoLRSResult,
+    AutoLRSSearchConfig,
+    AutoLRSSearchResult,
 )
+from asymptote.autolrs_job import autolrs_job
+from asymptote.config import PretrainConfig
+from asymptote.flows import registry as methods
+from asymptote.flows.reporting import method_report, publish_report
 from asymptote.infra.cluster import compute_session
-from asymptote.refs import DataRef, RunRef
 from asymptote.store import Store
-from asymptote.tasks.autolrs import PLOT, ScheduleRef, publish_schedule
+from asymptote.tasks.autolrs import publish_schedule
 from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
-from asymptote.tasks.reports import Report, md_table, method_report, publish_report, shift_headings
-from asymptote.tuning.autolrs_job import autolrs_job
-from asymptote.tuning.autolrs_tune import AutoLRSSearchResult, search_with_autolrs
+from asymptote.tuning.autolrs_tune import search_with_autolrs
 
 STEPS = methods.METHODS["autolrs"].steps
-
-
-class AutoLRSResult(BaseModel):
-    """What the flow returns: the run, the schedule artifact and the headline figures."""
-
-    flow_run_id: str | None
-    data: DataRef
-    run: RunRef
-    schedule: ScheduleRef
-    val_loss: float
-    report_uri: str
 
 
 def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "replay") -> PretrainConfig:
@@ -85,65 +76,3 @@ def autolrs_search(config: AutoLRSSearchConfig | None = None) -> AutoLRSSearchRe
         data = prepare_data(base.data, Store(base.store))
         result = search_with_autolrs(config, data.rel)
     return result.model_copy(update={"flow_run_id": flow_run.id})
-
-
-def autolrs_markdown(
-    config: AutoLRSFlowConfig, run: RunRef, schedule: ScheduleRef, store: Store, plot: str = PLOT
-) -> str:
-    doc = store.read_json(schedule.rel, "schedule.json")
-    rows = [
-        {
-            "stage": s["index"],
-            "start": s["start_step"],
-            "steps": s["steps"],
-            "trial steps": s["trial_steps"],
-            "scored on": s["scored_on"],
-            "tried": len(s["trials"]),
-            "chosen lr": f"{s['lr']:.3g}",
-            "best forecast": min((t["forecast"] for t in s["trials"]), default=float("nan")),
-        }
-        for s in doc["stages"]
-    ]
-    lo, hi = doc["search_range"]
-    overhead = schedule.trial_steps / max(1, schedule.steps)
-    return (
-        f"# AutoLRS: {config.name}\n\n"
-        f"{config.model.preset or 'custom'} model, {schedule.steps} steps at the found schedule plus "
-        f"{schedule.trial_steps} trial steps ({overhead:.0%} search overhead); final validation loss "
-        f"**{run.val_loss:.4f}**. LRs searched in [{lo:.3g}, {hi:.3g}] with `{config.autolrs.backend}`, "
-        f"{config.autolrs.trials} trials per stage.\n\n{md_table(rows)}\n\n"
-        f"- run: `{run.uri}`\n- schedule: `{schedule.uri}` (replay it: `--set train.schedule=replay "
-        f"--set train.schedule_file={schedule.uri}`)\n\n![AutoLRS schedule]({plot})\n"
-    )
-
-
-def report(
-    config: AutoLRSFlowConfig, result: AutoLRSResult, store: Store, level: int = 1, prefix: str = ""
-) -> Report:
-    plot = f"{prefix}{PLOT}"
-    markdown = autolrs_markdown(config, result.run, result.schedule, store, plot=plot)
-    files = {plot: store.read(result.schedule.rel, PLOT)}
-    return Report(shift_headings(markdown, level - 1), files, figures(result))
-
-
-def summary(result: AutoLRSResult) -> tuple[dict, str]:
-    f = figures(result)
-    lrs = ", ".join(f"{x:.3g}" for x in f["chosen_lrs"])
-    line = (
-        f"val_loss {result.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; chosen LRs "
-        f"{lrs}; schedule {f['schedule_uri']} (replay: --set train.schedule=replay --set train.schedule_file=URI)"
-    )
-    return f, line
-
-
-def figures(res: AutoLRSResult) -> dict:
-    s = res.schedule
-    return {
-        "val_loss": res.val_loss,
-        "steps": s.steps,
-        "trial_steps": s.trial_steps,
-        "search_overhead": s.trial_steps / max(1, s.steps),
-        "chosen_lrs": s.chosen_lrs,
-        "schedule_uri": s.uri,
-        "run_uri": res.run.uri,
-    }

@@ -9,28 +9,13 @@ import json
 from pathlib import Path
 
 from prefect import task
-from pydantic import BaseModel
 
+from asymptote.autolrs_config import PLOT, SCHEDULE, TRACE, ScheduleRef, trace_rel
 from asymptote.refs import RunRef
+from asymptote.reports.autolrs import plot_schedule, schedule_document
 from asymptote.store import Store, layout
 from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
-
-SCHEDULE = "schedule.json"
-PLOT = "schedule.png"
-
-
-class ScheduleRef(BaseModel):
-    """A found schedule in the store: replay it with train.schedule=replay, train.schedule_file=`uri`."""
-
-    rel: str
-    uri: str
-    """URI of schedule.json (what train.schedule_file takes)."""
-    plot_uri: str
-    steps: int
-    trial_steps: int
-    chosen_lrs: list[float]
-    final_val_loss: float | None
 
 
 def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
@@ -47,10 +32,6 @@ def schedule_ref(store: Store, rel: str, doc: dict) -> ScheduleRef:
 
 @task(name="autolrs-schedule", retries=1, retry_delay_seconds=5)
 def publish_schedule_task(store: Store, run: RunRef, key: str) -> ScheduleRef:
-    # Imported here: the driver pulls in torch and the report matplotlib, which a cached call never needs.
-    from asymptote.tuning.autolrs_driver import TRACE, trace_rel
-    from asymptote.tuning.autolrs_report import plot_schedule, schedule_document
-
     rel = layout("schedule", key=run.key)
     trace = store.read_json(trace_rel(run.rel), TRACE)
     doc = schedule_document(trace, run.uri)

@@ -19,15 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from asymptote.autolrs_config import AutoLRSOptions
-from asymptote.checkpoint import STATE, load_state
-from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
-from asymptote.dist import DistEnv
-from asymptote.forecast import forecast
-from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
-from asymptote.shards import prepare_dataset
-from asymptote.store import Store
-from asymptote.tuning.autolrs import (
+from asymptote.autolrs import (
     PROPOSERS,
     AutoLRS,
     AutoLRSState,
@@ -40,7 +32,15 @@ from asymptote.tuning.autolrs import (
     step_law_lr,
     trial_score,
 )
-from asymptote.tuning.autolrs_driver import TRACE, autolrs_driver, autolrs_options, trace_rel
+from asymptote.autolrs_config import AutoLRSOptions
+from asymptote.autolrs_driver import TRACE, autolrs_driver, autolrs_options, trace_rel
+from asymptote.checkpoint import STATE, load_state
+from asymptote.config import ConfigError, DataConfig, ModelConfig, StoreConfig, TrainConfig
+from asymptote.dist import DistEnv
+from asymptote.forecast import forecast
+from asymptote.job import StoreCheckpoints, build_trainer, make_job, run_job
+from asymptote.shards import prepare_dataset
+from asymptote.store import Store
 
 BEST_LR = 3e-3
 

@@ -7,8 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from asymptote.flows.learning_rates import AutoLRSFlowConfig, autolrs, replay_config, report
+from asymptote.autolrs_config import AutoLRSFlowConfig
+from asymptote.flows.learning_rates import autolrs, replay_config
 from asymptote.flows.pretraining import pretrain
+from asymptote.reports.autolrs import report
 
 
 def _tiny(store_uri: str) -> AutoLRSFlowConfig:
@@ -102,9 +104,8 @@ def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_ur
 
 @pytest.mark.slow
 def test_tune_search_with_autolrs_inside_every_trial(ray_local, prefect_api, store_uri, store):
-    from asymptote.autolrs_config import AutoLRSSearchConfig
+    from asymptote.autolrs_config import TRACE, AutoLRSSearchConfig, trace_rel
     from asymptote.flows.learning_rates import autolrs_search
-    from asymptote.tuning.autolrs_driver import TRACE, trace_rel
 
     base = _tiny(store_uri).model_dump(mode="json")
     base["train"]["max_steps"] = 40

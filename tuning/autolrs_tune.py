@@ -15,32 +15,24 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel
-
-from asymptote.autolrs_config import AutoLRSSearchConfig
+from asymptote.autolrs_config import AutoLRSSearchConfig, AutoLRSSearchResult
+from asymptote.autolrs_job import autolrs_job
 from asymptote.infra.cluster import ray_ready
-from asymptote.infra.launch import tune_experiment
+from asymptote.infra.launch import launch_from_trial, tune_experiment
 from asymptote.store import Store, layout
-from asymptote.tuning.autolrs_job import autolrs_job
+from asymptote.versioning import step_key
 
 METRIC = "loss"
 
 
-class AutoLRSSearchResult(BaseModel):
-    flow_run_id: str | None = None
-    """The Prefect flow run that returned it (when called through the autolrs_search flow)."""
-    rel: str
-    """searches/autolrs-<key>: where results.json is committed."""
-    results: list[dict[str, Any]]
-    """One row per trial: weight_decay, loss (final validation), run (runs/<key>)."""
-    best: dict[str, Any]
+def search_key(config: AutoLRSSearchConfig) -> str:
+    """The search's cache key: its config and base run, and the code version of this module (which runs it)."""
+    return step_key(__name__, **config.key_parts())
 
 
 def run_trial(params: dict[str, Any], search: dict[str, Any], data_rel: str) -> None:
     """A Tune function trainable: one AutoLRS run at the proposed weight decay."""
     from ray import tune
-
-    from asymptote.infra.launch import launch_from_trial
 
     cfg = AutoLRSSearchConfig.model_validate(search).flow_config(params["weight_decay"])
     job = autolrs_job(cfg, data_rel)
@@ -84,7 +76,7 @@ def _tune(config: AutoLRSSearchConfig, data_rel: str, rel: str) -> list[dict[str
 def search_with_autolrs(config: AutoLRSSearchConfig, data_rel: str) -> AutoLRSSearchResult:
     """Run the search on the connected Ray cluster (or return the committed one)."""
     store = Store(config.flow_config().store)
-    rel = layout("search", key=f"autolrs-{config.key}")
+    rel = layout("search", key=f"autolrs-{search_key(config)}")
     if store.has(rel):
         rows = store.read_json(rel, "results.json")
     else:

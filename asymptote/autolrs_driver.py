@@ -15,20 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from asymptote.autolrs_config import AutoLRSOptions
+from asymptote.autolrs import AutoLRS, AutoLRSState, LoopIO, drive, search_range
+from asymptote.autolrs_config import TRACE, AutoLRSOptions, trace_rel
 from asymptote.checkpoint import unwrap
 from asymptote.config import ConfigError, explain, stable_hash
 from asymptote.dist import DistEnv
 from asymptote.model import count_params
 from asymptote.store import Store
 from asymptote.trainer import Checkpoints, Reporter, Trainer
-from asymptote.tuning.autolrs import AutoLRS, AutoLRSState, LoopIO, drive, search_range
-
-TRACE = "trace.json"
-
-
-def trace_rel(run_rel: str) -> str:
-    return f"{run_rel}/autolrs"
 
 
 def autolrs_options(job) -> AutoLRSOptions:
