@@ -17,34 +17,63 @@ Every merge works on task vectors tau_k = theta_k - theta_base, one parameter te
   than raw weights matters: fine-tunes of one base are nearly parallel as raw weights, which
   would make slerp indistinguishable from lerp.
 Non-floating tensors are copied from the base.
+
+Adding a merge is its function over task vectors, its options model beside it, and one line in
+`MERGES`: the config (asymptote.soups_config) takes the merge names and validates each merge's
+options from this registry. It imports this module without torch, so torch loads in the three
+functions that call it (free after the first call).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-import torch
-import torch.nn as nn
+from pydantic import Field
 from safetensors import safe_open
 
-from asymptote.soups import Evaluate, Ingredient, Tensors
-from asymptote.soups_config import MergeOptions
+from asymptote.config import Section
 
-MergeFn = Callable[..., torch.Tensor]  # (deltas, index=tensor index, **options) -> merged delta
+if TYPE_CHECKING:
+    import torch
+
+MergeFn = Callable[..., "torch.Tensor"]  # (deltas, index=tensor index, **options) -> merged delta
+
+
+class Readable(Protocol):
+    """A checkpoint read one tensor at a time (asymptote.soups.Checkpoint is one)."""
+
+    def keys(self) -> list[str]: ...
+    def tensor(self, key: str) -> torch.Tensor: ...
+
+
+class NoOptions(Section):
+    """This merge has no options."""
 
 
 def task_arithmetic(deltas: list[torch.Tensor], index: int = 0) -> torch.Tensor:
+    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+
     return torch.stack(deltas).mean(0)
 
 
-def ties(deltas: list[torch.Tensor], index: int = 0, density: float = 0.2) -> torch.Tensor:
+class TiesOptions(Section):
+    """TIES: trim each task vector, elect a sign per entry, average the agreeing values."""
+
+    density: float = Field(0.3, gt=0, le=1)
+    """Fraction of each task vector kept (largest magnitudes)."""
+
+
+def ties(deltas: list[torch.Tensor], index: int = 0, density: float = 0.3) -> torch.Tensor:
+    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+
     if not 0 < density <= 1:
         raise ValueError(f"ties density={density}: must be in (0, 1] (the fraction of each task vector kept)")
     trimmed = torch.stack([_keep_top(d, density) for d in deltas])
-    sign = torch.sign(trimmed.sum(0))
-    agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
+    sign = trimmed.sum(0).sign()
+    agree = (trimmed.sign() == sign) & (trimmed != 0)
     count = agree.sum(0).clamp_min(1)
     return (trimmed * agree).sum(0) / count
 
@@ -57,7 +86,18 @@ def _keep_top(delta: torch.Tensor, density: float) -> torch.Tensor:
     return delta * (delta.abs() >= threshold)
 
 
+class DareOptions(Section):
+    """DARE: drop task-vector entries at random, rescale the rest, average."""
+
+    drop: float = Field(0.5, ge=0, lt=1)
+    """Probability of dropping each task-vector entry."""
+    seed: int = 0
+    """Seed of the drop masks."""
+
+
 def dare(deltas: list[torch.Tensor], index: int = 0, drop: float = 0.5, seed: int = 0) -> torch.Tensor:
+    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+
     if not 0 <= drop < 1:
         raise ValueError(f"dare drop={drop}: must be in [0, 1) (the probability of dropping an entry)")
     out = torch.zeros_like(deltas[0])
@@ -68,6 +108,13 @@ def dare(deltas: list[torch.Tensor], index: int = 0, drop: float = 0.5, seed: in
     return out / len(deltas)
 
 
+class SlerpOptions(Section):
+    """SLERP: spherical interpolation between the two best ingredients' task vectors."""
+
+    t: float = Field(0.5, ge=0, le=1)
+    """Position between the two best ingredients (by held-out loss): 0 the best, 1 the second."""
+
+
 def slerp(deltas: list[torch.Tensor], index: int = 0, t: float = 0.5) -> torch.Tensor:
     if len(deltas) != 2:
         raise ValueError(f"slerp merges exactly 2 checkpoints, got {len(deltas)}; pass two members")
@@ -76,33 +123,45 @@ def slerp(deltas: list[torch.Tensor], index: int = 0, t: float = 0.5) -> torch.T
     a, b = deltas
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
-        return torch.lerp(a, b, t)
-    cos = torch.clamp((a.flatten() @ b.flatten()) / (na * nb), -1.0, 1.0)
+        return a.lerp(b, t)
+    cos = ((a.flatten() @ b.flatten()) / (na * nb)).clamp(-1.0, 1.0)
     if abs(float(cos)) > 1 - 1e-6:
-        return torch.lerp(a, b, t)
-    theta = torch.arccos(cos)
-    return (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / torch.sin(theta)
+        return a.lerp(b, t)
+    theta = cos.arccos()
+    return (((1 - t) * theta).sin() * a + (t * theta).sin() * b) / theta.sin()
 
 
-# Explicit registry: merge name -> function over task vectors of one tensor.
-MERGES: dict[str, MergeFn] = {
-    "task_arithmetic": task_arithmetic,
-    "ties": ties,
-    "dare": dare,
-    "slerp": slerp,
+@dataclass(frozen=True)
+class Merge:
+    """A registered merge: its function over the task vectors of one tensor, and its options."""
+
+    fn: MergeFn
+    options: type[Section] = NoOptions
+
+    def validate(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options as the function's keyword arguments, defaults filled in (unknown ones refused)."""
+        return self.options.model_validate(options).model_dump()
+
+
+# Explicit registry: merge name -> its function and options. The one list of merges.
+MERGES: dict[str, Merge] = {
+    "task_arithmetic": Merge(task_arithmetic),
+    "ties": Merge(ties, TiesOptions),
+    "dare": Merge(dare, DareOptions),
+    "slerp": Merge(slerp, SlerpOptions),
 }
 
 
 def merge(
-    base: Ingredient, members: Sequence[Ingredient], method: str, scale: float = 1.0, **options
-) -> Tensors:
+    base: Readable, members: Sequence[Readable], method: str, scale: float = 1.0, **options
+) -> dict[str, torch.Tensor]:
     """theta_base + scale * delta over every tensor, reading one tensor per member at a time."""
     if method not in MERGES:
         raise ValueError(f"merge method={method!r}: unknown; allowed: {', '.join(MERGES)}")
     if not members:
         raise ValueError("a merge needs at least one member checkpoint")
-    fn = MERGES[method]
-    out: Tensors = {}
+    fn = MERGES[method].fn
+    out = {}
     with contextlib.ExitStack() as stack:
         readers = [_reader(stack, m) for m in members]
         for i, name in enumerate(base.keys()):
@@ -115,33 +174,10 @@ def merge(
     return out
 
 
-def _reader(stack: contextlib.ExitStack, member: Ingredient) -> Callable[[str], torch.Tensor]:
+def _reader(stack: contextlib.ExitStack, member: Readable) -> Callable[[str], torch.Tensor]:
     """One tensor at a time: an open safetensors handle for files, else the ingredient's own reader."""
     path = getattr(member, "path", None)
     if path is None:
         return member.tensor
     handle = stack.enter_context(safe_open(str(path), framework="pt"))
     return handle.get_tensor
-
-
-# ----------------------------------------------------------------------------- choosing on held-out
-
-
-def best_scale_merge(
-    base: Ingredient,
-    members: Sequence[Ingredient],
-    method: str,
-    options: MergeOptions,
-    model: nn.Module,
-    evaluate: Evaluate,
-) -> tuple[Tensors, float, dict[float, float]]:
-    """The merge at the scale with the lowest held-out loss: (tensors, scale, held-out loss per scale)."""
-    best, losses = None, {}
-    for scale in options.scales:
-        tensors = merge(base, members, method, scale, **options.for_method(method))
-        model.load_state_dict(tensors)
-        losses[scale] = evaluate(model)
-        if best is None or losses[scale] < losses[best[1]]:
-            best = (tensors, scale)
-        del tensors
-    return best[0], best[1], losses

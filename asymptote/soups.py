@@ -44,8 +44,9 @@ from asymptote.checkpoint import WEIGHTS
 from asymptote.data import eval_windows, windows_to_batch
 from asymptote.dist import DistEnv
 from asymptote.evaluation import mean_loss
+from asymptote.merges import merge
 from asymptote.model import lm_loss
-from asymptote.soups_config import SoupOptions
+from asymptote.soups_config import MergeOptions, SoupOptions
 
 Tensors = dict[str, torch.Tensor]
 WeightFn = Callable[[int, str], float]  # (ingredient index, tensor name) -> mixing weight
@@ -400,6 +401,29 @@ def learned_soup(
     weights = alpha.detach().softmax(0)
     build_mixture(model, ingredients, weights, names)
     return LearnedResult(names=names, weights=weights, losses=losses)
+
+
+# ----------------------------------------------------------------------------- merges chosen on held-out
+
+
+def best_scale_merge(
+    base: Ingredient,
+    members: Sequence[Ingredient],
+    method: str,
+    options: MergeOptions,
+    model: nn.Module,
+    evaluate: Evaluate,
+) -> tuple[Tensors, float, dict[float, float]]:
+    """The merge at the scale with the lowest held-out loss: (tensors, scale, held-out loss per scale)."""
+    best, losses = None, {}
+    for scale in options.scales:
+        tensors = merge(base, members, method, scale, **options.for_method(method))
+        model.load_state_dict(tensors)
+        losses[scale] = evaluate(model)
+        if best is None or losses[scale] < losses[best[1]]:
+            best = (tensors, scale)
+        del tensors
+    return best[0], best[1], losses
 
 
 # ----------------------------------------------------------------------------- the registry

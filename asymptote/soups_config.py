@@ -1,8 +1,9 @@
 """The soups study's config: base, fine-tune sweep, soups, merges, independent members.
 
 Pure configuration (pydantic and numpy, no torch): `asymptote soups` validates it, and names a wrong
-field, before the training stack is imported. The soup and merge names are their registries' keys
-(asymptote.soups.SOUPS, asymptote.merges.MERGES; a test keeps them equal).
+field, before the training stack is imported. The merge names and each merge's typed options come
+from the merge registry (asymptote.merges.MERGES, which imports without torch). The soup names are
+the soup registry's keys (asymptote.soups.SOUPS, which needs torch; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from asymptote.config import (
     TrainConfig,
     known_names,
 )
+from asymptote.merges import MERGES
 
 SOUP_METHODS = ("uniform", "greedy", "learned", "mwa")
-MERGE_METHODS = ("task_arithmetic", "ties", "dare", "slerp")
+MERGE_METHODS = tuple(MERGES)
 
 
 def heldout_test_split(
@@ -96,23 +98,18 @@ class SoupOptions(Section):
 class MergeOptions(Section):
     """Which merges to make; each one's scale is chosen on the held-out split."""
 
-    methods: list[str] = Field(default_factory=lambda: list(MERGE_METHODS))
-    """Merges to make: names from the merge registry (task_arithmetic, ties, dare, slerp)."""
+    methods: list[str] = Field(default_factory=lambda: list(MERGES))
+    """Merges to make: names from the merge registry (asymptote.merges.MERGES)."""
     scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     """Candidate scales of the merged task vector; the best on held-out is kept."""
-    ties_density: float = Field(0.3, gt=0, le=1)
-    """TIES: fraction of each task vector kept (largest magnitudes)."""
-    dare_drop: float = Field(0.5, ge=0, lt=1)
-    """DARE: probability of dropping each task-vector entry."""
-    slerp_t: float = Field(0.5, ge=0, le=1)
-    """SLERP: position between the two best ingredients (by held-out loss)."""
-    seed: int = 0
-    """DARE's drop masks."""
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options by merge, typed beside each merge's function in asymptote.merges (e.g. ties: {density:
+    0.3}; dare: {drop: 0.5, seed: 0}; slerp: {t: 0.5}); a merge not named keeps its defaults."""
 
     @field_validator("methods")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        return known_names(v, MERGE_METHODS, "merges")
+        return known_names(v, MERGES, "merges")
 
     @field_validator("scales")
     @classmethod
@@ -121,13 +118,15 @@ class MergeOptions(Section):
             raise ValueError("give at least one scale (1.0 is the plain merge)")
         return v
 
-    def for_method(self, method: str) -> dict:
-        """The per-tensor options of one merge."""
-        return {
-            "ties": {"density": self.ties_density},
-            "dare": {"drop": self.dare_drop, "seed": self.seed},
-            "slerp": {"t": self.slerp_t},
-        }.get(method, {})
+    @field_validator("options")
+    @classmethod
+    def _typed(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        known_names(list(v), MERGES, "merges")
+        return {name: MERGES[name].validate(options) for name, options in v.items()}
+
+    def for_method(self, method: str) -> dict[str, Any]:
+        """The options of one merge, as keyword arguments of its function (defaults filled in)."""
+        return MERGES[method].validate(self.options.get(method, {}))
 
 
 def _recipe(**fields: Any) -> TrainConfig:

@@ -364,8 +364,7 @@ def _cook_merges(
     store: Store, kitchen: Kitchen, scorer, pantry, common: dict, out: str, best: Scores
 ) -> list[SoupEntry]:
     """Each merge at its best held-out scale; SLERP joins the two best ingredients by held-out loss."""
-    from asymptote.merges import best_scale_merge
-    from asymptote.soups import Checkpoint
+    from asymptote.soups import Checkpoint, best_scale_merge
 
     base = Checkpoint.from_folder(store.localize(kitchen.base), name=kitchen.base)
     ranked = [pantry.ingredients[k] for k in np.argsort(pantry.scores, kind="stable")]

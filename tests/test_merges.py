@@ -6,6 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from asymptote import merges
+from asymptote.config import Section
 from asymptote.merges import MERGES, dare, merge, slerp, task_arithmetic, ties
 from asymptote.soups import Checkpoint, uniform_soup
 
@@ -17,7 +19,14 @@ def save(tmp_path, name, tensors) -> Checkpoint:
 
 
 def test_registry_is_explicit():
-    assert set(MERGES) == {"task_arithmetic", "ties", "dare", "slerp"}
+    """Each registered merge is a function of asymptote.merges under its own name, with a typed options
+    model whose defaults are valid; unknown options are refused."""
+    assert MERGES and all(isinstance(name, str) for name in MERGES)
+    for name, entry in MERGES.items():
+        assert entry.fn is getattr(merges, name), name
+        assert issubclass(entry.options, Section) and isinstance(entry.validate({}), dict), name
+    with pytest.raises(ValueError, match="extra"):
+        MERGES["ties"].validate({"densty": 0.3})
 
 
 def test_task_arithmetic_is_the_mean_task_vector():
@@ -83,7 +92,21 @@ def test_merge_over_checkpoints(tmp_path):
     torch.testing.assert_close(double["w"], base_t["w"] + 2 * (soup["w"] - base_t["w"]))
     sl = merge(base, members[:2], "slerp", t=0.5)
     assert sl["w"].shape == (8, 4)
-    with pytest.raises(ValueError, match="allowed: task_arithmetic, ties, dare, slerp"):
+    with pytest.raises(ValueError, match="allowed: " + ", ".join(MERGES)):
         merge(base, members, "mean")
     with pytest.raises(ValueError, match="exactly 2"):
         merge(base, members, "slerp")
+
+
+def test_config_types_each_merge_options_from_the_registry():
+    from pydantic import ValidationError
+
+    from asymptote.soups_config import MergeOptions
+
+    given = MergeOptions(options={"ties": {"density": 0.5}})
+    assert given.for_method("ties") == {"density": 0.5}
+    assert given.for_method("dare") == MERGES["dare"].validate({})  # unnamed: the registry's defaults
+    with pytest.raises(ValidationError, match="density"):
+        MergeOptions(options={"ties": {"density": 2.0}})
+    with pytest.raises(ValidationError, match="allowed: " + ", ".join(MERGES)):
+        MergeOptions(options={"median": {}})
