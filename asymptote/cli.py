@@ -22,6 +22,7 @@ from asymptote.flows.registry import MAIN, METHODS, Method
 from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
 from asymptote.infra.supervise import supervise
+from asymptote.preflight import one_check_per_call
 
 # Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
 app = typer.Typer(
@@ -93,10 +94,11 @@ def run(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """The main job: every step of the recipe on one corpus, then one report."""
-    cfg = _config(MAIN["config"], recipe, set_, store)
-    supervise()  # the run goes on in a child process group, so that Ctrl-C stops it cleanly
-    console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
-    res = _guarded(lambda: load(MAIN["flow"])(cfg))
+    with one_check_per_call():  # the flow and its subflows reuse the check made here
+        cfg = _config(MAIN["config"], recipe, set_, store)
+        supervise()  # the run goes on in a child process group, so that Ctrl-C stops it cleanly
+        console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
+        res = _guarded(lambda: load(MAIN["flow"])(cfg))
     _finish(
         res.model_dump(),
         as_json,
@@ -109,10 +111,11 @@ def run(
 
 
 def _run_method(method: Method, recipe, overrides, store, as_json, recompute) -> None:
-    cfg = _config(method.config, recipe, overrides, store, recompute, method.steps)
-    supervise()
-    flow = load(method.flow)
-    res = _guarded(lambda: flow(cfg, recompute=recompute) if method.steps else flow(cfg))
+    with one_check_per_call():  # the flow and its subflows reuse the check made here
+        cfg = _config(method.config, recipe, overrides, store, recompute, method.steps)
+        supervise()
+        flow = load(method.flow)
+        res = _guarded(lambda: flow(cfg, recompute=recompute) if method.steps else flow(cfg))
     figures, line = load(method.summary)(res)
     report = getattr(res, "report_uri", None)
     lines = [f"[green]done[/green]. {line}", *([f"report {report}"] if report else [])]

@@ -5,8 +5,10 @@ refuses connections or credentials it rejects, a run or soup URI that is not a c
 would otherwise surface minutes later, deep in a Ray task, as a retried failure with a long traceback.
 `check(config)` looks at the config's data sources, store and model references in a second or two
 and raises one `PreflightError` whose message names the field, the file or URI and what is allowed.
-The CLI calls it before it imports a flow, and every flow calls it on its first line (the Python API).
-Nothing here writes to the store. No Prefect or Ray imports.
+The CLI calls it before it imports a flow, and every flow calls it on its first line (the Python API);
+inside `one_check_per_call()` (the CLI's command, a composite flow's body) a config already checked is
+not checked again, so one call checks each config once. Nothing here writes to the store. No Prefect
+or Ray imports.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import errno
 import os
 import re
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from pydantic import BaseModel
 
-from asymptote.config import ConfigError, DataConfig, StoreConfig
+from asymptote.config import ConfigError, DataConfig, StoreConfig, stable_hash
 
 SNIFF_BYTES = 1 << 16  # how much of each corpus file is read to tell text from binary
 SNIFF_FILES = 16  # at most this many files of a folder or glob are sniffed
@@ -50,8 +54,30 @@ class _Corpus:
     block_size: int
 
 
+# The configs checked so far in this call; None outside `one_check_per_call` (every check runs).
+_CHECKED: ContextVar[set[str] | None] = ContextVar("asymptote_preflight_checked", default=None)
+
+
+@contextmanager
+def one_check_per_call() -> Iterator[None]:
+    """Within the block, `check` looks at each config once: the CLI, the flow it calls and that flow's
+    subflows share the first check. A block inside another shares the outer one's."""
+    if _CHECKED.get() is not None:
+        yield
+        return
+    token = _CHECKED.set(set())
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
 def check(config: BaseModel) -> None:
     """Refuse the config's inputs if they cannot work; return None when they look fine."""
+    checked = _CHECKED.get()
+    key = stable_hash([type(config).__qualname__, config.model_dump(mode="json")])
+    if checked is not None and key in checked:
+        return
     for sub in _sub_configs(config):  # the main job: every step's own validated config
         check(sub)
     store_cfg = getattr(config, "store", None)
@@ -62,6 +88,8 @@ def check(config: BaseModel) -> None:
     refs = list(_model_refs(config))
     if refs and isinstance(store_cfg, StoreConfig):
         check_model_refs(refs, store_cfg)
+    if checked is not None:
+        checked.add(key)
 
 
 def check_recompute(recompute: list[str], steps) -> None:

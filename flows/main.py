@@ -23,6 +23,7 @@ from asymptote.flows.registry import METHODS, MainConfig
 from asymptote.flows.reporting import method_report, publish_report
 from asymptote.flows.stage_memo import reuse_or_run
 from asymptote.infra.cluster import compute_session
+from asymptote.reports import Report
 from asymptote.store import Store
 
 
@@ -38,21 +39,28 @@ class MainResult(BaseModel):
 def main_job(config: MainConfig | None = None) -> MainResult:
     """Run every step of the recipe and publish one report naming where results and plots are."""
     config = config or MainConfig()
-    preflight.check(config)  # every step's data, store and model references, before any step
-    store = Store(config.store)
-    results: dict[str, BaseModel] = {}
-    sections = []
-    with compute_session(config.compute.ray_address):
-        for name in config.steps:
-            method = METHODS[name]
-            step = config.step_config(name)
-            if method.inputs:
-                step = load(method.inputs)(step, results)
-            step_flow = load(method.flow)
-            results[name] = reuse_or_run(name, step, store, lambda f=step_flow, c=step: f(c))
-            sections.append(method_report(name, step, results[name], store, level=2, prefix=f"{name}-"))
+    with preflight.one_check_per_call():  # the steps' subflows reuse this check of their configs
+        preflight.check(config)  # every step's data, store and model references, before any step
+        store = Store(config.store)
+        with compute_session(config.compute.ray_address):
+            sections = run_steps(config, store)
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(s.markdown for s in sections)
     files = {n: b for s in sections for n, b in s.files.items()}
     report = publish_report(store, "main", stable_hash(key_dict(config)), markdown, files)
     figures = {name: s.figures for name, s in zip(config.steps, sections, strict=True)}
     return MainResult(flow_run_id=flow_run.id, report_uri=report, store_uri=store.uri(), figures=figures)
+
+
+def run_steps(config: MainConfig, store: Store) -> list[Report]:
+    """Each step in order, fed what it consumes from the steps before it; its report section."""
+    results: dict[str, BaseModel] = {}
+    sections = []
+    for name in config.steps:
+        method = METHODS[name]
+        step = config.step_config(name)
+        if method.inputs:
+            step = load(method.inputs)(step, results)
+        step_flow = load(method.flow)
+        results[name] = reuse_or_run(name, step, store, lambda f=step_flow, c=step: f(c))
+        sections.append(method_report(name, step, results[name], store, level=2, prefix=f"{name}-"))
+    return sections

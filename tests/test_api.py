@@ -14,6 +14,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 import asymptote.flows as flows
+from asymptote.config import load
 from asymptote.flows import PretrainResult, pretrain
 from asymptote.flows import registry as methods
 
@@ -57,7 +58,7 @@ def test_every_exported_flow_takes_a_typed_config_and_returns_a_typed_result(nam
     config, result = typing.get_args(hints["config"])[0], hints["return"]  # config: Config | None = None
     assert issubclass(config, BaseModel) and list(hints)[0] == "config"
     assert issubclass(result, BaseModel) and "flow_run_id" in result.model_fields
-    assert config is methods.load(entry["config"]) and result is methods.load(entry["result"])
+    assert config is load(entry["config"]) and result is load(entry["result"])
     assert {name, config.__name__, result.__name__} <= set(flows.__all__)
     assert getattr(flows, config.__name__) is config  # the exported types are the flow's own
 

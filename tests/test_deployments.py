@@ -150,7 +150,7 @@ def _check_result(flow_run, store_uri: str) -> PretrainResult:
 
 def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
     import asymptote.flows as flows
-    from asymptote.config import build
+    from asymptote.config import build, load
     from asymptote.flows import registry as methods
     from asymptote.infra.deployments import read_specs
 
@@ -163,7 +163,7 @@ def test_every_deployment_runs_an_exported_flow_with_a_valid_recipe():
         assert spec is not None, f"flow {name} has no deployment in prefect.yaml"
         assert spec.entrypoint == entry["flow"] and spec.load_flow().name == getattr(flows, name).name
         assert raw[spec.name]["parameters"]["config"] == f"{{{{ asymptote.recipes.{entry['recipe']} }}}}"
-        build(methods.load(entry["config"]), spec.parameters["config"])  # the recipe is a valid config
+        build(load(entry["config"]), spec.parameters["config"])  # the recipe is a valid config
     with pytest.raises(ValueError, match="no such deployment"):
         read_specs(ROOT / "prefect.yaml", only=["nope"])
 
