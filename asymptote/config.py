@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from asymptote.presets import preset_values
 from asymptote.refs import DataRef, RunRef
+from asymptote.schedules import SCHEDULES
 
 
 def volatile(default: Any = None, **kw) -> Any:
@@ -77,8 +79,6 @@ class ModelConfig(Section):
         if not isinstance(data, dict):
             return data
         if data.get("preset"):
-            from asymptote.presets import preset_values
-
             data = preset_values(data["preset"]) | {k: v for k, v in data.items() if v is not None}
         if data.get("n_kv_head") is None:
             data = data | {"n_kv_head": data.get("n_head", 4)}
@@ -207,8 +207,6 @@ class TrainConfig(Section):
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, v: str) -> str:
-        from asymptote.schedules import SCHEDULES
-
         if v not in SCHEDULES:
             raise ValueError(f"unknown schedule {v!r}; allowed: {', '.join(sorted(SCHEDULES))}")
         return v

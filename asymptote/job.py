@@ -31,6 +31,7 @@ from asymptote.checkpoint import (
 from asymptote.config import ModelConfig
 from asymptote.data import EpochBatcher, steps_for
 from asymptote.dist import DistEnv
+from asymptote.evaluation import evaluate_split
 from asymptote.job_spec import (  # noqa: F401  (re-exported: the job API in one place)
     BATCHES,
     DRIVERS,
@@ -42,10 +43,11 @@ from asymptote.job_spec import (  # noqa: F401  (re-exported: the job API in one
 )
 from asymptote.model import Decoder, count_params
 from asymptote.optim import build_optimizer
+from asymptote.plots import plot_loss_curve
 from asymptote.schedules import make_schedule
-from asymptote.shards import carry_tokenizer, load_dataset
+from asymptote.shards import carry_tokenizer, load_dataset, load_meta, load_split
 from asymptote.store import IntegrityError, Store, layout
-from asymptote.trainer import Reporter, Trainer, cross_entropy, fit
+from asymptote.trainer import Reporter, Trainer, autocast_dtype, cross_entropy, fit
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +269,6 @@ def run_job(job: TrainJob, env: DistEnv, report: Reporter) -> dict[str, Any]:
 
 
 def commit_run(store: Store, job: TrainJob, trainer: Trainer, summary: dict[str, Any]) -> None:
-    from asymptote.plots import plot_loss_curve  # matplotlib only where it is used
-
     meta = {
         "summary": summary,
         "model": job.model.model_dump(),
@@ -293,3 +293,17 @@ def model_from_run(store: Store, rel: str, device: str | torch.device = "cpu") -
     model = Decoder(ModelConfig.model_validate(store.manifest(rel).meta["model"]))
     model.load_state_dict(load_weights(store.localize(rel) / WEIGHTS, device))
     return model.to(device).eval()
+
+
+def evaluate_run(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
+    """A run's loss, bits per token and bits per byte on a corpus' validation and, when it has one,
+    test split, on the device this process was given (bf16 on CUDA, as the run's own evaluation)."""
+    env = DistEnv.detect()  # the GPU Ray assigned to this task, if any (Ray hides the others)
+    model, meta = model_from_run(store, run_rel, env.device), load_meta(store, data_rel)
+    dtype = autocast_dtype("auto", env.device)
+    out: dict[str, float] = {}
+    for split in ("val", "test"):
+        tokens = load_split(store, data_rel, split)
+        if len(tokens) > model.cfg.block_size:
+            out |= evaluate_split(model, tokens, meta, split, model.cfg.block_size, env=env, dtype=dtype)
+    return out

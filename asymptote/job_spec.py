@@ -11,7 +11,16 @@ from typing import Any
 
 from pydantic import Field
 
-from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, TrainConfig
+from asymptote.config import (
+    ComputeConfig,
+    DataConfig,
+    ModelConfig,
+    Section,
+    StoreConfig,
+    TrainConfig,
+    key_dict,
+    stable_hash,
+)
 from asymptote.store import Store, layout
 from asymptote.versioning import ModuleIndex, code_version
 
@@ -69,8 +78,6 @@ def job_key(job: TrainJob, index: ModuleIndex | None = None) -> str:
     Data enters through its content-addressed artifact path, teachers and init weights through
     theirs; compute, store and logging settings are left out (volatile), the code version is in.
     """
-    from asymptote.config import key_dict, stable_hash
-
     body = {
         k: (key_dict(v) if isinstance(v, Section) else v)
         for k, v in job

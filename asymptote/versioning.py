@@ -23,6 +23,7 @@ from typing import Any
 
 import asymptote
 from asymptote.config import stable_hash
+from asymptote.store import cache_dir
 
 # The packages of this project (pyproject's package-dir maps the last four to top-level folders).
 CORE_PACKAGES = ("asymptote", "asymptote.reports")
@@ -145,8 +146,6 @@ def _save_parsed_memo(memo: dict[str, list[str]]) -> None:
 
 
 def _parsed_memo_path() -> Path:
-    from asymptote.store import cache_dir
-
     return cache_dir() / "module-imports.json"
 
 

@@ -16,6 +16,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from asymptote.infra.progress import hub_name, live_progress
+
 # the default reserves ~30% of RAM in /dev/shm; tiny models need little
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
@@ -81,8 +83,6 @@ class _Session:
     stack: ExitStack = field(default_factory=ExitStack)
 
     def start(self) -> None:
-        from asymptote.infra.progress import live_progress
-
         if not self.started:
             self.started = True
             self.stack.enter_context(ray_session(self.address, self.num_cpus))
@@ -112,8 +112,6 @@ def compute_session(address: str | None = None, num_cpus: int | None = None) -> 
     """A session in which Ray and the live progress display start on first use; yields the progress
     hub's name (for TrainJob.progress_hub). Nested sessions (a flow calling another flow) share the
     outer one."""
-    from asymptote.infra.progress import hub_name
-
     global _SESSION
     with _LOCK:
         if _SESSION is not None:

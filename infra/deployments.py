@@ -27,6 +27,11 @@ import typer
 import yaml
 from pydantic import BaseModel, Field
 
+import asymptote
+from asymptote.config import StoreConfig
+from asymptote.recipes import load_recipe, recipe_names
+from asymptote.store import Store, cache_dir
+
 DEFAULT_FILE = Path("prefect.yaml")
 WORK_POOL = "asymptote"
 
@@ -36,8 +41,6 @@ WORK_POOL = "asymptote"
 
 def recipe_parameters() -> dict[str, dict[str, Any]]:
     """Every bundled recipe as a dict: what a deployment's `config` parameter starts from."""
-    from asymptote.recipes import load_recipe, recipe_names
-
     return {name: load_recipe(name) for name in recipe_names()}
 
 
@@ -77,8 +80,9 @@ def results_block(store_uri: str) -> str:
     Flow results persisted there can be read by every machine that reaches the store: the worker
     that ran the flow and whoever called run_deployment.
     """
-    from asymptote.infra.results import result_storage
-    from asymptote.store import Store
+    from asymptote.infra.results import (
+        result_storage,  # imports Prefect: `asymptote --help` imports this module
+    )
 
     block = result_storage(Store(store_uri))
     return f"{block.get_block_type_slug()}/{block._block_document_name}"
@@ -87,8 +91,6 @@ def results_block(store_uri: str) -> str:
 def deployment_context(store: str | None = None, directory: str = ".") -> dict[str, Any]:
     """prefect.yaml's build step. Its outputs fill the `{{ asymptote.* }}` placeholders:
     store, results_block, repository, branch, commit and recipes.<name>."""
-    from asymptote.store import Store
-
     uri = store or os.environ.get("ASYMPTOTE_STORE")
     if not uri:
         raise ValueError(
@@ -236,9 +238,6 @@ def _import_safe_cwd() -> None:
     """Flow runs import asymptote with their working directory first on sys.path. A checkout's
     `asymptote/` folder there would shadow the installed package (whose flows/ and tasks/ live
     elsewhere in a checkout), so serve from a neutral folder unless the checkout is the installed one."""
-    import asymptote
-    from asymptote.store import cache_dir
-
     local = Path.cwd() / "asymptote"
     if local.is_dir() and local.resolve() != Path(asymptote.__file__).parent.resolve():
         os.chdir(cache_dir())
@@ -262,9 +261,6 @@ def cli(
     Trigger them from the Prefect UI, `prefect deployment run <flow>/<name>`, or run_deployment().
     """
     from prefect.flows import serve
-
-    from asymptote.config import StoreConfig
-    from asymptote.store import Store
 
     specs = read_specs(file, only)
     uri = Store(StoreConfig(uri=store) if store else StoreConfig()).uri()

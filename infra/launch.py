@@ -42,8 +42,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's per-worker function: rebuild the job, set threads, train."""
     import torch
 
-    from asymptote.dist import DistEnv
-    from asymptote.job import run_job
+    from asymptote.dist import DistEnv  # a Ray worker starts here: the driver never imports torch
+    from asymptote.job import run_job  # a Ray worker starts here: the training stack, on the worker only
 
     job = TrainJob.model_validate(config["job"])
     torch.set_num_threads(max(1, int(job.compute.cpus_per_worker)))

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from asymptote.infra.remotes import remote
+
 
 def hub_name() -> str:
     """A fresh name for a progress hub (known before the hub, and Ray, start)."""
@@ -124,8 +126,6 @@ def live_progress(
 ) -> Iterator[str]:
     """Start a hub, draw until the block ends; yields the hub's actor name for TrainJob.progress_hub."""
     import ray
-
-    from asymptote.infra.remotes import remote
 
     name = name or hub_name()
     hub = remote(ProgressHub, num_cpus=0).options(name=name).remote()
