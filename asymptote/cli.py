@@ -1,6 +1,6 @@
 """`asymptote`: the command line. Each command = a recipe + `--set` overrides -> a flow -> a summary.
 
-The method commands are generated from the method registry (asymptote.methods). Nothing heavy is
+The method commands are generated from the method registry (asymptote.flows.registry). Nothing heavy is
 imported until a command runs: `asymptote --help` reads the registry's strings only, and Ray starts
 only when a flow needs it.
 """
@@ -17,12 +17,18 @@ from rich.markup import escape
 
 import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
-from asymptote.config import load
+from asymptote.config import ConfigError, ModelConfig, StoreConfig, load
+from asymptote.flops import param_count
 from asymptote.flows.registry import MAIN, METHODS, Method
+from asymptote.infra import quiet
 from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
+from asymptote.infra.inventory import garbage_collect, inventory
 from asymptote.infra.supervise import supervise
-from asymptote.preflight import one_check_per_call
+from asymptote.preflight import check, check_recompute, one_check_per_call, user_error
+from asymptote.presets import PRESETS
+from asymptote.recipes import recipe_names, resolve
+from asymptote.store import Store
 
 # Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
 app = typer.Typer(
@@ -39,9 +45,6 @@ console = Console(stderr=True, soft_wrap=True)
 def _config(
     target: str, recipe: Optional[str], overrides: list[str], store: Optional[str], recompute=(), steps=()
 ):
-    from asymptote.config import ConfigError
-    from asymptote.preflight import check, check_recompute
-    from asymptote.recipes import resolve
 
     if store:
         overrides = [*overrides, f"store.uri={store}"]
@@ -58,8 +61,6 @@ def _config(
 def _guarded(call: Callable[[], Any]) -> Any:
     """Run a flow; an error the user can act on (bad input, a corrupt artifact, a full disk, Ctrl-C)
     prints as one line naming what to fix, without a traceback."""
-    from asymptote.infra import quiet
-    from asymptote.preflight import user_error
 
     quiet.install()
     try:
@@ -157,9 +158,6 @@ for _method in METHODS.values():
 @app.command()
 def presets() -> None:
     """List model size presets with their parameter counts."""
-    from asymptote.config import ModelConfig
-    from asymptote.flops import param_count
-    from asymptote.presets import PRESETS
 
     for name in PRESETS:
         cfg = ModelConfig(preset=name)
@@ -173,7 +171,6 @@ def presets() -> None:
 @app.command()
 def recipes() -> None:
     """List the bundled recipes."""
-    from asymptote.recipes import recipe_names
 
     for name in recipe_names():
         typer.echo(name)
@@ -190,7 +187,7 @@ def export(
     as_json: bool = JsonOpt,
 ) -> None:
     """Export a run, soup or student as a transformers Llama (config, safetensors, tokenizer, card)."""
-    from asymptote.export_hf import export_model
+    from asymptote.export_hf import export_model  # torch: loaded by this command only
 
     res = _guarded(lambda: export_model(_store(store), ref, out_dir, dtype, evaluate, overwrite=overwrite))
     test = res.metrics.get("test_loss")
@@ -218,8 +215,8 @@ def plan(
     as_json: bool = JsonOpt,
 ) -> None:
     """Plan a run from a scaling study's fits: model size, K, epochs, weight decay, lr, predicted loss."""
-    from asymptote.fits import FitError
-    from asymptote.planner import OutOfRange, Planner, gpu_hours_to_flops, load_inputs
+    # scipy's fits: loaded by this command only, so that --help and the other commands skip them
+    from asymptote.planner import FitError, OutOfRange, Planner, gpu_hours_to_flops, load_inputs
 
     asked = [v is not None for v in (flops if gpu_hours is None else gpu_hours, loss, params)]
     if sum(asked) != 1 or (gpu_hours is not None and flops is not None):
@@ -247,7 +244,6 @@ def plan(
 @store_app.command("ls")
 def store_ls(store: Optional[str] = StoreOpt, as_json: bool = JsonOpt) -> None:
     """List committed artifacts: runs with their configs and metrics, data, reports, sizes."""
-    from asymptote.infra.inventory import inventory
 
     rows = inventory(_store(store))
     for r in rows:
@@ -267,7 +263,6 @@ def store_gc(
     ),
 ) -> None:
     """Delete files that no committed manifest references."""
-    from asymptote.infra.inventory import garbage_collect
 
     removed = garbage_collect(_store(store), dry_run=dry_run, min_age_hours=min_age_hours)
     verb = "would remove" if dry_run else "removed"
@@ -277,8 +272,6 @@ def store_gc(
 
 
 def _store(uri: Optional[str]):
-    from asymptote.config import StoreConfig
-    from asymptote.store import Store
 
     return Store(StoreConfig(uri=uri) if uri else StoreConfig())
 

@@ -25,7 +25,9 @@ from safetensors.torch import save_file
 
 from asymptote.checkpoint import WEIGHTS, load_weights
 from asymptote.config import ConfigError, ModelConfig
+from asymptote.evaluation import evaluate_split
 from asymptote.model import Decoder, count_params
+from asymptote.shards import load_meta, load_split, load_tokenizer
 from asymptote.store import Store, layout
 from asymptote.tokenizer import EOS, ByteTokenizer
 
@@ -211,8 +213,6 @@ def evaluate(
 ) -> dict[str, float]:
     """Test loss, bits per token and bits per byte on the model's own data (fp32); the run's recorded
     validation loss goes into the card as it was measured."""
-    from asymptote.evaluation import evaluate_split
-    from asymptote.shards import load_meta, load_split
 
     if source.data is None:
         return {}
@@ -378,7 +378,6 @@ def _check_target(out: Path, dtype: str, overwrite: bool) -> None:
 
 
 def _tokenizer_and_meta(store: Store, source: Source):
-    from asymptote.shards import load_meta, load_tokenizer
 
     if source.data is None:
         return None, None

@@ -26,6 +26,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel
 
 from asymptote.config import ConfigError, DataConfig, StoreConfig, stable_hash
+from asymptote.corpus import list_corpus
+from asymptote.store import IntegrityError, Store, s3_options
 
 SNIFF_BYTES = 1 << 16  # how much of each corpus file is read to tell text from binary
 SNIFF_FILES = 16  # at most this many files of a folder or glob are sniffed
@@ -186,8 +188,6 @@ def check_s3(uri: str, cfg: StoreConfig, field: str) -> None:
     import botocore.config
     import botocore.exceptions as bex
 
-    from asymptote.store import s3_options
-
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
     session = boto3.Session(profile_name=cfg.profile) if cfg.profile else boto3.Session()
     if session.get_credentials() is None:
@@ -228,7 +228,6 @@ def _s3_reason(code: str, bucket: str, where: str) -> str:
 
 def check_corpus(corpus: _Corpus, store_cfg: StoreConfig | None) -> None:
     """The source exists, holds text (not binary, not empty) and can fill the model's windows."""
-    from asymptote.corpus import list_corpus
 
     source, field = corpus.data.source, corpus.field
     if source.startswith(("s3://", "s3a://")):
@@ -248,7 +247,6 @@ def check_corpus(corpus: _Corpus, store_cfg: StoreConfig | None) -> None:
 
 
 def _storage_options(source: str, store_cfg: StoreConfig | None) -> dict:
-    from asymptote.store import s3_options
 
     return s3_options(store_cfg or StoreConfig()) if source.startswith(("s3://", "s3a://")) else {}
 
@@ -314,7 +312,6 @@ def _check_size(corpus: _Corpus, fs, files) -> None:
 
 def check_model_refs(refs: list[tuple[str, str]], store_cfg: StoreConfig) -> None:
     """Every run, checkpoint or soup a config names is a committed model of its store."""
-    from asymptote.store import Store
 
     store = Store(store_cfg)
     for field, ref in refs:
@@ -336,7 +333,6 @@ FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 def user_error(exc: BaseException) -> str | None:
     """One line for an error the user can act on (found anywhere in its chain of causes), else None:
     bad input, a stored file that fails its checksum, a full disk."""
-    from asymptote.store import IntegrityError
 
     seen = exc
     while seen is not None:

@@ -76,21 +76,9 @@ def submit_train(job: TrainJob, refresh: bool = False):
 
 def _evaluate_remote(store: Store, run_rel: str, data_rel: str) -> dict[str, float]:
     """Loss, bits per token and bits per byte on validation and, when the corpus has one, test."""
-    from asymptote.dist import DistEnv
-    from asymptote.evaluation import evaluate_split
-    from asymptote.job import model_from_run
-    from asymptote.shards import load_meta, load_split
-    from asymptote.trainer import autocast_dtype
+    from asymptote.job import evaluate_run  # torch: imported in the Ray worker, never by the driver
 
-    env = DistEnv.detect()  # the GPU Ray assigned to this task, if any (Ray hides the others)
-    model, meta = model_from_run(store, run_rel, env.device), load_meta(store, data_rel)
-    dtype = autocast_dtype("auto", env.device)  # bf16 on CUDA, as the run's own evaluation
-    out: dict[str, float] = {}
-    for split in ("val", "test"):
-        tokens = load_split(store, data_rel, split)
-        if len(tokens) > model.cfg.block_size:
-            out |= evaluate_split(model, tokens, meta, split, model.cfg.block_size, env=env, dtype=dtype)
-    return out
+    return evaluate_run(store, run_rel, data_rel)
 
 
 @task(name="evaluate", retries=1)
