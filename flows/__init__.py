@@ -7,7 +7,7 @@ Each flow is a Prefect flow: called inside another flow it runs as a subflow, an
 step inside it is cached in the artifact store, so calling it again with the same config reuses
 what was made. Results are pydantic models: `result.model_dump()` is plain JSON. See docs/api.md.
 
-The names come from the method registry (asymptote.methods) and load on first use, so importing one
+The names come from the method registry (asymptote.flows.registry) and load on first use, so importing one
 flow does not import every method's dependencies. Flow modules are named apart from their flows
 (`pretraining` holds `pretrain`), so a name here is never shadowed by a submodule.
 """
