@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from asymptote.fits import (
     MAX_EXPONENT,
@@ -35,100 +34,7 @@ from asymptote.member_bootstrap import (
     u_curve,
     window_weights,
 )
-from asymptote.scaling_config import FitConfig
-
-
-class SizeData(BaseModel):
-    """What one model size measured (test split unless named val)."""
-
-    label: str
-    params: int
-    standard: list[float]
-    """Test loss of the standard recipe's certified optimum, one per seed."""
-    regularized: list[float]
-    """Test loss of the regularized recipe's certified optimum, one per seed."""
-    regularized_wd: float = 0.0
-    """Weight decay the regularized search chose (on validation)."""
-    standard_val: float = math.nan
-    regularized_val: float = math.nan
-    """Validation loss at which each search certified its optimum (what selection read)."""
-    members: list[float] = Field(default_factory=list)
-    """Each ensemble member's test loss."""
-    ensemble: dict[str, list[float]] = Field(default_factory=dict)
-    """Test loss of the first-k ensemble, k = 1..K, per combination (logits, probs)."""
-    subsets: dict[str, float] = Field(default_factory=dict)
-    """Test loss of the logit ensemble of every non-empty subset of members ("0,2" -> loss)."""
-    multisets: dict[str, list[float]] = Field(default_factory=dict)
-    """Test loss per block of test windows of the logit ensemble of every multiset of members
-    ("0,0,2": member 0 counted twice): what the member bootstrap redraws."""
-    windows: list[int] = Field(default_factory=list)
-    """Test windows in each block of `multisets`."""
-
-    def subset_curve(self) -> list[float]:
-        """Loss at k members as the mean over all k-subsets (k = 1..K); [] without subsets."""
-        by_k: dict[int, list[float]] = {}
-        for key, loss in self.subsets.items():
-            by_k.setdefault(len(key.split(",")), []).append(loss)
-        return [float(np.mean(by_k[k])) for k in sorted(by_k)]
-
-
-class StudyData(BaseModel):
-    sizes: list[SizeData]
-    base_budget: int
-    split: str = "test"
-    standard_wd: float = 0.1
-    sweep: dict[str, dict[float, float]] = Field(default_factory=dict)
-    """Test loss against epochs at one size, per recipe (standard = WD fixed, regularized = tuned WD)."""
-    efficiency: dict[int, list[float]] = Field(default_factory=dict)
-    """Per token budget: test losses (per seed) of the standard recipe's optimum chosen on validation."""
-
-
-class FitOutcome(BaseModel):
-    """A fit's parameters and intervals, or why it could not be made; `identified` says if it may judge."""
-
-    ok: bool
-    params: dict[str, Any] = Field(default_factory=dict)
-    reason: str = ""
-
-    @property
-    def identified(self) -> bool:
-        return self.ok and bool(self.params.get("identified", True))
-
-    @property
-    def asymptote(self) -> float | None:
-        return self.params.get("E") if self.ok else None
-
-    def ci(self, name: str = "E") -> list[float] | None:
-        return self.params["ci"][name] if self.ok else None
-
-
-class Claim(BaseModel):
-    """One of the paper's claims judged on this study: estimate, interval, p of the paper's direction."""
-
-    estimate: float | None
-    ci: list[float | None]
-    p: float | None
-    supported: bool
-    identified: bool
-    direction: str
-    """What the paper says, as an inequality on the estimate."""
-    note: str = ""
-
-
-class Analysis(BaseModel):
-    fits: dict[str, FitOutcome]
-    """standard_N, regularized_N, ensemble_K/<label>, joint_N, standard_D."""
-    multipliers: dict[str, dict[str, Any]]
-    """regularized / joint: how many times the base budget the standard recipe needs to reach it."""
-    claims: dict[str, Claim] = Field(default_factory=dict)
-    checks: dict[str, bool | None]
-    """wd_overfit_fixed, ensemble_monotone_in_k, joint_below_regularized: true only when supported."""
-    seed_noise: float | None
-    """Pooled seed-to-seed standard deviation of test losses (nats)."""
-    ensemble_ci: dict[str, list[list[float]]] = Field(default_factory=dict)
-    """Per size, the bootstrap interval of the loss at each k (what the members plot draws)."""
-    split: str = "test"
-
+from asymptote.scaling_config import Analysis, Claim, FitConfig, FitOutcome, SizeData, StudyData
 
 # ----------------------------------------------------------------------------- noise
 
@@ -564,3 +470,38 @@ def judge(data: StudyData, noise: Noise, cfg: FitConfig, std, reg, joint, data_f
         "multiplier_regularized_above_1": _multiplier_claim(data_fit, reg, base, cfg, "multiplier - 1 > 0"),
         "multiplier_joint_above_1": _multiplier_claim(data_fit, joint, base, cfg, "multiplier - 1 > 0"),
     }
+
+
+# ----------------------------------------------------------------------------- headline figures
+
+
+def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
+    """The headline numbers (all on the test split): asymptotes with intervals, loss per K, multipliers,
+    every claim's verdict and the checks (true only when supported)."""
+    fit = analysis.fits
+    out: dict[str, Any] = {"split": data.split}
+    for name, key in (("standard", "standard_N"), ("regularized", "regularized_N"), ("joint", "joint_N")):
+        f = fit.get(key)
+        out[f"{name}_asymptote"] = f.asymptote if f and f.identified else None
+        out[f"{name}_asymptote_ci"] = f.ci() if f and f.identified else None
+        out[f"{name}_identified"] = bool(f and f.identified)
+    out["sizes"] = [s.params for s in data.sizes]
+    out["seed_noise"] = analysis.seed_noise
+    out["loss_per_k"] = {s.label: s.ensemble.get("logits", []) for s in data.sizes}
+    out["loss_per_k_mean_over_subsets"] = {s.label: s.subset_curve() for s in data.sizes}
+    out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
+    out["data_efficiency"] = {
+        name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
+        | ({} if m.get("identified") else {"value": None, "ci": [None, None], "reason": m.get("reason")})
+        for name, m in analysis.multipliers.items()
+    }
+    out["claims"] = {k: _claim_figures(c) for k, c in analysis.claims.items()}
+    return out | analysis.checks
+
+
+def _claim_figures(c: Claim) -> dict[str, Any]:
+    """A claim's numbers; none from a fit that is not identified (they would read as results)."""
+    out = c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
+    if not c.identified:
+        out |= {"estimate": None, "ci": [None, None], "p": None}
+    return out

@@ -1,14 +1,17 @@
-"""The scaling study's config: sizes, budget, the recipe search, ensembles, data efficiency, fits.
+"""The scaling study's config: sizes, budget, the recipe search, ensembles, data efficiency, fits;
+and what the study measures and returns (`StudyData`, `Analysis`, `ScalingStudyResult`).
 
-Pure configuration (pydantic, no torch): `asymptote scaling` validates it, and names a wrong field,
-before the training stack is imported.
+Pure (pydantic, no torch): `asymptote scaling` validates it, and names a wrong field, before the
+training stack is imported.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+import numpy as np
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -19,6 +22,7 @@ from asymptote.config import (
     TrainConfig,
     volatile,
 )
+from asymptote.refs import DataRef
 from asymptote.search_space import RECIPES, Point, SearchGrid, on_grid, size_label
 
 
@@ -163,9 +167,9 @@ class ScalingStudyConfig(Section):
     """Index into sizes of the epoch sweep (loss vs epochs, WD fixed vs tuned); -1: the largest."""
     fits: FitConfig = Field(default_factory=FitConfig)
     """Bootstrap and checks."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
     @model_validator(mode="after")
@@ -215,3 +219,130 @@ class ScalingStudyConfig(Section):
 def _start_on_grid(search: SearchConfig) -> None:
     s = search.start
     on_grid(Point(s.lr, s.weight_decay, s.epochs), search.grid, RECIPES["regularized"])
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class SizeData(BaseModel):
+    """What one model size measured (test split unless named val)."""
+
+    label: str
+    params: int
+    standard: list[float]
+    """Test loss of the standard recipe's certified optimum, one per seed."""
+    regularized: list[float]
+    """Test loss of the regularized recipe's certified optimum, one per seed."""
+    regularized_wd: float = 0.0
+    """Weight decay the regularized search chose (on validation)."""
+    standard_val: float = math.nan
+    regularized_val: float = math.nan
+    """Validation loss at which each search certified its optimum (what selection read)."""
+    members: list[float] = Field(default_factory=list)
+    """Each ensemble member's test loss."""
+    ensemble: dict[str, list[float]] = Field(default_factory=dict)
+    """Test loss of the first-k ensemble, k = 1..K, per combination (logits, probs)."""
+    subsets: dict[str, float] = Field(default_factory=dict)
+    """Test loss of the logit ensemble of every non-empty subset of members ("0,2" -> loss)."""
+    multisets: dict[str, list[float]] = Field(default_factory=dict)
+    """Test loss per block of test windows of the logit ensemble of every multiset of members
+    ("0,0,2": member 0 counted twice): what the member bootstrap redraws."""
+    windows: list[int] = Field(default_factory=list)
+    """Test windows in each block of `multisets`."""
+
+    def subset_curve(self) -> list[float]:
+        """Loss at k members as the mean over all k-subsets (k = 1..K); [] without subsets."""
+        by_k: dict[int, list[float]] = {}
+        for key, loss in self.subsets.items():
+            by_k.setdefault(len(key.split(",")), []).append(loss)
+        return [float(np.mean(by_k[k])) for k in sorted(by_k)]
+
+
+class StudyData(BaseModel):
+    sizes: list[SizeData]
+    base_budget: int
+    split: str = "test"
+    standard_wd: float = 0.1
+    sweep: dict[str, dict[float, float]] = Field(default_factory=dict)
+    """Test loss against epochs at one size, per recipe (standard = WD fixed, regularized = tuned WD)."""
+    efficiency: dict[int, list[float]] = Field(default_factory=dict)
+    """Per token budget: test losses (per seed) of the standard recipe's optimum chosen on validation."""
+
+
+class FitOutcome(BaseModel):
+    """A fit's parameters and intervals, or why it could not be made; `identified` says if it may judge."""
+
+    ok: bool
+    params: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def identified(self) -> bool:
+        return self.ok and bool(self.params.get("identified", True))
+
+    @property
+    def asymptote(self) -> float | None:
+        return self.params.get("E") if self.ok else None
+
+    def ci(self, name: str = "E") -> list[float] | None:
+        return self.params["ci"][name] if self.ok else None
+
+
+class Claim(BaseModel):
+    """One of the paper's claims judged on this study: estimate, interval, p of the paper's direction."""
+
+    estimate: float | None
+    ci: list[float | None]
+    p: float | None
+    supported: bool
+    identified: bool
+    direction: str
+    """What the paper says, as an inequality on the estimate."""
+    note: str = ""
+
+
+class Analysis(BaseModel):
+    fits: dict[str, FitOutcome]
+    """standard_N, regularized_N, ensemble_K/<label>, joint_N, standard_D."""
+    multipliers: dict[str, dict[str, Any]]
+    """regularized / joint: how many times the base budget the standard recipe needs to reach it."""
+    claims: dict[str, Claim] = Field(default_factory=dict)
+    checks: dict[str, bool | None]
+    """wd_overfit_fixed, ensemble_monotone_in_k, joint_below_regularized: true only when supported."""
+    seed_noise: float | None
+    """Pooled seed-to-seed standard deviation of test losses (nats)."""
+    ensemble_ci: dict[str, list[list[float]]] = Field(default_factory=dict)
+    """Per size, the bootstrap interval of the loss at each k (what the members plot draws)."""
+    split: str = "test"
+
+
+class SearchRow(BaseModel):
+    """One certified search: its size, recipe and budget, its optimum and what it ran."""
+
+    size: str
+    recipe: str
+    budget: int
+    best: dict[str, float]
+    loss: float
+    """Validation loss at the optimum (what selection read)."""
+    certified: bool
+    points: int
+    run: str
+    """The optimum's run (runs/<key>)."""
+
+
+class ScalingStudyResult(BaseModel):
+    """What `scaling_study` returns: the measured losses, the fits, the checks, where things are."""
+
+    flow_run_id: str | None
+    data: DataRef
+    searches: list[SearchRow]
+    study: StudyData
+    analysis: Analysis
+    runs: list[str]
+    """Every run (runs/<key>) the study used."""
+    report_uri: str
+    members: dict[str, list[str]] = Field(default_factory=dict)
+    """Per size label, its ensemble members (runs/<key>, member k at index k - 1): what later stages
+    (distillation, soups) are handed."""
+    figures: dict[str, Any] = Field(default_factory=dict)

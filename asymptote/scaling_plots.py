@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from asymptote.fits import PowerLaw  # noqa: E402
-from asymptote.scaling_analysis import Analysis, FitOutcome, StudyData  # noqa: E402
+from asymptote.scaling_config import Analysis, FitOutcome, StudyData  # noqa: E402
 
 COLORS = {"standard": "tab:red", "regularized": "tab:blue", "ensemble": "tab:green", "probs": "tab:olive"}
 

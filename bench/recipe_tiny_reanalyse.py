@@ -97,10 +97,10 @@ def main(
     reuse: bool = typer.Option(False, "--reuse", help="Reuse <out>/measured.json from an earlier run."),
 ) -> None:
     from asymptote.config import StoreConfig
-    from asymptote.flows.scaling import ScalingStudyConfig
-    from asymptote.flows.scaling_report import figures, render
     from asymptote.recipes import resolve
-    from asymptote.scaling_analysis import StudyData, analyse
+    from asymptote.reports.scaling import render
+    from asymptote.scaling_analysis import StudyData, analyse, figures
+    from asymptote.scaling_config import ScalingStudyConfig
     from asymptote.store import Store
 
     started = time.time()

@@ -1,5 +1,6 @@
-"""Prefect tasks of the scaling study: coordinate descent over cached training runs and a Ray Tune
-search as one cached step (ensembles are evaluated by tasks.ensembles).
+"""Prefect tasks of the scaling study: coordinate descent over cached training runs, every run's
+and every ensemble's evaluation, and the analysis as one cached step (a search run as a Ray Tune
+experiment is `tuning.search`; the flow calls it).
 
 Every run goes through `tasks.pretrain.submit_train` (cached by the run's key), so the points of a
 descent, the members of an ensemble and anything else submitted together share the cluster, and a
@@ -8,38 +9,25 @@ second call of the study trains nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 from prefect import task
 from prefect.futures import PrefectFuture, as_completed
 
 from asymptote.config import key_dict
 from asymptote.infra.cluster import ray_ready
+from asymptote.infra.launch import concurrent_runs
 from asymptote.job_spec import TrainJob
+from asymptote.member_bootstrap import MAX_MULTISET_MEMBERS
 from asymptote.refs import RunRef
-from asymptote.scaling import CoordinateDescent
-from asymptote.scaling_analysis import Analysis, StudyData, analyse
-from asymptote.scaling_config import FitConfig
+from asymptote.scaling import MAX_SUBSET_MEMBERS
+from asymptote.scaling_analysis import analyse
+from asymptote.scaling_config import Analysis, FitConfig, StudyData
+from asymptote.scaling_plan import Descent, ensemble_sets
 from asymptote.search_space import Point
 from asymptote.store import Store
 from asymptote.tasks.caching import cached, run_cached
+from asymptote.tasks.ensembles import ensemble_eval, ensemble_multisets, ensemble_subsets
 from asymptote.tasks.pretrain import evaluate_task, submit_train
 from asymptote.versioning import step_key
-
-
-@dataclass
-class Descent:
-    """One certified coordinate descent (a size, a recipe, a budget) whose points are cached runs."""
-
-    name: str
-    cd: CoordinateDescent
-    job: Callable[[Point], TrainJob]
-    runs: dict[Point, RunRef] = field(default_factory=dict)
-
-    @property
-    def best(self) -> Point:
-        return self.cd.best()
 
 
 def train_all(jobs: list[TrainJob]) -> list[RunRef]:
@@ -60,6 +48,35 @@ def evaluate_all(store: Store, runs: list[RunRef], data_rel: str) -> list[dict[s
             key = step_key("asymptote.tasks.pretrain", run=run.rel, data=data_rel, what="val_test_loss_bpb")
             futures[run.rel] = cached(evaluate_task, store).submit(store, run.rel, data_rel, key=key)
     return [futures[run.rel].result() for run in runs]
+
+
+def evaluate_study(
+    store: Store, refs: list[RunRef], members: dict[str, list[int]], data_rel: str
+) -> tuple[list[dict[str, float]], dict[str, dict]]:
+    """Every run's validation and test losses, and per size its members' ensembles on test (first-k
+    curves, and every subset's or multiset's loss for small K), all submitted before any is waited for.
+    `members`: size label -> indices of its members in refs."""
+    groups = {label: [refs[i].rel for i in idx] for label, idx in members.items()}
+    curves = {label: ensemble_eval(store, runs, data_rel, split="test") for label, runs in groups.items()}
+    sets = {
+        label: _member_sets(store, runs, data_rel)
+        for label, runs in groups.items()
+        if len(runs) <= MAX_SUBSET_MEMBERS
+    }
+    tests = evaluate_all(store, refs, data_rel)
+    ensembles = {
+        label: f.result() | ensemble_sets(sets[label].result() if label in sets else None)
+        for label, f in curves.items()
+    }
+    return tests, ensembles
+
+
+def _member_sets(store: Store, runs: list[str], data_rel: str):
+    """Every multiset's loss per test block (what the member bootstrap needs) for small K, else every
+    subset's loss on the whole test split."""
+    if len(runs) <= MAX_MULTISET_MEMBERS:
+        return ensemble_multisets(store, runs, data_rel, split="test")
+    return ensemble_subsets(store, runs, data_rel, split="test")
 
 
 def descend(descents: list[Descent], slots: int | None = None) -> None:
@@ -118,30 +135,9 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
 
 def _slots(descents: list[Descent]) -> int:
     """How many of these descents' runs the cluster holds at once (from their first point's job)."""
-    from asymptote.infra.launch import concurrent_runs
-
     d = descents[0]
     ray_ready()
     return concurrent_runs(d.job(d.cd.start).compute)
-
-
-# ----------------------------------------------------------------------------- Ray Tune
-
-
-@task(name="tune-search", retries=0)
-def tune_search_task(spec_dict: dict, key: str) -> dict:
-    ray_ready()
-    from asymptote.tuning.search import SearchSpec, run_search
-
-    return run_search(SearchSpec.model_validate(spec_dict)).model_dump()
-
-
-def tune_search(spec, refresh: bool = False):
-    """A Ray Tune search (optuna / bayesopt / certified) as one cached step; returns a SearchResult."""
-    from asymptote.tuning.search import SearchResult
-
-    out = cached(tune_search_task, Store(spec.store), refresh)(spec.model_dump(), key=spec.key)
-    return SearchResult.model_validate(out)
 
 
 # ----------------------------------------------------------------------------- the analysis

@@ -303,8 +303,8 @@ def test_one_seed_measures_no_noise_and_judges_nothing():
 
 
 def test_fit_table_shows_numbers_only_for_identified_fits():
-    from asymptote.flows.reporting import md_table
-    from asymptote.flows.scaling_report import _fit_rows
+    from asymptote.reports import md_table
+    from asymptote.reports.scaling import _fit_rows
     from asymptote.scaling_analysis import Analysis, FitOutcome
 
     ci = {"E": [1.0, 2.0], "alpha": [0.1, 0.5]}

@@ -24,6 +24,7 @@ import math
 import os
 import pickle
 import tempfile
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -38,8 +39,9 @@ from asymptote.config import (
     TrainConfig,
     key_dict,
 )
+from asymptote.infra.launch import concurrent_runs, ray_storage
 from asymptote.job_spec import TrainJob
-from asymptote.scaling import CoordinateDescent, point_job
+from asymptote.scaling import CoordinateDescent, certified, point_job
 from asymptote.search_space import AXES, Point, SearchGrid, on_grid
 from asymptote.store import Store, layout
 from asymptote.versioning import step_key
@@ -160,8 +162,7 @@ def build_job(params: dict[str, Any], spec: SearchSpec) -> TrainJob:
 
 
 def trainable(spec: SearchSpec):
-    from functools import partial
-
+    # tune_pretrain imports Ray Train's torch trainer: loaded when a search starts, never on import
     from asymptote.tuning.tune_pretrain import job_trial, trial_resources
 
     return job_trial(partial(build_job, spec=spec), trial_resources(spec.job(spec.start)))
@@ -320,8 +321,6 @@ SAMPLER_BUILDERS = {"optuna": _optuna, "bayesopt": _bayesopt}
 
 def _tune_phase(spec: SearchSpec, phase: str, searcher: Searcher, space: dict, samples: int) -> list[dict]:
     """Run (or resume) one Tune experiment and return its trials' final results."""
-    from asymptote.infra.launch import concurrent_runs, ray_storage
-
     store = Store(spec.store)
     storage, fs = ray_storage(store, f"{spec.rel}/tune")
     path = f"{storage}/{phase}"
@@ -398,8 +397,6 @@ def run_search(spec: SearchSpec) -> SearchResult:
 
 
 def _result(spec: SearchSpec, rows: list[dict[str, Any]]) -> SearchResult:
-    from asymptote.scaling import certified
-
     merged = {_row_point(r): r for r in rows}
     losses = {p: r["loss"] for p, r in merged.items()}
     best = min(losses, key=lambda p: losses[p] if math.isfinite(losses[p]) else math.inf)

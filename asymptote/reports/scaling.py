@@ -1,18 +1,20 @@
-"""The scaling study's report: markdown tables, PNG plots and the headline figures."""
+"""The scaling study's report: markdown tables and PNG plots (the headline figures are
+`asymptote.scaling_analysis.figures`, computed with the result). Pure: no Prefect or Ray."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from asymptote import scaling_plots
 from asymptote.planner import design_of
 from asymptote.refs import DataRef
-from asymptote.scaling_analysis import Analysis, StudyData
-from asymptote.tasks.reports import md_table
+from asymptote.reports import Report, md_table
+from asymptote.scaling_config import Analysis, ScalingStudyConfig, ScalingStudyResult, StudyData
+from asymptote.store import Store
 
 PLOTS = {
     "loss-vs-params.png": "plot_loss_vs_params",
@@ -30,41 +32,7 @@ def _interval(ci: list | None) -> str:
     )
 
 
-def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
-    """The headline numbers (all on the test split): asymptotes with intervals, loss per K, multipliers,
-    every claim's verdict and the checks (true only when supported)."""
-    fit = analysis.fits
-    out: dict[str, Any] = {"split": data.split}
-    for name, key in (("standard", "standard_N"), ("regularized", "regularized_N"), ("joint", "joint_N")):
-        f = fit.get(key)
-        out[f"{name}_asymptote"] = f.asymptote if f and f.identified else None
-        out[f"{name}_asymptote_ci"] = f.ci() if f and f.identified else None
-        out[f"{name}_identified"] = bool(f and f.identified)
-    out["sizes"] = [s.params for s in data.sizes]
-    out["seed_noise"] = analysis.seed_noise
-    out["loss_per_k"] = {s.label: s.ensemble.get("logits", []) for s in data.sizes}
-    out["loss_per_k_mean_over_subsets"] = {s.label: s.subset_curve() for s in data.sizes}
-    out["loss_per_k_probs"] = {s.label: s.ensemble.get("probs", []) for s in data.sizes}
-    out["data_efficiency"] = {
-        name: {k: m.get(k) for k in ("value", "ci", "reachable", "identified")}
-        | ({} if m.get("identified") else {"value": None, "ci": [None, None], "reason": m.get("reason")})
-        for name, m in analysis.multipliers.items()
-    }
-    out["claims"] = {k: _claim_figures(c) for k, c in analysis.claims.items()}
-    return out | analysis.checks
-
-
-def _claim_figures(c) -> dict[str, Any]:
-    """A claim's numbers; none from a fit that is not identified (they would read as results)."""
-    out = c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
-    if not c.identified:
-        out |= {"estimate": None, "ci": [None, None], "p": None}
-    return out
-
-
 def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -> dict[str, bytes]:
-    from asymptote import scaling_plots
-
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in PLOTS.items():
@@ -168,7 +136,13 @@ def _needs_larger(analysis: Analysis) -> str:
 
 
 def render(
-    config, data: DataRef, searches, measured: StudyData, analysis: Analysis, prefix: str = "", level: int = 1
+    config: ScalingStudyConfig,
+    data: DataRef,
+    searches,
+    measured: StudyData,
+    analysis: Analysis,
+    prefix: str = "",
+    level: int = 1,
 ) -> tuple[str, dict[str, bytes]]:
     """(markdown, files): the report with its plots named prefix + <plot>.png and study.json."""
     h = "#" * level
@@ -234,3 +208,17 @@ def render(
         default=str,
     ).encode()
     return "\n\n".join(md) + "\n", files
+
+
+def report(
+    config: ScalingStudyConfig, result: ScalingStudyResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    r = result
+    markdown, files = render(config, r.data, r.searches, r.study, r.analysis, prefix=prefix, level=level)
+    return Report(markdown, files, r.figures)
+
+
+def summary(result: ScalingStudyResult) -> tuple[dict, str]:
+    """The figures and one line for the CLI (the per-K curves left out of the line)."""
+    shown = ", ".join(f"{k} {v}" for k, v in result.figures.items() if not k.startswith("loss_per_k"))
+    return result.figures, shown
