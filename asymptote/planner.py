@@ -32,8 +32,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from asymptote.fits import FitError, PowerLaw, SeedFit, fit_seed_draws, interval, seed_mean_noise
-from asymptote.scaling_analysis import Noise, StudyData
-from asymptote.scaling_config import FitConfig
+from asymptote.flops import train_flops_per_token
+from asymptote.scaling_analysis import Noise
+from asymptote.scaling_config import FitConfig, StudyData
+from asymptote.store import Store, layout
 
 SINGLE = ("standard", "regularized")
 
@@ -462,8 +464,6 @@ def gpu_hours_to_flops(hours: float, flops_per_second: float, gpus: int = 1) -> 
 def design_of(config, searches, params: dict[str, int]) -> Design:
     """A study's design from its config (ScalingStudyConfig), its search rows (size, recipe, budget,
     best) and each size's parameter count."""
-    from asymptote.flops import train_flops_per_token
-
     best = {(r.size, r.recipe): r.best for r in searches if r.budget == config.tokens}
     sizes = [
         SizeDesign(
@@ -484,10 +484,8 @@ def design_of(config, searches, params: dict[str, int]) -> Design:
     )
 
 
-def studies(store) -> list[str]:
+def studies(store: Store) -> list[str]:
     """Keys of the scaling studies in a store (reports/scaling/<key>) that record a design, newest first."""
-    from asymptote.store import layout
-
     found = []
     for key in store.ls(layout("report", flow="scaling", key="")):
         rel = layout("report", flow="scaling", key=key)
@@ -496,10 +494,8 @@ def studies(store) -> list[str]:
     return [k for _, k in sorted(found, reverse=True)]
 
 
-def load_inputs(store, key: str | None = None) -> PlanInputs:
+def load_inputs(store: Store, key: str | None = None) -> PlanInputs:
     """The planner's inputs from a study's study.json (the newest study when no key is given)."""
-    from asymptote.store import layout
-
     keys = [key] if key else studies(store)
     if not keys:
         raise OutOfRange(f"no scaling study in {store.uri()}: run `asymptote scaling` first")
