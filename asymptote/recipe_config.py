@@ -1,7 +1,8 @@
 """The recipe's config: one corpus, one store, the chain scaling -> distillation -> soups -> final model.
 
 Pure configuration (pydantic, no torch): `asymptote recipe` validates it, and names a wrong field,
-before the training stack is imported.
+before the training stack is imported. The chain's result types (`HandOver`, `RecipeResult`) sit at
+the end.
 
 Only the first stage is a whole study config (`scaling`); the later stages hold just what they choose
 for themselves (students, fine-tunes, soups). Their teachers, base and members are not settings: the
@@ -13,12 +14,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from asymptote.config import ComputeConfig, DataConfig, ModelConfig, Section, StoreConfig, volatile
-from asymptote.distill_config import DistillConfig, EvaluationConfig, SamplingConfig, StudentConfig
-from asymptote.scaling_config import ScalingStudyConfig
-from asymptote.soups_config import BasinConfig, MergeOptions, SoupOptions, SoupStudyConfig, SweepConfig
+from asymptote.distill_config import (
+    DistillConfig,
+    DistillResult,
+    EvaluationConfig,
+    SamplingConfig,
+    StudentConfig,
+)
+from asymptote.ladder import Ladder
+from asymptote.refs import DataRef
+from asymptote.scaling_config import ScalingStudyConfig, ScalingStudyResult
+from asymptote.soups_config import (
+    BasinConfig,
+    MergeOptions,
+    SoupOptions,
+    SoupStudyConfig,
+    SoupStudyResult,
+    SweepConfig,
+)
 
 SHARED = ("data", "store", "compute")
 """Sections set once for the whole recipe and copied into every stage."""
@@ -68,9 +84,9 @@ class RecipeConfig(Section):
     """Stage 2: students distilled from that size's members."""
     soups: SoupStage = Field(default_factory=SoupStage)
     """Stage 3: soups of fine-tunes of the best member, and the members' aligned average."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
     @model_validator(mode="after")
@@ -133,3 +149,32 @@ class RecipeConfig(Section):
             **self.soups.model_dump(),
         }
         return SoupStudyConfig.model_validate(fields | self.shared() | {"data": self.budget_data()})
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class HandOver(BaseModel):
+    """What the scaling study hands down the chain: run references of one size."""
+
+    size: str
+    single: dict[str, str]
+    """Recipe (standard, regularized) -> its certified optimum's run at the study's budget."""
+    members: list[str]
+    member_val: list[float]
+    """Validation loss of each member (the base's choice)."""
+    base: str
+    """The member with the lowest validation loss: what the soups fine-tune."""
+
+
+class RecipeResult(BaseModel):
+    """What `run_recipe` returns: each stage's own result and the ladder."""
+
+    flow_run_id: str | None
+    data: DataRef
+    handover: HandOver
+    scaling: ScalingStudyResult
+    distill: DistillResult
+    soups: SoupStudyResult
+    ladder: Ladder
+    report_uri: str

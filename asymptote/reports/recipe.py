@@ -1,0 +1,82 @@
+"""The recipe's report: the ladder and the final model, then each stage's own report one level down.
+Pure: no Prefect or Ray."""
+
+from __future__ import annotations
+
+from asymptote.ladder import render
+from asymptote.recipe_config import RecipeConfig, RecipeResult
+from asymptote.reports import Report, distill, scaling, shift_headings, soups
+from asymptote.scaling_config import ScalingStudyResult
+from asymptote.store import Store
+
+
+def markdown(config: RecipeConfig, result: RecipeResult, store: Store) -> str:
+    h, s = result.handover, result.scaling
+    links = [
+        f"- scaling study: `{s.report_uri}` (asymptotes on test: {asymptotes(s)})",
+        f"- distillation: `{result.distill.report_uri}`",
+        f"- soups: `{result.soups.report_uri}`",
+    ]
+    return (
+        f"# Recipe: {config.name}\n\nCorpus `{result.data.uri}`, {config.scaling.tokens:,} training tokens. "
+        f"The chain ran at size {h.size}: its certified single models, its {len(h.members)} members (the "
+        "paper's member recipe), students taught by those members, soups of fine-tunes of the best member "
+        f"(`{h.base}`, validation {min(h.member_val):.4f}) and the members' aligned average. Every choice "
+        "was made on validation; every figure below is on the test split.\n\n"
+        f"{render(result.ladder)}\n"
+        f"The final model's weights: {', '.join(f'`{store.uri(r)}`' for r in result.ladder.final().runs)}. "
+        "Validation was read by every stage's own choices too (searches, students' settings, the soups' "
+        "held-out half), so validation losses flatter every rung a little; test losses do not.\n\n"
+        "## Stages\n\n" + "\n".join(links) + "\n"
+    )
+
+
+def asymptotes(s: ScalingStudyResult) -> str:
+    """The study's fitted asymptotes in a line: value and interval, or why there is none."""
+    out = []
+    for name in ("standard", "regularized", "joint"):
+        value, ci = s.figures.get(f"{name}_asymptote"), s.figures.get(f"{name}_asymptote_ci")
+        shown = f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if value is not None and ci else "not identified"
+        out.append(f"{name} {shown}")
+    return ", ".join(out)
+
+
+def report(
+    config: RecipeConfig, result: RecipeResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    """The ladder, then each stage's own report one level down (its plots named <prefix><stage>-...)."""
+    h = result.handover
+    stages = {
+        "scaling": (scaling.report, config.scaling_config(), result.scaling),
+        "distill": (
+            distill.report,
+            config.distill_config(h.single["regularized"], h.members),
+            result.distill,
+        ),
+        "soups": (soups.report, config.soups_config(h.base, h.members), result.soups),
+    }
+    sections = [
+        draw(cfg, res, store, level=level + 1, prefix=f"{prefix}{name}-")
+        for name, (draw, cfg, res) in stages.items()
+    ]
+    text = shift_headings(markdown(config, result, store), level - 1)
+    text += "\n\n" + "\n\n".join(s.markdown for s in sections)
+    files = {n: b for s in sections for n, b in s.files.items()}
+    return Report(text, files, figures(result))
+
+
+def figures(result: RecipeResult) -> dict:
+    f = result.ladder.final()
+    return {
+        "final": result.ladder.chosen,
+        "final_test_loss": f.test_loss,
+        "final_test_bpb": f.test_bpb,
+        "test_loss": {r.name: r.test_loss for r in result.ladder.rungs},
+        "val_loss": {r.name: r.val_loss for r in result.ladder.rungs},
+    }
+
+
+def summary(result: RecipeResult) -> tuple[dict, str]:
+    f = result.ladder.final()
+    ladder = ", ".join(f"{r.name} {r.test_loss:.4f}" for r in result.ladder.rungs)
+    return figures(result), f"final: {f.name} (test {f.test_loss:.4f}); ladder (test): {ladder}"
