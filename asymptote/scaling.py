@@ -217,6 +217,7 @@ def subset_losses(
     import torch
     import torch.nn.functional as F
 
+    # worker side (asymptote.ensemble_worker): the driver imports this module for the descent, never torch
     from asymptote.data import eval_windows, windows_to_batch
 
     if not 1 <= len(models) <= MAX_SUBSET_MEMBERS:
