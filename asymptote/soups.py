@@ -201,11 +201,6 @@ def basin_check(losses: Sequence[float]) -> dict:
     return {"barrier": float((y - chord)[1:-1].max()), "midpoint_gain": gain, "soups": bool(gain > 0)}
 
 
-def choose_rung(checks: Sequence[dict]) -> int:
-    """The first rung (largest learning rate, probed first) whose probe pair soups; else the last."""
-    return next((i for i, c in enumerate(checks) if c["soups"]), len(checks) - 1)
-
-
 # ----------------------------------------------------------------------------- streaming means
 
 

@@ -1,4 +1,4 @@
-"""The soups study's config: base, fine-tune sweep, soups, merges, independent members.
+"""The soups study's config (base, fine-tune sweep, soups, merges, independent members) and its results.
 
 Pure configuration (pydantic and numpy, no torch): `asymptote soups` validates it, and names a wrong
 field, before the training stack is imported. The merge names and each merge's typed options come
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -23,6 +23,7 @@ from asymptote.config import (
     known_names,
 )
 from asymptote.merges import MERGES
+from asymptote.refs import DataRef, RunRef
 
 SOUP_METHODS = ("uniform", "greedy", "learned", "mwa")
 MERGE_METHODS = tuple(MERGES)
@@ -93,6 +94,10 @@ class SoupOptions(Section):
     def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
         """(held-out, test) of a validation split, by this config's rule."""
         return heldout_test_split(val_tokens, self.heldout_fraction, self.split_chunk_windows * block)
+
+    def split_meta(self) -> dict[str, Any]:
+        """The split rule as recorded in soup manifests and cache keys."""
+        return {"heldout_fraction": self.heldout_fraction, "chunk_windows": self.split_chunk_windows}
 
 
 class MergeOptions(Section):
@@ -298,3 +303,136 @@ class SoupStudyConfig(Section):
                 "set base.run, or merges.methods=[] to soup them without merges"
             )
         return self
+
+
+# ----------------------------------------------------------------------------- results
+
+
+Kind = Literal["ingredient", "soup", "merge", "member", "independent-average", "ensemble"]
+
+
+class SoupEntry(BaseModel):
+    """One model of the study (an ingredient, a soup, a merge, an average, the ensemble) and its losses."""
+
+    name: str
+    kind: Kind
+    heldout: float
+    """Held-out loss (the split every choice is made on)."""
+    test: float
+    """Test loss (reported only)."""
+    rel: str | None = None
+    """Store-relative path of its checkpoint (None for the ensemble, which is not one model)."""
+    weights: dict[str, float] = {}
+    """Ingredient -> mean mixing weight, for soups and averages."""
+    info: dict[str, Any] = {}
+    ood_test: float | None = None
+    """Loss on the pretraining corpus's test split (off the fine-tuning distribution; reported only)."""
+    gain: dict[str, Any] | None = None
+    """Soups and merges: test gain over the best ingredient (chosen on held-out): value, ci, p, verdict."""
+    ood_gain: dict[str, Any] | None = None
+    """The same gain on the pretraining corpus's test split."""
+
+
+class Segment(BaseModel):
+    """Losses along the straight line (1 - alpha) start + alpha end between two models."""
+
+    name: str
+    start: str
+    end: str
+    points: list[dict[str, float]]
+    """Per alpha: heldout, and (for the report's plot) test and ood where scored."""
+    check: dict[str, Any] = {}
+    """basin_check of the held-out losses: barrier, midpoint_gain, soups."""
+
+
+class Kitchen(BaseModel):
+    """Everything one cooking run needs; what can change the soups is its cache key
+    (asymptote.tasks.soups.kitchen_key)."""
+
+    ingredients: list[str]
+    base: str | None
+    data: str
+    """Store-relative path of the target's data artifact."""
+    soups: SoupOptions
+    merges: MergeOptions
+    ood_data: str | None = None
+    """Store-relative path of the pretraining corpus's data artifact: its test split is the
+    out-of-distribution side (None: not scored)."""
+
+
+class Cooking(BaseModel):
+    """What one cooking run returns: every model's losses and the interpolation segments."""
+
+    entries: list[SoupEntry]
+    segments: list[Segment] = []
+
+
+class FineTune(BaseModel):
+    run: RunRef
+    hparams: dict[str, Any]
+    """Drawn lr, weight_decay, epochs (or max_steps), seed."""
+
+
+class Rung(BaseModel):
+    """One rung of the basin probe: two fine-tunes at one learning rate and the line between them."""
+
+    lr: float
+    lr_fraction: float
+    """lr as a fraction of the base's peak learning rate."""
+    runs: list[str]
+    segment: Segment
+
+
+class SoupStudyResult(BaseModel):
+    """What the soup flow returns: references into the store and every loss."""
+
+    flow_run_id: str | None
+    data: DataRef
+    base: str | None
+    """Store-relative path of the base checkpoint."""
+    finetunes: list[FineTune]
+    entries: list[SoupEntry]
+    """Every ingredient, soup, merge, member, average and the ensemble, with held-out and test losses."""
+    report_uri: str
+    segments: list[Segment] = []
+    """Loss along the line between the two best ingredients, and between the base and the soup."""
+    probe: list[Rung] = []
+    """The basin probe's rungs, in the order probed; the last is the one accepted."""
+
+    def best_single(self) -> SoupEntry | None:
+        """The fine-tune with the lowest held-out loss (never chosen on test)."""
+        singles = [e for e in self.entries if e.kind == "ingredient"]
+        return min(singles, key=lambda e: e.heldout) if singles else None
+
+    def test_loss(self) -> dict[str, float]:
+        """Headline test losses: the best single (chosen on held-out), each soup and merge, the averages."""
+        out = {}
+        singles = [e for e in self.entries if e.kind == "ingredient"]
+        if singles:
+            out["best_single"] = self.best_single().test
+            out["oracle_single"] = min(e.test for e in singles)
+        out |= {
+            e.name: e.test
+            for e in self.entries
+            if e.kind in ("soup", "merge", "independent-average", "ensemble")
+        }
+        members = [e.test for e in self.entries if e.kind == "member"]
+        if members:
+            out["independent_members"] = sum(members) / len(members)
+        return out
+
+    def ood_test_loss(self) -> dict[str, float]:
+        """Losses on the pretraining corpus's test split: the best single and every soup and merge."""
+        best = self.best_single()
+        out = {"best_single": best.ood_test} if best and best.ood_test is not None else {}
+        return out | {
+            e.name: e.ood_test for e in self.entries if e.kind in ("soup", "merge") and e.ood_test is not None
+        }
+
+    def gains(self, ood: bool = False) -> dict[str, dict[str, Any]]:
+        """Per soup and merge: gain over the best single (value, ci, p, verdict), on test or OOD test."""
+        return {
+            e.name: (e.ood_gain if ood else e.gain)
+            for e in self.entries
+            if e.kind in ("soup", "merge") and (e.ood_gain if ood else e.gain)
+        }

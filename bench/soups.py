@@ -56,8 +56,9 @@ def main(
     ),
 ) -> None:
     from asymptote.cli import console
-    from asymptote.flows.soups import SoupStudyConfig, soup_study
+    from asymptote.flows.soups import soup_study
     from asymptote.recipes import resolve
+    from asymptote.soups_config import SoupStudyConfig
 
     first, second = split_halves(data)
     overrides = [f"base.data.source={first}", f"data.source={second}", *(set_ or []), f"store.uri={store}"]

@@ -20,7 +20,6 @@ from asymptote.soups import (
     Checkpoint,
     along_segment,
     basin_check,
-    choose_rung,
     greedy_soup,
     learned_soup,
     mixing_grad,
@@ -33,6 +32,7 @@ from asymptote.soups import (
     window_losses,
 )
 from asymptote.soups_config import MERGE_METHODS, SOUP_METHODS, SoupOptions, heldout_test_split
+from asymptote.soups_plan import choose_rung
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
 

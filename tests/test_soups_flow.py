@@ -12,13 +12,15 @@ from safetensors.torch import save_file
 from asymptote.checkpoint import WEIGHTS
 from asymptote.config import ConfigError, ModelConfig, build
 from asymptote.evaluation import mean_loss
-from asymptote.flows.soups import SoupStudyConfig, report, soup_study, sweep_space
+from asymptote.flows.soups import soup_study
 from asymptote.job import model_from_run
 from asymptote.model import Decoder
+from asymptote.reports.soups import report
 from asymptote.shards import load_dataset
 from asymptote.soups import Checkpoint, Scorer, window_losses
-from asymptote.soups_config import MergeOptions, SoupOptions
-from asymptote.tasks.soups import Kitchen, cook_with, sample_trials, segment
+from asymptote.soups_config import Kitchen, MergeOptions, SoupOptions, SoupStudyConfig
+from asymptote.soups_worker import cook_with, segment
+from asymptote.tasks.soups import sample_trials, sweep_space
 
 TRAIN = {"batch_size": 8, "warmup_steps": 3, "eval_every": 1000, "eval_windows": 16, "lr": 3e-3}
 

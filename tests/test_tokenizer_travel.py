@@ -63,8 +63,8 @@ def test_a_run_carries_its_data_tokenizer_and_sizes_its_vocabulary(bpe_data, sto
 def test_soups_and_synthetic_data_carry_the_tokenizer(bpe_data, store):
     import torch
 
-    from asymptote.distill import save_synthetic
-    from asymptote.tasks.soups import commit_model
+    from asymptote.soups_worker import commit_model
+    from asymptote.synthetic import save_synthetic
 
     want = load_tokenizer(store, bpe_data).to_json()
     commit_model(store, "soups/s/uniform", {"w": torch.zeros(2)}, {"data": bpe_data})
