@@ -116,9 +116,9 @@ class AutoLRSFlowConfig(Section):
     not used: AutoLRS sets the LR of every step (train.warmup_steps is its default warmup)."""
     autolrs: AutoLRSOptions = Field(default_factory=AutoLRSOptions)
     """The search: range, trials per stage, trial and stage lengths, optimiser backend."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
 

@@ -15,12 +15,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
 from asymptote.config import ConfigError, ModelConfig, StoreConfig, load
 from asymptote.flops import param_count
 from asymptote.flows.registry import MAIN, METHODS, Method
-from asymptote.infra import quiet
+from asymptote.infra import quiet, settings
 from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
 from asymptote.infra.inventory import garbage_collect, inventory
@@ -281,6 +280,7 @@ app.command(name="serve")(serve_cli)
 
 def main() -> None:
     """The `asymptote` console command: the app, each run supervised so that Ctrl-C stops it cleanly."""
+    settings.apply()  # the CLI's session: Prefect and Ray settings before a command imports either
     supervision.enable()
     app()
 

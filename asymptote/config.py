@@ -11,7 +11,8 @@ import hashlib
 import importlib
 import json
 import os
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -244,14 +245,28 @@ class ComputeConfig(Section):
     """Ray cluster to join (else RAY_ADDRESS; else a local Ray is started in-process)."""
 
 
-def _default_store() -> str:
-    return os.environ.get("ASYMPTOTE_STORE", "./artifacts")
+def from_env(variable: str, default: Any = None, kind: Callable[[str], Any] = str) -> Callable[[], Any]:
+    """A field's default_factory: the field's default, overridden by an environment variable where set.
+    Every ASYMPTOTE_* setting is a config field declared this way; the variable is read when a config
+    is built, never at import."""
+
+    def factory() -> Any:
+        value = os.environ.get(variable)
+        return default if value in (None, "") else kind(value)
+
+    return factory
+
+
+def default_cache() -> str:
+    """The per-machine cache folder: $ASYMPTOTE_CACHE, else ~/.cache/asymptote."""
+    return from_env("ASYMPTOTE_CACHE", str(Path.home() / ".cache" / "asymptote"))()
 
 
 class StoreConfig(Section):
-    """The artifact store: a local folder or s3:// (credentials from the standard AWS sources)."""
+    """The artifact store: a local folder or s3:// (credentials from the standard AWS sources).
+    Each field whose doc names an ASYMPTOTE_* variable takes that variable's value as its default."""
 
-    uri: str = Field(default_factory=_default_store, json_schema_extra={"volatile": True})
+    uri: str = volatile(default_factory=from_env("ASYMPTOTE_STORE", "./artifacts"))
     """Root of the store: a local folder (default ./artifacts, or $ASYMPTOTE_STORE) or s3://bucket/prefix."""
     endpoint_url: str | None = volatile(None)
     """Endpoint of an S3-compatible server (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or AWS itself)."""
@@ -259,8 +274,14 @@ class StoreConfig(Section):
     """AWS region (else the standard AWS sources)."""
     profile: str | None = volatile(None)
     """AWS profile name (else the standard AWS sources)."""
-    redis_url: str | None = volatile(None)
-    """redis://host:port for cross-machine cache locks (else $ASYMPTOTE_REDIS_URL; else a file lock)."""
+    redis_url: str | None = volatile(default_factory=from_env("ASYMPTOTE_REDIS_URL"))
+    """redis://host:port for cross-machine cache locks (default $ASYMPTOTE_REDIS_URL; unset: a file lock)."""
+    lock_lease_s: float = volatile(default_factory=from_env("ASYMPTOTE_LOCK_LEASE_S", 60.0, float), gt=0)
+    """With Redis locks: how long a crashed holder blocks its step, in seconds (a live holder renews its
+    lease); default 60, or $ASYMPTOTE_LOCK_LEASE_S."""
+    cache: str = volatile(default_factory=default_cache)
+    """Per-machine cache: downloaded artifacts, lock files of a remote store (default ~/.cache/asymptote,
+    or $ASYMPTOTE_CACHE)."""
 
 
 class PretrainConfig(Section):
@@ -274,9 +295,9 @@ class PretrainConfig(Section):
     """Corpus and tokenisation."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Optimisation."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
 

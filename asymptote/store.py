@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import fsspec
 
-from asymptote.config import StoreConfig
+from asymptote.config import StoreConfig, default_cache
 
 MANIFEST = "MANIFEST.json"
 
@@ -283,7 +283,7 @@ class Store:
             _verify_folder(folder, manifest, self.uri(rel))
             return folder
         folder = (
-            cache_dir()
+            cache_dir(self.cfg)
             / "artifacts"
             / hashlib.sha256(self.uri(rel).encode()).hexdigest()[:16]
             / manifest.digest
@@ -316,8 +316,9 @@ def _verify_folder(folder: Path, manifest: Manifest, where: str) -> None:
             raise IntegrityError(f"{where}/{name} does not match its manifest checksum; refusing it")
 
 
-def cache_dir() -> Path:
-    """Per-machine cache of downloaded artifacts: $ASYMPTOTE_CACHE or ~/.cache/asymptote."""
-    d = Path(os.environ.get("ASYMPTOTE_CACHE", Path.home() / ".cache" / "asymptote"))
+def cache_dir(cfg: StoreConfig | None = None) -> Path:
+    """Per-machine cache of downloaded artifacts: the store's `cache` field, else its default
+    ($ASYMPTOTE_CACHE or ~/.cache/asymptote)."""
+    d = Path(cfg.cache if cfg is not None else default_cache()).expanduser()
     d.mkdir(parents=True, exist_ok=True)
     return d

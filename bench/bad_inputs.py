@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
+from asymptote.infra import settings
+
+settings.apply()  # a benchmark script's session: Prefect and Ray settings before either loads
 
 
 @dataclass

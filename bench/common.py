@@ -7,7 +7,9 @@ import json
 import sys
 import tempfile
 
-import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
+from asymptote.infra import settings
+
+settings.apply()  # a benchmark script's session: Prefect and Ray settings before either loads
 
 
 def parser(description: str) -> argparse.ArgumentParser:

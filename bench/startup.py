@@ -28,7 +28,8 @@ BARE_PREFECT = textwrap.dedent(
     """
     import os, sys
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = sys.argv[1]
-    import asymptote.infra  # the same Prefect settings as the CLI (no telemetry, quiet logs)
+    from asymptote.infra import settings
+    settings.apply()  # the same Prefect settings as the CLI (no telemetry, quiet logs)
     from prefect import flow, task
     from prefect.cache_policies import INPUTS
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import asymptote.infra  # noqa: F401  (Prefect and Ray settings, before either is imported)
 from asymptote.config import load
 from asymptote.flows.registry import exports
+from asymptote.infra import settings
+
+# The Python API's session entry: Prefect reads its settings when first imported, and every flow
+# module imports it, so they are applied here, explicitly, before any flow module loads.
+settings.apply()
 
 EXPORTS = exports()
 __all__ = sorted(EXPORTS)

@@ -1,8 +1,6 @@
-"""Storage, cluster and deployment plumbing (importable as asymptote.infra).
+"""The runtime layer (importable as asymptote.infra): launching Ray jobs, the cluster session, remote
+calls, Prefect result storage and locks, progress, settings and deployments plumbing.
 
-Importing it applies the Prefect and Ray settings (infra/settings.py) before either is imported.
+Importing it sets nothing: the Prefect and Ray settings are applied where a session starts
+(`asymptote.infra.settings.apply`).
 """
-
-from asymptote.infra import settings
-
-settings.apply()

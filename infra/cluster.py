@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from asymptote.infra import settings
 from asymptote.infra.progress import hub_name, live_progress
 
 # the default reserves ~30% of RAM in /dev/shm; tiny models need little
@@ -37,6 +38,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
 
     Only a Ray started here is shut down here; a joined cluster keeps running.
     """
+    settings.apply()  # Ray reads some of its settings when imported
     import ray
 
     if ray.is_initialized():
@@ -101,6 +103,7 @@ def ray_ready() -> None:
         if _SESSION is not None:
             _SESSION.start()
             return
+    settings.apply()  # Ray reads some of its settings when imported
     import ray
 
     if not ray.is_initialized():  # a task called outside any flow: join or start Ray for the process

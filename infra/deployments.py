@@ -28,12 +28,23 @@ import yaml
 from pydantic import BaseModel, Field
 
 import asymptote
-from asymptote.config import StoreConfig
+from asymptote.config import StoreConfig, from_env
 from asymptote.recipes import load_recipe, recipe_names
 from asymptote.store import Store, cache_dir
 
 DEFAULT_FILE = Path("prefect.yaml")
 WORK_POOL = "asymptote"
+
+
+class BuildSettings(BaseModel):
+    """Settings of prefect.yaml's build step; each field's variable gives its default."""
+
+    store: str | None = Field(default_factory=from_env("ASYMPTOTE_STORE"))
+    """The store every worker reaches (s3://... for a cluster); default $ASYMPTOTE_STORE. Required:
+    deployments never fall back to a local ./artifacts."""
+    git_url: str | None = Field(default_factory=from_env("ASYMPTOTE_GIT_URL"))
+    """The URL workers clone; default $ASYMPTOTE_GIT_URL, else the `origin` remote, else the checkout's
+    own path (a worker on the same machine can clone that)."""
 
 
 # ----------------------------------------------------------------------------- the build step
@@ -51,11 +62,11 @@ def _git(directory: str | Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def checkout(directory: str | Path = ".") -> dict[str, str]:
+def checkout(directory: str | Path = ".", git_url: str | None = None) -> dict[str, str]:
     """The git checkout deployments are made from: the URL workers clone and the exact commit.
 
-    The URL is $ASYMPTOTE_GIT_URL, else the `origin` remote, else the checkout's own path (a worker on
-    the same machine can clone that). Workers run the commit, so uncommitted edits are not deployed.
+    The URL is `git_url` (default BuildSettings.git_url), else the `origin` remote, else the checkout's
+    own path. Workers run the commit, so uncommitted edits are not deployed.
     """
     try:
         top = _git(directory, "rev-parse", "--show-toplevel")
@@ -68,7 +79,7 @@ def checkout(directory: str | Path = ".") -> dict[str, str]:
     if _git(top, "status", "--porcelain", "--untracked-files=no"):
         print(f"note: {top} has uncommitted changes; workers run the committed HEAD only")
     return {
-        "repository": os.environ.get("ASYMPTOTE_GIT_URL") or remote,
+        "repository": git_url or BuildSettings().git_url or remote,
         "branch": _git(top, "rev-parse", "--abbrev-ref", "HEAD"),
         "commit": _git(top, "rev-parse", "HEAD"),
     }
@@ -91,7 +102,7 @@ def results_block(store_uri: str) -> str:
 def deployment_context(store: str | None = None, directory: str = ".") -> dict[str, Any]:
     """prefect.yaml's build step. Its outputs fill the `{{ asymptote.* }}` placeholders:
     store, results_block, repository, branch, commit and recipes.<name>."""
-    uri = store or os.environ.get("ASYMPTOTE_STORE")
+    uri = store or BuildSettings().store
     if not uri:
         raise ValueError(
             "ASYMPTOTE_STORE is not set: deployments need a store every worker reaches, e.g. "

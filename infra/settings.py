@@ -1,8 +1,11 @@
-"""Prefect and Ray settings, in one place, applied before either library is imported.
+"""Prefect and Ray settings, in one place: `apply()` sets them where a session starts.
 
-Both read their settings from the environment when they are first imported, so these are set by
-`asymptote.infra`'s package init, which every orchestration package (flows, tasks, tuning) and the
-CLI import first. A variable the user already set wins (setdefault).
+Prefect 3 reads its settings from the environment once, when it is imported (its global settings
+context and logging are built then), and Ray reads some of its own at import too, so no later hook can
+set them: `apply()` is called explicitly at each entry point before either library loads, namely the
+CLI's main, the `asymptote.flows` package (the Python API's entry; every flow module imports Prefect)
+and the Ray session (`infra.cluster.ray_session` / `ray_ready`), and importing this module sets nothing.
+A variable the user already set wins (setdefault), and applying twice changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ READ_AT_RAY_IMPORT = ("RAY_AUTH_MODE",)
 
 
 def apply() -> None:
+    """Set each default the environment does not already set (Ray's import-time ones only before Ray)."""
     ray_imported = "ray" in sys.modules
     for name, value in DEFAULTS.items():
         if not (ray_imported and name in READ_AT_RAY_IMPORT):

@@ -19,6 +19,8 @@ import signal
 import sys
 import time
 
+# Not a setting: the supervisor's private parent -> child handshake (set by the parent on the child it
+# starts, so the child runs the command instead of supervising again). No config field stands for it.
 CHILD_ENV = "ASYMPTOTE_SUPERVISED"
 GRACE_S = 30.0
 

@@ -4,14 +4,13 @@
   fields, content-addressed input artifacts, code version) and passed to the task as `key`.
 - Results and keys: persisted under <store>/prefect/ (a LocalFileSystem or RemoteFileSystem block).
 - Isolation: SERIALIZABLE with a lock, so two callers of the same step compute it once. The lock is a
-  file lock (one machine) unless a Redis URL is configured (store.redis_url or $ASYMPTOTE_REDIS_URL),
+  file lock (one machine) unless a Redis URL is configured (store.redis_url, default $ASYMPTOTE_REDIS_URL),
   which every machine of a cluster can reach.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,9 @@ class StepKey(CachePolicy):
 
 def lock_manager(store: Store):
     """Redis (leased) when a URL is configured, else a file lock on this machine; both survive crashes."""
-    url = store.cfg.redis_url or os.environ.get("ASYMPTOTE_REDIS_URL")
-    if url:  # the lease: how long a dead holder blocks its step (a live one renews it)
-        return redis_lock_manager(url, lease_s=float(os.environ.get("ASYMPTOTE_LOCK_LEASE_S", 60)))
-    folder = Path(store.path("prefect", "locks")) if store.is_local else cache_dir() / "locks"
+    if store.cfg.redis_url:  # the lease: how long a dead holder blocks its step (a live one renews it)
+        return redis_lock_manager(store.cfg.redis_url, lease_s=store.cfg.lock_lease_s)
+    folder = Path(store.path("prefect", "locks")) if store.is_local else cache_dir(store.cfg) / "locks"
     return CrashSafeFileLockManager(lock_files_directory=folder)
 
 

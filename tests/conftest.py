@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from asymptote.infra import settings
+
+settings.apply()  # the test session: Prefect and Ray settings before either is imported
+
 SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
