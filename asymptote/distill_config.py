@@ -243,9 +243,9 @@ class DistillConfig(Section):
     """Students and their search."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     """Test-split figures and their intervals."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
     @model_validator(mode="after")

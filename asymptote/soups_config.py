@@ -21,6 +21,7 @@ from asymptote.config import (
     StoreConfig,
     TrainConfig,
     known_names,
+    volatile,
 )
 from asymptote.merges import MERGES
 from asymptote.refs import DataRef, RunRef
@@ -273,7 +274,7 @@ class IndependentConfig(Section):
 class SoupStudyConfig(Section):
     """Model soups study. The defaults are the main job's tiny step (about a minute on 2 cores)."""
 
-    name: str = Field("soups", json_schema_extra={"volatile": True})
+    name: str = volatile("soups")
     """Label shown in reports and progress."""
     data: DataConfig = Field(default_factory=DataConfig)
     """Target corpus: fine-tunes train on its train split; held-out and test come from its validation
@@ -290,9 +291,9 @@ class SoupStudyConfig(Section):
     """Which merges, relative to the base."""
     independent: IndependentConfig = Field(default_factory=IndependentConfig)
     """Naive vs aligned averaging of members trained from scratch."""
-    compute: ComputeConfig = Field(default_factory=ComputeConfig, json_schema_extra={"volatile": True})
+    compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
-    store: StoreConfig = Field(default_factory=StoreConfig, json_schema_extra={"volatile": True})
+    store: StoreConfig = volatile(default_factory=StoreConfig)
     """Artifact store (never part of a cache key)."""
 
     @model_validator(mode="after")
