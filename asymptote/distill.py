@@ -6,7 +6,7 @@ Two ways to pass an ensemble's knowledge to one small model:
   training job from members loaded once per worker, and kept in memory (TeacherCache, up to a
   budget) for windows that come again; nothing is materialised in the store.
 - sequence level (the paper's method): sample text from the teachers (asymptote.sampling), store it
-  as token shards, and train with plain cross-entropy on a mix of synthetic and real windows.
+  as token shards (asymptote.synthetic), and train with plain cross-entropy on a mix of synthetic and real windows.
 
 `token_kl_objective` and `mixture_batches` are the entries the job registries name ("token_kl",
 "mixture"). Pure torch/numpy: no Ray, no Prefect.
@@ -14,8 +14,6 @@ Two ways to pass an ensemble's knowledge to one small model:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,8 +27,9 @@ from pydantic import Field
 from asymptote.config import ConfigError, Section, build
 from asymptote.data import epoch_windows, windows_to_batch
 from asymptote.ensemble import Ensemble
+from asymptote.job import model_from_run
 from asymptote.model import lm_loss
-from asymptote.shards import _write_shards, load_dataset
+from asymptote.shards import load_dataset
 from asymptote.store import Store
 
 
@@ -107,8 +106,6 @@ def distill_loss(
 
 def load_teacher(store: Store, teachers: list[str], student_cfg, device, how: str = "logits") -> Ensemble:
     """The teacher runs as one frozen ensemble on device (a single teacher is a 1-member ensemble)."""
-    from asymptote.job import model_from_run  # job.py names this module in its registries
-
     members = [model_from_run(store, rel, device) for rel in teachers]
     for rel, m in zip(teachers, members, strict=False):
         if m.cfg.vocab_size != student_cfg.vocab_size or m.cfg.block_size < student_cfg.block_size:
@@ -333,48 +330,3 @@ def synthetic_prefix(tokens: np.ndarray, seq_len: int, cap: int | None, where: s
             f"{where!r}; sample more sequences or ask for fewer tokens"
         )
     return tokens[: (cap // seq_len) * seq_len]
-
-
-# ----------------------------------------------------------------------------- synthetic data artifacts
-
-
-def save_synthetic(
-    store: Store,
-    rel: str,
-    sequences: np.ndarray,
-    corpus_meta: dict,
-    val_fraction: float = 0.05,
-    meta: dict | None = None,
-    tokenizer_json: str | None = None,
-) -> dict:
-    """Commit (N, L) sampled sequences as a data artifact in the shards format (load_dataset reads it).
-
-    Tokenizer and vocabulary are the real corpus' (corpus_meta, and its tokenizer.json, which the
-    artifact carries so that a student trained on it decodes); the last val_fraction of the
-    sequences form the artifact's own validation split.
-    """
-    n_val = max(1, int(len(sequences) * val_fraction)) if len(sequences) > 1 else 0
-    train, val = (
-        sequences[: len(sequences) - n_val].reshape(-1),
-        sequences[len(sequences) - n_val :].reshape(-1),
-    )
-    meta = {
-        "tokenizer": corpus_meta["tokenizer"],
-        "tokenizer_file": None if tokenizer_json is None else "tokenizer.json",
-        "vocab_size": corpus_meta["vocab_size"],
-        "eos_id": corpus_meta.get("eos_id"),
-        "dtype": np.dtype(sequences.dtype).name,
-        "source_sha256": hashlib.sha256(sequences.tobytes()).hexdigest(),
-        "val_fraction": val_fraction,
-        "n_train": int(len(train)),
-        "n_val": int(len(val)),
-        "n_sequences": int(len(sequences)),
-        "sequence_length": int(sequences.shape[1]),
-    } | (meta or {})
-    with store.writer(rel, kind="data", meta=meta) as folder:
-        meta["train_shards"] = _write_shards(folder, "train", train)
-        meta["val_shards"] = _write_shards(folder, "val", val)
-        if tokenizer_json is not None:
-            (folder / "tokenizer.json").write_text(tokenizer_json)
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-    return meta

@@ -1,7 +1,8 @@
 """Evaluating runs and their ensembles as one cached, retried step on Ray, for every method.
 
 Members stream through memory one at a time (asymptote.ensemble.stream_eval): peak memory is about
-one member plus the logit accumulator, whatever the ensemble's size.
+one member plus the logit accumulator, whatever the ensemble's size. What runs on a worker sits in
+asymptote.ensemble_worker, started by name through `on_worker`, the one Ray entry point.
 """
 
 from __future__ import annotations
@@ -15,32 +16,26 @@ from asymptote.tasks.caching import cached
 from asymptote.versioning import step_key
 
 
-def _ensemble_eval_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, list[float]]:
-    import torch
+def on_worker(name: str, *args):
+    """Ray entry point: asymptote.ensemble_worker.<name>(*args) on the worker this task landed on."""
+    from asymptote import ensemble_worker  # worker side: it imports torch, which the driver never loads
 
-    from asymptote.ensemble import stream_eval
-    from asymptote.job import model_from_run
-    from asymptote.shards import load_split
+    return getattr(ensemble_worker, name)(*args)
 
-    torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
-    tokens = load_split(store, data_rel, split)
-    block = store.manifest(runs[0]).meta["model"]["block_size"]
-    return stream_eval(
-        lambda i: model_from_run(store, runs[i], device), len(runs), tokens, block, device=device
-    )
+
+def run_on_worker(name: str, *args):
+    """Run ensemble_worker.<name>(*args) as one Ray task (on a GPU when the cluster has one) and wait."""
+    import ray
+
+    ray_ready()
+    return ray.get(remote(on_worker, num_cpus=1).options(**gpu_if_any()).remote(name, *args))
 
 
 @task(name="ensemble-eval", retries=1)
 def ensemble_eval_task(
     store: Store, runs: list[str], data_rel: str, key: str, split: str = "val"
 ) -> dict[str, list[float]]:
-    import ray
-
-    ray_ready()
-    return ray.get(
-        remote(_ensemble_eval_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
-    )
+    return run_on_worker("ensemble_losses", store, runs, data_rel, split)
 
 
 def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = False, split: str = "val"):
@@ -57,34 +52,9 @@ def ensemble_eval(store: Store, runs: list[str], data_rel: str, refresh: bool = 
 # ----------------------------------------------------------------------------- every subset (scaling study)
 
 
-def _members_here(store: Store, runs: list[str], data_rel: str, split: str):
-    """(models, tokens, device) on the worker a task landed on: every member at once, for small K."""
-    import torch
-
-    from asymptote.job import model_from_run
-    from asymptote.shards import load_split
-
-    torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray shows only assigned GPUs
-    models = [model_from_run(store, r, device).eval() for r in runs]
-    return models, load_split(store, data_rel, split), device
-
-
-def _subsets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict[str, float]:
-    from asymptote.scaling import subset_losses
-
-    models, tokens, device = _members_here(store, runs, data_rel, split)
-    return subset_losses(models, tokens, models[0].cfg.block_size, device=device)
-
-
 @task(name="ensemble-subsets", retries=1)
 def subsets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict[str, float]:
-    import ray
-
-    ray_ready()
-    return ray.get(
-        remote(_subsets_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
-    )
+    return run_on_worker("subsets", store, runs, data_rel, split)
 
 
 def ensemble_subsets(
@@ -100,21 +70,9 @@ def ensemble_subsets(
 # ----------------------------------------------------------------------------- every multiset, per test block
 
 
-def _multisets_remote(store: Store, runs: list[str], data_rel: str, split: str) -> dict:
-    from asymptote.ensemble_windows import multiset_losses
-
-    models, tokens, device = _members_here(store, runs, data_rel, split)
-    return multiset_losses(models, tokens, models[0].cfg.block_size, device=device)
-
-
 @task(name="ensemble-multisets", retries=1)
 def multisets_task(store: Store, runs: list[str], data_rel: str, split: str, key: str) -> dict:
-    import ray
-
-    ray_ready()
-    return ray.get(
-        remote(_multisets_remote, num_cpus=1).options(**gpu_if_any()).remote(store, runs, data_rel, split)
-    )
+    return run_on_worker("multisets", store, runs, data_rel, split)
 
 
 def ensemble_multisets(

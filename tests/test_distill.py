@@ -17,7 +17,6 @@ from asymptote.distill import (
     TeacherCache,
     distill_loss,
     mixture_batches,
-    save_synthetic,
     soft_kl,
     token_kl_objective,
 )
@@ -25,6 +24,7 @@ from asymptote.ensemble import Ensemble
 from asymptote.job import make_job, run_job
 from asymptote.model import Decoder, lm_loss
 from asymptote.shards import load_dataset, prepare_dataset
+from asymptote.synthetic import save_synthetic
 
 TINY = ModelConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, block_size=16)
 
