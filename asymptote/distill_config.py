@@ -1,4 +1,5 @@
-"""The distillation study's config: teachers as the scaling study makes them, sampling, students' search.
+"""The distillation study's config: teachers as the scaling study makes them, sampling, students' search;
+and what the study returns (DistillResult: references into the store and every figure).
 
 Pure configuration (pydantic, no torch): `asymptote distill` validates it, and names a wrong field,
 before the training stack is imported.
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -27,6 +28,7 @@ from asymptote.config import (
     known_names,
     volatile,
 )
+from asymptote.refs import DataRef, RunRef
 from asymptote.scaling_config import EnsembleConfig, SearchConfig, token_budget
 from asymptote.search_space import Walk
 
@@ -277,3 +279,81 @@ class DistillConfig(Section):
             return 0
         need = self.synthetic_tokens(max(self.student.grid.synthetic)) // (self.model.block_size + 1)
         return math.ceil(need / (1 - SYNTHETIC_VAL_FRACTION)) + 1
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class Teachers(BaseModel):
+    single: str
+    """Store-relative path of the single model."""
+    members: list[str]
+    """Store-relative paths of the ensemble members."""
+    trained_here: bool
+    """False when the runs were given in teacher.members (a run reused from the store is still 'here')."""
+    single_point: dict[str, float] | None = None
+    """The certified regularized optimum (lr, weight_decay, epochs), when searched here."""
+    certified: bool | None = None
+    search_points: int = 0
+
+
+class StudentOutcome(BaseModel):
+    method: str
+    run: RunRef
+    point: dict[str, float]
+    """The chosen settings (axes a method does not use keep their start values)."""
+    certified: bool
+    points: int
+    """Distinct settings the search trained."""
+    steps: int
+    """Optimiser steps of the chosen student."""
+    search_steps: int
+    """Optimiser steps of every run the search trained (what choosing it cost)."""
+    synthetic_tokens: int
+    """Synthetic training tokens the chosen student drew from (0: none)."""
+    val_loss: float
+    test_loss: float
+    test_bpb: float
+    retained: float | None
+    """(L_single - L_student) / (L_single - L_ensemble) on test; None when the ensemble's gain is within its noise."""
+    retained_ci: list[float] | None
+    curve: list[tuple[int, float]]
+    """(step, validation loss) along the chosen run."""
+
+
+class DistillResult(BaseModel):
+    """What `distill` returns: references into the store and every loss (figures on the test split)."""
+
+    flow_run_id: str | None
+    data: DataRef
+    teachers: Teachers
+    split: str = "test"
+    single_loss: float
+    ensemble_loss: float
+    single_bpb: float
+    ensemble_bpb: float
+    gain: float
+    gain_ci: list[float]
+    gain_resolved: bool
+    """False when the ensemble's gain's interval includes 0: retained is then not defined."""
+    test_windows: int
+    val: dict[str, Any]
+    """Validation losses: single, ensemble, each member, the first-k ensembles (the scaling study's figures)."""
+    params: int
+    """Parameters of the single model (= each member = each student)."""
+    synthetic: DataRef | None
+    synthetic_tokens: int
+    """Tokens sampled from the ensemble (training and validation shares of the artifact)."""
+    students: dict[str, StudentOutcome]
+    report_uri: str
+
+    @property
+    def member_losses(self) -> list[float]:
+        return self.val["member_losses"]
+
+    @property
+    def retained(self) -> dict[str, float | None]:
+        return {m: s.retained for m, s in self.students.items()}
+
+    def ranked(self) -> list[StudentOutcome]:
+        return sorted(self.students.values(), key=lambda s: s.test_loss)

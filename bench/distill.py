@@ -42,8 +42,10 @@ def main(
     ),
 ) -> None:
     from asymptote.cli import console
-    from asymptote.flows.distillation import DistillConfig, distill, single_edges, student_edges
+    from asymptote.distill_config import DistillConfig
+    from asymptote.flows.distillation import distill
     from asymptote.recipes import resolve
+    from asymptote.reports.distill import single_edges, student_edges
 
     overrides = [f"data.source={os.path.abspath(data)}", f"ensemble.members={members}", *(set_ or [])]
     cfg = resolve(DistillConfig, recipe, [*overrides, f"store.uri={store}"])

@@ -11,8 +11,8 @@ from helpers import task_runs
 
 from asymptote.checkpoint import WEIGHTS, save_weights
 from asymptote.config import DataConfig, ModelConfig, build
-from asymptote.distill_config import SamplingConfig
-from asymptote.flows.distillation import DistillConfig, distill
+from asymptote.distill_config import DistillConfig, SamplingConfig
+from asymptote.flows.distillation import distill
 from asymptote.model import Decoder
 from asymptote.shards import load_dataset, prepare_dataset
 from asymptote.tasks.distill import sample_sequences

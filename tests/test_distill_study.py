@@ -11,16 +11,26 @@ import torch
 
 from asymptote.checkpoint import WEIGHTS, load_weights, save_weights
 from asymptote.config import ConfigError, DataConfig, ModelConfig, build
+from asymptote.data import steps_for
 from asymptote.dist import DistEnv
-from asymptote.distill import save_synthetic
-from asymptote.distill_config import DistillConfig, StudentGrid, StudentPoint, StudentStart
+from asymptote.distill_config import (
+    DistillConfig,
+    DistillResult,
+    StudentGrid,
+    StudentPoint,
+    StudentStart,
+    Teachers,
+)
+from asymptote.distill_plan import member_jobs, single_descent, student_job, student_train
 from asymptote.distill_search import StudentDescent, nearest, retention, student_start
 from asymptote.ensemble import Ensemble, window_losses
 from asymptote.evaluation import evaluate_split
 from asymptote.job import build_trainer, run_job
 from asymptote.model import Decoder
 from asymptote.refs import DataRef
+from asymptote.reports.distill import _gain_line
 from asymptote.shards import load_dataset, load_meta, load_split, prepare_dataset
+from asymptote.synthetic import save_synthetic
 
 TINY = {"n_layer": 1, "n_head": 2, "d_model": 16, "d_ff": 32, "block_size": 16}
 TEMPLATE = {
@@ -93,8 +103,6 @@ def two_corpora(tmp_path, store):
 
 
 def test_students_never_read_the_test_split_in_training_or_selection(store, store_uri, two_corpora):
-    from asymptote.flows.distillation import Teachers, student_job
-
     paths, rels = two_corpora
     a, b = (load_dataset(store, r) for r in rels)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # same train and validation
@@ -132,8 +140,6 @@ def test_students_never_read_the_test_split_in_training_or_selection(store, stor
 
 
 def test_synthetic_amount_and_mixing_weight_reach_the_train_job(store, store_uri, two_corpora):
-    from asymptote.flows.distillation import Teachers, student_job
-
     paths, rels = two_corpora
     config = _config(paths[0], store_uri, grid={"synthetic": [0.5, 2.0], "mix": [0.25, 0.75]})
     needed = config.sequences_needed()
@@ -240,9 +246,8 @@ def test_bad_student_config_is_named():
 
 def test_teachers_are_the_scaling_studys_runs(store, store_uri):
     """The same template, grid and member recipe give the scaling study's job keys: its runs are reused."""
-    from asymptote.flows.distillation import member_jobs, single_descent
-    from asymptote.flows.scaling import Study
     from asymptote.scaling_config import ScalingStudyConfig
+    from asymptote.scaling_plan import Study
     from asymptote.search_space import Point
 
     shared = {
@@ -270,11 +275,20 @@ def test_teachers_are_the_scaling_studys_runs(store, store_uri):
 
 
 def test_report_says_so_when_the_ensembles_gain_is_noise():
-    from asymptote.flows.distillation import DistillResult, _gain_line
-
     noise = DistillResult.model_construct(
         gain=0.001, gain_ci=[-0.002, 0.004], gain_resolved=False, test_windows=50
     )
     assert "within its own noise" in _gain_line(noise) and "no retained fraction" in _gain_line(noise)
     clear = DistillResult.model_construct(gain=0.2, gain_ci=[0.18, 0.22], gain_resolved=True, test_windows=50)
     assert "noise" not in _gain_line(clear) and "[0.1800, 0.2200]" in _gain_line(clear)
+
+
+def test_student_runs_evaluate_curve_points_times_as_the_trainer_counts_steps():
+    """The plan counts a student's steps without importing torch: it must agree with the trainer's count."""
+    for budget, batch, epochs in [(3_000, 4, 1), (20_000, 16, 2.5), (6_000, 8, 4)]:
+        config = build(
+            DistillConfig, {"model": TINY, "budget": budget, "train": TEMPLATE | {"batch_size": batch}}
+        )
+        point = StudentPoint(epochs=epochs, weight_decay=0.1, synthetic=1.0, mix=0.5, alpha=1.0)
+        total = steps_for(config.tokens, TINY["block_size"], batch, epochs, None)
+        assert student_train(config, point, 1e-3).eval_every == max(1, total // config.student.curve_points)

@@ -1,0 +1,235 @@
+"""Distillation reports: the study's markdown, its comparison plot, the students' learning curves and
+the one-line summary the CLI prints. Pure: no Ray, no Prefect.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from asymptote.distill_config import METHODS, DistillConfig, DistillResult, StudentOutcome, Teachers
+from asymptote.plots import plt
+from asymptote.reports import Report, md_table, shift_headings
+from asymptote.search_space import RECIPES, Point, at_edges
+from asymptote.store import Store
+
+
+def _fmt_kept(s: StudentOutcome) -> str:
+    if s.retained is None:
+        return "n/a"
+    return f"{s.retained:.3f} [{s.retained_ci[0]:.3f}, {s.retained_ci[1]:.3f}]"
+
+
+def comparison_rows(result: DistillResult) -> list[dict[str, Any]]:
+    k, p = len(result.teachers.members), result.params
+    rows = [
+        {"model": "single", "kind": "single", "params": p, "test_loss": result.single_loss, "retained": ""},
+        {
+            "model": f"ensemble x{k}",
+            "kind": "ensemble",
+            "params": k * p,
+            "test_loss": result.ensemble_loss,
+            "retained": 1.0,
+        },
+    ]
+    for s in result.ranked():
+        rows.append(
+            {
+                "model": f"student: {s.method}",
+                "kind": "student",
+                "params": p,
+                "test_loss": s.test_loss,
+                "retained": _fmt_kept(s),
+            }
+        )
+    return rows
+
+
+def chosen_label(config: DistillConfig, s: StudentOutcome) -> str:
+    """The settings the method uses, and which searched axes ended at a grid edge (the grid may be too small)."""
+    text = " ".join(f"{a}={s.point[a]:g}" for a in METHODS[s.method].axes)
+    edges = student_edges(config, s)
+    return text + (f" (at grid edge: {', '.join(edges)})" if edges else "")
+
+
+def student_edges(config: DistillConfig, s: StudentOutcome) -> list[str]:
+    return at_edges(s.point, config.student.grid, config.student.axes(s.method))
+
+
+def single_edges(config: DistillConfig, t: Teachers) -> list[str]:
+    """The single model's searched axes at its grid's edge (none when the teachers were given)."""
+    return at_edges(t.single_point, config.search.grid, RECIPES["regularized"]) if t.single_point else []
+
+
+def student_rows(config: DistillConfig, result: DistillResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": i + 1,
+            "student": s.method,
+            "test_loss": round(s.test_loss, 4),
+            "test_bpb": round(s.test_bpb, 4),
+            "retained (95% CI)": _fmt_kept(s),
+            "val_loss": round(s.val_loss, 4),
+            "chosen": chosen_label(config, s),
+            "certified": s.certified,
+            "runs": s.points,
+            "steps": s.steps,
+            "search steps": s.search_steps,
+            "synthetic tokens": s.synthetic_tokens,
+        }
+        for i, s in enumerate(result.ranked())
+    ]
+
+
+def report(
+    config: DistillConfig, result: DistillResult, store: Store, level: int = 1, prefix: str = ""
+) -> Report:
+    """The report's markdown, its comparison plot and the students' learning curves."""
+    plot, curves = f"{prefix}compare.png", f"{prefix}curves.png"
+    markdown = shift_headings(distill_markdown(config, result, store, plot, curves), level - 1)
+    files = {plot: comparison_png(config, result), curves: curves_png(config, result)}
+    return Report(markdown, files, figures(result))
+
+
+def summary(result: DistillResult) -> tuple[dict, str]:
+    kept = ", ".join(f"{m} {'n/a' if r is None else f'{r:.2f}'}" for m, r in result.retained.items())
+    line = f"test: single {result.single_loss:.4f}, ensemble {result.ensemble_loss:.4f}; retained: {kept}"
+    if not result.gain_resolved:
+        line += " (the ensemble's gain is within its noise)"
+    return figures(result), line
+
+
+def _png(draw) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plot.png"
+        draw(path)
+        return path.read_bytes()
+
+
+def comparison_png(config: DistillConfig, result: DistillResult) -> bytes:
+    k = len(result.teachers.members)
+    title = f"{config.name}: single vs ensemble x{k} vs students (test)"
+    return _png(lambda path: plot_comparison(comparison_rows(result), path, title=title))
+
+
+def curves_png(config: DistillConfig, result: DistillResult) -> bytes:
+    curves = {s.method: s.curve for s in result.ranked()}
+    refs = {"single (val)": result.val["single_loss"], "ensemble (val)": result.val["ensemble_loss"]}
+    return _png(lambda path: plot_curves(curves, refs, path, f"{config.name}: chosen students"))
+
+
+def _gain_line(result: DistillResult) -> str:
+    lo, hi = result.gain_ci
+    text = (
+        f"- ensemble gain on test: {result.gain:.4f} nats/token, 95% interval [{lo:.4f}, {hi:.4f}] "
+        f"over {result.test_windows} test windows (paired bootstrap)\n"
+    )
+    if not result.gain_resolved:
+        text += (
+            "\n**The ensemble's gain over the single model is within its own noise (its interval includes 0), "
+            "so no retained fraction is reported: dividing by it would be meaningless.**\n"
+        )
+    return text
+
+
+def distill_markdown(
+    config: DistillConfig, result: DistillResult, store: Store, plot_name: str, curves_name: str
+) -> str:
+    t, k, p = result.teachers, len(result.teachers.members), result.params
+    if t.single_point:
+        sp, edges = Point(**t.single_point), single_edges(config, t)
+        source = (
+            f"the single model is the regularized optimum {sp.label()} "
+            f"({'certified' if t.certified else 'NOT certified (run cap)'}, {t.search_points} points"
+            f"{'; at the grid edge on ' + ', '.join(edges) + ': a larger grid may move it' if edges else ''}"
+            "); members "
+            f"at {config.ensemble.epoch_factor:g}x its epochs and {config.ensemble.weight_decay_factor:g}x its "
+            "weight decay, seed = member index"
+        )
+    else:
+        source = "teachers given as runs"
+    val = result.val
+    links = [f"- single: `{store.uri(t.single)}`"]
+    if result.synthetic:
+        links += [
+            f"- synthetic: `{result.synthetic.uri}` ({result.synthetic_tokens:,} tokens sampled from the ensemble "
+            f"at temperature {config.sampling.temperature})"
+        ]
+    links += [f"- student {s.method}: `{s.run.uri}`" for s in result.ranked()]
+    return (
+        f"# Ensemble distillation: {config.name}\n\n{k} members of {p:,} parameters each ({source}); every "
+        f"student has the single model's size, 1/{k} of the ensemble's {k * p:,} parameters. Every choice "
+        "(the single model, each student's settings) was made on validation; the figures below are on the "
+        "test split.\n\n"
+        f"{md_table(comparison_rows(result), ['model', 'params', 'test_loss', 'retained'])}\n\n"
+        f"{_gain_line(result)}\n"
+        "## Students, best first\n\n"
+        f"{md_table(student_rows(config, result), list(student_rows(config, result)[0]))}\n"
+        "- retained = (L_single - L_student) / (L_single - L_ensemble) on test; the paper keeps 0.83 of an "
+        "8-member ensemble's gain. Steps: the chosen student's; search steps: every run its search trained.\n"
+        f"- validation: single {val['single_loss']:.4f}, ensemble {val['ensemble_loss']:.4f}, first-k "
+        f"ensembles {', '.join(f'{v:.4f}' for v in val['ensemble_curve'])}\n"
+        + "\n".join(links)
+        + f"\n\n![single vs ensemble vs students]({plot_name})\n\n![learning curves]({curves_name})\n"
+    )
+
+
+def figures(result: DistillResult) -> dict[str, Any]:
+    return {
+        "split": result.split,
+        "single": result.single_loss,
+        "ensemble": result.ensemble_loss,
+        "members": len(result.teachers.members),
+        "gain_ci": result.gain_ci,
+        "gain_resolved": result.gain_resolved,
+        "students": {m: s.test_loss for m, s in result.students.items()},
+        "retained": result.retained,
+        "retained_ci": {m: s.retained_ci for m, s in result.students.items()},
+    }
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[int, float]]], refs: dict[str, float], path: str | Path, title: str
+) -> None:
+    """Validation loss against step of each student, with the single model's and the ensemble's losses drawn."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    for name, curve in curves.items():
+        if curve:
+            steps, losses = zip(*curve, strict=True)
+            ax.plot(steps, losses, marker=".", label=name)
+    for (name, value), color in zip(refs.items(), ("tab:gray", "tab:green"), strict=False):
+        ax.axhline(value, color=color, ls="--", lw=1, label=name)
+    ax.set(xlabel="student step", ylabel="validation loss (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> None:
+    """Test loss of the single model, the ensemble and each student, with both references drawn."""
+    names, losses = [r["model"] for r in rows], [r["test_loss"] for r in rows]
+    colors = [
+        "tab:gray" if r["kind"] == "single" else "tab:green" if r["kind"] == "ensemble" else "tab:blue"
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows)), 4), dpi=110)
+    ax.bar(names, losses, color=colors)
+    for r in rows:
+        if r["kind"] in ("single", "ensemble"):
+            ax.axhline(
+                r["test_loss"], color="tab:gray" if r["kind"] == "single" else "tab:green", ls="--", lw=1
+            )
+    spread = max(losses) - min(losses)
+    ax.set_ylim(min(losses) - max(spread, 0.01), max(losses) + 0.5 * max(spread, 0.01))
+    ax.set(ylabel="test loss (nats/token)", title=title)
+    ax.tick_params(axis="x", rotation=20)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
