@@ -109,4 +109,4 @@ def test_config_types_each_merge_options_from_the_registry():
     with pytest.raises(ValidationError, match="density"):
         MergeOptions(options={"ties": {"density": 2.0}})
     with pytest.raises(ValidationError, match="allowed: " + ", ".join(MERGES)):
-        MergeOptions(options={"median": {}})
+        MergeOptions(options={"no_such_merge": {}})
