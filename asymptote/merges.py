@@ -54,7 +54,7 @@ class NoOptions(Section):
 
 
 def task_arithmetic(deltas: list[torch.Tensor], index: int = 0) -> torch.Tensor:
-    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+    import torch  # here, not at the top: the config imports this registry without torch
 
     return torch.stack(deltas).mean(0)
 
@@ -67,7 +67,7 @@ class TiesOptions(Section):
 
 
 def ties(deltas: list[torch.Tensor], index: int = 0, density: float = 0.3) -> torch.Tensor:
-    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+    import torch  # here, not at the top: the config imports this registry without torch
 
     if not 0 < density <= 1:
         raise ValueError(f"ties density={density}: must be in (0, 1] (the fraction of each task vector kept)")
@@ -96,7 +96,7 @@ class DareOptions(Section):
 
 
 def dare(deltas: list[torch.Tensor], index: int = 0, drop: float = 0.5, seed: int = 0) -> torch.Tensor:
-    import torch  # noqa: PLC0415 (the config imports this registry without torch)
+    import torch  # here, not at the top: the config imports this registry without torch
 
     if not 0 <= drop < 1:
         raise ValueError(f"dare drop={drop}: must be in [0, 1) (the probability of dropping an entry)")

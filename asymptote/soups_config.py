@@ -347,8 +347,8 @@ class Segment(BaseModel):
 
 
 class Kitchen(BaseModel):
-    """Everything one cooking run needs; what can change the soups is its cache key
-    (asymptote.tasks.soups.kitchen_key)."""
+    """Everything one cooking run needs. The soups tasks key a cooking run by all of it, with the
+    ingredients' and base's digests and the code that cooks."""
 
     ingredients: list[str]
     base: str | None

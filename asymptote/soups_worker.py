@@ -1,7 +1,7 @@
 """What a soups Ray task runs on its worker: score checkpoints, cook soups and merges, commit them.
 
-Worker side (torch at the top): asymptote.tasks.soups starts each of `cook`, `probe` and
-`independent` in a Ray task and imports this module there, so the driver never loads torch.
+Worker side (torch at the top): the soups tasks start each of `cook`, `probe` and `independent`
+in a Ray task and import this module there, so the driver never loads torch.
 
 - Cooking: the ingredients are read one at a time from the store, scored on held-out and test,
   every soup and merge is made, and each is committed as soups/<key>/<name> (model.safetensors,
