@@ -19,6 +19,7 @@ from asymptote.reports.soups import report
 from asymptote.shards import load_dataset
 from asymptote.soups import Checkpoint, Scorer, window_losses
 from asymptote.soups_config import Kitchen, MergeOptions, SoupOptions, SoupStudyConfig
+from asymptote.soups_plan import probe_hparams
 from asymptote.soups_worker import cook_with, segment
 from asymptote.tasks.soups import sample_trials, sweep_space
 
@@ -152,6 +153,16 @@ def test_sweep_lengths_follow_the_base_schedule(store_uri):
     assert tiny_study(store_uri).sweep.lengths(400) == ("epochs", [0.05, 0.1])
     with pytest.raises(ConfigError, match="n_models must be >= 2"):
         tiny_study(store_uri, sweep={"n_models": 1, "basin": {"rungs": 2}})
+
+
+def test_probe_pairs_descend_from_the_base_peak(store_uri):
+    sweep = tiny_study(store_uri, sweep={"basin": {"rungs": 3}, "weight_decay": [0.01, 0.04]}).sweep
+    first, third = probe_hparams(sweep, 1e-2, None, 0), probe_hparams(sweep, 1e-2, None, 2)
+    assert [h["lr"] for h in first] == [1e-2, 1e-2] and [h["lr"] for h in third] == pytest.approx(
+        [2.5e-3] * 2
+    )
+    assert [h["seed"] for h in first] == [h["seed"] for h in third] and first[0]["seed"] != first[1]["seed"]
+    assert all(h["epochs"] == 0.1 and h["weight_decay"] == pytest.approx(0.02) for h in first + third)
 
 
 # ----------------------------------------------------------------------------- no choice reads test
