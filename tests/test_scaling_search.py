@@ -20,7 +20,8 @@ from ray import tune
 from asymptote.config import DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.scaling import certified
 from asymptote.search_space import Point, SearchGrid, neighbours
-from asymptote.tuning.search import METRIC, CertifiedSearch, DistinctPoints, SearchSpec, run_search
+from asymptote.tuning.search import SearchSpec, run_search
+from asymptote.tuning.searchers import METRIC, SAMPLER_BUILDERS, CertifiedSearch, DistinctPoints
 
 GRID = SearchGrid(lr=[3e-3, 1e-2, 3e-2], weight_decay=[0.1, 0.8], epochs=[1, 2])
 
@@ -83,8 +84,6 @@ def test_certified_searcher_proposes_neighbour_batches_until_certified(tmp_path)
 
 @pytest.mark.parametrize("sampler", ["optuna", "bayesopt"])
 def test_sampled_points_snap_to_the_grid_and_never_repeat(tmp_path, sampler):
-    from asymptote.tuning.search import SAMPLER_BUILDERS
-
     spec = spec_for(str(tmp_path), sampler=sampler)
     inner, space = SAMPLER_BUILDERS[sampler](spec)
     searcher = DistinctPoints(inner, spec)
