@@ -6,8 +6,8 @@ would otherwise surface minutes later, deep in a Ray task, as a retried failure 
 `check(config)` looks at the config's data sources, store and model references in a second or two
 and raises one `PreflightError` whose message names the field, the file or URI and what is allowed.
 The CLI calls it before it imports a flow, and every flow calls it on its first line (the Python API);
-inside `one_check_per_call()` (the CLI's command, a composite flow's body) a config already checked is
-not checked again, so one call checks each config once. Nothing here writes to the store. No Prefect
+inside `one_check_per_call()` (the CLI's command, a composite flow's body) a store, corpus or model
+already checked is not checked again, so one call checks each input once. Nothing here writes to the store. No Prefect
 or Ray imports.
 """
 
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
@@ -56,14 +56,16 @@ class _Corpus:
     block_size: int
 
 
-# The configs checked so far in this call; None outside `one_check_per_call` (every check runs).
+# What this call has checked and found fine (stores, corpora, model references); None outside
+# `one_check_per_call`, where every check runs.
 _CHECKED: ContextVar[set[str] | None] = ContextVar("asymptote_preflight_checked", default=None)
 
 
 @contextmanager
 def one_check_per_call() -> Iterator[None]:
-    """Within the block, `check` looks at each config once: the CLI, the flow it calls and that flow's
-    subflows share the first check. A block inside another shares the outer one's."""
+    """Within the block, each store, corpus and model reference is checked once, whichever configs
+    name it: the CLI, the flow it calls and that flow's subflows share the first check. A block inside
+    another shares the outer one's."""
     if _CHECKED.get() is not None:
         yield
         return
@@ -74,24 +76,32 @@ def one_check_per_call() -> Iterator[None]:
         _CHECKED.reset(token)
 
 
-def check(config: BaseModel) -> None:
-    """Refuse the config's inputs if they cannot work; return None when they look fine."""
+def _once(what: Any, check_it: Callable[[], None]) -> None:
+    """Run a check unless this call already passed the same one."""
     checked = _CHECKED.get()
-    key = stable_hash([type(config).__qualname__, config.model_dump(mode="json")])
+    key = stable_hash(what)
     if checked is not None and key in checked:
         return
+    check_it()
+    if checked is not None:
+        checked.add(key)
+
+
+def check(config: BaseModel) -> None:
+    """Refuse the config's inputs if they cannot work; return None when they look fine."""
     for sub in _sub_configs(config):  # the main job: every step's own validated config
         check(sub)
     store_cfg = getattr(config, "store", None)
-    if isinstance(store_cfg, StoreConfig):
-        check_store(store_cfg)
+    store_cfg = store_cfg if isinstance(store_cfg, StoreConfig) else None
+    store = store_cfg.model_dump(mode="json") if store_cfg else None
+    if store_cfg:
+        _once(["store", store], lambda: check_store(store_cfg))
     for corpus in _corpora(config):
-        check_corpus(corpus, store_cfg if isinstance(store_cfg, StoreConfig) else None)
+        what = ["corpus", corpus.data.model_dump(mode="json"), corpus.block_size, store]
+        _once(what, lambda c=corpus: check_corpus(c, store_cfg))
     refs = list(_model_refs(config))
-    if refs and isinstance(store_cfg, StoreConfig):
-        check_model_refs(refs, store_cfg)
-    if checked is not None:
-        checked.add(key)
+    if refs and store_cfg:
+        _once(["models", sorted(set(r for _, r in refs)), store], lambda: check_model_refs(refs, store_cfg))
 
 
 def check_recompute(recompute: list[str], steps) -> None:

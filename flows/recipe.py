@@ -44,10 +44,11 @@ from asymptote.tasks.ensembles import ensemble_eval
 def run_recipe(config: RecipeConfig | None = None) -> RecipeResult:
     """Scaling -> hand-over -> distillation -> soups -> the ladder and the final model."""
     config = config or RecipeConfig()
-    preflight.check(config)  # bad data, store or model references fail here, before any step
-    store = Store(config.store)
-    # The chain and each of its stages run unless their stored results still hold (flows/stage_memo.py).
-    return reuse_or_run("recipe", config, store, functools.partial(chain, config, store))
+    with preflight.one_check_per_call():  # the stages' subflows check only what is new to them
+        preflight.check(config)  # bad data, store or model references fail here, before any step
+        store = Store(config.store)
+        # The chain and each of its stages run unless their stored results still hold (flows/stage_memo.py).
+        return reuse_or_run("recipe", config, store, functools.partial(chain, config, store))
 
 
 def chain(config: RecipeConfig, store: Store) -> RecipeResult:
