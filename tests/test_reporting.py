@@ -3,6 +3,8 @@ rewrites nothing."""
 
 from __future__ import annotations
 
+import functools
+
 from asymptote.config import PretrainConfig, PretrainResult
 from asymptote.flows.reporting import method_report, publish_report
 from asymptote.refs import DataRef, RunRef
@@ -31,7 +33,8 @@ def test_a_report_section_is_drawn_once_per_result(store, monkeypatch):
     config = PretrainConfig()
     drawn = []
     real = pretrain_report.report
-    monkeypatch.setattr(pretrain_report, "report", lambda *a, **kw: drawn.append(1) or real(*a, **kw))
+    counted = functools.wraps(real)(lambda *a, **kw: drawn.append(1) or real(*a, **kw))  # keeps its module
+    monkeypatch.setattr(pretrain_report, "report", counted)
 
     first = method_report("pretrain", config, _result(store, 2.0), store)
     # the same result from a later, fully cached call: another flow run id and step states

@@ -6,6 +6,7 @@ from __future__ import annotations
 from asymptote.ladder import render
 from asymptote.recipe_config import RecipeConfig, RecipeResult
 from asymptote.reports import Report, distill, scaling, shift_headings, soups
+from asymptote.reports.sections import drawn_once
 from asymptote.scaling_config import ScalingStudyResult
 from asymptote.store import Store
 
@@ -44,7 +45,8 @@ def asymptotes(s: ScalingStudyResult) -> str:
 def report(
     config: RecipeConfig, result: RecipeResult, store: Store, level: int = 1, prefix: str = ""
 ) -> Report:
-    """The ladder, then each stage's own report one level down (its plots named <prefix><stage>-...)."""
+    """The ladder, then each stage's own report one level down (its plots named <prefix><stage>-...),
+    each drawn once: the stage's flow drew it already unless the heading level or prefix differ."""
     h = result.handover
     stages = {
         "scaling": (scaling.report, config.scaling_config(), result.scaling),
@@ -56,7 +58,7 @@ def report(
         "soups": (soups.report, config.soups_config(h.base, h.members), result.soups),
     }
     sections = [
-        draw(cfg, res, store, level=level + 1, prefix=f"{prefix}{name}-")
+        drawn_once(name, draw, cfg, res, store, level=level + 1, prefix=f"{prefix}{name}-")
         for name, (draw, cfg, res) in stages.items()
     ]
     text = shift_headings(markdown(config, result, store), level - 1)
