@@ -37,7 +37,7 @@ from asymptote.distill_plan import (
     student_descents,
     val_figures,
 )
-from asymptote.flows import registry as methods
+from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import method_report, publish_report
 from asymptote.infra.cluster import compute_session
 from asymptote.refs import DataRef
@@ -49,7 +49,7 @@ from asymptote.tasks.ensembles import ensemble_eval
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.scaling import descend, train_all
 
-STEPS = methods.METHODS["distill"].steps
+STEPS = METHODS["distill"].steps
 
 
 @flow(name="distill", log_prints=True)

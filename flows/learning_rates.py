@@ -22,7 +22,7 @@ from asymptote.autolrs_config import (
 )
 from asymptote.autolrs_job import autolrs_job
 from asymptote.config import PretrainConfig
-from asymptote.flows import registry as methods
+from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import method_report, publish_report
 from asymptote.infra.cluster import compute_session
 from asymptote.store import Store
@@ -31,7 +31,7 @@ from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data, train
 from asymptote.tuning.autolrs_tune import search_with_autolrs
 
-STEPS = methods.METHODS["autolrs"].steps
+STEPS = METHODS["autolrs"].steps
 
 
 def replay_config(config: AutoLRSFlowConfig, schedule_uri: str, name: str = "replay") -> PretrainConfig:

@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from asymptote import preflight
-from asymptote.flows import registry as methods
+from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import method_report, publish_report
 from asymptote.infra.cluster import compute_session
 from asymptote.shards import corpus_rel
@@ -42,7 +42,7 @@ from asymptote.tasks.caching import check_recompute
 from asymptote.tasks.pretrain import prepare_data
 from asymptote.tasks.soups import averages, cook, finetune_sweep, kitchen_key, start_members, submit_base
 
-STEPS = methods.METHODS["soups"].steps
+STEPS = METHODS["soups"].steps
 
 
 @flow(name="soups", log_prints=True)
