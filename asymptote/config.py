@@ -14,9 +14,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from asymptote.presets import preset_values
+from asymptote.redact import MASK, redact_text
 from asymptote.refs import DataRef, RunRef
 from asymptote.schedules import SCHEDULES
 
@@ -282,6 +291,27 @@ class StoreConfig(Section):
     cache: str = volatile(default_factory=default_cache)
     """Per-machine cache: downloaded artifacts, lock files of a remote store (default ~/.cache/asymptote,
     or $ASYMPTOTE_CACHE)."""
+
+    # The real redis_url lives only in this object's memory: every JSON dump of a config (Prefect's
+    # stored flow parameters, the store's manifests, reports) writes its password as ***. A config
+    # read back from such a dump (a deployment's parameters on a worker) takes the real URL from
+    # $ASYMPTOTE_REDIS_URL where this process runs.
+    @field_serializer("redis_url", "endpoint_url", when_used="json")
+    def _without_credentials(self, url: str | None) -> str | None:
+        return None if url is None else redact_text(url)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _real_redis_url(cls, url: str | None) -> str | None:
+        if url is None or redact_text(url) != url or MASK not in url:
+            return url  # a real URL (with or without a password), or none
+        real = os.environ.get("ASYMPTOTE_REDIS_URL")
+        if not real or redact_text(real) != url:
+            raise ValueError(
+                "the password of this redis URL was redacted when the config was stored; set "
+                "ASYMPTOTE_REDIS_URL to the real URL where the flow runs (or leave store.redis_url out)"
+            )
+        return real
 
 
 class PretrainConfig(Section):
