@@ -1,0 +1,111 @@
+"""No secret leaves the process: a password in store.redis_url reaches neither Prefect (stored flow
+parameters, artifacts, logs) nor the store, while the run still takes its Redis locks with it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from helpers import tiny_pretrain_config
+from servers import free_port, redis_executable, stop_group, wait_until
+
+from asymptote.config import PretrainConfig, StoreConfig
+from asymptote.redact import MASK
+
+SECRET = "redis-pw-" + uuid.uuid4().hex  # distinctive: any copy of it anywhere is a leak
+
+
+@contextlib.contextmanager
+def redis_with_password(password: str) -> Iterator[str]:
+    """A real redis-server on loopback that refuses every command without the password."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--requirepass", password],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 20, "redis-server")
+        yield f"redis://:{password}@127.0.0.1:{port}/0"
+    finally:
+        stop_group(proc)
+
+
+def test_a_dumped_config_holds_no_password_and_a_worker_restores_it(monkeypatch):
+    url = f"redis://:{SECRET}@cache.example:6379/0"
+    config = PretrainConfig(store=StoreConfig(uri="/tmp/s", redis_url=url))
+    assert config.store.redis_url == url  # in memory: the real URL, for the lock manager
+    dumped = config.model_dump(mode="json")
+    assert SECRET not in json.dumps(dumped) and SECRET not in config.model_dump_json()
+    assert dumped["store"]["redis_url"] == f"redis://:{MASK}@cache.example:6379/0"
+    # a worker that reads such parameters back needs the real URL from its environment
+    monkeypatch.delenv("ASYMPTOTE_REDIS_URL", raising=False)
+    with pytest.raises(ValueError, match="ASYMPTOTE_REDIS_URL"):
+        PretrainConfig.model_validate(dumped)
+    monkeypatch.setenv("ASYMPTOTE_REDIS_URL", url)
+    assert PretrainConfig.model_validate(dumped).store.redis_url == url
+    monkeypatch.setenv("ASYMPTOTE_REDIS_URL", "redis://:other@elsewhere:6379/0")  # not the same server
+    with pytest.raises(ValueError, match="redacted"):
+        PretrainConfig.model_validate(dumped)
+
+
+def _flow_run_records(flow_run_id) -> dict:
+    """What Prefect keeps of a flow run: its parameters, its artifacts and its logs, from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)  # logs reach the API from a background worker
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return {
+        "parameters": json.dumps(run.parameters),
+        "artifacts": json.dumps([a.model_dump(mode="json") for a in artifacts]),
+        "logs": "\n".join(log.message for log in logs),
+        "n_artifacts": len(artifacts),
+    }
+
+
+def _files_holding(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, tmp_path, capfd):
+    import redis
+
+    from asymptote.flows.pretraining import pretrain
+
+    store_root = tmp_path / "store"
+    with redis_with_password(SECRET) as url:
+        config = tiny_pretrain_config(str(store_root))
+        config.store.redis_url = url
+        result = pretrain(config)
+        # the locks were taken on the password-protected server: the real URL was used in memory
+        assert redis.Redis.from_url(url).info("stats")["total_commands_processed"] > 2
+    records = _flow_run_records(result.flow_run_id)
+    assert f":{MASK}@127.0.0.1" in records["parameters"]  # the store section is there, redacted
+    assert records["n_artifacts"] >= 1 and "Completed" in records["logs"]  # there was something to search
+    for what in ("parameters", "artifacts", "logs"):
+        assert SECRET not in records[what], f"the redis password is in Prefect's {what}"
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out and SECRET not in captured.err
+    assert _files_holding(store_root, SECRET.encode()) == []
+    assert (store_root / "runs").is_dir()  # the store was written, and searched
