@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import subprocess
 import uuid
@@ -88,11 +89,12 @@ def _files_holding(root: Path, needle: bytes) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, tmp_path, capfd):
+def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, tmp_path, capfd, caplog):
     import redis
 
     from asymptote.flows.pretraining import pretrain
 
+    caplog.set_level(logging.INFO, logger="prefect")  # the session logs warnings only: log everything here
     store_root = tmp_path / "store"
     with redis_with_password(SECRET) as url:
         config = tiny_pretrain_config(str(store_root))
@@ -106,6 +108,6 @@ def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, t
     for what in ("parameters", "artifacts", "logs"):
         assert SECRET not in records[what], f"the redis password is in Prefect's {what}"
     captured = capfd.readouterr()
-    assert SECRET not in captured.out and SECRET not in captured.err
+    assert SECRET not in captured.out and SECRET not in captured.err and SECRET not in caplog.text
     assert _files_holding(store_root, SECRET.encode()) == []
     assert (store_root / "runs").is_dir()  # the store was written, and searched
