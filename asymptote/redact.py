@@ -16,7 +16,12 @@ MASK = "***"
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::(?P<pw>[^@/\s]*))?@"
 )
-_SECRET_NAMES = re.compile(r"(password|passwd|secret|token|credential|api_key|access_key)", re.I)
+# whole words of a field name only, and `token`/`key` words only as its last word: `aws_secret_access_key`
+# and `github_token` are secrets, `max_train_tokens`, `token_dtype` and `tokenizer` are not
+_SECRET_NAMES = re.compile(
+    r"(?:^|[_\-.])(?:(?:password|passwd|secret|credentials?)(?:$|[_\-.])|(?:token|api_key|access_key)$)",
+    re.I,
+)
 
 
 def redact_text(text: str) -> str:

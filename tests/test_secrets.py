@@ -111,3 +111,13 @@ def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, t
     assert SECRET not in captured.out and SECRET not in captured.err and SECRET not in caplog.text
     assert _files_holding(store_root, SECRET.encode()) == []
     assert (store_root / "runs").is_dir()  # the store was written, and searched
+
+
+def test_redaction_blanks_secret_fields_and_keeps_every_config_field():
+    from asymptote.flows.registry import MainConfig
+    from asymptote.redact import redact
+
+    config = MainConfig().model_dump(mode="json")  # every method's section: token_dtype, max_train_tokens...
+    assert redact(config) == config
+    secrets = {"github_token": "t", "aws_secret_access_key": "k", "password": "p", "client_secret": "c"}
+    assert redact(secrets) == {k: MASK for k in secrets}
