@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 import asymptote
 from asymptote.config import StoreConfig, from_env
 from asymptote.recipes import load_recipe, recipe_names
+from asymptote.redact import redact
 from asymptote.store import Store, cache_dir
 
 DEFAULT_FILE = Path("prefect.yaml")
@@ -51,8 +52,13 @@ class BuildSettings(BaseModel):
 
 
 def recipe_parameters() -> dict[str, dict[str, Any]]:
-    """Every bundled recipe as a dict: what a deployment's `config` parameter starts from."""
-    return {name: load_recipe(name) for name in recipe_names()}
+    """Every bundled recipe as a dict: what a deployment's `config` parameter starts from.
+
+    Prefect stores a deployment's parameters and shows them in its UI, so they hold no secret: a
+    password in a URL is written as ***, and a worker takes the real store.redis_url from its own
+    $ASYMPTOTE_REDIS_URL (set it in the worker's environment, not in prefect.yaml's job variables,
+    which Prefect stores too)."""
+    return {name: redact(load_recipe(name)) for name in recipe_names()}
 
 
 def _git(directory: str | Path, *args: str) -> str:
