@@ -271,6 +271,23 @@ def default_cache() -> str:
     return from_env("ASYMPTOTE_CACHE", str(Path.home() / ".cache" / "asymptote"))()
 
 
+class TrackingConfig(Section):
+    """MLflow run tracking, off unless a server is named (here or by $MLFLOW_TRACKING_URI) or `local` is
+    set. Each training run becomes an MLflow run (params, metric history, tags, links to its store
+    artifacts), nested under a run for the flow that trained it."""
+
+    uri: str | None = volatile(default_factory=from_env("MLFLOW_TRACKING_URI"))
+    """Tracking server (http://host:5000) or store (sqlite:///path.db); default $MLFLOW_TRACKING_URI."""
+    local: bool = volatile(False)
+    """Without a uri: track into a SQLite file beside the artifact store (what `asymptote ui` shows)."""
+    experiment: str = volatile(default_factory=from_env("MLFLOW_EXPERIMENT_NAME", "asymptote"))
+    """MLflow experiment the runs go to; default $MLFLOW_EXPERIMENT_NAME, else asymptote."""
+    timeout_s: float = volatile(5.0, gt=0)
+    """Longest a tracking call may wait for the server; an unreachable server is skipped, never waited on."""
+    parent_run_id: str | None = volatile(None)
+    """MLflow run the training runs nest under; set by the runtime (a flow's run), not by users."""
+
+
 class StoreConfig(Section):
     """The artifact store: a local folder or s3:// (credentials from the standard AWS sources).
     Each field whose doc names an ASYMPTOTE_* variable takes that variable's value as its default."""
@@ -291,6 +308,8 @@ class StoreConfig(Section):
     cache: str = volatile(default_factory=default_cache)
     """Per-machine cache: downloaded artifacts, lock files of a remote store (default ~/.cache/asymptote,
     or $ASYMPTOTE_CACHE)."""
+    tracking: TrackingConfig = volatile(default_factory=TrackingConfig)
+    """Where runs are tracked besides the store: an MLflow server, off by default (see TrackingConfig)."""
 
     # The real redis_url lives only in this object's memory: every JSON dump of a config (Prefect's
     # stored flow parameters, the store's manifests, reports) writes its password as ***. A config

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.infra.progress import push
 from asymptote.infra.remotes import remote
+from asymptote.infra.tracking import track_run
 from asymptote.job_spec import TrainJob
 from asymptote.store import Store
 
@@ -135,7 +136,9 @@ def launch(job: TrainJob) -> dict[str, Any]:
         )
         ray.get(task.remote(job.model_dump(), use_gpu))
     store.invalidate()
-    return store.read_json(job.run_rel, "summary.json")
+    summary = store.read_json(job.run_rel, "summary.json")
+    track_run(job, store, summary)  # where tracking is on; bounded, and never raises
+    return summary
 
 
 def tune_experiment(

@@ -90,6 +90,15 @@ def s3_store_cfg(s3_endpoint):
 
 
 @pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, local artifact root) on a free loopback port."""
+    from servers import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def redis_url():
     """A real redis-server on a free loopback port (Debian's package; .ci/run installs it)."""
     from servers import redis_server

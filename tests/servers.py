@@ -67,6 +67,44 @@ def moto_server() -> Iterator[str]:
         stop_group(proc)
 
 
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """`mlflow server` on a free loopback port: a SQLite backend and a local artifact root under root."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"{url}/health", timeout=1).status == 200, 90, "mlflow server"
+        )
+        yield url
+    finally:
+        stop_group(proc)
+        log.close()
+
+
 class PersistentS3:
     """moto's S3 server that keeps its data across a stop and a start on the same port
     (tests/moto_persistent.py): an S3 outage that loses nothing, as a real S3 endpoint behaves."""

@@ -1,0 +1,112 @@
+"""MLflow tracking against a real `mlflow server` on loopback: what a run logs, how a flow's runs nest,
+that a tracking server that is down never stops or changes training, and that no secret reaches it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from helpers import tiny_pretrain_config
+from mlflow.tracking import MlflowClient
+from servers import free_port
+
+from asymptote.config import TrackingConfig
+from asymptote.flows.pretraining import pretrain
+from asymptote.infra import tracking
+from asymptote.job_spec import make_job
+from asymptote.redact import redact_text
+from asymptote.store import Store
+
+SECRET = "s3cr3t-tracking-never-sees"
+
+
+def tracked(cfg, uri: str | None, experiment: str = "asymptote", **fields):
+    """cfg with its store's tracking section set."""
+    section = TrackingConfig(uri=uri, experiment=experiment, **fields)
+    return cfg.model_copy(update={"store": cfg.store.model_copy(update={"tracking": section})})
+
+
+def runs_of(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def test_tracking_is_off_by_default_and_named_by_the_standard_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tiny_pretrain_config(str(tmp_path))
+    assert tracking.tracking_uri(cfg.store) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri(tiny_pretrain_config(str(tmp_path)).store) == "http://127.0.0.1:5000"
+    local = tracked(tiny_pretrain_config(str(tmp_path)), None, local=True).store
+    assert tracking.tracking_uri(local) == f"sqlite:///{tmp_path.resolve()}/tracking/mlflow.db"
+
+
+def test_roles_follow_the_plans_names():
+    assert tracking.role("tiny") == "single"
+    assert tracking.role("base-member-3") == "member 3"
+    assert tracking.role("demo student token_kl") == "student token_kl"
+    assert tracking.role("soups-base") == "base"
+
+
+@pytest.mark.slow
+def test_a_flow_logs_its_runs_nested_and_no_secret(ray_local, prefect_api, mlflow_uri, tmp_path):
+    cfg = tracked(tiny_pretrain_config(str(tmp_path / "a")), mlflow_uri, "pretrain-test")
+    res = pretrain(cfg)
+    client = MlflowClient(mlflow_uri)
+    runs = runs_of(client, "pretrain-test")
+    child = next(r for r in runs if r.data.tags.get(tracking.RUN_KEY_TAG) == res.run.key)
+    parent = client.get_run(child.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags[tracking.FLOW_RUN_TAG] == str(res.flow_run_id)
+    assert parent.data.tags["method"] == child.data.tags["method"] == "pretrain"
+    assert child.data.tags["role"] == "single" and child.data.tags["seed"] == "0"
+    assert child.data.tags["study"] == parent.data.tags["study"]
+
+    params = child.data.params
+    assert params["run_key"] == res.run.key and params["train.lr"] == "0.003" and params["code_version"]
+    assert "store.uri" not in params and "compute.num_workers" not in params  # volatile: not logged
+    store = Store(cfg.store)
+    records = [json.loads(line) for line in store.get_bytes(f"{res.run.rel}/metrics.jsonl").splitlines()]
+    steps = [r["step"] for r in records]
+    assert steps == [5, 10, 15, 20, 25, 30]
+    for name in ("train_loss", "lr", "tok_per_s"):
+        history = client.get_metric_history(child.info.run_id, name)
+        assert [m.step for m in history] == steps, name
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")] == [15, 30]
+    final = client.get_metric_history(child.info.run_id, "val_loss")[-1].value
+    assert final == pytest.approx(res.run.summary["val_loss"], rel=1e-6)
+    assert child.data.tags["asymptote.run_uri"].endswith(res.run.rel)
+    assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"links.json", "loss.png"}
+
+    # A credential in a URL that a config carries (here a corpus address, logged as a param, and the
+    # Redis lock address, never logged) reaches MLflow only as ***.
+    job = make_job(
+        name="tiny",
+        model=cfg.model,
+        data=cfg.data.model_copy(update={"source": f"s3://reader:{SECRET}@corpora/text.jsonl"}),
+        train=cfg.train,
+        data_artifact=res.data.rel,
+        store=cfg.store.model_copy(update={"redis_url": f"redis://:{SECRET}@127.0.0.1:1/0"}),
+    )
+    # logged against the committed run's files (the corpus address is never read: nothing trains)
+    leaked = tracking.log_run(job.store, job.model_copy(update={"key": res.run.key}), store, res.run.summary)
+    logged = client.get_run(leaked)
+    assert logged.data.params["data.source"] == redact_text(job.data.source)
+    for run in runs_of(client, "pretrain-test"):
+        text = repr(run.data.params) + repr(run.data.tags) + repr(run.data.metrics)
+        assert SECRET not in text
+
+
+@pytest.mark.slow
+def test_a_server_that_is_down_neither_stops_nor_changes_training(
+    ray_local, prefect_api, mlflow_uri, tmp_path, caplog
+):
+    logged = pretrain(tracked(tiny_pretrain_config(str(tmp_path / "a")), mlflow_uri, "down-test"))
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a tracking server that is down
+    with caplog.at_level(logging.WARNING, logger="asymptote.infra.tracking"):
+        untracked = pretrain(tracked(tiny_pretrain_config(str(tmp_path / "b")), down, "down-test"))
+    assert untracked.run.key == logged.run.key
+    assert untracked.run.summary["val_loss"] == logged.run.summary["val_loss"]
+    assert untracked.metrics["test_loss"] == logged.metrics["test_loss"]
+    warnings = [r for r in caplog.records if "MLflow tracking at" in r.getMessage()]
+    assert len(warnings) == 1 and "training goes on untracked" in warnings[0].getMessage()
