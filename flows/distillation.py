@@ -38,7 +38,7 @@ from asymptote.distill_plan import (
     val_figures,
 )
 from asymptote.flows.registry import METHODS
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
 from asymptote.refs import DataRef
 from asymptote.scaling_plan import Descent
@@ -74,6 +74,7 @@ def distill(config: DistillConfig | None = None, recompute: list[str] | None = N
     result.report_uri = publish_report(
         store, "distill", stable_hash(key_dict(config)), rendered.markdown, rendered.files
     )
+    publish_results("distill", config, result, store, result.report_uri)
     return result
 
 
@@ -100,7 +101,8 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
     descend([descent])
     best = descent.best
     if not t.members:
-        members = [r.rel for r in train_all(member_jobs(config, store, data, best, hub))]
+        jobs = member_jobs(config, store, data, best, hub)
+        members = [r.rel for r in train_all(jobs, on_done=Progress("distill", config, "teacher members"))]
     return Teachers(
         single=descent.runs[best].rel,
         members=members,

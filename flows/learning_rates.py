@@ -23,7 +23,7 @@ from asymptote.autolrs_config import (
 from asymptote.autolrs_job import autolrs_job
 from asymptote.config import PretrainConfig
 from asymptote.flows.registry import METHODS
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
 from asymptote.store import Store
 from asymptote.tasks.autolrs import publish_schedule
@@ -63,6 +63,7 @@ def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None
     )
     rendered = method_report("autolrs", config, result, store)
     result.report_uri = publish_report(store, "autolrs", run.key, rendered.markdown, rendered.files)
+    publish_results("autolrs", config, result, store, result.report_uri)
     return result
 
 

@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from asymptote import preflight
 from asymptote.config import PretrainConfig, PretrainResult
 from asymptote.flows.registry import METHODS
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
 from asymptote.job_spec import make_job
 from asymptote.store import Store
@@ -54,4 +54,5 @@ def pretrain(config: PretrainConfig | None = None, recompute: list[str] | None =
     )
     rendered = method_report("pretrain", config, result, store)
     result.report_uri = publish_report(store, "pretrain", run.key, rendered.markdown, rendered.files)
+    publish_results("pretrain", config, result, store, result.report_uri)
     return result

@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from asymptote import preflight
 from asymptote.config import key_dict, stable_hash
 from asymptote.flows.distillation import distill
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import method_report, publish_report, publish_results
 from asymptote.flows.scaling import scaling_study
 from asymptote.flows.soups import soup_study
 from asymptote.flows.stage_memo import reuse_or_run
@@ -78,6 +78,7 @@ def chain(config: RecipeConfig, store: Store) -> RecipeResult:
     rendered = method_report("recipe", config, result, store)
     key = stable_hash(key_dict(config))
     result.report_uri = publish_report(store, "recipe", key, rendered.markdown, rendered.files)
+    publish_results("recipe", config, result, store, result.report_uri)
     return result
 
 

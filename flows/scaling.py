@@ -34,7 +34,7 @@ from prefect.runtime import flow_run
 
 from asymptote import preflight
 from asymptote.config import ModelConfig, key_dict, stable_hash
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session, ray_ready
 from asymptote.scaling_analysis import figures
 from asymptote.scaling_config import ScalingStudyConfig, ScalingStudyResult
@@ -70,7 +70,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
         study = Study(config, store, data, hub)
         descents = search_all(study)  # 1. selection: reads validation only
         plan = plan_runs(study, descents)  # 2. replicas, the epoch sweep and members, trained together
-        refs = train_all(plan.jobs)
+        refs = train_all(plan.jobs, on_done=Progress("scaling", config, "runs"))
         tests, ensembles = evaluate_study(store, refs, plan.members, data.rel)  # 3. every figure: test
     study_data = measured(config, descents, plan, tests, ensembles)
     analysis = analyse_study(store, study_data, config.fits)  # 4. fits, bootstraps, verdicts
@@ -88,6 +88,7 @@ def scaling_study(config: ScalingStudyConfig | None = None) -> ScalingStudyResul
     rendered = method_report("scaling", config, result, store)  # 5. the report
     key = stable_hash(key_dict(config))
     result.report_uri = publish_report(store, "scaling", key, rendered.markdown, rendered.files)
+    publish_results("scaling", config, result, store, result.report_uri)
     return result
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from asymptote import preflight
 from asymptote.flows.registry import METHODS
-from asymptote.flows.reporting import method_report, publish_report
+from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
 from asymptote.shards import corpus_rel
 from asymptote.soups_config import Kitchen, SoupStudyConfig, SoupStudyResult
@@ -52,10 +52,12 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
     preflight.check(config)  # bad data, store or model references fail here, before any step
     recompute = check_recompute(recompute or [], STEPS)
     store, again = Store(config.store), lambda step: step in recompute
+    progress = Progress("soups", config, "steps")
     with compute_session(config.compute.ray_address) as hub:
         gpu = config.compute.use_gpu  # "auto" is resolved by the tasks that run (tasks.soups.resolve_gpu)
         # 1. Data: the target corpus, tokenised once.
         target = prepare_data(config.data, store, refresh=again("data"))
+        progress.passed("data", STEPS)
         given = [store.model_ref(r, f"ingredients[{i}]") for i, r in enumerate(config.ingredients)]
         # 2. Base: given, or submitted to train here; the independent members queue after it (5).
         pending, corpus = (None, None)
@@ -63,10 +65,12 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
             pending, corpus = submit_base(config, store, target, hub, again("base"))
         members = start_members(config, store, target, given, hub, again("independent"))
         base = pending.result().rel if hasattr(pending, "result") else pending
+        progress.passed("base", STEPS)
         # 3. Sweep: fine-tunes of the base (and the basin probe), unless the ingredients are given.
         finetunes, probe = (
             ([], []) if given else finetune_sweep(config, store, base, target, hub, again("sweep"), gpu)
         )
+        progress.passed("sweep", STEPS)
         # 4. Soups and merges of the ingredients, scored on held-out, test and the base corpus's test.
         kitchen = Kitchen(
             ingredients=given or [f.run.rel for f in finetunes],
@@ -77,8 +81,10 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
             ood_data=corpus.rel if corpus is not None and corpus.rel != target.rel else None,
         )
         cooking = cook(store, kitchen, gpu, refresh=again("soups"))
+        progress.passed("soups", STEPS)
         # 5. Independent members: naive and aligned averages against their ensemble.
         independent = averages(config, store, members, target, gpu, again("independent"))
+        progress.passed("independent", STEPS)
     result = SoupStudyResult(
         flow_run_id=flow_run.id,
         data=target,
@@ -92,6 +98,7 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
     # 6. The report, committed beside the soups.
     rendered = method_report("soups", config, result, store)
     uri = publish_report(store, "soups", kitchen_key(store, kitchen), rendered.markdown, rendered.files)
+    publish_results("soups", config, result, store, uri)
     return result.model_copy(update={"report_uri": uri})
 
 

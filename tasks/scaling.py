@@ -9,6 +9,8 @@ second call of the study trains nothing.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prefect import task
 from prefect.futures import PrefectFuture, as_completed
 
@@ -30,12 +32,17 @@ from asymptote.tasks.pretrain import evaluate_task, submit_train
 from asymptote.versioning import step_key
 
 
-def train_all(jobs: list[TrainJob]) -> list[RunRef]:
-    """Submit every job at once (one future per distinct key) and wait; Ray runs as many as fit."""
+def train_all(jobs: list[TrainJob], on_done: Callable[[int, int], None] | None = None) -> list[RunRef]:
+    """Submit every job at once (one future per distinct key) and wait; Ray runs as many as fit.
+    `on_done(finished, total)` hears of each distinct run as it finishes (a flow's progress bar)."""
     futures = {}
     for job in jobs:
         if job.key not in futures:
             futures[job.key] = submit_train(job)
+    if on_done is not None:
+        on_done(0, len(futures))
+        for n, _ in enumerate(as_completed(list(futures.values())), 1):
+            on_done(n, len(futures))
     return [futures[job.key].result() for job in jobs]
 
 

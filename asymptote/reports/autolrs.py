@@ -179,6 +179,13 @@ def figures(res: AutoLRSResult) -> dict:
     }
 
 
+def table(result: AutoLRSResult) -> list[dict]:
+    """The headline rows: the final validation loss, the steps spent, and each stage's chosen LR."""
+    f = figures(result)
+    rows = [{"figure": k, "value": f[k]} for k in ("val_loss", "steps", "trial_steps", "search_overhead")]
+    return rows + [{"figure": f"stage {i} lr", "value": lr} for i, lr in enumerate(f["chosen_lrs"], 1)]
+
+
 def search_report(
     config: AutoLRSSearchConfig, result: AutoLRSSearchResult, store: Store, level: int = 1, prefix: str = ""
 ) -> Report:

@@ -100,6 +100,11 @@ def summary(result: DistillResult) -> tuple[dict, str]:
     return figures(result), line
 
 
+def table(result: DistillResult) -> list[dict]:
+    """The headline rows: the single model, the ensemble and each chosen student on test."""
+    return comparison_rows(result)
+
+
 def _png(draw) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plot.png"

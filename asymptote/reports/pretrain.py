@@ -45,3 +45,9 @@ def summary(result: PretrainResult) -> tuple[dict, str]:
         "run_uri": result.run.uri,
     }
     return figures, f"val_loss {figures['val_loss']:.4f}; run {result.run.uri}"
+
+
+def table(result: PretrainResult) -> list[dict]:
+    """The headline rows (a Prefect table artifact): each metric of the final evaluation, and the size."""
+    rows = [{"figure": name, "value": value} for name, value in result.metrics.items()]
+    return rows + [{"figure": "params", "value": result.run.summary["params"]}]

@@ -82,3 +82,12 @@ def summary(result: RecipeResult) -> tuple[dict, str]:
     f = result.ladder.final()
     ladder = ", ".join(f"{r.name} {r.test_loss:.4f}" for r in result.ladder.rungs)
     return figures(result), f"final: {f.name} (test {f.test_loss:.4f}); ladder (test): {ladder}"
+
+
+def table(result: RecipeResult) -> list[dict]:
+    """The ladder: each rung's size, cost and losses; `final` marks the one chosen on validation."""
+    keep = ("name", "kind", "params", "inference_flops", "train_flops", "val_loss", "test_loss", "test_bpb")
+    return [
+        r.model_dump(include=set(keep)) | {"final": r.name == result.ladder.chosen}
+        for r in result.ladder.rungs
+    ]

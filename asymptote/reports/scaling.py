@@ -222,3 +222,23 @@ def summary(result: ScalingStudyResult) -> tuple[dict, str]:
     """The figures and one line for the CLI (the per-K curves left out of the line)."""
     shown = ", ".join(f"{k} {v}" for k, v in result.figures.items() if not k.startswith("loss_per_k"))
     return result.figures, shown
+
+
+def table(result: ScalingStudyResult) -> list[dict]:
+    """The headline rows: each asymptote and each of the paper's claims with its 95% interval (test
+    split); None where the fit behind it is not identified."""
+    f = result.figures
+    rows = [
+        {"figure": f"{name} asymptote", "estimate": f[f"{name}_asymptote"], "ci": f[f"{name}_asymptote_ci"]}
+        for name in ("standard", "regularized", "joint")
+    ]
+    rows += [
+        {"figure": name, "estimate": c["estimate"], "ci": c["ci"], "p": c["p"], "supported": c["supported"]}
+        for name, c in f["claims"].items()
+    ]
+    return [_with_interval(r) for r in rows]
+
+
+def _with_interval(row: dict) -> dict:
+    low, high = row.pop("ci") or (None, None)
+    return {"p": None, "supported": None} | row | {"ci_low": low, "ci_high": high}

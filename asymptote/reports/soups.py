@@ -169,6 +169,21 @@ def summary(result: SoupStudyResult) -> tuple[dict, str]:
     return figures, "test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
+def table(result: SoupStudyResult) -> list[dict]:
+    """The headline rows: each model's test loss and, for soups and merges, the gain over the best
+    single with its interval, p and verdict."""
+    ood, gains = result.ood_test_loss(), result.gains()
+    rows = []
+    for name, loss in result.test_loss().items():
+        gain = gains.get(name) or {}
+        low, high = gain.get("ci") or (None, None)
+        rows.append(
+            {"model": name, "test_loss": loss, "ood_test_loss": ood.get(name), "gain": gain.get("value")}
+            | {"ci_low": low, "ci_high": high, "p": gain.get("p"), "verdict": gain.get("verdict")}
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------- the plot
 
 
