@@ -237,3 +237,33 @@ def test_serve_runs_the_same_deployments_without_a_work_pool(server, shared_stor
         if not flow_run.state.is_completed():
             pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
         _check_result(flow_run, store)
+
+
+FLOW_IN_A_PROCESS = """
+import sys
+from helpers import tiny_pretrain_config
+from asymptote.flows import pretrain
+print("flow run", pretrain(tiny_pretrain_config(sys.argv[1])).flow_run_id)
+"""
+
+
+@pytest.mark.slow
+def test_a_flow_run_publishes_its_table_and_links_to_the_server(server, tmp_path):
+    """The artifacts a run leaves in the Prefect server a team looks at: table, links, markdown."""
+    from test_artifacts import flow_run_artifacts
+
+    from asymptote.flows.reporting import artifact_key
+
+    store = str(tmp_path / "store")
+    env = server.env | {"PYTHONPATH": str(ROOT / "tests")}
+    out = subprocess.run(
+        [sys.executable, "-c", FLOW_IN_A_PROCESS, store], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    flow_run_id = re.search(r"flow run (\S+)", out.stdout).group(1)
+    key = artifact_key("pretrain", tiny_pretrain_config(store))
+    with _api(server.url):
+        artifacts = flow_run_artifacts(flow_run_id)
+    assert {"pretrain-report", f"{key}-results", f"{key}-report", f"{key}-store"} <= set(artifacts)
+    assert artifacts[f"{key}-results"].type == "table" and "val_loss" in str(artifacts[f"{key}-results"].data)
+    assert Path(store).resolve().as_uri() in artifacts[f"{key}-store"].data
