@@ -89,7 +89,9 @@ def tune_sweep_task(jobs: list[TrainJob], key: str) -> list[RunRef]:
     ray_ready()
     store = Store(jobs[0].store)
     trainable = tune.with_resources(_sweep_trial, {"cpu": 0.01})  # the trial waits; its run holds the CPUs
-    space = {"job": tune.grid_search([j.model_dump() for j in jobs])}
+    # Tune writes each trial's config into the store: the Redis URL (a password, perhaps) stays out;
+    # a trial never takes a lock
+    space = {"job": tune.grid_search([j.model_dump(exclude={"store": {"redis_url"}}) for j in jobs])}
     grid = tune_experiment(store, layout("sweep", key=key), "tune", trainable, space, jobs[0].compute)
     failed = [r.error for r in grid if r.error]
     if failed:
