@@ -267,3 +267,42 @@ def test_a_flow_run_publishes_its_table_and_links_to_the_server(server, tmp_path
     assert {"pretrain-report", f"{key}-results", f"{key}-report", f"{key}-store"} <= set(artifacts)
     assert artifacts[f"{key}-results"].type == "table" and "val_loss" in str(artifacts[f"{key}-results"].data)
     assert Path(store).resolve().as_uri() in artifacts[f"{key}-store"].data
+
+
+@pytest.mark.slow
+def test_a_served_run_takes_the_redis_password_from_its_environment(server, tmp_path):
+    """Prefect keeps the run's parameters with the password as ***; the process that runs the flow
+    takes the real URL from its own ASYMPTOTE_REDIS_URL and locks on the password-protected Redis."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from test_secrets import SECRET, locks_taken, redis_with_password
+
+    from asymptote.redact import redact_text
+
+    store, log = tmp_path / "store", server.logs / "serve-secret.log"
+    with redis_with_password(SECRET) as url:
+        env = server.env | {"ASYMPTOTE_REDIS_URL": url}
+        serve = [
+            str(BIN / "asymptote"),
+            "serve",
+            "--only",
+            "pretrain",
+            "--store",
+            str(store),
+            "--no-schedules",
+        ]
+        ready = lambda: "being served" in log.read_text()  # noqa: E731
+        parameters = _tiny_parameters()
+        parameters["config"]["store"] = {"redis_url": redact_text(url)}  # as Prefect stores a config
+        with _running(serve, env, log, ready, "asymptote serve", signals=2), _api(server.url):
+            flow_run = run_deployment(
+                "pretrain/pretrain", parameters=parameters, timeout=300, poll_interval=1
+            )
+            if not flow_run.state.is_completed():
+                pytest.fail(f"{flow_run.state}:\n{log.read_text()[-5000:]}")
+            with get_client(sync_client=True) as client:
+                stored = client.read_flow_run(flow_run.id).parameters
+        assert locks_taken(url)
+    assert stored["config"]["store"]["redis_url"] == redact_text(url) and SECRET not in str(stored)
+    assert SECRET not in log.read_text()
+    assert [p for p in store.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
