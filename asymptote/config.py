@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from asymptote.presets import preset_values
-from asymptote.redact import MASK, redact_text
+from asymptote.redact import MASK, redact, redact_text
 from asymptote.refs import DataRef, RunRef
 from asymptote.schedules import SCHEDULES
 
@@ -301,7 +301,9 @@ class StoreConfig(Section):
     profile: str | None = volatile(None)
     """AWS profile name (else the standard AWS sources)."""
     redis_url: str | None = volatile(default_factory=from_env("ASYMPTOTE_REDIS_URL"))
-    """redis://host:port for cross-machine cache locks (default $ASYMPTOTE_REDIS_URL; unset: a file lock)."""
+    """redis://[:password@]host:port for cross-machine cache locks (default $ASYMPTOTE_REDIS_URL; unset: a
+    file lock). A password is never written out (Prefect's parameters, reports, the store show ***); a
+    deployment's worker takes the real URL from its own $ASYMPTOTE_REDIS_URL."""
     lock_lease_s: float = volatile(default_factory=from_env("ASYMPTOTE_LOCK_LEASE_S", 60.0, float), gt=0)
     """With Redis locks: how long a crashed holder blocks its step, in seconds (a live holder renews its
     lease); default 60, or $ASYMPTOTE_LOCK_LEASE_S."""
@@ -398,7 +400,7 @@ def explain(err: ValidationError, cls: type[BaseModel] | None = None) -> ConfigE
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        value = e.get("input")
+        value = redact(e.get("input"))  # an error message is printed and logged: no password in it
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field" + _suggest(cls, e["loc"])
