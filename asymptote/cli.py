@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote.cli_ui import ui
 from asymptote.config import ConfigError, ModelConfig, StoreConfig, load
 from asymptote.flops import param_count
 from asymptote.flows.registry import MAIN, METHODS, Method
@@ -276,6 +277,7 @@ def _store(uri: Optional[str]):
 
 
 app.command(name="serve")(serve_cli)
+app.command(name="ui")(ui)
 
 
 def main() -> None:

@@ -335,6 +335,21 @@ class StoreConfig(Section):
         return real
 
 
+def tracking_uri(store: StoreConfig) -> str | None:
+    """Where runs are tracked (an MLflow server or store), or None when tracking is off."""
+    if store.tracking.uri:
+        return store.tracking.uri
+    return f"sqlite:///{local_tracking_db(store)}" if store.tracking.local else None
+
+
+def local_tracking_db(store: StoreConfig) -> Path:
+    """The SQLite tracking store of `tracking.local` and `asymptote ui`: beside a local artifact store
+    (<store>/tracking/mlflow.db), or in the cache folder for a remote one."""
+    protocol = store.uri.split("://", 1)[0] if "://" in store.uri else "file"
+    root = Path(store.uri.removeprefix("file://")) if protocol in ("file", "local") else Path(store.cache)
+    return root.resolve() / "tracking" / "mlflow.db"
+
+
 class PretrainConfig(Section):
     """One pre-training run: data -> train -> evaluate."""
 

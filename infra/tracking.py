@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from asymptote.config import Section, StoreConfig, key_dict
+from asymptote.config import Section, StoreConfig, key_dict, local_tracking_db, tracking_uri
 from asymptote.job_spec import TrainJob, job_code_version
 from asymptote.redact import redact, redact_text
 from asymptote.store import Store
@@ -49,25 +49,13 @@ _experiments: dict[tuple[str, str], str] = {}
 _parents: dict[tuple[str, str], str] = {}  # (server, flow run id) -> MLflow run id
 
 
-def tracking_uri(cfg: StoreConfig) -> str | None:
-    """The tracking server or store runs go to, or None when tracking is off."""
-    if cfg.tracking.uri:
-        return cfg.tracking.uri
-    return f"sqlite:///{local_db(cfg)}" if cfg.tracking.local else None
-
-
-def local_db(cfg: StoreConfig) -> Path:
-    """The SQLite tracking store beside the artifact store (in the cache folder for a remote store)."""
-    store = Store(cfg)
-    root = Path(store.path("")) if store.is_local else Path(cfg.cache)
-    return root.resolve() / "tracking" / "mlflow.db"
-
-
 def client(cfg: StoreConfig):
     """An MlflowClient whose calls fail fast: no retries, each bounded by tracking.timeout_s."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(cfg.tracking.timeout_s))))
     from mlflow.tracking import MlflowClient  # ~1 s of imports: only where a run is tracked
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its database set-up lines, amid the progress
 
     return MlflowClient(tracking_uri=tracking_uri(cfg))
 
@@ -165,7 +153,7 @@ def experiment_id(mlflow, cfg: StoreConfig) -> str:
     if memo not in _experiments:
         found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
         if found is None:
-            where = local_db(cfg).parent / "artifacts" if not cfg.tracking.uri else None
+            where = local_tracking_db(cfg).parent / "artifacts" if not cfg.tracking.uri else None
             try:
                 found_id = mlflow.create_experiment(
                     cfg.tracking.experiment, artifact_location=where.as_uri() if where else None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 from helpers import tiny_pretrain_config
 from mlflow.tracking import MlflowClient
-from servers import free_port
+from servers import free_port, stop_group
 
-from asymptote.config import TrackingConfig
+from asymptote.config import TrackingConfig, local_tracking_db, tracking_uri
 from asymptote.flows.pretraining import pretrain
 from asymptote.infra import tracking
 from asymptote.job_spec import make_job
@@ -35,11 +37,11 @@ def runs_of(client: MlflowClient, experiment: str) -> list:
 def test_tracking_is_off_by_default_and_named_by_the_standard_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = tiny_pretrain_config(str(tmp_path))
-    assert tracking.tracking_uri(cfg.store) is None
+    assert tracking_uri(cfg.store) is None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.tracking_uri(tiny_pretrain_config(str(tmp_path)).store) == "http://127.0.0.1:5000"
+    assert tracking_uri(tiny_pretrain_config(str(tmp_path)).store) == "http://127.0.0.1:5000"
     local = tracked(tiny_pretrain_config(str(tmp_path)), None, local=True).store
-    assert tracking.tracking_uri(local) == f"sqlite:///{tmp_path.resolve()}/tracking/mlflow.db"
+    assert tracking_uri(local) == f"sqlite:///{tmp_path.resolve()}/tracking/mlflow.db"
 
 
 def test_roles_follow_the_plans_names():
@@ -110,3 +112,26 @@ def test_a_server_that_is_down_neither_stops_nor_changes_training(
     assert untracked.metrics["test_loss"] == logged.metrics["test_loss"]
     warnings = [r for r in caplog.records if "MLflow tracking at" in r.getMessage()]
     assert len(warnings) == 1 and "training goes on untracked" in warnings[0].getMessage()
+
+
+@pytest.mark.slow
+def test_local_tracking_shows_in_asymptote_ui(ray_local, prefect_api, tmp_path):
+    cfg = tracked(tiny_pretrain_config(str(tmp_path / "store")), None, "local-test", local=True)
+    res = pretrain(cfg)
+    assert local_tracking_db(cfg.store).exists()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asymptote.cli", "ui", "--store", cfg.store.uri, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == f"MLflow UI: http://127.0.0.1:{port}"
+        runs = runs_of(MlflowClient(f"http://127.0.0.1:{port}"), "local-test")
+        assert [r.data.tags[tracking.RUN_KEY_TAG] for r in runs if r.data.tags.get("role") == "single"] == [
+            res.run.key
+        ]
+    finally:
+        stop_group(proc)
