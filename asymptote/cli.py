@@ -15,19 +15,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, recompute_opt
+from asymptote.cli_config import DEFAULTS, default_help, explain, sections
+from asymptote.cli_options import JsonOpt, RecipeOpt, SetOpt, StoreOpt, VerboseOpt, recompute_opt
 from asymptote.cli_ui import ui
 from asymptote.config import ConfigError, ModelConfig, StoreConfig, load
 from asymptote.flops import param_count
 from asymptote.flows.registry import MAIN, METHODS, Method
-from asymptote.infra import quiet, settings
+from asymptote.infra import cluster, quiet, settings
 from asymptote.infra import supervise as supervision
 from asymptote.infra.deployments import cli as serve_cli
 from asymptote.infra.inventory import garbage_collect, inventory
 from asymptote.infra.supervise import supervise
 from asymptote.preflight import check, check_recompute, one_check_per_call, user_error
-from asymptote.presets import PRESETS
-from asymptote.recipes import recipe_names, resolve
+from asymptote.presets import PRESETS, preset_note
+from asymptote.recipes import recipe_description, recipe_names, resolve
 from asymptote.store import Store
 
 # Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
@@ -39,6 +40,8 @@ app = typer.Typer(
 )
 store_app = typer.Typer(no_args_is_help=True, help="Inspect and clean an artifact store.")
 app.add_typer(store_app, name="store")
+config_app = typer.Typer(no_args_is_help=True, help="Describe the config sections a recipe sets.")
+app.add_typer(config_app, name="config")
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -87,16 +90,24 @@ def _finish(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
 
 
-@app.command()
+@app.command(
+    help="The main job: every step of the recipe on one corpus, then one report.\n\n"
+    f"Default recipe `{MAIN['recipe']}`: {DEFAULTS['run'].scale}."
+)
 def run(
-    recipe: str = typer.Argument(MAIN["recipe"], help="Recipe name or YAML path."),
+    positional: Optional[str] = typer.Argument(None, metavar="[RECIPE]", help="The same as -r."),
+    recipe: Optional[str] = RecipeOpt,
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
     store: Optional[str] = StoreOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
-    """The main job: every step of the recipe on one corpus, then one report."""
+    if positional and recipe and positional != recipe:
+        console.print(f"[red]two recipes given: {escape(positional)} and -r {escape(recipe)}[/red]")
+        raise typer.Exit(2)
+    cluster.VERBOSE = verbose
     with one_check_per_call():  # the flow and its subflows reuse the check made here
-        cfg = _config(MAIN["config"], recipe, set_, store)
+        cfg = _config(MAIN["config"], recipe or positional or MAIN["recipe"], set_, store)
         supervise()  # the run goes on in a child process group, so that Ctrl-C stops it cleanly
         console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
         res = _guarded(lambda: load(MAIN["flow"])(cfg))
@@ -134,7 +145,9 @@ def _method_command(method: Method) -> Callable[..., None]:
             as_json: bool = JsonOpt,
             store: Optional[str] = StoreOpt,
             recompute: list[str] = recompute_default,
+            verbose: bool = VerboseOpt,
         ) -> None:
+            cluster.VERBOSE = verbose
             _run_method(method, recipe, set_, store, as_json, recompute)
 
     else:
@@ -144,10 +157,12 @@ def _method_command(method: Method) -> Callable[..., None]:
             set_: list[str] = SetOpt,
             as_json: bool = JsonOpt,
             store: Optional[str] = StoreOpt,
+            verbose: bool = VerboseOpt,
         ) -> None:
+            cluster.VERBOSE = verbose
             _run_method(method, recipe, set_, store, as_json, [])
 
-    command.__doc__ = f"{method.help} (default recipe: none; deployed with `{method.recipe}`.)"
+    command.__doc__ = f"{method.help}\n\n{default_help(method.name, method.recipe)}"
     return command
 
 
@@ -157,7 +172,7 @@ for _method in METHODS.values():
 
 @app.command()
 def presets() -> None:
-    """List model size presets with their parameter counts."""
+    """List model size presets with their parameter counts (with the byte vocabulary)."""
 
     for name in PRESETS:
         cfg = ModelConfig(preset=name)
@@ -166,14 +181,34 @@ def presets() -> None:
             f"{name:12s} {n / 1e6:9.3f}M  {cfg.n_layer}x{cfg.d_model} ffn {cfg.d_ff} heads {cfg.n_head}"
             f"/{cfg.n_kv_head} block {cfg.block_size}"
         )
+    typer.echo(preset_note())
 
 
 @app.command()
 def recipes() -> None:
-    """List the bundled recipes."""
+    """List the bundled recipes, each with its one-line description."""
 
-    for name in recipe_names():
-        typer.echo(name)
+    names = recipe_names()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:{width}s}  {recipe_description(name)}")
+
+
+@config_app.command("explain")
+def config_explain(
+    section: str = typer.Argument(
+        ..., help="A section (train, model, data, ...) or a command (scaling, run)."
+    ),
+) -> None:
+    """Print each field of a config section: its type, default and docstring."""
+
+    found = sections({"run": load(MAIN["config"])} | {name: load(m.config) for name, m in METHODS.items()})
+    if section not in found:
+        shown = sorted(n for n in found if "." not in n)
+        console.print(f"[red]no config section {escape(section)!r}; known: {', '.join(shown)}[/red]")
+        raise typer.Exit(2)
+    for line in explain(found[section]):
+        typer.echo(line)
 
 
 @app.command()

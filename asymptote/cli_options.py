@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
-RecipeOpt = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path.")
+RecipeOpt = typer.Option(
+    None, "--recipe", "-r", help="Recipe name (see `asymptote recipes`) or YAML path; default: below."
+)
 SetOpt = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary line last (on stdout).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show Ray's own start-up and info log lines.")
 StoreOpt = typer.Option(
     None, "--store", help="Artifact store root (folder or s3://...); overrides the recipe."
 )

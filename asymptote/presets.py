@@ -3,7 +3,10 @@
 The CPU ladder spans ~0.1M to ~10M parameters at one context length (64) so that losses along the
 ladder are comparable in scaling fits. `baby` is nanoGPT's CPU shakespeare_char shape. The `paper-*`
 presets are the shapes of "Pre-training under infinite compute"; their names follow the paper's
-counts, which include a 128K-entry untied vocabulary; with bytes the same shapes are smaller.
+counts, which include a 128K-entry untied vocabulary; with bytes the same shapes are smaller
+(paper-150m is 22.9M parameters here, paper-1.4b 907M), because most of a small model's parameters
+in the paper are its embedding and output tables. The names stay the paper's so that a recipe reads
+against it; `asymptote presets` prints the real counts.
 """
 
 from __future__ import annotations
@@ -33,3 +36,11 @@ def preset_values(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; allowed: {', '.join(PRESETS)}")
     return {"preset": name, **PRESETS[name]}
+
+
+def preset_note() -> str:
+    """What `asymptote presets` prints under the table: why the paper-* counts differ from their names."""
+    return (
+        "Counts are with the byte vocabulary (256, tied). The paper-* names are the paper's counts, which\n"
+        "include a 128K-token untied vocabulary; the same shapes with bytes are the sizes above."
+    )

@@ -66,3 +66,9 @@ def resolve(
     for assignment in overrides:
         apply_override(data, assignment)
     return build(cls, data)
+
+
+def recipe_description(name: str) -> str:
+    """A bundled recipe's one-line description: the first line of its header comment."""
+    first = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()[:1]
+    return first[0].lstrip("#").strip() if first and first[0].startswith("#") else "(no description)"

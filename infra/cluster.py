@@ -9,6 +9,7 @@ without starting Ray at all.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -21,6 +22,13 @@ from asymptote.infra.progress import hub_name, live_progress
 
 # the default reserves ~30% of RAM in /dev/shm; tiny models need little
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+
+VERBOSE = False
+"""Whether Ray's own info lines (its start-up line among them) reach the console; `--verbose` sets it."""
+
+
+def _log_level() -> int:
+    return logging.INFO if VERBOSE else logging.WARNING
 
 
 def cluster_address(configured: str | None = None) -> str | None:
@@ -46,12 +54,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     address = cluster_address(address)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=_log_level())
     else:
         ray.init(
             address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
+            logging_level=_log_level(),
             object_store_memory=LOCAL_OBJECT_STORE_BYTES,
             _temp_dir=_short_temp_dir(),
         )
@@ -107,7 +116,7 @@ def ray_ready() -> None:
     import ray
 
     if not ray.is_initialized():  # a task called outside any flow: join or start Ray for the process
-        ray.init(address=cluster_address() or "local", include_dashboard=False)
+        ray.init(address=cluster_address() or "local", include_dashboard=False, logging_level=_log_level())
 
 
 @contextmanager

@@ -58,6 +58,19 @@ def _describe(rec: dict[str, Any]) -> str:
     return "  ".join(p for p in parts if p)
 
 
+PLAIN_WIDTH = 80
+"""Plain lines fit a log viewer's 80 columns: a long run label is shortened in its middle, not wrapped."""
+
+
+def plain_line(label: str, tail: str, width: int = PLAIN_WIDTH) -> str:
+    """`label: tail` in at most `width` columns; the label gives way, keeping its start and its end."""
+    room = max(width - len(tail) - 2, 12)
+    if len(label) > room:
+        keep = room - 1
+        label = label[: keep - keep // 2] + "~" + label[len(label) - keep // 2 :]
+    return f"{label}: {tail}"
+
+
 class _Display:
     def __init__(self, console: Console):
         self.console = console
@@ -100,9 +113,8 @@ class _Display:
                 when, step = self.printed.get(run, (0.0, None))
                 due = time.time() - when > 10 or rec.get("step") == rec.get("total_steps")
                 if due and step != rec.get("step"):
-                    self.console.print(
-                        f"{label}: step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}{eta}"
-                    )
+                    tail = f"step {rec.get('step')}/{rec.get('total_steps')}  {_describe(rec)}{eta}"
+                    self.console.print(plain_line(label, tail), soft_wrap=True, highlight=False)
                     self.printed[run] = (time.time(), rec.get("step"))
 
 
