@@ -53,6 +53,7 @@ def client(cfg: StoreConfig):
     """An MlflowClient whose calls fail fast: no retries, each bounded by tracking.timeout_s."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(cfg.tracking.timeout_s))))
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run, amid progress
     from mlflow.tracking import MlflowClient  # ~1 s of imports: only where a run is tracked
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its database set-up lines, amid the progress
@@ -104,10 +105,12 @@ def role(name: str) -> str:
     for pattern, label in (
         (r"member[- ](\d+)$", "member {}"),
         (r"student (\S+)$", "student {}"),
+        (r" seed (\d+)$", "seed {}"),
+        (r" lr=\S+ wd=\S+ ep=\S+$", "search point"),
         (r"(?:^|[- ])(base|regularized|soup|ingredient|trial)$", "{}"),
     ):
         if m := re.search(pattern, name):
-            return label.format(m.group(1))
+            return label.format(*m.groups())
     return "single"
 
 

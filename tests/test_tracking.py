@@ -12,11 +12,14 @@ import pytest
 from helpers import tiny_pretrain_config
 from mlflow.tracking import MlflowClient
 from servers import free_port, stop_group
+from test_scaling_flow import TINY
 
 from asymptote.config import TrackingConfig, local_tracking_db, tracking_uri
 from asymptote.flows.pretraining import pretrain
+from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
 from asymptote.infra import tracking
 from asymptote.job_spec import make_job
+from asymptote.recipes import resolve
 from asymptote.redact import redact_text
 from asymptote.store import Store
 
@@ -49,6 +52,8 @@ def test_roles_follow_the_plans_names():
     assert tracking.role("base-member-3") == "member 3"
     assert tracking.role("demo student token_kl") == "student token_kl"
     assert tracking.role("soups-base") == "base"
+    assert tracking.role("L1-d16 D=1,500 lr=0.03 wd=0.1 ep=2") == "search point"
+    assert tracking.role("L1-d16 D=1,500 lr=0.03 wd=0.1 ep=2 seed 2") == "seed 2"
 
 
 @pytest.mark.slow
@@ -135,3 +140,26 @@ def test_local_tracking_shows_in_asymptote_ui(ray_local, prefect_api, tmp_path):
         ]
     finally:
         stop_group(proc)
+
+
+@pytest.mark.slow
+def test_a_scaling_study_is_one_parent_with_its_runs_under_it(ray_local, prefect_api, mlflow_uri, tmp_path):
+    cfg = resolve(ScalingStudyConfig, base=TINY | {"store": {"uri": str(tmp_path)}})
+    res = scaling_study(tracked(cfg, mlflow_uri, "scaling-test"))
+    client = MlflowClient(mlflow_uri)
+    runs = runs_of(client, "scaling-test")
+    by_id = {r.info.run_id: r for r in runs}
+    children = [r for r in runs if tracking.RUN_KEY_TAG in r.data.tags]
+    store = Store(cfg.store)
+    trained = set(store.ls("runs"))
+    assert {r.data.tags[tracking.RUN_KEY_TAG] for r in children} == trained
+    study = {by_id[r.data.tags["mlflow.parentRunId"]].data.tags[tracking.FLOW_RUN_TAG] for r in children}
+    assert str(res.flow_run_id) in study
+    for r in children:
+        lines = store.get_bytes(f"runs/{r.data.tags[tracking.RUN_KEY_TAG]}/metrics.jsonl").splitlines()
+        assert len(client.get_metric_history(r.info.run_id, "train_loss")) == len(lines)
+    print(
+        sorted(
+            {(r.data.tags["method"], r.data.tags["role"], r.data.tags["mlflow.runName"]) for r in children}
+        )
+    )
