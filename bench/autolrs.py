@@ -423,7 +423,7 @@ def main() -> None:
         checks = chosen_checks(run) + trained_checks(run, args.checks, args.val_windows)
         result |= figures(default, grid, run, checks)
     result |= goal | {"wall_s": round(time.time() - started, 1), "threads": args.threads}
-    emit(result)
+    emit(result, args.save, args.data)
 
 
 if __name__ == "__main__":

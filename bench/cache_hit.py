@@ -97,7 +97,7 @@ def main() -> None:
         f"cached train task {result['cached_task_s']} s",
         flush=True,
     )
-    emit(result)
+    emit(result, args.save, args.data)
 
 
 if __name__ == "__main__":

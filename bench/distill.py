@@ -11,13 +11,12 @@ each student cost. Progress on stderr; LAST one JSON line on stdout.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from typing import Optional
 
 import typer
+from common import emit
 
 PAPER_MEMBERS = 8
 
@@ -40,6 +39,7 @@ def main(
     set_: Optional[list[str]] = typer.Option(
         None, "--set", "-s", help="Extra overrides: section.field=value."
     ),
+    save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
 ) -> None:
     from asymptote.cli import console
     from asymptote.distill_config import DistillConfig
@@ -99,7 +99,7 @@ def main(
         "wall_s": round(wall, 1),
         "report": res.report_uri,
     }
-    sys.stdout.write(json.dumps(_round(summary)) + "\n")
+    emit(_round(summary), save, data)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,9 @@ def main() -> None:
             "export_s": export_s,
             "hf_load_s": load_s,
             "wall_s": time.time() - started,
-        }
+        },
+        args.save,
+        args.data,
     )
 
 

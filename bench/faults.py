@@ -694,7 +694,7 @@ def main() -> None:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     log(f"seed {seed}")
     only = [c for c in args.cells.split(",") if c] or None
-    emit(run_matrix(str(Path(args.data).resolve()), seed, only))
+    emit(run_matrix(str(Path(args.data).resolve()), seed, only), args.save, args.data)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def mfu(tokens_per_s: float | None, cfg: ModelConfig, peak: float | None, causal
 class Deadline:
     """Wall-clock budget: phases that would not fit are skipped; a watchdog prints what exists and exits."""
 
-    def __init__(self, seconds: float, json_out: str | None):
-        self.started, self.seconds, self.json_out = time.perf_counter(), seconds, json_out
+    def __init__(self, seconds: float, args):
+        self.started, self.seconds, self.args = time.perf_counter(), seconds, args
         watchdog = threading.Timer(seconds + 20, self._expire)
         watchdog.daemon = True
         watchdog.start()
@@ -112,7 +112,7 @@ class Deadline:
 
     def _expire(self) -> None:
         RESULT["errors"].append(f"hard deadline: stopped after {self.seconds + 20:.0f} s")
-        report(headline(RESULT, time.perf_counter() - self.started), self.json_out)
+        report(headline(RESULT, time.perf_counter() - self.started), self.args)
         os._exit(3)
 
 
@@ -534,7 +534,7 @@ def run_phases(args, device, deadline: Deadline, root: str) -> None:
 
 def main() -> None:
     args = arguments()
-    deadline = Deadline(args.deadline_s, args.json_out)
+    deadline = Deadline(args.deadline_s, args)
     cuda = torch.cuda.is_available()
     args = defaults(args, cuda)
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
@@ -557,13 +557,13 @@ def main() -> None:
     root = args.store or bench_root(cuda)
     with compute_session(num_cpus=os.cpu_count() if cuda else 2):
         run_phases(args, device, deadline, root)
-    report(headline(RESULT, time.perf_counter() - deadline.started), args.json_out)
+    report(headline(RESULT, time.perf_counter() - deadline.started), args)
 
 
-def report(result: dict, json_out: str | None) -> None:
-    if json_out:
-        Path(json_out).write_text(json.dumps(result, default=float) + "\n")
-    emit(result)
+def report(result: dict, args) -> None:
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, default=float) + "\n")
+    emit(result, args.save, args.data)
 
 
 def bench_root(cuda: bool) -> str:

@@ -11,14 +11,24 @@ the bare loop again (its two timings are averaged so that drifting machine load 
   step itself (the same code as the bare loop's) running beside Ray's and Prefect's services.
 - end_to_end_ratio: bare wall time / project wall time for the same budget, start-up included
   (Prefect's API, Ray, data preparation, the final evaluation and artifact commit).
+- tracking_steady_ratio: the project's steady tokens/s with MLflow tracking on (to an `mlflow server`
+  the bench starts on loopback, SQLite backend) over the same run with tracking off, run right after
+  it into a fresh store.
 
     python bench/overhead.py --data ../shared/data/tinyshakespeare.txt
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from pathlib import Path
 
 import torch
 from common import emit, parser, store_uri
@@ -69,7 +79,37 @@ def bare_loop(data_source: str, steps: int, threads: int, batch: int) -> dict[st
     }
 
 
-def project_loop(data_source: str, steps: int, threads: int, batch: int, store: str) -> dict[str, float]:
+@contextlib.contextmanager
+def mlflow_server():
+    """`mlflow server` on a free loopback port (SQLite backend, local artifacts); yields its URI."""
+    root = Path(tempfile.mkdtemp(prefix="asymptote-bench-mlflow-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += [
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "a"),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/health", timeout=1).status == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def project_loop(
+    data_source: str, steps: int, threads: int, batch: int, store: str, tracking: str | None = None
+) -> dict[str, float]:
     from asymptote.config import PretrainConfig
     from asymptote.flows.pretraining import pretrain
     from asymptote.store import Store
@@ -89,7 +129,7 @@ def project_loop(data_source: str, steps: int, threads: int, batch: int, store: 
                 "eval_every": 500,
             },
             "compute": {"cpus_per_worker": threads},
-            "store": {"uri": store},
+            "store": {"uri": store, "tracking": {"uri": tracking}},
         }
     )
     started = time.perf_counter()
@@ -125,7 +165,12 @@ def main() -> None:
     bare1 = bare_loop(args.data, args.steps, args.threads, args.batch)
     print(f"  {bare1}\nproject loop through the pretrain flow ...", flush=True)
     proj = project_loop(args.data, args.steps, args.threads, args.batch, store_uri(args.store))
-    print(f"  {proj}\nbare loop again ...", flush=True)
+    print(f"  {proj}\nthe same with MLflow tracking on (a local mlflow server) ...", flush=True)
+    with mlflow_server() as tracking:
+        tracked = project_loop(
+            args.data, args.steps, args.threads, args.batch, store_uri(None), tracking=tracking
+        )
+    print(f"  {tracked}\nbare loop again ...", flush=True)
     bare2 = bare_loop(args.data, args.steps, args.threads, args.batch)
     print(f"  {bare2}", flush=True)
     bare_tps = (bare1["steady_tok_per_s"] + bare2["steady_tok_per_s"]) / 2
@@ -135,15 +180,19 @@ def main() -> None:
             "steady_ratio": round(proj["steady_tok_per_s"] / bare_tps, 4),
             "step_ratio": round(proj["step_tok_per_s"] / bare_tps, 4),
             "end_to_end_ratio": round(bare_wall / proj["wall_s"], 4),
+            "tracking_steady_ratio": round(tracked["steady_tok_per_s"] / proj["steady_tok_per_s"], 4),
             "bare_steady_tok_per_s": round(bare_tps),
             "project_steady_tok_per_s": round(proj["steady_tok_per_s"]),
             "project_step_tok_per_s": round(proj["step_tok_per_s"]),
             "bare_wall_s": round(bare_wall, 1),
             "project_wall_s": round(proj["wall_s"], 1),
+            "tracked_steady_tok_per_s": round(tracked["steady_tok_per_s"]),
             "bare_runs_tok_per_s": [round(bare1["steady_tok_per_s"]), round(bare2["steady_tok_per_s"])],
             "steps": args.steps,
             "threads": args.threads,
-        }
+        },
+        args.save,
+        args.data,
     )
 
 

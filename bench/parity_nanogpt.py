@@ -80,7 +80,9 @@ def main() -> None:
             else None,
             "wall_s": round(time.time() - started, 1),
             "run_uri": res.run.uri,
-        }
+        },
+        args.save,
+        args.data,
     )
 
 

@@ -16,7 +16,6 @@ covered, wall_s, and what was predicted (option, settings, fits, extrapolation).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 import typer
+from common import emit
 
 LEAN = ["ensemble.members=2", "efficiency.budgets=[]", "efficiency.sizes=[0]", "sweep_size=0"]
 
@@ -59,6 +59,7 @@ def main(
     data: str = typer.Option(..., "--data", help="Text file to study."),
     store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
+    save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
 ) -> None:
     from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
     from asymptote.recipes import resolve
@@ -106,7 +107,7 @@ def main(
         "wall_s": round(time.time() - started, 1),
         "reduced": LEAN + list(set_),
     }
-    sys.stdout.write(json.dumps(out, default=str) + "\n")
+    emit(out, save, data)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ supported), the asymptotes, loss per K, multipliers and the checks (true only wh
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from typing import Optional
 
 import typer
+from common import emit
 
 
 def _budget(cfg, res) -> dict:
@@ -56,6 +56,7 @@ def main(
     data: str = typer.Option(..., "--data", help="Text file to study."),
     store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
+    save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
 ) -> None:
     from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
     from asymptote.recipes import resolve
@@ -84,7 +85,7 @@ def main(
         "wall_s": round(time.time() - started, 1),
         "budget": _budget(cfg, res),
     }
-    sys.stdout.write(json.dumps(out, default=str) + "\n")
+    emit(out, save, data)
 
 
 if __name__ == "__main__":

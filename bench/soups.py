@@ -17,15 +17,14 @@ weight matching, against their ensemble. Progress goes to stderr; LAST comes one
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from common import emit
 
 
 def split_halves(data: str) -> tuple[str, str]:
@@ -54,6 +53,7 @@ def main(
     set_: Optional[list[str]] = typer.Option(
         None, "--set", "-s", help="Extra overrides: section.field=value."
     ),
+    save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
 ) -> None:
     from asymptote.cli import console
     from asymptote.flows.soups import soup_study
@@ -74,7 +74,7 @@ def main(
     for e in res.entries:
         ood = f"  OOD {e.ood_test:.4f}" if e.ood_test is not None else ""
         console.print(f"{e.kind:20s} {e.name:28s} held-out {e.heldout:.4f}  test {e.test:.4f}{ood}")
-    sys.stdout.write(json.dumps(summarize(data, cfg, res, time.time() - started)) + "\n")
+    emit(summarize(data, cfg, res, time.time() - started), save, data)
 
 
 def _rounded(gains: dict) -> dict:

@@ -391,7 +391,9 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
             "wall_s": round(time.perf_counter() - started, 1),
-        }
+        },
+        args.save,
+        args.data,
     )
     if not args.keep_corpus:  # the corpus and the store are GBs in a temporary folder: never leave them
         shutil.rmtree(work, ignore_errors=True)

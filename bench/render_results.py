@@ -1,0 +1,105 @@
+"""The README's results table, rendered from the result files in bench/results/.
+
+    python bench/render_results.py           # rewrite the table in README.md
+    python bench/render_results.py --check   # exit 1 if README.md's table and the files disagree
+
+One line per result file (`python bench/<bench>.py --data ... --save` writes it): the headline figure,
+its interval, the corpus, the machine and a link to the file. A figure without a file is not in the
+table. Each bench names its headline below; a result file of a bench without one is an error, so a new
+result cannot enter the README unread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _startup(r: dict) -> tuple[str, str]:
+    figure = (
+        f"`asymptote --help` {r['help_s']:.2f} s, a config error {r['config_error_s']:.2f} s, "
+        f"a fully cached `pretrain` {r['cached_call_s']:.2f} s (`import torch` alone: {r['torch_import_s']:.2f} s)"
+    )
+    return figure, "best of 3 fresh processes; no interval"
+
+
+def _distill(r: dict) -> tuple[str, str]:
+    best = r["best_student"]
+    losses = f"test loss {r['students'][best]:.4f}; single {r['single']:.4f}, ensemble {r['ensemble']:.4f}"
+    if r["retained"][best] is None:  # the ensemble's gain is not resolved: nothing to retain
+        return f"student `{best}`: {losses}; the ensemble's gain is not resolved", "-"
+    lo, hi = r["retained_ci"][best]
+    figure = f"student `{best}` keeps {r['retained'][best]:.0%} of the {r['members']}-member ensemble's gain ({losses})"
+    return figure, f"{lo:.0%} to {hi:.0%} (bootstrap over test windows)"
+
+
+HEADLINES: dict[str, Callable[[dict], tuple[str, str]]] = {
+    "startup": _startup,
+    "distill": _distill,
+}
+"""Bench name -> (headline figure, its interval) from the bench's JSON line."""
+
+
+def _machine(m: dict) -> str:
+    return m["gpu"] or f"{m['cores']} CPU cores"
+
+
+def rows(results: Path = RESULTS) -> list[str]:
+    """One markdown row per result file, in file-name order."""
+    out = []
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text())
+        headline = HEADLINES.get(record["bench"])
+        if headline is None:
+            raise SystemExit(
+                f"{path.name}: bench {record['bench']!r} has no headline in {Path(__file__).name}"
+            )
+        figure, interval = headline(record["result"])
+        link = f"[{path.name}](bench/results/{path.name})"
+        cells = [record["bench"], figure, interval, record["corpus"], _machine(record["machine"]), link]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def table(results: Path = RESULTS) -> str:
+    body = rows(results)
+    if not body:
+        return "No result files yet: a bench run with `--save` adds its line."
+    head = ["| Benchmark | Figure | Interval | Corpus | Machine | Result |", "|---|---|---|---|---|---|"]
+    return "\n".join(head + body)
+
+
+def render(readme: str, results: Path = RESULTS) -> str:
+    """The README text with the table between the two markers replaced by the one the files give."""
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    before, rest = readme.split(START, 1)
+    _, after = rest.split(END, 1)
+    return f"{before}{START}\n{table(results)}\n{END}{after}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md's table is not the rendered one")
+    args = p.parse_args()
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            sys.exit(
+                "README.md's results table disagrees with bench/results/: run python bench/render_results.py"
+            )
+        return
+    README.write_text(wanted)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The README's results table is the one bench/results/*.json renders (bench/render_results.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import render_results  # noqa: E402  (a script of bench/, not a package)
+
+
+def test_readme_table_is_the_rendered_one():
+    readme = (ROOT / "README.md").read_text()
+    assert readme == render_results.render(readme), "run: python bench/render_results.py"
+
+
+def test_every_result_file_has_its_line_and_nothing_else_does():
+    files = sorted(render_results.RESULTS.glob("*.json"))
+    rows = render_results.rows()
+    assert len(rows) == len(files)
+    for path, row in zip(files, rows, strict=True):
+        record = json.loads(path.read_text())
+        assert row.startswith(f"| {record['bench']} |") and f"(bench/results/{path.name})" in row
+        assert {"commit", "date", "machine", "protocol", "result"} <= set(record)
+
+
+def test_a_figure_without_a_file_is_not_in_the_table(tmp_path):
+    assert render_results.table(tmp_path).startswith("No result files yet")
+    record = {
+        "bench": "startup",
+        "corpus": "python-docs",
+        "machine": {"cores": 2, "gpu": None},
+        "result": {"help_s": 0.5, "config_error_s": 0.6, "cached_call_s": 4.0, "torch_import_s": 2.0},
+    }
+    (tmp_path / "startup-python-docs.json").write_text(json.dumps(record))
+    rendered = render_results.render(f"a\n{render_results.START}\nstale\n{render_results.END}\nb\n", tmp_path)
+    assert "stale" not in rendered and "`asymptote --help` 0.50 s" in rendered and "2 CPU cores" in rendered
+    (tmp_path / "soups-x.json").write_text(json.dumps({**record, "bench": "nope"}))
+    with pytest.raises(SystemExit, match="no headline"):
+        render_results.table(tmp_path)
+
+
+def test_save_writes_the_line_with_where_and_how_it_was_measured(tmp_path, monkeypatch):
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    script = ROOT / "bench" / "startup.py"
+    argv = [str(script), "--data", "builtin:python-docs", "--save", "--store", "/tmp/x", "--repeat", "3"]
+    path = common.save_result({"help_s": 0.5}, "builtin:python-docs", argv)
+    record = json.loads(path.read_text())
+    assert path.name == "startup-python-docs.json" and record["result"] == {"help_s": 0.5}
+    assert record["machine"]["cores"] >= 1 and record["commit"] and record["date"].endswith("Z")
+    other_place = [str(script), "--data", "other.txt", "--store=/elsewhere", "--repeat", "3"]
+    assert record["protocol"] == common.protocol_hash(script, other_place[1:])
+    assert record["protocol"] != common.protocol_hash(script, ["--repeat", "5"])
