@@ -3,6 +3,7 @@
 #   make test        set up .venv (with test extras), lint, and run the whole test suite (slow tests too)
 #   make test-fast   lint and the quick tests only (no end-to-end flows)
 #   make lint        ruff check + ruff format --check over the tree
+#   make docs        build the documentation site (mkdocs --strict: a broken link, anchor or page fails)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ PIP_ARGS ?=
 # PYTEST_WORKERS= runs them in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-fast lint venv clean
+.PHONY: demo test test-fast lint docs venv clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -32,11 +33,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+docs: venv
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+test: lint docs
 	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 test-fast: lint
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) artifacts .pytest_cache site
