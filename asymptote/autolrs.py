@@ -52,8 +52,8 @@ def step_law_lr(non_embedding_params: int, tokens: int) -> float:
 def search_range(options: AutoLRSOptions, non_embedding_params: int, tokens: int) -> tuple[float, float]:
     """[min_lr, max_lr]: the user's, else [lr/10, 10 lr] around the Step Law optimum (capped at 10).
 
-    [lr/100, 10 lr] was measured too (docs/autolrs.md): the stages then ran down to its lower bound
-    and the run ended worse (test 1.931 against 1.900), so the wider range stays a user's choice."""
+    A wider range such as [lr/100, 10 lr] lets the stages run down towards its lower bound, where the
+    run ends worse (docs/autolrs.md), so a wider range stays a user's choice (min_lr, max_lr)."""
     if options.min_lr is not None:
         return options.min_lr, options.max_lr
     lr = step_law_lr(non_embedding_params, tokens)
@@ -345,7 +345,7 @@ def rose_above_start(
     stage guard also catches a trial at a higher LR than the stage before, whose loss bumps up for a
     few steps: scored by its level while lower LRs are scored by their forecast, it loses to them, and
     the schedule runs down stage by stage; without it (`reference`) a high LR's spike and recovery is
-    forecast as fast progress and wins. Both are measured in docs/autolrs.md.
+    forecast as fast progress and wins. docs/autolrs.md compares the two.
     """
     if guard == "reference":
         return stage.validation and warmup_loss is not None and max(losses) >= warmup_loss

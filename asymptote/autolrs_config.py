@@ -63,11 +63,11 @@ class AutoLRSOptions(Section):
     spike_guard: Literal["stage", "reference"] = "stage"
     """Which trials are scored by their recent level instead of their forecast: `stage` (any trial
     whose loss rose above its stage's start beyond noise) or `reference` (the reference code's:
-    validation-scored trials whose loss reached the loss at the end of warmup). Both measured in
-    docs/autolrs.md: with `reference` the forecasts rewarded spikes and recoveries at high LRs."""
+    validation-scored trials whose loss reached the loss at the end of warmup). With `reference`, a
+    high LR's spike and recovery is forecast as fast progress and wins; docs/autolrs.md compares them."""
     denoiser: Literal["robust", "reference"] = "robust"
     """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
-    the measured noise) or `reference` (the reference code's; see docs/autolrs.md for both measured)."""
+    the curve's own noise) or `reference` (the reference code's; docs/autolrs.md compares them)."""
 
     @model_validator(mode="after")
     def _check(self) -> "AutoLRSOptions":

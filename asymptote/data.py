@@ -7,7 +7,6 @@ tokenizers in asymptote.tokenizer, token shards in asymptote.shards; `read_sourc
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import fsspec
@@ -37,10 +36,6 @@ def read_source(source: str, storage_options: dict | None = None) -> bytes:
             raise ValueError(f"data.source={source!r} is a folder without .txt files")
         return b"\n".join(fs.cat_file(p) for p in files)
     return fs.cat_file(path)
-
-
-def content_hash(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()
 
 
 # ----------------------------------------------------------------------------- tokenizers

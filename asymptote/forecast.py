@@ -6,7 +6,7 @@ from a smoothing spline of its running median are dropped, then a smoothing spli
 stands in for the data), then an exponential with a floor is fitted with its rate b free, as the reference
 code of AutoLRS does: for a fixed b the best (a, c) is linear least squares, so only b is searched, on a
 wide log grid refined by a bounded scalar minimisation. docs/autolrs.md says where this departs from the
-reference (the denoiser) and what was measured.
+reference (the denoiser) and why.
 
 Pure numpy/scipy: no torch, no Ray, no Prefect.
 """

@@ -179,9 +179,9 @@ def resolve_tokenizer(cfg: DataConfig, store: Store, storage_options: dict | Non
 
 @functools.lru_cache(maxsize=2)
 def _bpe_from_json(text: str) -> BPETokenizer:
-    """One tokenizer per process for a given tokenizer.json: each one built costs ~7 MB that freeing it
-    does not return (measured: a worker building one per piece grew 29 MB every 4 pieces; one cached,
-    flat), so a worker reused across pieces would grow with the corpus."""
+    """One tokenizer per process for a given tokenizer.json: each one built holds a few MB that freeing
+    it does not return to the system, so a worker reused across pieces that built one per piece would
+    grow with the corpus; one cached per process stays flat."""
     return BPETokenizer.from_json(text)
 
 
@@ -276,8 +276,8 @@ def _write_documents(plan: Plan, f: CorpusFile, tok, writers: dict) -> None:
     cfg, tail = plan.cfg, 0 if tok.eos_id is None else 1
     docs = batches(iter_documents(plan.fs(), f, cfg.text_field), cfg.tokenize_batch_chars)
     # A batch's encoding runs on a thread of its own (Rust's threads, lock released) while this one
-    # reads the next batch and writes the last: done in turn, one core idled through the reading and
-    # writing, ~8% of a piece's time (measured against the same loop in turn).
+    # reads the next batch and writes the last: done in turn, the encoder's cores would idle through
+    # every read and write.
     with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
         for batch, encoded in _one_ahead(pool, tok.encode_each, docs):
             # One encode call per batch, routed afterwards: split-sized calls leave Rust threads idle.

@@ -137,8 +137,8 @@ class MemorySampler:
     tables) ~31 ms, one RSS read per known process ~0.4 ms in all. So: RSS every 0.25 s; the tree, its
     labels (a Ray worker's title changes when it takes a task) and CPU times every 1 s; PSS every 4 s,
     or (at most once a second) when RSS has grown 2% since the last PSS. Sampling everything every
-    0.25 s and PSS at every new RSS peak, as before, took ~7% of a core on an idle Ray Data tree
-    against ~1% on the bare loop, a cost charged to the project's throughput."""
+    0.25 s, and PSS at every new RSS peak, would cost several percent of a core on a Ray Data tree, a
+    cost charged to the project's throughput."""
 
     RSS_EVERY_S, SCAN_EVERY, PSS_EVERY_S, PSS_WHILE_GROWING_EVERY_S, PSS_AT_GROWTH = 0.25, 4, 4.0, 1.0, 0.02
 

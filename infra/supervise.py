@@ -1,8 +1,8 @@
 """Ctrl-C that stops a run in seconds and leaves nothing "Running".
 
 A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the CLI, and with it the Ray
-processes and the Prefect API server it started. Those die first, so the flow cannot record its end
-(it retried a dead API for ~140 s, then stayed "Running"; once Ray segfaulted). So the CLI forks and
+processes and the Prefect API server it started. Those die first, so the flow cannot record its end:
+it retries a dead API, then stays "Running", and Ray may crash in its shutdown. So the CLI forks and
 runs the command in the child, in its own process group, and stays a thin supervisor: the first Ctrl-C is
 forwarded to the child alone, which raises KeyboardInterrupt in the flow while Ray and Prefect still
 run, so the flow ends Crashed and every committed step and checkpoint stays; a second Ctrl-C, or a
