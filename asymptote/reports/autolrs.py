@@ -61,19 +61,6 @@ def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
     }
 
 
-def steps_to_reach(doc: dict[str, Any], target: float) -> tuple[int, int] | None:
-    """(steps, steps counting trials) at the first validation point at or below target; None if never.
-
-    A stage's trials all run before its first step at the chosen LR, so a point inside stage i has
-    cost the trials of stages 0..i on top of its own step count.
-    """
-    step = next((s for s, loss in doc["val"] if loss <= target), None)
-    if step is None:
-        return None
-    searched = sum(s["search_steps"] for s in doc["stages"] if s["start_step"] < step)
-    return step, step + searched
-
-
 def _smooth(values: list[float], window: int = 20) -> np.ndarray:
     v = np.asarray(values, dtype=float)
     if len(v) < window:
