@@ -76,4 +76,5 @@ def autolrs_search(config: AutoLRSSearchConfig | None = None) -> AutoLRSSearchRe
     with compute_session(base.compute.ray_address):
         data = prepare_data(base.data, Store(base.store))
         result = search_with_autolrs(config, data.rel)
+    publish_results("autolrs-search", config, result, Store(base.store), None)
     return result.model_copy(update={"flow_run_id": flow_run.id})

@@ -66,19 +66,27 @@ def artifact_key(method: str, config: BaseModel) -> str:
     return f"{method}-{stable_hash(key_dict(config), 8)}".lower().replace("_", "-")
 
 
-def publish_results(method: str, config: BaseModel, result: BaseModel, store: Store, report_uri: str) -> None:
+def publish_results(
+    method: str, config: BaseModel, result: BaseModel, store: Store, report_uri: str | None
+) -> None:
     """The flow run's table of headline results and its links to the report and to the store."""
     if not _in_prefect_run():
         return
-    key, table = artifact_key(method, config), load(METHODS[method].report.split(":")[0] + ":table")
-    create_table_artifact(
-        table=redact(table(result)), key=f"{key}-results", description=f"{method}: headline results"
-    )
-    for what, uri in (("report", report_uri), ("store", store.uri())):
+    key = artifact_key(method, config)
+    rows = redact(load(table_of(method))(result))
+    create_table_artifact(table=rows, key=f"{key}-results", description=f"{method}: headline results")
+    links = {"report": report_uri, "store": store.uri()}
+    for what, uri in ((w, u) for w, u in links.items() if u):
         link = redact_text(_as_link(uri))
         create_link_artifact(
             link=link, link_text=link, key=f"{key}-{what}", description=f"{method}: its {what}"
         )
+
+
+def table_of(method: str) -> str:
+    """A method's headline rows, beside its report: reports.<module>:table (search_report: search_table)."""
+    module, report = METHODS[method].report.split(":")
+    return f"{module}:{report.replace('report', 'table')}"
 
 
 class Progress:

@@ -196,6 +196,14 @@ def search_summary(result: AutoLRSSearchResult) -> tuple[dict, str]:
     return f, line
 
 
+def search_table(result: AutoLRSSearchResult) -> list[dict]:
+    """The headline rows: every trial's weight decay and final validation loss, best first."""
+    rows = [
+        {"weight_decay": r["weight_decay"], "val_loss": r["loss"], "run": r["run"]} for r in result.results
+    ]
+    return sorted(rows, key=lambda r: r["val_loss"])
+
+
 def search_figures(res: AutoLRSSearchResult) -> dict:
     return {
         "trials": len(res.results),
