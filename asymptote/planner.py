@@ -174,7 +174,8 @@ def _option_fits(inputs: PlanInputs) -> list[Option]:
     curves = [noise.curve(s) for s in data.sizes]
     for k in range(2, min((len(c) for c, _, _ in curves), default=0) + 1):  # (curve, draws, how drawn)
         y = [c[k - 1] for c, _, _ in curves]
-        draws = np.stack([d[:, k - 1] for _, d, _ in curves], axis=1)
+        # the curve's draws are values; a fit bootstraps from errors (as scaling_analysis' L(K) fits do)
+        draws = np.stack([d[:, k - 1] - c[k - 1] for c, d, _ in curves], axis=1)
         name = f"ensemble-{k}"
         for fit in _try(lambda y=y, d=draws, n=name: fit_seed_draws(params, y, d, what=n)):
             f, w = design.epoch_factor, design.weight_decay_factor

@@ -195,3 +195,17 @@ def test_cli_plans_from_a_study_in_the_store(tmp_path):
     assert yes.exit_code == 0 and "EXTRAPOLATES" in yes.output and "3x beyond" in yes.output
     named = runner.invoke(app, [*store_args, "--params", str(PARAMS[1]), "--option", "standard", "--json"])
     assert json.loads(named.stdout.strip().splitlines()[-1])["option"] == "standard"
+
+
+def test_an_ensemble_plan_lies_inside_its_own_interval():
+    """The ensemble options' laws bootstrap from the curve's errors, not its values: a K = 2 plan's
+    interval surrounds its estimate (it sat near twice the estimate when fed the values)."""
+    inputs = study()
+    for s in inputs.study.sizes:
+        single = LAWS["regularized"](s.params)
+        s.members = [single + 0.002, single - 0.002, single + 0.001]
+        s.ensemble = {"logits": [single, single - 0.05, single - 0.07]}
+    plan = Planner(inputs).predict(float(PARAMS[2]), TOKENS, option="ensemble-2")
+    assert plan.members == 2
+    assert plan.loss_ci[0] <= plan.loss <= plan.loss_ci[1] and plan.law_ci[0] <= plan.loss <= plan.law_ci[1]
+    assert plan.loss == pytest.approx(LAWS["regularized"](PARAMS[2]) - 0.05, abs=0.01)
