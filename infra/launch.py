@@ -17,7 +17,7 @@ from typing import Any, Callable
 from asymptote.infra.cluster import cluster_has_gpus, ray_ready
 from asymptote.infra.progress import push
 from asymptote.infra.remotes import remote
-from asymptote.infra.tracking import track_run
+from asymptote.infra.tracking import track_run, tune_callbacks
 from asymptote.job_spec import TrainJob
 from asymptote.store import Store
 
@@ -111,8 +111,10 @@ def _local_mode_fit(job_dict: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     return trainer.fit().return_value
 
 
-def launch(job: TrainJob) -> dict[str, Any]:
-    """Train the job on the Ray cluster this process is connected to; returns the run summary."""
+def launch(job: TrainJob, track: bool = True) -> dict[str, Any]:
+    """Train the job on the Ray cluster this process is connected to; returns the run summary.
+    With `track` (and tracking on), the committed run is logged to MLflow; a Tune trial's launch is
+    not, since Ray's MLflow logger of its search logs the trial."""
     ray_ready()
     store = Store(job.store)
     use_gpu = resolve_gpu(job)
@@ -137,7 +139,8 @@ def launch(job: TrainJob) -> dict[str, Any]:
         ray.get(task.remote(job.model_dump(), use_gpu))
     store.invalidate()
     summary = store.read_json(job.run_rel, "summary.json")
-    track_run(job, store, summary)  # where tracking is on; bounded, and never raises
+    if track:
+        track_run(job, store, summary)  # where tracking is on; bounded, and never raises
     return summary
 
 
@@ -179,7 +182,9 @@ def tune_experiment(
         max_concurrent_trials=max_concurrent or concurrent_runs(compute),
         **({"metric": metric, "mode": mode} if metric else {}),
     )
-    run_config = tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs, verbose=0)
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage, storage_filesystem=fs, verbose=0, callbacks=tune_callbacks(store.cfg)
+    )
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
     ).fit()
@@ -196,7 +201,7 @@ def concurrent_runs(compute) -> int:
 
 
 def _launch_remote(job_dict: dict[str, Any]) -> dict[str, Any]:
-    return launch(TrainJob.model_validate(job_dict))
+    return launch(TrainJob.model_validate(job_dict), track=False)
 
 
 def launch_from_trial(job: TrainJob) -> dict[str, Any]:

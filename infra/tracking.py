@@ -257,3 +257,27 @@ def log_evaluation(cfg: StoreConfig, run_key: str, metrics: dict[str, float]) ->
                 mlflow.log_metric(run.info.run_id, name, float(value))
 
     guarded(cfg, "log evaluation", lambda: log(client(cfg)))
+
+
+def tune_callbacks(cfg: StoreConfig) -> list:
+    """Ray's own MLflow logger for a Tune search where tracking is on: each trial an MLflow run (its
+    params and every result it reports), nested under the flow's run. Empty where tracking is off or
+    its server does not answer, so that a search never waits on it."""
+
+    def callbacks(mlflow) -> list:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        parent = flow_parent(mlflow, cfg, experiment_id(mlflow, cfg))
+        flow = current_flow()
+        tags = {"method": flow.flow_name or "tune", "study": flow.name or "", "role": "trial"}
+        tags |= {"mlflow.parentRunId": parent} if parent else {}
+        return [
+            MLflowLoggerCallback(
+                tracking_uri=tracking_uri(cfg),
+                experiment_name=cfg.tracking.experiment,
+                tags=redact(tags),
+                save_artifact=False,
+            )
+        ]
+
+    return guarded(cfg, "tune search", lambda: callbacks(client(cfg))) or []

@@ -22,6 +22,7 @@ from asymptote.job_spec import make_job
 from asymptote.recipes import resolve
 from asymptote.redact import redact_text
 from asymptote.store import Store
+from asymptote.tuning.tune_pretrain import PretrainSearchConfig, tune_pretrain
 
 SECRET = "s3cr3t-tracking-never-sees"
 
@@ -163,3 +164,18 @@ def test_a_scaling_study_is_one_parent_with_its_runs_under_it(ray_local, prefect
             {(r.data.tags["method"], r.data.tags["role"], r.data.tags["mlflow.runName"]) for r in children}
         )
     )
+
+
+@pytest.mark.slow
+def test_a_tune_search_logs_its_trials_through_rays_mlflow_logger(ray_local, mlflow_uri, tmp_path):
+    base = tracked(tiny_pretrain_config(str(tmp_path), max_steps=20, eval_every=10), mlflow_uri, "tune-test")
+    space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}
+    res = tune_pretrain(PretrainSearchConfig(base=base, num_samples=2, seed=1, space=space))
+    client = MlflowClient(mlflow_uri)
+    trials = [r for r in runs_of(client, "tune-test") if r.data.tags.get("role") == "trial"]
+    assert len(trials) == 2
+    assert sorted(float(r.data.params["train.lr"]) for r in trials) == pytest.approx(
+        sorted(t.params["train.lr"] for t in res.trials)
+    )
+    for r in trials:  # the evaluations at steps 10 and 20, then the final summary
+        assert len(client.get_metric_history(r.info.run_id, "val_loss")) == 3
