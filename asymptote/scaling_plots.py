@@ -155,6 +155,16 @@ def plot_loss_vs_epochs(data: StudyData, path: str | Path, label: str = "") -> N
     _save(fig, path, ax, "epochs", f"test loss vs epochs {label}".strip())
 
 
+def fitted_targets(multipliers: dict[str, dict]) -> dict[str, float]:
+    """The asymptotes a data-scaling plot may draw: only those of identified fits (an unidentified
+    law's E sits at a bound, e.g. 0.0, and is not a fitted value)."""
+    return {
+        name: float(m["target_loss"])
+        for name, m in multipliers.items()
+        if m.get("identified") and m.get("target_loss") is not None
+    }
+
+
 def plot_data_scaling(data: StudyData, analysis: Analysis, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     budgets = sorted(data.efficiency)
@@ -163,11 +173,10 @@ def plot_data_scaling(data: StudyData, analysis: Analysis, path: str | Path) -> 
             ax, budgets, [data.efficiency[b] for b in budgets], "o", COLORS["standard"], "standard recipe"
         )
         _curve(ax, analysis.fits.get("standard_D"), budgets, COLORS["standard"], "standard L(D)")
-    targets = [m.get("target_loss") for m in analysis.multipliers.values()]
-    _focus(ax, [float(np.mean(data.efficiency[b])) for b in budgets] + targets)
+    targets = fitted_targets(analysis.multipliers)
+    _focus(ax, [float(np.mean(data.efficiency[b])) for b in budgets] + list(targets.values()))
     for name, color in (("regularized", COLORS["regularized"]), ("joint", COLORS["ensemble"])):
-        target = analysis.multipliers.get(name, {}).get("target_loss")
-        if target is not None:
-            ax.axhline(target, color=color, ls=":", lw=1, label=f"{name} asymptote")
+        if name in targets:
+            ax.axhline(targets[name], color=color, ls=":", lw=1, label=f"{name} asymptote")
     ax.set_xscale("log")
     _save(fig, path, ax, "training tokens D", "data scaling of the standard recipe (test loss)")

@@ -20,6 +20,7 @@ from asymptote.scaling import (
 )
 from asymptote.scaling_analysis import SizeData, StudyData, analyse
 from asymptote.scaling_config import FitConfig
+from asymptote.scaling_plots import fitted_targets
 from asymptote.search_space import RECIPES, Point, SearchGrid, at_edges, neighbours
 
 GRID = SearchGrid()  # the paper's grid
@@ -356,3 +357,12 @@ def test_ensemble_verdict_uses_the_mean_over_subsets():
     claim = out.claims["ensemble_loss_falls_in_k"]
     assert claim.supported and claim.p >= 0.95 and out.checks["ensemble_monotone_in_k"]
     assert claim.estimate == pytest.approx(0.06 * 0.75, abs=0.005)
+
+
+def test_the_data_plot_draws_only_fitted_asymptotes():
+    multipliers = {
+        "regularized": {"target_loss": 0.0, "identified": False, "reason": "not identified: E at its bound"},
+        "joint": {"target_loss": 2.31, "identified": True},
+        "standard": {"value": None, "reason": "needs standard_D"},
+    }
+    assert fitted_targets(multipliers) == {"joint": 2.31}
