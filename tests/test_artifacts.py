@@ -89,3 +89,24 @@ def _rows(data) -> list[dict]:
     import json
 
     return json.loads(data) if isinstance(data, str) else data
+
+
+@pytest.mark.slow
+def test_distillation_publishes_its_comparison_and_its_members_progress(ray_local, prefect_api, store_uri):
+    """A study of many members: the progress bar ends at every teacher member finished."""
+    from test_distill_flow import tiny_config
+
+    from asymptote.flows.distillation import distill
+
+    config = tiny_config(store_uri)
+    result = distill(config)
+    key = artifact_key("distill", config)
+    artifacts = flow_run_artifacts(result.flow_run_id)
+    rows = _rows(artifacts[f"{key}-results"].data)
+    assert [r["model"] for r in rows[:2]] == ["single", "ensemble x2"] and len(rows) == 2 + len(
+        result.students
+    )
+    assert rows[0]["test_loss"] == pytest.approx(result.single_loss)
+    progress = artifacts[f"{key}-progress"]
+    assert progress.type == "progress" and float(progress.data) == 100.0
+    assert progress.description == "2/2 teacher members finished"
