@@ -271,6 +271,26 @@ def default_cache() -> str:
     return from_env("ASYMPTOTE_CACHE", str(Path.home() / ".cache" / "asymptote"))()
 
 
+def credentials_hidden(url: str | None) -> str | None:
+    """A URL field's JSON form: its credentials as ***. The real URL lives only in the config object in
+    memory, so no JSON dump (Prefect's stored flow parameters, the store's files, reports) holds it."""
+    return None if url is None else redact_text(url)
+
+
+def credentials_restored(url: str | None, variable: str) -> str | None:
+    """A URL field read back from such a dump (a deployment's parameters on a worker): the real URL,
+    taken from $variable where this process runs, which must name the same server."""
+    if url is None or MASK not in url or redact_text(url) != url:
+        return url  # a real URL (with or without credentials), or none
+    real = os.environ.get(variable)
+    if not real or redact_text(real) != url:
+        raise ValueError(
+            f"the credentials of this URL were hidden when the config was stored; set {variable} to the "
+            "real URL where the flow runs (or leave the field out to take it from there)"
+        )
+    return real
+
+
 class TrackingConfig(Section):
     """MLflow run tracking, off unless a server is named (here or by $MLFLOW_TRACKING_URI) or `local` is
     set. Each training run becomes an MLflow run (params, metric history, tags, links to its store
@@ -286,6 +306,15 @@ class TrackingConfig(Section):
     """Longest a tracking call may wait for the server; an unreachable server is skipped, never waited on."""
     parent_run_id: str | None = volatile(None)
     """MLflow run the training runs nest under; set by the runtime (a flow's run), not by users."""
+
+    @field_serializer("uri", when_used="json")
+    def _without_credentials(self, url: str | None) -> str | None:
+        return credentials_hidden(url)
+
+    @field_validator("uri")
+    @classmethod
+    def _real_uri(cls, url: str | None) -> str | None:
+        return credentials_restored(url, "MLFLOW_TRACKING_URI")
 
 
 class StoreConfig(Section):
@@ -313,26 +342,14 @@ class StoreConfig(Section):
     tracking: TrackingConfig = volatile(default_factory=TrackingConfig)
     """Where runs are tracked besides the store: an MLflow server, off by default (see TrackingConfig)."""
 
-    # The real redis_url lives only in this object's memory: every JSON dump of a config (Prefect's
-    # stored flow parameters, the store's manifests, reports) writes its password as ***. A config
-    # read back from such a dump (a deployment's parameters on a worker) takes the real URL from
-    # $ASYMPTOTE_REDIS_URL where this process runs.
     @field_serializer("redis_url", "endpoint_url", when_used="json")
     def _without_credentials(self, url: str | None) -> str | None:
-        return None if url is None else redact_text(url)
+        return credentials_hidden(url)
 
     @field_validator("redis_url")
     @classmethod
     def _real_redis_url(cls, url: str | None) -> str | None:
-        if url is None or redact_text(url) != url or MASK not in url:
-            return url  # a real URL (with or without a password), or none
-        real = os.environ.get("ASYMPTOTE_REDIS_URL")
-        if not real or redact_text(real) != url:
-            raise ValueError(
-                "the password of this redis URL was redacted when the config was stored; set "
-                "ASYMPTOTE_REDIS_URL to the real URL where the flow runs (or leave store.redis_url out)"
-            )
-        return real
+        return credentials_restored(url, "ASYMPTOTE_REDIS_URL")
 
 
 def tracking_uri(store: StoreConfig) -> str | None:

@@ -62,8 +62,17 @@ def test_a_dumped_config_holds_no_password_and_a_worker_restores_it(monkeypatch)
     monkeypatch.setenv("ASYMPTOTE_REDIS_URL", url)
     assert PretrainConfig.model_validate(dumped).store.redis_url == url
     monkeypatch.setenv("ASYMPTOTE_REDIS_URL", "redis://:other@elsewhere:6379/0")  # not the same server
-    with pytest.raises(ValueError, match="redacted"):
+    with pytest.raises(ValueError, match="hidden"):
         PretrainConfig.model_validate(dumped)
+
+
+def test_a_tracking_server_url_loses_its_credentials_the_same_way(monkeypatch):
+    url = f"https://ann:{SECRET}@mlflow.example"
+    store = StoreConfig(uri="/tmp/s", tracking={"uri": url})
+    dumped = store.model_dump(mode="json")
+    assert SECRET not in json.dumps(dumped) and store.tracking.uri == url
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # where the flow runs
+    assert StoreConfig.model_validate(dumped).tracking.uri == url
 
 
 def _flow_run_records(flow_run_id) -> dict:
