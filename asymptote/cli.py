@@ -95,7 +95,7 @@ def _finish(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     f"Default recipe `{MAIN['recipe']}`: {DEFAULTS['run'].scale}."
 )
 def run(
-    positional: Optional[str] = typer.Argument(None, metavar="[RECIPE]", help="The same as -r."),
+    positional: Optional[str] = typer.Argument(None, metavar="RECIPE", help="The same as -r."),
     recipe: Optional[str] = RecipeOpt,
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
