@@ -49,7 +49,11 @@ HEADLINES: dict[str, Callable[[dict], tuple[str, str]]] = {
 
 
 def _machine(m: dict) -> str:
-    return m["gpu"] or f"{m['cores']} CPU cores"
+    """The GPU, else the cores; with the load average when the run shared the machine (a timing's
+    context: other work slows it)."""
+    where = m["gpu"] or f"{m['cores']} CPU cores"
+    load = m.get("load_1min")
+    return where + (f", load {load:.1f}" if load is not None and load >= 1 else "")
 
 
 def rows(results: Path = RESULTS) -> list[str]:
