@@ -132,8 +132,8 @@ class MemorySampler:
 
     The sampler shares the CPUs with what it measures, and a Ray job's tree has ~12 processes against
     the bare loop's one, so each sample is kept cheap and the sampler's own CPU is reported
-    (sampler_cpu_s). Measured on a Ray Data job's tree: walking the tree (psutil reads every
-    process's stat to find children) ~2 ms, PSS (smaps_rollup: the kernel walks each process's page
+    (sampler_cpu_s). On a Ray Data job's tree, walking the tree (psutil reads every
+    process's stat to find children) takes ~2 ms, PSS (smaps_rollup: the kernel walks each process's page
     tables) ~31 ms, one RSS read per known process ~0.4 ms in all. So: RSS every 0.25 s; the tree, its
     labels (a Ray worker's title changes when it takes a task) and CPU times every 1 s; PSS every 4 s,
     or (at most once a second) when RSS has grown 2% since the last PSS. Sampling everything every

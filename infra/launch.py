@@ -4,7 +4,7 @@ Both launchers execute the same `train_loop_per_worker` through Ray Train's `Tor
 - `ray_train`: a Train V2 worker group (DDP, gloo on CPU / NCCL on CUDA), fault tolerant through
   FailureConfig; its run storage is runs/<key>/ray in the artifact store.
 - `ray_task`: one Ray task (reused worker process, placed by Ray anywhere in the cluster) that runs the
-  TorchTrainer in local mode (num_workers=0). Measured here: a Train V2 worker group costs 12-20 s to
+  TorchTrainer in local mode (num_workers=0). A Train V2 worker group costs 12-20 s (2 CPU cores) to
   start and stop per run against ~0 s for a warm Ray task, which dominates CPU-scale studies.
 Checkpoints live in the store (runs/<key>/checkpoints) under both, so either resumes the other.
 """
