@@ -148,7 +148,7 @@ def test_a_recipe_the_help_calls_the_default_is_the_default():
 def test_recipes_prints_a_description_per_recipe():
     lines = runner.invoke(app, ["recipes"]).output.splitlines()
     assert [line.split()[0] for line in lines] == recipe_names()
-    assert all(len(line.split(None, 1)[1]) > 20 for line in lines)
+    assert all(len(line.split(None, 1)[1]) > 20 and len(line) <= 80 for line in lines)
 
 
 def test_config_explain_prints_each_fields_docstring():
