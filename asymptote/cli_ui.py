@@ -63,7 +63,9 @@ def ui(
     url = f"http://{host}:{port}"
     typer.echo(f"starting MLflow UI over sqlite:///{db} ...", err=True)
     # mlflow's own lines go to stderr, so stdout carries only the address (for scripts to read)
-    proc = subprocess.Popen(ui_command(db, host, port), stdout=sys.stderr, start_new_session=True)
+    # Browsing runs needs no GenAI job runner (a dozen polling workers, about half a core while idle).
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(ui_command(db, host, port), stdout=sys.stderr, start_new_session=True, env=env)
     try:
         if not wait_for(url, proc):
             typer.echo(f"MLflow UI did not start (exit code {proc.poll()})", err=True)

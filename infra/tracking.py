@@ -1,13 +1,14 @@
 """MLflow tracking of training runs: opt-in, logged by the driver, never on the training path.
 
-Where it runs: the process that launched the run (`infra.launch.launch`: the flow's task, or a Tune
-trial's launch task) logs each run once it is committed, from the run's own `metrics.jsonl` in the
-store. That file holds every report step the worker made, so MLflow gets the whole history with
-step = the optimiser step, and the training loop gains nothing: no client, thread or socket on a
-worker, no extra traffic between worker and driver, and no per-step call that a slow server could
-stall. The price is that curves reach MLflow when a run ends, not while it trains (the progress
-display shows live figures meanwhile). Runs nest as MLflow expects: a flow is a parent run (found or
-created by its Prefect flow-run id), each run it trains a child.
+Where it runs: the process that launched the run (`infra.launch.launch`, in the flow's train task)
+logs each run once it is committed, from the run's own `metrics.jsonl` in the store. That file holds
+every report step the worker made, so MLflow gets the whole history with step = the optimiser step,
+and the training loop gains nothing: no client, thread or socket on a worker, no extra traffic
+between worker and driver, and no per-step call that a slow server could stall. The price is that
+curves reach MLflow when a run ends, not while it trains (the progress display shows live figures
+meanwhile). Runs nest as MLflow expects: a flow is a parent run (found or created by its Prefect
+flow-run id), each run it trains a child. Ray Tune searches log their trials through Ray's own
+`MLflowLoggerCallback` (`tune_callbacks`), nested under the flow's run the same way.
 
 Tracking must never fail or slow a run: every call is bounded by `TrackingConfig.timeout_s` with no
 retries, an error is logged once per server and process as a warning, and a server that failed is
@@ -76,7 +77,7 @@ def guarded(cfg: StoreConfig, what: str, fn, *args) -> Any:
                 "MLflow tracking at %s failed (%s: %s); training goes on untracked",
                 redact_text(uri),
                 what,
-                err,
+                redact_text(str(err)),
             )
         return None
 
