@@ -248,14 +248,16 @@ def track_run(job: TrainJob, store: Store, summary: dict[str, Any]) -> str | Non
 
 
 def log_evaluation(cfg: StoreConfig, run_key: str, metrics: dict[str, float]) -> None:
-    """A run's final figures (test loss, bits per byte) onto its MLflow run, found by its run key."""
+    """A run's final test figures (test loss, bits per token and per byte) onto its MLflow run, found by
+    its run key. Validation figures stay out: the run's own val_loss history already ends with them."""
+    final = {k: float(v) for k, v in metrics.items() if k.startswith("test_")}
 
     def log(mlflow) -> None:
         experiment = experiment_id(mlflow, cfg)
         found = mlflow.search_runs([experiment], f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
         for run in found:
-            for name, value in metrics.items():
-                mlflow.log_metric(run.info.run_id, name, float(value))
+            for name, value in final.items():
+                mlflow.log_metric(run.info.run_id, name, value)
 
     guarded(cfg, "log evaluation", lambda: log(client(cfg)))
 

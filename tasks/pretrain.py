@@ -14,6 +14,7 @@ from asymptote.config import DataConfig
 from asymptote.infra.cluster import gpu_if_any, ray_ready
 from asymptote.infra.launch import launch
 from asymptote.infra.remotes import remote
+from asymptote.infra.tracking import log_evaluation
 from asymptote.job_spec import TrainJob
 from asymptote.refs import DataRef, RunRef, data_ref
 from asymptote.shards import corpus_key
@@ -87,7 +88,9 @@ def evaluate_task(store: Store, run_rel: str, data_rel: str, key: str) -> dict[s
 
     ray_ready()
     task = remote(_evaluate_remote, num_cpus=1).options(**gpu_if_any())
-    return ray.get(task.remote(store, run_rel, data_rel))
+    metrics = ray.get(task.remote(store, run_rel, data_rel))
+    log_evaluation(store.cfg, run_rel.split("/")[-1], metrics)  # onto the run's MLflow run, if tracked
+    return metrics
 
 
 def evaluate(
