@@ -111,13 +111,16 @@ def run(
         supervise()  # the run goes on in a child process group, so that Ctrl-C stops it cleanly
         console.print(f"[bold]asymptote[/bold] main job: steps {', '.join(cfg.steps)}; store {cfg.store.uri}")
         res = _guarded(lambda: load(MAIN["flow"])(cfg))
+    report_dir = res.report_uri.rsplit("/", 1)[0]
     _finish(
         res.model_dump(),
         as_json,
         [
-            f"[green]done[/green]. Report: {res.report_uri}",
-            f"Results, checkpoints and plots are under {res.store_uri} (runs/, reports/); list them with "
-            f"`asymptote store ls --store {res.store_uri}`.",
+            "[green]done[/green]. What it found (every figure on the test split):",
+            *[escape(f"{name}: {line}") for name, line in res.summaries.items()],
+            f"Report: {res.report_uri}",
+            f"Plots: the PNG files beside it in {report_dir} (open report.md in any Markdown viewer).",
+            f"Results, checkpoints and runs: {res.store_uri} (`asymptote store ls --store {res.store_uri}`).",
         ],
     )
 

@@ -11,8 +11,9 @@ shared by every rung, are left out). Pure arithmetic and text: no torch, no Pref
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from asymptote.config import ModelConfig
@@ -38,6 +39,8 @@ class Rung(BaseModel):
     """Test loss (nats/token): reported only."""
     test_bpb: float | None
     """Test bits per byte (None where the corpus's byte counts are unknown)."""
+    test_ci: list[float] | None = None
+    """95% interval of test_loss over resampled test windows (one trained model: seed noise not included)."""
 
 
 class Ladder(BaseModel):
@@ -93,6 +96,16 @@ def _val(r: Rung) -> float:
     return r.val_loss if math.isfinite(r.val_loss) else math.inf
 
 
+def window_interval(windows: Sequence[float], n: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean loss over test windows resampled with replacement."""
+    losses = np.asarray(windows, np.float64)
+    if losses.size == 0:
+        raise ValueError("window_interval: no windows")
+    means = losses[np.random.default_rng(seed).integers(0, losses.size, (n, losses.size))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def _sci(x: float) -> str:
     return f"{x:.2e}"
 
@@ -106,6 +119,7 @@ def rows(ladder: Ladder) -> list[dict[str, str]]:
             {
                 "model": f"**{r.name}** (final)" if r.name == ladder.chosen else r.name,
                 "test loss": f"{r.test_loss:.4f}",
+                "test 95% CI": "n/a" if r.test_ci is None else f"[{r.test_ci[0]:.4f}, {r.test_ci[1]:.4f}]",
                 "test bpb": "n/a" if r.test_bpb is None else f"{r.test_bpb:.4f}",
                 "val loss": f"{r.val_loss:.4f}",
                 "params": f"{r.params:,}",

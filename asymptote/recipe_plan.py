@@ -12,7 +12,7 @@ import math
 from asymptote.config import ModelConfig
 from asymptote.distill_config import DistillResult
 from asymptote.flops import param_count
-from asymptote.ladder import Rung, inference_cost, run_train_flops, sampling_flops
+from asymptote.ladder import Rung, inference_cost, run_train_flops, sampling_flops, window_interval
 from asymptote.recipe_config import HandOver, RecipeConfig
 from asymptote.scaling_config import ScalingStudyResult
 from asymptote.soups_config import SoupStudyResult
@@ -117,6 +117,7 @@ def rungs(
                 val_loss=v,
                 test_loss=t["test_loss"],
                 test_bpb=t.get("test_bpb"),
+                test_ci=window_interval(t["windows"]),
             )
         )
     return out

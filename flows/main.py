@@ -33,6 +33,8 @@ class MainResult(BaseModel):
     store_uri: str
     figures: dict[str, dict[str, Any]]
     """Headline figures per step."""
+    summaries: dict[str, str] = {}
+    """Each step's headline for the terminal (its method's `summary`)."""
 
 
 @flow(name="main", log_prints=True)
@@ -43,16 +45,23 @@ def main_job(config: MainConfig | None = None) -> MainResult:
         preflight.check(config)  # every step's data, store and model references, before any step
         store = Store(config.store)
         with compute_session(config.compute.ray_address):
-            sections = run_steps(config, store)
+            results, sections = run_steps(config, store)
     markdown = "# asymptote: main job report\n\n" + "\n\n".join(s.markdown for s in sections)
     files = {n: b for s in sections for n, b in s.files.items()}
     report = publish_report(store, "main", stable_hash(key_dict(config)), markdown, files)
     figures = {name: s.figures for name, s in zip(config.steps, sections, strict=True)}
-    return MainResult(flow_run_id=flow_run.id, report_uri=report, store_uri=store.uri(), figures=figures)
+    summaries = {name: load(METHODS[name].summary)(result)[1] for name, result in results.items()}
+    return MainResult(
+        flow_run_id=flow_run.id,
+        report_uri=report,
+        store_uri=store.uri(),
+        figures=figures,
+        summaries=summaries,
+    )
 
 
-def run_steps(config: MainConfig, store: Store) -> list[Report]:
-    """Each step in order, fed what it consumes from the steps before it; its report section."""
+def run_steps(config: MainConfig, store: Store) -> tuple[dict[str, BaseModel], list[Report]]:
+    """Each step in order, fed what it consumes from the steps before it: its result and report section."""
     results: dict[str, BaseModel] = {}
     sections = []
     for name in config.steps:
@@ -63,4 +72,4 @@ def run_steps(config: MainConfig, store: Store) -> list[Report]:
         step_flow = load(method.flow)
         results[name] = reuse_or_run(name, step, store, lambda f=step_flow, c=step: f(c))
         sections.append(method_report(name, step, results[name], store, level=2, prefix=f"{name}-"))
-    return sections
+    return results, sections

@@ -64,6 +64,8 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
     assert math.isfinite(ladder["ensemble of 2"])
     assert ladder["ensemble of 2"] < ladder["single regularized"]  # an ensemble helps
     assert first.figures["recipe"]["final"] in ladder
+    assert set(first.summaries) == set(config.steps)  # what `asymptote run` prints at its end
+    assert all(f"{name} " in first.summaries["recipe"] for name in ladder)
     runs = _committed_runs(store)
     assert len(runs) > 20  # pretrain, the scaling searches and members, students, fine-tunes, AutoLRS
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 from helpers import task_runs
 
 from asymptote.config import ConfigError, ModelConfig, build
 from asymptote.flops import inference_flops_per_token, train_flops_per_token
 from asymptote.flows.recipe import run_recipe
-from asymptote.ladder import Rung, climb, render, run_train_flops, sampling_flops
+from asymptote.ladder import Rung, climb, render, run_train_flops, sampling_flops, window_interval
 from asymptote.recipe_config import RecipeConfig
 
 SHAPE = {"n_layer": 1, "n_head": 2, "block_size": 32}
@@ -191,6 +192,7 @@ def test_chain_hands_runs_down_caches_and_reruns_only_downstream(ray_local, pref
     assert kinds == ["single", "single", "ensemble", "student", "soup", "average"]
     for r in res.ladder.rungs:
         assert math.isfinite(r.test_loss) and r.test_bpb > 0 and r.train_flops > 0
+        assert r.test_ci[0] <= r.test_loss <= r.test_ci[1]  # its interval over test windows surrounds it
     ens = res.ladder.rungs[2]
     assert ens.inference_flops == 2 * res.ladder.rungs[1].inference_flops
     assert ens.test_loss == pytest.approx(res.distill.ensemble_loss)  # one evaluator for every figure
@@ -219,3 +221,12 @@ def test_chain_hands_runs_down_caches_and_reruns_only_downstream(ray_local, pref
     )
     assert changed.distill.students["token_kl"].run.rel in new
     assert {f.run.rel for f in changed.soups.finetunes} <= new
+
+
+def test_a_window_interval_surrounds_the_mean_and_narrows_with_more_windows():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(2.0, 0.3, 50), rng.normal(2.0, 0.3, 5000)
+    lo, hi = window_interval(few)
+    assert lo < few.mean() < hi
+    lo_many, hi_many = window_interval(many)
+    assert lo_many < many.mean() < hi_many and hi_many - lo_many < (hi - lo) / 5

@@ -74,19 +74,37 @@ def figures(result: RecipeResult) -> dict:
         "final_test_loss": f.test_loss,
         "final_test_bpb": f.test_bpb,
         "test_loss": {r.name: r.test_loss for r in result.ladder.rungs},
+        "test_ci": {r.name: r.test_ci for r in result.ladder.rungs},
         "val_loss": {r.name: r.val_loss for r in result.ladder.rungs},
     }
 
 
 def summary(result: RecipeResult) -> tuple[dict, str]:
+    """The final model and the ladder on test, a rung a line, each with its interval over test windows."""
     f = result.ladder.final()
-    ladder = ", ".join(f"{r.name} {r.test_loss:.4f}" for r in result.ladder.rungs)
-    return figures(result), f"final: {f.name} (test {f.test_loss:.4f}); ladder (test): {ladder}"
+    width = max(len(r.name) for r in result.ladder.rungs)
+    rungs = [f"  {r.name:<{width}}  {r.test_loss:.4f} {_ci(r.test_ci)}" for r in result.ladder.rungs]
+    head = f"final: {f.name} (test {f.test_loss:.4f}); the ladder on test (nats/token, 95% CI over test windows):"
+    return figures(result), "\n".join([head, *rungs])
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def table(result: RecipeResult) -> list[dict]:
     """The ladder: each rung's size, cost and losses; `final` marks the one chosen on validation."""
-    keep = ("name", "kind", "params", "inference_flops", "train_flops", "val_loss", "test_loss", "test_bpb")
+    keep = (
+        "name",
+        "kind",
+        "params",
+        "inference_flops",
+        "train_flops",
+        "val_loss",
+        "test_loss",
+        "test_ci",
+        "test_bpb",
+    )
     return [
         r.model_dump(include=set(keep)) | {"final": r.name == result.ladder.chosen}
         for r in result.ladder.rungs
