@@ -145,7 +145,8 @@ def render(ladder: Ladder, heading: str = "##") -> str:
     text = (
         f"{heading} The ladder\n\n{table(rows(ladder))}\n\n"
         f"Final model: **{f.name}**, the lowest validation loss ({f.val_loss:.4f}); on test {f.test_loss:.4f} "
-        f"nats/token. Inference FLOPs/token counts every member an ensemble runs (x first: against the "
+        f"nats/token. The test interval resamples test windows of each model as trained once (seed noise "
+        "is not in it). Inference FLOPs/token counts every member an ensemble runs (x first: against the "
         "first rung); training FLOPs count every run the model needs, searches excluded.\n"
     )
     if ladder.dropped:
