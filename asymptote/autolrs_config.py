@@ -193,6 +193,8 @@ class AutoLRSResult(BaseModel):
     run: RunRef
     schedule: ScheduleRef
     val_loss: float
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The final weights' full validation and test figures (nats/token, bits per token and per byte)."""
     report_uri: str
 
 

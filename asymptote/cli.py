@@ -116,7 +116,7 @@ def run(
         res.model_dump(),
         as_json,
         [
-            "[green]done[/green]. What it found (every figure on the test split):",
+            "[green]done[/green]. What it found (on the test split; val_ figures are validation):",
             *[escape(f"{name}: {line}") for name, line in res.summaries.items()],
             f"Report: {res.report_uri}",
             f"Plots: the PNG files beside it in {report_dir} (open report.md in any Markdown viewer).",

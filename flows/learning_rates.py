@@ -28,7 +28,7 @@ from asymptote.infra.cluster import compute_session
 from asymptote.store import Store
 from asymptote.tasks.autolrs import publish_schedule
 from asymptote.tasks.caching import check_recompute
-from asymptote.tasks.pretrain import prepare_data, train
+from asymptote.tasks.pretrain import evaluate, prepare_data, train
 from asymptote.tuning.autolrs_tune import search_with_autolrs
 
 STEPS = METHODS["autolrs"].steps
@@ -57,9 +57,16 @@ def autolrs(config: AutoLRSFlowConfig | None = None, recompute: list[str] | None
     with compute_session(config.compute.ray_address) as hub:
         data = prepare_data(config.data, store, refresh="data" in recompute)
         run = train(autolrs_job(config, data.rel, hub), refresh="train" in recompute)
+        metrics = evaluate(store, run, data)  # validation and test figures of the final weights
     schedule = publish_schedule(store, run, refresh="schedule" in recompute)
     result = AutoLRSResult(
-        flow_run_id=flow_run.id, data=data, run=run, schedule=schedule, val_loss=run.val_loss, report_uri=""
+        flow_run_id=flow_run.id,
+        data=data,
+        run=run,
+        schedule=schedule,
+        val_loss=run.val_loss,
+        metrics=metrics,
+        report_uri="",
     )
     rendered = method_report("autolrs", config, result, store)
     result.report_uri = publish_report(store, "autolrs", run.key, rendered.markdown, rendered.files)

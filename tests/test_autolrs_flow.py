@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from asymptote.autolrs_config import AutoLRSFlowConfig
 from asymptote.flows.learning_rates import autolrs, replay_config
 from asymptote.flows.pretraining import pretrain
-from asymptote.reports.autolrs import report
+from asymptote.reports.autolrs import report, summary
 
 
 def _tiny(store_uri: str) -> AutoLRSFlowConfig:
@@ -50,6 +50,7 @@ def test_flow_finds_commits_and_replays_the_schedule(ray_local, prefect_api, sto
     assert len(doc["stages"][0]["trials"]) == 2 and res.schedule.trial_steps == 2 * 6 + 2 * 12
     assert {"schedule.json", "schedule.png"} <= set(store.manifest(res.schedule.rel).files)
     assert res.val_loss == doc["final_val_loss"] < 5.0
+    assert 0 < res.metrics["test_loss"] < 5.0 and "test_loss" in summary(res)[1]  # reported on test
 
     # Replayed as a fixed schedule in an ordinary training config, it retraces the AutoLRS run exactly:
     # trials restored data position, optimizer state and RNG, so only the chosen steps left a mark.

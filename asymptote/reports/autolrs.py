@@ -139,6 +139,12 @@ def report(
 ) -> Report:
     plot = f"{prefix}{PLOT}"
     markdown = autolrs_markdown(config, result.run, result.schedule, store, plot=plot)
+    if "test_loss" in result.metrics:
+        bpb = result.metrics.get("test_bpb")
+        markdown += (
+            f"\nOn the test split, which no choice read: loss **{result.metrics['test_loss']:.4f}**"
+            + (f" nats/token, {bpb:.4f} bits per byte.\n" if bpb is not None else " nats/token.\n")
+        )
     files = {plot: store.read(result.schedule.rel, PLOT)}
     return Report(shift_headings(markdown, level - 1), files, figures(result))
 
@@ -146,8 +152,10 @@ def report(
 def summary(result: AutoLRSResult) -> tuple[dict, str]:
     f = figures(result)
     lrs = ", ".join(f"{x:.3g}" for x in f["chosen_lrs"])
+    test = result.metrics.get("test_loss")
     line = (
-        f"val_loss {result.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; chosen LRs "
+        (f"test_loss {test:.4f}; " if test is not None else "")
+        + f"val_loss {result.val_loss:.4f} after {f['steps']} steps + {f['trial_steps']} trial steps; chosen LRs "
         f"{lrs}; schedule {f['schedule_uri']} (replay: --set train.schedule=replay --set train.schedule_file=URI)"
     )
     return f, line
@@ -157,6 +165,7 @@ def figures(res: AutoLRSResult) -> dict:
     s = res.schedule
     return {
         "val_loss": res.val_loss,
+        "test_loss": res.metrics.get("test_loss"),
         "steps": s.steps,
         "trial_steps": s.trial_steps,
         "search_overhead": s.trial_steps / max(1, s.steps),
@@ -167,9 +176,10 @@ def figures(res: AutoLRSResult) -> dict:
 
 
 def table(result: AutoLRSResult) -> list[dict]:
-    """The headline rows: the final validation loss, the steps spent, and each stage's chosen LR."""
+    """The headline rows: the final test and validation loss, the steps spent, and each stage's chosen LR."""
     f = figures(result)
-    rows = [{"figure": k, "value": f[k]} for k in ("val_loss", "steps", "trial_steps", "search_overhead")]
+    keys = ("test_loss", "val_loss", "steps", "trial_steps", "search_overhead")
+    rows = [{"figure": k, "value": f[k]} for k in keys if f[k] is not None]
     return rows + [{"figure": f"stage {i} lr", "value": lr} for i, lr in enumerate(f["chosen_lrs"], 1)]
 
 

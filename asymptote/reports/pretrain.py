@@ -41,10 +41,12 @@ def report(
 def summary(result: PretrainResult) -> tuple[dict, str]:
     figures = {
         "val_loss": result.metrics["val_loss"],
+        "test_loss": result.metrics.get("test_loss"),
         "params": result.run.summary["params"],
         "run_uri": result.run.uri,
     }
-    return figures, f"val_loss {figures['val_loss']:.4f}; run {result.run.uri}"
+    test = f"test_loss {figures['test_loss']:.4f}; " if figures["test_loss"] is not None else ""
+    return figures, f"{test}val_loss {figures['val_loss']:.4f}; run {result.run.uri}"
 
 
 def table(result: PretrainResult) -> list[dict]:
