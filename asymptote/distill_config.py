@@ -357,3 +357,10 @@ class DistillResult(BaseModel):
 
     def ranked(self) -> list[StudentOutcome]:
         return sorted(self.students.values(), key=lambda s: s.test_loss)
+
+    def tracked_models(self) -> list[dict[str, Any]]:
+        """The teachers' ensemble, which no training run stands for, with its test figures, for experiment
+        tracking (its members and the students are runs, tracked as such)."""
+        metrics = {"test_loss": self.ensemble_loss, "test_bpb": self.ensemble_bpb}
+        name = f"ensemble of {len(self.teachers.members)}"
+        return [{"name": name, "role": "ensemble", "rel": None, "metrics": metrics}]

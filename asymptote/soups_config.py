@@ -437,3 +437,22 @@ class SoupStudyResult(BaseModel):
             for e in self.entries
             if e.kind in ("soup", "merge") and (e.ood_gain if ood else e.gain)
         }
+
+    def tracked_models(self) -> list[dict[str, Any]]:
+        """The models no training run stands for (soups, merges, averages, the ensemble), with their test
+        figures, for experiment tracking; ingredients and members are runs, tracked as such."""
+        return [
+            {
+                "name": e.name,
+                "role": e.kind,
+                "rel": e.rel,
+                "metrics": {
+                    "test_loss": e.test,
+                    "heldout_loss": e.heldout,
+                    "ood_test_loss": e.ood_test,
+                    "test_gain": e.gain["value"] if e.gain else None,
+                },
+            }
+            for e in self.entries
+            if e.kind not in ("ingredient", "member")
+        ]

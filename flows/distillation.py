@@ -40,6 +40,7 @@ from asymptote.distill_plan import (
 from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
+from asymptote.infra.tracking import log_models
 from asymptote.refs import DataRef
 from asymptote.scaling_plan import Descent
 from asymptote.store import Store
@@ -75,6 +76,7 @@ def distill(config: DistillConfig | None = None, recompute: list[str] | None = N
         store, "distill", stable_hash(key_dict(config)), rendered.markdown, rendered.files
     )
     publish_results("distill", config, result, store, result.report_uri)
+    log_models(store.cfg, store, result.tracked_models())  # the ensemble is an MLflow run too, if tracked
     return result
 
 

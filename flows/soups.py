@@ -35,6 +35,7 @@ from asymptote import preflight
 from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
+from asymptote.infra.tracking import log_models
 from asymptote.shards import corpus_rel
 from asymptote.soups_config import Kitchen, SoupStudyConfig, SoupStudyResult
 from asymptote.store import Store
@@ -99,6 +100,7 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
     rendered = method_report("soups", config, result, store)
     uri = publish_report(store, "soups", kitchen_key(store, kitchen), rendered.markdown, rendered.files)
     publish_results("soups", config, result, store, uri)
+    log_models(store.cfg, store, result.tracked_models())  # soups and merges are MLflow runs too, if tracked
     return result.model_copy(update={"report_uri": uri})
 
 

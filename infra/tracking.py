@@ -262,6 +262,36 @@ def log_evaluation(cfg: StoreConfig, run_key: str, metrics: dict[str, float]) ->
     guarded(cfg, "log evaluation", lambda: log(client(cfg)))
 
 
+def log_models(cfg: StoreConfig, store: Store, models: list[dict[str, Any]]) -> None:
+    """Models a flow made without training them (soups, merges, averages, ensembles) as MLflow runs
+    under the flow's run: each {"name", "role", "metrics": {name: value}, "rel": its store path or
+    None}. Logged from the flow once their figures exist; nothing here waits on a server that is down."""
+
+    def log(mlflow) -> None:
+        from mlflow.entities import Metric, RunStatus
+
+        experiment = experiment_id(mlflow, cfg)
+        parent = flow_parent(mlflow, cfg, experiment)
+        flow_run = current_flow()
+        now = int(time.time() * 1000)
+        for m in models:
+            tags = {
+                "mlflow.runName": m["name"],
+                "method": flow_run.flow_name or "run",
+                "study": flow_run.name or m["name"],
+                "role": m["role"],
+                **({"mlflow.parentRunId": parent} if parent else {}),
+                **({"asymptote.run_uri": store.uri(m["rel"])} if m.get("rel") else {}),
+            }
+            run_id = mlflow.create_run(experiment, start_time=now, tags=redact(tags)).info.run_id
+            values = [Metric(k, float(v), now, 0) for k, v in m["metrics"].items() if v is not None]
+            mlflow.log_batch(run_id, metrics=values)
+            mlflow.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED), end_time=now)
+
+    if models:
+        guarded(cfg, "log models", lambda: log(client(cfg)))
+
+
 def tune_callbacks(cfg: StoreConfig) -> list:
     """Ray's own MLflow logger for a Tune search where tracking is on: each trial an MLflow run (its
     params and every result it reports), nested under the flow's run. Empty where tracking is off or

@@ -182,3 +182,34 @@ def test_a_tune_search_logs_its_trials_through_rays_mlflow_logger(ray_local, mlf
     )
     for r in trials:  # the evaluations at steps 10 and 20, then the final summary
         assert len(client.get_metric_history(r.info.run_id, "val_loss")) == 3
+
+
+def test_models_no_run_stands_for_are_runs_with_their_test_figures(mlflow_uri, tmp_path):
+    """Soups, merges and ensembles are logged as MLflow runs of their own, with what was measured."""
+    cfg = tracked(tiny_pretrain_config(str(tmp_path / "m")), mlflow_uri, "models-test")
+    store = Store(cfg.store)
+    models = [
+        {
+            "name": "uniform",
+            "role": "soup",
+            "rel": "soups/k/uniform",
+            "metrics": {"test_loss": 2.5, "test_gain": 0.01},
+        },
+        {
+            "name": "ensemble of 2",
+            "role": "ensemble",
+            "rel": None,
+            "metrics": {"test_loss": 2.4, "test_gain": None},
+        },
+    ]
+    tracking.log_models(cfg.store, store, models)
+    runs = {r.data.tags["mlflow.runName"]: r for r in runs_of(MlflowClient(mlflow_uri), "models-test")}
+    assert set(runs) == {"uniform", "ensemble of 2"}
+    assert runs["uniform"].data.tags["role"] == "soup" and runs["uniform"].data.metrics == {
+        "test_loss": 2.5,
+        "test_gain": 0.01,
+    }
+    assert runs["uniform"].data.tags["asymptote.run_uri"] == store.uri("soups/k/uniform")
+    assert runs["ensemble of 2"].data.metrics == {
+        "test_loss": 2.4
+    }  # nothing logged for what was not measured
