@@ -86,9 +86,11 @@ def commit_model(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    kind: str = "soup",
 ) -> None:
-    """A soup as an artifact: model.safetensors + weights.json; meta names ingredients and weights."""
-    with store.writer(rel, kind="soup", meta=meta) as d:
+    """A soup (or a merge: `kind`, as `asymptote store ls` lists it) as an artifact: model.safetensors +
+    weights.json; meta names ingredients and weights."""
+    with store.writer(rel, kind=kind, meta=meta) as d:
         if meta.get("data"):  # the soup decodes with its ingredients' tokenizer
             meta.update(carry_tokenizer(store, meta["data"], d))
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(d / WEIGHTS))
@@ -141,9 +143,8 @@ def _entry(
     scores = Scores.of(scorer, model)
     fields = scores.fields(best, n_boot)
     rel = f"{out}/{name}"
-    commit_model(
-        store, rel, tensors, {**meta, "heldout_loss": fields["heldout"], "test_loss": fields["test"]}, extra
-    )
+    losses = {"heldout_loss": fields["heldout"], "test_loss": fields["test"]}
+    commit_model(store, rel, tensors, {**meta, **losses}, extra, kind="merge" if kind == "merge" else "soup")
     return SoupEntry(
         name=name,
         kind=kind,

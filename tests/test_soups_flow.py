@@ -87,6 +87,9 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
     losses = res.test_loss()
     assert losses["best_single"] == min(singles, key=lambda e: e.heldout).test
     assert losses["aligned_avg"] < losses["naive_avg"]  # alignment helps independently trained members
+    # `asymptote store ls` lists each committed model by what it is
+    kinds = {e.kind: store.manifest(e.rel).kind for e in res.entries if e.kind in ("soup", "merge")}
+    assert kinds == {"soup": "soup", "merge": "merge"}
 
 
 @pytest.mark.slow
