@@ -156,18 +156,21 @@ def redis_executable() -> str:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(password: str | None = None) -> Iterator[str]:
+    """A real redis-server on loopback, its URL yielded; with a password, it refuses every command
+    without it (the URL carries it)."""
     exe = redis_executable()
     port = free_port()
+    auth = ["--requirepass", password] if password else []
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *auth],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
         wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 20, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     finally:
         stop_group(proc)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import tiny_pretrain_config
-from servers import free_port
+from servers import free_port, redis_server
 
 from asymptote.flows import PretrainResult
 from asymptote.infra.deployments import deploy, recipe_parameters
@@ -275,12 +275,12 @@ def test_a_served_run_takes_the_redis_password_from_its_environment(server, tmp_
     takes the real URL from its own ASYMPTOTE_REDIS_URL and locks on the password-protected Redis."""
     from prefect import get_client
     from prefect.deployments import run_deployment
-    from test_secrets import SECRET, locks_taken, redis_with_password
+    from test_secrets import SECRET, locks_taken
 
     from asymptote.redact import redact_text
 
     store, log = tmp_path / "store", server.logs / "serve-secret.log"
-    with redis_with_password(SECRET) as url:
+    with redis_server(SECRET) as url:
         env = server.env | {"ASYMPTOTE_REDIS_URL": url}
         serve = [
             str(BIN / "asymptote"),

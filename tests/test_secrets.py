@@ -3,41 +3,19 @@ parameters, artifacts, logs) nor the store, while the run still takes its Redis 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
-import subprocess
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from helpers import tiny_pretrain_config
-from servers import free_port, redis_executable, stop_group, wait_until
+from servers import redis_server
 
 from asymptote.config import PretrainConfig, StoreConfig
 from asymptote.redact import MASK
 
 SECRET = "redis-pw-" + uuid.uuid4().hex  # distinctive: any copy of it anywhere is a leak
-
-
-@contextlib.contextmanager
-def redis_with_password(password: str) -> Iterator[str]:
-    """A real redis-server on loopback that refuses every command without the password."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--requirepass", password],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), 20, "redis-server")
-        yield f"redis://:{password}@127.0.0.1:{port}/0"
-    finally:
-        stop_group(proc)
 
 
 def locks_taken(url: str) -> bool:
@@ -111,7 +89,7 @@ def test_a_run_with_a_redis_password_leaves_it_nowhere(ray_local, prefect_api, t
 
     caplog.set_level(logging.INFO, logger="prefect")  # the session logs warnings only: log everything here
     store_root = tmp_path / "store"
-    with redis_with_password(SECRET) as url:
+    with redis_server(SECRET) as url:
         config = tiny_pretrain_config(str(store_root))
         config.store.redis_url = url
         result = pretrain(config)
