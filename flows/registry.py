@@ -34,6 +34,8 @@ class Method:
     (asymptote.reports.<method>)."""
     summary: str
     """summary(result) -> (headline figures, one line for the terminal)."""
+    table: str
+    """table(result) -> rows: the headline results its flow publishes as a Prefect table artifact."""
     recipe: str
     """The recipe its deployment runs (asymptote/recipes/<name>.yaml)."""
     steps: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.config:PretrainConfig",
             result="asymptote.config:PretrainResult",
             report="asymptote.reports.pretrain:report",
+            table="asymptote.reports.pretrain:table",
             summary="asymptote.reports.pretrain:summary",
             help="Pre-train one model: prepare data, train on Ray, evaluate.",
             recipe="pretrain",
@@ -64,6 +67,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.scaling_config:ScalingStudyConfig",
             result="asymptote.scaling_config:ScalingStudyResult",
             report="asymptote.reports.scaling:report",
+            table="asymptote.reports.scaling:table",
             summary="asymptote.reports.scaling:summary",
             help="Infinite-compute study: certified searches, parameter and ensemble scaling, asymptotes.",
             recipe="scaling-tiny",
@@ -74,6 +78,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.distill_config:DistillConfig",
             result="asymptote.distill_config:DistillResult",
             report="asymptote.reports.distill:report",
+            table="asymptote.reports.distill:table",
             summary="asymptote.reports.distill:summary",
             help="Distil an ensemble into one model of the single model's size (sequence, token_kl, combined).",
             recipe="distill-demo",
@@ -85,6 +90,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.soups_config:SoupStudyConfig",
             result="asymptote.soups_config:SoupStudyResult",
             report="asymptote.reports.soups:report",
+            table="asymptote.reports.soups:table",
             summary="asymptote.reports.soups:summary",
             help="Soups and merges of fine-tunes (a sweep, or checkpoints of the store); aligned averaging.",
             recipe="soups-tiny",
@@ -97,6 +103,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.autolrs_config:AutoLRSFlowConfig",
             result="asymptote.autolrs_config:AutoLRSResult",
             report="asymptote.reports.autolrs:report",
+            table="asymptote.reports.autolrs:table",
             summary="asymptote.reports.autolrs:summary",
             help="Train with AutoLRS (each stage's LR found by Bayesian optimisation); keep the schedule.",
             recipe="autolrs-cpu",
@@ -108,6 +115,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.recipe_config:RecipeConfig",
             result="asymptote.recipe_config:RecipeResult",
             report="asymptote.reports.recipe:report",
+            table="asymptote.reports.recipe:table",
             summary="asymptote.reports.recipe:summary",
             help="The chain in one call: scaling -> distillation from its members -> soups -> the final model.",
             recipe="recipe-tiny",
@@ -118,6 +126,7 @@ METHODS: dict[str, Method] = {
             config="asymptote.autolrs_config:AutoLRSSearchConfig",
             result="asymptote.autolrs_config:AutoLRSSearchResult",
             report="asymptote.reports.autolrs:search_report",
+            table="asymptote.reports.autolrs:search_table",
             summary="asymptote.reports.autolrs:search_summary",
             help="Ray Tune search over weight decay with AutoLRS as every trial's schedule.",
             recipe="autolrs-search",

@@ -73,7 +73,7 @@ def publish_results(
     if not _in_prefect_run():
         return
     key = artifact_key(method, config)
-    rows = redact(load(table_of(method))(result))
+    rows = redact(load(METHODS[method].table)(result))
     create_table_artifact(table=rows, key=f"{key}-results", description=f"{method}: headline results")
     links = {"report": report_uri, "store": store.uri()}
     for what, uri in ((w, u) for w, u in links.items() if u):
@@ -81,12 +81,6 @@ def publish_results(
         create_link_artifact(
             link=link, link_text=link, key=f"{key}-{what}", description=f"{method}: its {what}"
         )
-
-
-def table_of(method: str) -> str:
-    """A method's headline rows, beside its report: reports.<module>:table (search_report: search_table)."""
-    module, report = METHODS[method].report.split(":")
-    return f"{module}:{report.replace('report', 'table')}"
 
 
 class Progress:

@@ -10,7 +10,7 @@ from helpers import tiny_pretrain_config
 
 from asymptote.config import build, load
 from asymptote.flows.registry import METHODS
-from asymptote.flows.reporting import Progress, artifact_key, table_of
+from asymptote.flows.reporting import Progress, artifact_key
 from asymptote.recipes import load_recipe
 
 KEY = re.compile(r"^[a-z0-9-]+$")  # what Prefect accepts as an artifact key
@@ -30,7 +30,7 @@ def flow_run_artifacts(flow_run_id) -> dict:
 
 def test_every_method_has_a_table_and_a_stable_valid_key():
     for name, method in METHODS.items():
-        assert callable(load(table_of(name))), name
+        assert callable(load(method.table)), name
         config = build(load(method.config), load_recipe(method.recipe))
         key = artifact_key(name, config)
         assert KEY.match(key) and key == artifact_key(

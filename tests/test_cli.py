@@ -30,7 +30,7 @@ def test_every_registered_method_is_a_command():
 
 def test_every_registry_entry_resolves():
     for method in METHODS.values():
-        targets = [method.flow, method.config, method.result, method.report, method.summary]
+        targets = [method.flow, method.config, method.result, method.report, method.summary, method.table]
         for target in [*targets, *([method.inputs] if method.inputs else [])]:
             assert callable(load(target)), target
         help_text = runner.invoke(app, [method.name, "--help"]).output
