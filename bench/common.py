@@ -25,16 +25,51 @@ from asymptote.infra import settings
 settings.apply()  # a benchmark script's session: Prefect and Ray settings before either loads
 
 RESULTS = Path(__file__).parent / "results"
+PROTOCOLS = Path(__file__).parent / "protocols"
 # Options that say where, not how: left out of the protocol hash.
 PLACE_OPTIONS = ("--store", "--save", "--data", "--json-out", "--corpus", "--out")
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, protocol: str | None = None) -> argparse.ArgumentParser:
+    """The common options; with `protocol`, also `--protocol` (default bench/protocols/<protocol>.json)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", required=True, help="text file, folder or URI to train on")
     p.add_argument("--store", default=None, help="artifact store (default: a fresh temporary folder)")
     p.add_argument("--save", action="store_true", help="also write the result to bench/results/")
+    if protocol:
+        p.add_argument(
+            "--protocol",
+            default=str(PROTOCOLS / f"{protocol}.json"),
+            help="the protocol file: grids, seeds, budgets and analysis, fixed before the run",
+        )
+        p.add_argument(
+            "--seed-offset", type=int, default=0, help="added to every training seed (bench/replicate.py)"
+        )
     return p
+
+
+class Protocol(dict):
+    """A bench's protocol: the JSON file's fields, its content hash (`sha`) and where it was read."""
+
+    sha: str = ""
+    path: str = ""
+
+
+def load_protocol(path: str) -> Protocol:
+    """Read a protocol file; its hash is of the bytes, so any edit to it is a different protocol."""
+    blob = Path(path).read_bytes()
+    out = Protocol(json.loads(blob))
+    out.sha = hashlib.sha256(blob).hexdigest()[:16]
+    out.path = str(path)
+    print(f"protocol {out.path} sha256:{out.sha} at commit {_commit()}", file=sys.stderr, flush=True)
+    return out
+
+
+def protocol_fields(protocol: Protocol, seed_offset: int = 0) -> dict:
+    """What a result carries about its protocol: the file's hash, the commit, and any seed offset."""
+    return {"protocol": protocol.sha, "protocol_file": Path(protocol.path).name, "commit": _commit()} | (
+        {"seed_offset": seed_offset} if seed_offset else {}
+    )
 
 
 def store_uri(arg: str | None) -> str:
@@ -75,7 +110,7 @@ def save_result(result: dict, data: str | None, argv: list[str] | None = None) -
         "commit": _commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
-        "protocol": protocol_hash(Path(argv[0]), argv[1:]),
+        "protocol": result.get("protocol") or protocol_hash(Path(argv[0]), argv[1:]),
         "command": " ".join([f"python bench/{bench}.py", *argv[1:]]),
         "result": json.loads(json.dumps(result, default=_plain)),
     }
