@@ -68,7 +68,9 @@ def _matrices(arms: Arms) -> dict[str, np.ndarray]:
         rows = [np.asarray(s, np.float64) for s in seeds]
         for i, row in enumerate(rows):
             if row.ndim != 1 or row.size == 0:
-                raise ValueError(f"arms[{name!r}][{i}]: expected a non-empty 1-D array of window losses, got shape {row.shape}")
+                raise ValueError(
+                    f"arms[{name!r}][{i}]: expected a non-empty 1-D array of window losses, got shape {row.shape}"
+                )
             if not np.all(np.isfinite(row)):
                 raise ValueError(f"arms[{name!r}][{i}]: window losses must be finite")
             if windows is None:
@@ -88,7 +90,9 @@ def _stretched(x: np.ndarray) -> np.ndarray:
     return x + (seed_stretch(len(x)) - 1.0) * (seed_means - seed_means.mean())
 
 
-def resample(arms: Arms, n_boot: int = 2000, seed: int = 0, paired_seeds: bool = False) -> dict[str, np.ndarray]:
+def resample(
+    arms: Arms, n_boot: int = 2000, seed: int = 0, paired_seeds: bool = False
+) -> dict[str, np.ndarray]:
     """Per arm, its mean loss in each of `n_boot` hierarchical bootstrap draws (seeds, then windows).
 
     arms: name -> list over independently trained seeds of 1-D per-test-window losses; every arm is
@@ -100,7 +104,9 @@ def resample(arms: Arms, n_boot: int = 2000, seed: int = 0, paired_seeds: bool =
     mats = _matrices(arms)
     counts = {len(x) for x in mats.values()}
     if paired_seeds and len(counts) > 1:
-        raise ValueError(f"arms: paired_seeds needs the same number of seeds in every arm, got {sorted(counts)}")
+        raise ValueError(
+            f"arms: paired_seeds needs the same number of seeds in every arm, got {sorted(counts)}"
+        )
     rng = np.random.default_rng(seed)
     n_windows = next(iter(mats.values())).shape[1]
     window_weights = rng.multinomial(n_windows, np.full(n_windows, 1.0 / n_windows), size=n_boot) / n_windows

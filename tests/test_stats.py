@@ -57,7 +57,7 @@ def paired_study(rng, n_seeds, gain):
     offsets = rng.normal(0, 0.2, n_seeds)  # large shared base noise: pairing must cancel it
     ref = [TRUE_MEAN + o + windows + rng.normal(0, 0.02, 64) for o in offsets]
     effect = gain + rng.normal(0, 0.01, n_seeds)  # the gain itself varies a little by base
-    cand = [r - e + rng.normal(0, 0.02, 64) for r, e in zip(ref, effect)]
+    cand = [r - e + rng.normal(0, 0.02, 64) for r, e in zip(ref, effect, strict=True)]
     return {"reference": ref, "candidate": cand}
 
 
