@@ -49,15 +49,29 @@ def step_law_lr(non_embedding_params: int, tokens: int) -> float:
     return 1.79 * non_embedding_params**-0.713 * tokens**0.307
 
 
-def search_range(options: AutoLRSOptions, non_embedding_params: int, tokens: int) -> tuple[float, float]:
-    """[min_lr, max_lr]: the user's, else [lr/10, 10 lr] around the Step Law optimum (capped at 10).
+STEP_LAW_FACTOR = 10.0
+"""The Step Law prior's range: [lr/10, 10 lr] around its optimum."""
+MAX_LR = 10.0
+"""No range reaches above this (the options' own bound on learning rates)."""
 
-    A wider range such as [lr/100, 10 lr] lets the stages run down towards its lower bound, where the
-    run ends worse (docs/autolrs.md), so a wider range stays a user's choice (min_lr, max_lr)."""
+
+def search_range(
+    options: AutoLRSOptions, lr: float, non_embedding_params: int, tokens: int
+) -> tuple[float, float]:
+    """[min_lr, max_lr] of the search: the options' explicit bounds; else, by `range_rule`, within
+    range_factor of `lr`, the learning rate the user configured (`user`), or [x/10, 10 x] around the
+    Step Law optimum x for the model and tokens (`step_law`). The upper end is capped at MAX_LR."""
     if options.min_lr is not None:
         return options.min_lr, options.max_lr
-    lr = step_law_lr(non_embedding_params, tokens)
-    return lr / 10, min(10 * lr, 10.0)
+    if options.range_rule == "step_law":
+        centre, factor = step_law_lr(non_embedding_params, tokens), STEP_LAW_FACTOR
+    else:
+        centre, factor = lr, options.range_factor
+    if not 0 < centre / factor < MAX_LR:
+        raise ValueError(
+            f"learning rate {centre:.3g} / {factor:g} is outside (0, {MAX_LR:g}): no range to search"
+        )
+    return centre / factor, min(centre * factor, MAX_LR)
 
 
 # ----------------------------------------------------------------------------- proposers
@@ -178,11 +192,26 @@ class Stage(BaseModel):
     start_loss: float | None = None
     trials: list[Trial] = Field(default_factory=list)
     lr: float | None = None
-    """The chosen learning rate."""
+    """The chosen learning rate (the final decay's: the last chosen one, where it starts)."""
+    end_lr: float | None = None
+    """The final decay's LR at its last step; None for a stage held at `lr`."""
 
     @property
     def end_step(self) -> int:
         return self.start_step + self.stage_steps
+
+    @property
+    def decay(self) -> bool:
+        return self.end_lr is not None
+
+    def lr_at(self, step: int) -> float:
+        """LR of the step taken at `step` (0-based): `lr`, or on the final decay a cosine from `lr` that
+        reaches `end_lr` at the stage's last step. A function of the state alone, so a resumed run
+        continues it exactly."""
+        if self.end_lr is None:
+            return self.lr
+        progress = min(1.0, (step - self.start_step + 1) / self.stage_steps)
+        return self.end_lr + (self.lr - self.end_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class AutoLRSState(BaseModel):
@@ -191,6 +220,8 @@ class AutoLRSState(BaseModel):
     phase: Literal["warmup", "search", "exploit", "done"] = "warmup"
     min_lr: float
     max_lr: float
+    lr: float | None = None
+    """The learning rate the user configured (train.lr): the warmup's target unless options.warmup_lr."""
     trial_steps: int
     stage_steps: int
     stages: list[Stage] = Field(default_factory=list)
@@ -212,10 +243,12 @@ class AutoLRS:
         self.options, self.state = options, state
 
     @classmethod
-    def start(cls, options: AutoLRSOptions, lr_range: tuple[float, float]) -> "AutoLRS":
+    def start(cls, options: AutoLRSOptions, lr_range: tuple[float, float], lr: float) -> "AutoLRS":
+        """A fresh controller searching `lr_range`; `lr` is the user's configured learning rate."""
         state = AutoLRSState(
             min_lr=lr_range[0],
             max_lr=lr_range[1],
+            lr=lr,
             trial_steps=options.trial_steps,
             stage_steps=options.stage_steps,
         )
@@ -235,7 +268,17 @@ class AutoLRS:
 
     @property
     def warmup_lr(self) -> float:
-        return self.options.warmup_lr or math.sqrt(self.state.min_lr * self.state.max_lr)
+        """options.warmup_lr, else the user's lr (a state saved without one: the range's geometric middle)."""
+        return self.options.warmup_lr or self.state.lr or math.sqrt(self.state.min_lr * self.state.max_lr)
+
+    def decay_start(self, total: int) -> int:
+        """First step of the final decay: the last floor(decay_fraction x total) steps (total: none)."""
+        return total - math.floor(self.options.decay_fraction * total)
+
+    @property
+    def last_lr(self) -> float:
+        """The LR the run holds now: the last stage's, or the warmup's before any stage."""
+        return self.state.stages[-1].lr if self.state.stages else self.warmup_lr
 
     @property
     def validation_mode(self) -> bool:
@@ -255,22 +298,28 @@ class AutoLRS:
     # ------------------------------------------------------------------ decisions
 
     def begin_stage(self, step: int, total: int, start_loss: float | None) -> None:
-        """Open the next stage at `step`; with too little left for a search, keep the last LR to the end."""
+        """Open the next stage at `step`. A stage ends by the final decay's start; from there the last
+        chosen LR anneals to the end without trials; with too little left before it for a search, the
+        stage keeps the last LR."""
         remaining = total - step
         if remaining <= 0:
             self.state.phase = "done"
             return
         s = self.state
+        decay_at = self.decay_start(total)
         stage = Stage(
             index=len(s.stages),
             start_step=step,
             trial_steps=s.trial_steps,
-            stage_steps=min(s.stage_steps, remaining),
+            stage_steps=min(s.stage_steps, decay_at - step) if step < decay_at else remaining,
             validation=self.validation_mode,
             start_loss=start_loss,
         )
-        if remaining <= s.trial_steps:  # trials longer than what is left cannot pay off
-            stage.lr = s.stages[-1].lr if s.stages else self.warmup_lr
+        if step >= decay_at:  # the final decay: trials here could not pay off before the end
+            lr = self.last_lr
+            stage.trial_steps, stage.lr, stage.end_lr = 0, lr, self.options.decay_floor * lr
+        elif decay_at - step <= s.trial_steps:  # trials longer than what is left cannot pay off
+            stage.lr = self.last_lr
         s.stages.append(stage)
         s.phase = "exploit" if stage.lr is not None else "search"
 
@@ -518,7 +567,8 @@ def _search(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
 def _exploit(ctl: AutoLRS, trainer: Trainable, total: int, io: LoopIO) -> None:
     stage = ctl.stage
     while trainer.step < stage.end_step:
-        _record_step(ctl, trainer, io, stage.lr, io.mean(trainer.train_step(stage.lr)), total)
+        lr = stage.lr_at(trainer.step)
+        _record_step(ctl, trainer, io, lr, io.mean(trainer.train_step(lr)), total)
     start = _start_loss(ctl, trainer, io) if trainer.step < total else None
     io.decide(ctl, lambda: ctl.end_stage(total, start))
     _save(ctl, trainer, io)

@@ -32,10 +32,17 @@ class AutoLRSOptions(Section):
 
     kind: Literal["autolrs"] = "autolrs"
     """Driver name (always `autolrs`)."""
+    range_rule: Literal["user", "step_law"] = "user"
+    """Where the searched learning rates lie when min_lr/max_lr are unset: `user`, within range_factor
+    of the learning rate the user configured (train.lr); `step_law`, [lr/10, 10 lr] around the Step
+    Law optimum for the model's non-embedding parameters and the run's tokens (an extrapolated prior)."""
+    range_factor: float = Field(30.0, gt=1)
+    """With range_rule `user`: the search range is [train.lr / range_factor, train.lr * range_factor]
+    (the upper end capped at 10)."""
     min_lr: float | None = Field(None, gt=0, le=10)
-    """Lower end of the searched learning rates; None (with max_lr None): from the Step Law prior."""
+    """Lower end of the searched learning rates; set with max_lr, it overrides range_rule."""
     max_lr: float | None = Field(None, gt=0, le=10)
-    """Upper end of the searched learning rates; None (with min_lr None): from the Step Law prior."""
+    """Upper end of the searched learning rates; set with min_lr, it overrides range_rule."""
     trials: int = Field(10, ge=2, le=100)
     """k: learning rates tried per stage (the reference's 10)."""
     trial_steps: int = Field(10, ge=MIN_POINTS)
@@ -57,24 +64,29 @@ class AutoLRSOptions(Section):
     warmup_steps: int | None = Field(None, ge=0)
     """Linear warmup before the first stage (None: train.warmup_steps)."""
     warmup_lr: float | None = Field(None, gt=0, le=10)
-    """LR the warmup climbs to (None: the geometric middle of [min_lr, max_lr])."""
+    """LR the warmup climbs to (None: the user's train.lr, as a cosine's warmup climbs to its peak)."""
+    decay_fraction: float = Field(0.2, ge=0, lt=1)
+    """The last decay_fraction of the run's steps search no more: from the last chosen LR they anneal
+    by a cosine to decay_floor times it at the last step (0: no decay, the search runs to the end)."""
+    decay_floor: float = Field(0.1, gt=0, le=1)
+    """Where the final decay ends, as a fraction of the last chosen LR (the baseline cosine's floor)."""
     seed: int = 0
     """Seed of the proposers (each proposal is a function of seed, stage and trial only)."""
     spike_guard: Literal["stage", "reference"] = "stage"
     """Which trials are scored by their recent level instead of their forecast: `stage` (any trial
     whose loss rose above its stage's start beyond noise) or `reference` (the reference code's:
     validation-scored trials whose loss reached the loss at the end of warmup). With `reference`, a
-    high LR's spike and recovery is forecast as fast progress and wins; docs/autolrs.md compares them."""
+    high LR's spike and recovery is forecast as fast progress and wins (docs/autolrs.md)."""
     denoiser: Literal["robust", "reference"] = "robust"
     """How a trial's loss curve is cleaned before the exponential fit: `robust` (smoothing scaled to
-    the curve's own noise) or `reference` (the reference code's; docs/autolrs.md compares them)."""
+    the curve's own noise) or `reference` (the reference code's; docs/autolrs.md)."""
 
     @model_validator(mode="after")
     def _check(self) -> "AutoLRSOptions":
         if (self.min_lr is None) != (self.max_lr is None):
             raise ValueError(
                 f"min_lr={self.min_lr} and max_lr={self.max_lr}: give both or neither "
-                "(neither: the range comes from the Step Law prior)"
+                "(neither: the range comes from range_rule)"
             )
         if self.min_lr is not None and self.min_lr >= self.max_lr:
             raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
@@ -112,8 +124,9 @@ class AutoLRSFlowConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     """Corpus and tokenisation."""
     train: TrainConfig = Field(default_factory=_tiny_train)
-    """Optimisation; the run's steps are train.max_steps (or epochs). train.lr and the schedule are
-    not used: AutoLRS sets the LR of every step (train.warmup_steps is its default warmup)."""
+    """Optimisation; the run's steps are train.max_steps (or epochs). The schedule is not used:
+    AutoLRS sets the LR of every step. train.lr is the user's guess: the search range lies around it
+    (autolrs.range_rule) and the warmup (train.warmup_steps by default) climbs to it."""
     autolrs: AutoLRSOptions = Field(default_factory=AutoLRSOptions)
     """The search: range, trials per stage, trial and stage lengths, optimiser backend."""
     compute: ComputeConfig = volatile(default_factory=ComputeConfig)

@@ -35,12 +35,15 @@ def autolrs_options(job) -> AutoLRSOptions:
     return options.model_copy(update={k: v for k, v in fill.items() if getattr(options, k) is None})
 
 
-def controller_for(trainer: Trainer, options: AutoLRSOptions, total: int, tokens_per_step: int) -> AutoLRS:
-    """The resumed controller if the checkpoint holds one, else a fresh one over the search range."""
+def controller_for(
+    trainer: Trainer, options: AutoLRSOptions, lr: float, total: int, tokens_per_step: int
+) -> AutoLRS:
+    """The resumed controller if the checkpoint holds one, else a fresh one over the search range
+    around `lr`, the user's configured learning rate (train.lr)."""
     if "autolrs" in trainer.extra:
         return AutoLRS(options, AutoLRSState.model_validate(trainer.extra["autolrs"]))
     n = count_params(unwrap(trainer.model), non_embedding=True)
-    return AutoLRS.start(options, search_range(options, n, total * tokens_per_step))
+    return AutoLRS.start(options, search_range(options, lr, n, total * tokens_per_step), lr)
 
 
 def rank0_decides(env: DistEnv):
@@ -105,7 +108,7 @@ def autolrs_driver(
     """Train `total` steps with the schedule AutoLRS finds on the way (trial steps come on top)."""
     options = autolrs_options(job)
     tokens_per_step = job.train.batch_size * job.model.block_size
-    ctl = controller_for(trainer, options, total, tokens_per_step)
+    ctl = controller_for(trainer, options, job.train.lr, total, tokens_per_step)
     state = drive(ctl, trainer, total, loop_io(trainer, job, options, report, checkpoints))
     check_ranks_agree(trainer.env, state)
     if trainer.env.is_main:

@@ -91,6 +91,7 @@ def _options(**kw) -> AutoLRSOptions:
         stage_steps=200,
         max_stage_steps=200,
         warmup_steps=0,
+        decay_fraction=0.0,  # the search's own mechanics; the final decay has its own tests
     )
     return AutoLRSOptions(**(base | kw))
 
@@ -106,7 +107,7 @@ def test_controller_picks_the_known_best_lr_with_the_reference_k():
     defaults = AutoLRSOptions()
     assert (defaults.trials, defaults.stage_steps // defaults.trial_steps) == (10, 10)  # reference k, ratio
     opts = _options(trials=10, trial_steps=10, stage_steps=100, max_stage_steps=800)
-    ctl = AutoLRS.start(opts, (opts.min_lr, opts.max_lr))
+    ctl = AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3)
     state = drive(ctl, Surface(), 100)
     stage = state.stages[0]
     tried = [t.lr for t in stage.trials]
@@ -134,7 +135,7 @@ def test_a_repeated_proposal_is_told_again_and_re_asked():
 @pytest.mark.parametrize("backend", ["optuna_gp", "optuna_tpe"])
 def test_optuna_backends_behind_the_same_interface(backend):
     opts = _options(trials=5, backend=backend)
-    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 200)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), Surface(), 200)
     tried = [t.lr for t in state.stages[0].trials]
     assert len(set(tried)) == 5 and all(1e-4 <= lr <= 1e-1 for lr in tried)
     assert state.stages[0].lr == _nearest_to_best(tried)
@@ -144,7 +145,7 @@ def test_optuna_backends_behind_the_same_interface(backend):
 
 def test_diverging_trials_are_penalised_and_never_chosen():
     opts = _options(trials=6, min_lr=1e-3, max_lr=1.0)
-    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(diverge_at=0.05), 200)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), Surface(diverge_at=0.05), 200)
     stage = state.stages[0]
     diverged = [t for t in stage.trials if t.lr >= 0.05]
     assert diverged, "the range reaches into divergence, so some trial must diverge"
@@ -190,7 +191,7 @@ def test_stages_double_then_score_on_validation_and_the_last_is_cut():
         val_points=5,
         backend="optuna_tpe",
     )
-    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 1400)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), Surface(), 1400)
     shape = [(s.start_step, s.trial_steps, s.stage_steps, s.validation) for s in state.stages]
     # tau' doubles while tau' < tau_max/10 = 40; as in the reference, the stage that first runs at 40
     # still scores on training loss, and the ones after it on validation loss
@@ -210,19 +211,19 @@ def test_stages_double_then_score_on_validation_and_the_last_is_cut():
 
 def test_a_stage_too_short_for_its_trials_keeps_the_last_lr():
     opts = _options(trials=2, trial_steps=20, stage_steps=100, max_stage_steps=100, backend="optuna_tpe")
-    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 115)
+    state = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), Surface(), 115)
     assert [len(s.trials) for s in state.stages] == [2, 0]
     assert state.stages[1].lr == state.stages[0].lr and len(state.lrs) == 115
 
 
 def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
     opts = _options(trials=4, backend="optuna_tpe")
-    straight = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), Surface(), 400)
+    straight = drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), Surface(), 400)
 
     saved: list[str] = []  # every checkpoint as JSON text, as a store would hold it
     surface = Surface()
     io = LoopIO(save=lambda: saved.append(json.dumps({"snap": surface.snapshot()})))
-    drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr)), surface, 400, io)
+    drive(AutoLRS.start(opts, (opts.min_lr, opts.max_lr), 1e-3), surface, 400, io)
     mid = next(
         json.loads(s)["snap"]
         for s in saved
@@ -235,11 +236,17 @@ def test_state_is_serialisable_and_a_resumed_stage_proposes_the_same_lrs():
     assert resumed.model_dump() == straight.model_dump()
 
 
-def test_search_range_from_the_step_law_or_the_user():
+def test_search_range_follows_the_users_lr_or_the_step_law_or_explicit_bounds():
+    assert search_range(AutoLRSOptions(), 2e-3, 100_000, 1_000_000) == pytest.approx((2e-3 / 30, 2e-3 * 30))
+    assert search_range(AutoLRSOptions(range_factor=5), 2e-2, 1, 1) == pytest.approx((4e-3, 0.1))
+    assert search_range(AutoLRSOptions(), 1.0, 1, 1) == pytest.approx((1 / 30, 10.0))  # capped at 10
     lr = step_law_lr(100_000, 1_000_000)
     assert lr == pytest.approx(1.79 * 1e5**-0.713 * 1e6**0.307)
-    assert search_range(AutoLRSOptions(), 100_000, 1_000_000) == pytest.approx((lr / 10, lr * 10))
-    assert search_range(AutoLRSOptions(min_lr=1e-4, max_lr=1e-2), 1, 1) == (1e-4, 1e-2)
+    step_law = AutoLRSOptions(range_rule="step_law")
+    assert search_range(step_law, 2e-3, 100_000, 1_000_000) == pytest.approx((lr / 10, lr * 10))
+    for rule in ("user", "step_law"):  # explicit bounds override either rule
+        explicit = AutoLRSOptions(range_rule=rule, min_lr=1e-4, max_lr=1e-2)
+        assert search_range(explicit, 2e-3, 100_000, 1_000_000) == (1e-4, 1e-2)
     assert step_law_lr(10**9, 10**11) < step_law_lr(10**5, 10**11)  # bigger models want smaller LRs
 
 
@@ -326,8 +333,12 @@ def test_driver_trains_records_and_commits_the_trace(store):
     state = trace["state"]
     assert summary["steps"] == 60 and len(state["lrs"]) == 60 and len(state["losses"]) == 60
     assert state["trial_steps_spent"] == sum(len(s["trials"]) * s["trial_steps"] for s in state["stages"])
-    chosen = [s["lr"] for s in state["stages"]]
-    assert set(state["lrs"][4:]) <= set(chosen) and all(1e-3 <= lr <= 3e-2 for lr in chosen)
+    assert state["lrs"][:4] == pytest.approx([3e-3 * i / 4 for i in range(1, 5)])  # warmup to train.lr
+    *searched, decay = state["stages"]  # the last 20% (12 steps) anneal without trials
+    chosen = [s["lr"] for s in searched]
+    assert set(state["lrs"][4:48]) <= set(chosen) and all(1e-3 <= lr <= 3e-2 for lr in chosen)
+    assert (decay["start_step"], decay["trials"], decay["lr"]) == (48, [], chosen[-1])
+    assert state["lrs"][-1] == pytest.approx(0.1 * chosen[-1]) and state["lrs"][47] > state["lrs"][48]
     assert summary["val_loss"] == trace["metrics"][-1]["val_loss"] < 5.0
     assert any("trial_score" in r for r in records)
 
