@@ -17,10 +17,14 @@ and then the option with the lowest predicted loss. The inverse question inverts
 What the fits cover: N between the smallest and largest fitted size, k up to the K measured, tokens
 between the smallest and largest budget of the study's L(D) fit (only D itself without one). Outside
 that the planner refuses (`OutOfRange`) unless asked to extrapolate, and then every answer says which
-fit it extrapolates and how far. A token count other than D shifts every option by L_D(T) - L_D(D),
+fit it extrapolates and how far. A law that is not identified (as many parameters as points, a
+parameter at its bound) is never the basis of a plan, inside the fitted range or out: every answer
+names each option it could not evaluate and why (`unevaluated`), and a question no identified law
+can answer is refused with those reasons. A token count other than D shifts every option by L_D(T) - L_D(D),
 the standard recipe's fitted data law (an assumption the answer states). Intervals are percentiles of
-the bootstrap draws plus, for a prediction of a measured loss, the noise of the mean of `seeds` runs.
-Pure numpy/pydantic: no torch, Prefect or Ray.
+the bootstrap draws plus, for a prediction of a measured loss, the noise of the mean of `seeds` runs;
+an interval that misses its own point estimate (a biased bootstrap) is widened to reach it, and the
+answer says so. Pure numpy/pydantic: no torch, Prefect or Ray.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ class Prediction(BaseModel):
     extrapolations: list[str] = Field(default_factory=list)
     """Where it leaves what the fits cover, and how far ([] inside)."""
     notes: list[str] = Field(default_factory=list)
+    unevaluated: dict[str, str] = Field(default_factory=dict)
+    """Every option the answer could not evaluate -> why (not fitted, not identified, not affordable)."""
 
     def lines(self) -> list[str]:
         ens = f" x {self.members} members" if self.members > 1 else ""
@@ -120,6 +126,7 @@ class Prediction(BaseModel):
             f"fits: {', '.join(self.fits)}",
             *[f"EXTRAPOLATES: {e}" for e in self.extrapolations],
             *[f"note: {n}" for n in self.notes],
+            *[f"not evaluated: {name}: {why}" for name, why in self.unevaluated.items()],
         ]
 
 
@@ -157,37 +164,68 @@ class Option:
     weight_decay_factor: float = 1.0
 
 
-def _option_fits(inputs: PlanInputs) -> list[Option]:
-    """Every option whose law can be fitted (>= 3 sizes with its points); the rest are skipped."""
+def _option_fits(inputs: PlanInputs) -> tuple[list[Option], dict[str, str]]:
+    """(options whose law could be fitted, option -> why the others could not be)."""
     data, design = inputs.study, inputs.design
     noise = Noise(data, inputs.fits)
     if noise.sd is None:
         raise FitError("the study has no seed replicas: the planner's intervals need >= 2 seeds")
     params = [s.params for s in data.sizes]
-    out = []
+    out, failed = [], {}
     for recipe in SINGLE:
         groups = [getattr(s, recipe) for s in data.sizes]
         y = [float(np.mean(g)) for g in groups]
         draws = noise.means([len(g) for g in groups])
-        for fit in _try(lambda y=y, d=draws, r=recipe: fit_seed_draws(params, y, d, what=r)):
-            out.append(Option(recipe, 1, fit, f"{recipe}_N", recipe))
+        fit = _try(lambda y=y, d=draws, r=recipe: fit_seed_draws(params, y, d, what=r), failed, recipe)
+        out += [Option(recipe, 1, f, f"{recipe}_N", recipe) for f in fit]
     curves = [noise.curve(s) for s in data.sizes]
-    for k in range(2, min((len(c) for c, _, _ in curves), default=0) + 1):  # (curve, draws, how drawn)
+    measured = min((len(c) for c, _, _ in curves), default=0)
+    for k in range(2, measured + 1):  # (curve, draws, how drawn)
         y = [c[k - 1] for c, _, _ in curves]
         # the curve's draws are values; a fit bootstraps from errors (as scaling_analysis' L(K) fits do)
         draws = np.stack([d[:, k - 1] - c[k - 1] for c, d, _ in curves], axis=1)
         name = f"ensemble-{k}"
-        for fit in _try(lambda y=y, d=draws, n=name: fit_seed_draws(params, y, d, what=n)):
-            f, w = design.epoch_factor, design.weight_decay_factor
-            out.append(Option(name, k, fit, f"{name}_N", "regularized", f, w))
-    return out
+        fit = _try(lambda y=y, d=draws, n=name: fit_seed_draws(params, y, d, what=n), failed, name)
+        f, w = design.epoch_factor, design.weight_decay_factor
+        out += [Option(name, k, s, f"{name}_N", "regularized", f, w) for s in fit]
+    failed[f"ensemble-{max(measured, 1) + 1}+"] = (
+        f"not measured: the study's ensembles go up to K = {measured} members at every size"
+        if measured >= 2
+        else "not measured: the study has no ensembles of 2 or more members at every size"
+    )
+    return out, failed
 
 
-def _try(make) -> list:
+def _try(make, failed: dict[str, str] | None = None, name: str = "") -> list:
     try:
         return [make()]
-    except FitError:
+    except FitError as err:
+        if failed is not None:
+            failed[name] = f"no law could be fitted: {err}"
         return []
+
+
+def _contain(estimate: float, ci, what: str) -> tuple[list, list[str]]:
+    """The interval, widened to reach its own estimate when the bootstrap's percentiles miss it (the
+    refits are biased, e.g. piled at a bound); an estimate outside its printed interval contradicts
+    itself. None (unbounded) ends stay unbounded. Returns (interval, notes)."""
+    lo, hi = ci
+    if (lo is None or lo <= estimate) and (hi is None or estimate <= hi):
+        return [lo, hi], []
+    new = [estimate if lo is None else min(lo, estimate), estimate if hi is None else max(hi, estimate)]
+    if lo is None:
+        new[0] = None
+    if hi is None:
+        new[1] = None
+    note = (
+        f"{what}: the bootstrap's interval [{_num(lo)}, {_num(hi)}] missed the point estimate {estimate:.4g} "
+        "(its refits are biased), so it is widened to reach it"
+    )
+    return new, [note]
+
+
+def _num(v: float | None) -> str:
+    return "unbounded" if v is None else f"{v:.4g}"
 
 
 def _draws(law_samples: np.ndarray, n: float) -> np.ndarray:
@@ -203,9 +241,22 @@ class Planner:
 
     def __init__(self, inputs: PlanInputs):
         self.inputs, self.design, self.cfg = inputs, inputs.design, inputs.fits
-        self.options = {o.name: o for o in _option_fits(inputs)}
+        fitted, failed = _option_fits(inputs)
+        self.options = {o.name: o for o in fitted}
         if not self.options:
-            raise FitError("no law could be fitted: the planner needs >= 3 sizes with seed replicas")
+            raise FitError(
+                "no law could be fitted: the planner needs >= 3 sizes with seed replicas ("
+                + "; ".join(f"{k}: {v}" for k, v in failed.items())
+                + ")"
+            )
+        # what no plan may rest on: options without a law, and laws that are not identified
+        unusable = failed | {
+            o.name: f"{o.fit_name} is not identified: {o.fit.reason}" for o in fitted if not o.fit.identified
+        }
+        self.unusable = dict(
+            sorted(unusable.items(), key=lambda kv: kv[0].endswith("+"))
+        )  # unmeasured K last
+        self.usable = {o.name: o for o in fitted if o.fit.identified}
         self.noise = Noise(inputs.study, inputs.fits)
         self.params = np.array([s.params for s in self.design.sizes], dtype=float)
         self.lo, self.hi = float(self.params.min()), float(self.params.max())
@@ -216,15 +267,21 @@ class Planner:
     # --- pieces
 
     def _data_fit(self) -> SeedFit | None:
-        """The standard recipe's L(D) over the study's budgets (None with fewer than 3)."""
+        """The standard recipe's identified L(D) over the study's budgets (None with fewer than 3, or
+        when it is not identified: `data_fit_reason` says why)."""
         eff = self.inputs.study.efficiency
         budgets = sorted(eff)
+        self.data_fit_reason = f"{len(budgets)} token budget(s): L(D) needs >= 3"
         if len(budgets) < 3:
             return None
         y = [float(np.mean(eff[b])) for b in budgets]
         draws = self.noise.means([len(eff[b]) for b in budgets])
-        fit = _try(lambda: fit_seed_draws(budgets, y, draws, what="standard_D"))
-        return fit[0] if fit else None
+        failed: dict[str, str] = {}
+        fit = _try(lambda: fit_seed_draws(budgets, y, draws, what="standard_D"), failed, "standard_D")
+        if fit and not fit[0].identified:  # no shift along a law that is not identified
+            failed["standard_D"] = f"standard_D is not identified: {fit[0].reason}"
+        self.data_fit_reason = failed.get("standard_D", "")
+        return fit[0] if fit and fit[0].identified else None
 
     def flops_per_token(self, n: float) -> float:
         """Train FLOPs per token of a shape with n parameters: a power of n fitted to the study's shapes."""
@@ -247,21 +304,23 @@ class Planner:
         """Train FLOPs of the plan: per-token FLOPs x tokens x epochs x members."""
         return self.flops_per_token(n) * tokens * self.settings(option, n)["epochs"] * option.members
 
-    def _option(self, name: str | None, single_only: bool) -> list[Option]:
-        if name is None:
-            return [o for o in self.options.values() if o.members == 1 or not single_only]
-        if name not in self.options:
-            raise OutOfRange(f"no fit for option {name!r}; fitted: {', '.join(self.options)}")
-        return [self.options[name]]
-
-    def _identified(self, options: list[Option], n: float) -> list[Option]:
-        """Only identified laws extrapolate: one whose asymptote or exponent sits at a bound says nothing
-        about where the curve goes beyond its points (the study gives no verdict from such a fit)."""
-        kept = [o for o in options if o.fit.identified]
+    def _option(self, name: str | None, single_only: bool) -> tuple[list[Option], dict[str, str]]:
+        """(the options a question may rest on, option -> why the others cannot be evaluated); refused
+        when none is left, naming every option and why."""
+        if name is not None:
+            if name in self.unusable:
+                raise OutOfRange(f"refused: option {name!r} cannot be planned from: {self.unusable[name]}")
+            if name not in self.usable:
+                raise OutOfRange(f"no fit for option {name!r}; fitted: {', '.join(self.options)}")
+            return [self.usable[name]], {}
+        kept = [o for o in self.usable.values() if o.members == 1 or not single_only]
         if not kept:
-            reasons = "; ".join(f"{o.fit_name}: {o.fit.reason}" for o in options)
-            raise OutOfRange(f"refused: {self._size_note(n)} and no law there is identified ({reasons})")
-        return kept
+            raise OutOfRange(f"refused: no identified law to plan from ({self._why_not(self.unusable)})")
+        return kept, dict(self.unusable)
+
+    @staticmethod
+    def _why_not(skipped: dict[str, str]) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no option"
 
     # --- coverage
 
@@ -277,7 +336,8 @@ class Planner:
         what = (
             f"tokens {tokens:,} are outside the budgets the data law L(D) covers ({lo:,}..{hi:,})"
             if self.data_fit is not None
-            else f"the fits are at {self.design.tokens:,} tokens only (the study has no L(D) fit)"
+            else f"the fits are at {self.design.tokens:,} tokens only (the study has no identified L(D) fit: "
+            f"{self.data_fit_reason})"
         )
         if not extrapolate or self.data_fit is None:
             why = "" if self.data_fit is not None else "; there is no L(D) fit to extrapolate with"
@@ -321,23 +381,26 @@ class Planner:
                     "Pass extrapolate (--extrapolate) to plan beyond them."
                 )
             extra = extra + [self._size_note(params)]
-        options = self._option(option, single_only)
-        if not self.lo <= params <= self.hi:
-            options = self._identified(options, params)
-        preds = [self._at(o, params, tokens, seeds, extra) for o in options]
+        options, skipped = self._option(option, single_only)
+        preds = [self._at(o, params, tokens, seeds, extra, skipped) for o in options]
         return min(preds, key=lambda p: p.loss)
 
-    def _at(self, o: Option, n: float, tokens: int, seeds: int, extra: list[str]) -> Prediction:
+    def _at(
+        self, o: Option, n: float, tokens: int, seeds: int, extra: list[str], skipped: dict[str, str]
+    ) -> Prediction:
         shift, shift_draws = self._shift(tokens)
         law = _draws(o.fit.samples, n) + shift_draws[: len(o.fit.samples)]
         noisy = law + self._seed_noise(seeds)[: len(law)]
         fits = [o.fit_name] + (["standard_D"] if tokens != self.design.tokens else [])
-        notes = [] if o.fit.identified else [f"{o.fit_name} is not identified: {o.fit.reason}"]
+        notes = []
         if tokens != self.design.tokens:
             notes.append(
                 f"loss shifted by L_D({tokens:,}) - L_D({self.design.tokens:,}) = {shift:+.4f}: the standard "
                 "recipe's data law, assumed to move every option alike"
             )
+        estimate = float(o.fit.law(n)) + shift
+        loss_ci, widened = _contain(estimate, interval(noisy, self.cfg.level), "predicted test loss")
+        law_ci, law_widened = _contain(estimate, interval(law, self.cfg.level), "the law's value")
         s = self.settings(o, n)
         return Prediction(
             option=o.name,
@@ -349,14 +412,15 @@ class Planner:
             epochs=s["epochs"],
             settings_from=self.nearest(n).label,
             flops=self.cost(o, n, tokens),
-            loss=float(o.fit.law(n)) + shift,
-            loss_ci=list(interval(noisy, self.cfg.level)),
-            law_ci=list(interval(law, self.cfg.level)),
+            loss=estimate,
+            loss_ci=loss_ci,
+            law_ci=law_ci,
             level=self.cfg.level,
             seeds=seeds,
             fits=fits,
             extrapolations=[e.replace("N is", f"{o.fit_name}: N is") for e in extra],
-            notes=notes,
+            notes=notes + widened + law_widened,
+            unevaluated={k: v for k, v in skipped.items() if k != o.name},
         )
 
     def _seed_noise(self, seeds: int) -> np.ndarray:
@@ -385,53 +449,56 @@ class Planner:
         if flops <= 0:
             raise OutOfRange(f"refused: a compute budget must be positive, got {flops:g} FLOPs")
         extra = self._check_tokens(tokens, extrapolate)
-        lo_cost = min(self.cost(o, self.lo, tokens) for o in self.options.values())
-        hi_cost = max(self.cost(o, self.hi, tokens) for o in self.options.values())
+        options, skipped = self._option(None, single_only=False)
+        lo_cost = min(self.cost(o, self.lo, tokens) for o in options)
+        hi_cost = max(self.cost(o, self.hi, tokens) for o in options)
         if not extrapolate and not lo_cost <= flops <= hi_cost:
             side = "below the cheapest" if flops < lo_cost else "above the most expensive"
             raise OutOfRange(
-                f"refused: {flops:.3g} FLOPs is {side} plan the fits cover at {tokens:,} tokens "
+                f"refused: {flops:.3g} FLOPs is {side} plan the identified fits cover at {tokens:,} tokens "
                 f"({lo_cost:.3g}..{hi_cost:.3g} FLOPs: sizes {self.lo:,.0f}..{self.hi:,.0f}, K up to "
                 f"{self.design.members}). Pass extrapolate (--extrapolate) to plan beyond them."
+                + (f" Not evaluated: {self._why_not(skipped)}." if skipped else "")
             )
-        preds = []
-        for o in self.options.values():
+        found = []
+        for o in options:
             n = self.affordable(o, flops, tokens)
             if not extrapolate:
                 n = min(n, self.hi)
-                if n < self.lo:
-                    continue
-            elif n <= 0:
+            if n < self.lo and (not extrapolate or n <= 0):
+                skipped[o.name] = (
+                    f"{flops:.3g} FLOPs does not afford its smallest fitted size ({self.lo:,.0f}) "
+                    f"at {tokens:,} tokens"
+                )
                 continue
+            found.append((o, n))
+        preds = []
+        for o, n in found:
             note = [] if self.lo <= n <= self.hi else [self._size_note(n)]
-            if note and not o.fit.identified:
-                continue  # a law that is not identified never extrapolates
-            preds.append(self._at(o, n, tokens, seeds, extra + note))
+            preds.append(self._at(o, n, tokens, seeds, extra + note, skipped))
         if not preds:
-            raise OutOfRange(
-                f"refused: {flops:.3g} FLOPs buys no plan with an identified law beyond the fitted sizes"
-            )
+            raise OutOfRange(f"refused: {flops:.3g} FLOPs buys no plan ({self._why_not(skipped)})")
         return min(preds, key=lambda p: p.loss)
 
     def budget_for(self, loss: float, tokens: int, extrapolate: bool = False) -> BudgetAnswer:
         """What budget this loss needs: per option the N where its law reaches `loss`, then the cheapest."""
         extra = self._check_tokens(tokens, extrapolate)
         shift, shift_draws = self._shift(tokens)
-        answers, refused = [], []
-        for o in self.options.values():
+        options, skipped = self._option(None, single_only=False)
+        answers = []
+        for o in options:
             n = o.fit.law.inverse(loss - shift)
             if not math.isfinite(n):
-                refused.append(f"{o.name}: at or below its asymptote {o.fit.law.E + shift:.4f}")
+                skipped[o.name] = f"the target is at or below its asymptote {o.fit.law.E + shift:.4f}"
                 continue
-            if not self.lo <= n <= self.hi and (not extrapolate or not o.fit.identified):
-                why = "" if o.fit.identified else f" and {o.fit_name} is not identified ({o.fit.reason})"
-                refused.append(f"{o.name}: {self._size_note(n)}{why}")
+            if not self.lo <= n <= self.hi and not extrapolate:
+                skipped[o.name] = f"it reaches the target where {self._size_note(n)}"
                 continue
             answers.append((self.cost(o, n, tokens), o, n, shift_draws))
         if not answers:
             hint = "" if extrapolate else " Pass extrapolate (--extrapolate) to plan beyond the fitted sizes."
             raise OutOfRange(
-                f"refused: no fitted option reaches loss {loss:.4f} ({'; '.join(refused)}).{hint}"
+                f"refused: no identified option reaches loss {loss:.4f} ({self._why_not(skipped)}).{hint}"
             )
         flops, o, n, sd = min(answers, key=lambda a: a[0])
         note = [] if self.lo <= n <= self.hi else [self._size_note(n)]
@@ -442,7 +509,9 @@ class Planner:
             ]
         )
         ci = [v if math.isfinite(v) else None for v in interval(draws, self.cfg.level)]
-        plan = self._at(o, n, tokens, 1, extra + note)
+        ci, widened = _contain(flops, ci, "compute")
+        plan = self._at(o, n, tokens, 1, extra + note, skipped)
+        plan.notes += widened
         return BudgetAnswer(target=loss, plan=plan, flops=flops, flops_ci=ci, level=self.cfg.level)
 
 

@@ -9,7 +9,9 @@ replicas on test, exactly as the study does. The comparison is on test, which no
 Reduced by default to fit a shared CPU machine (say so when quoting it): K=2 members, no extra token
 budgets for L(D) and the epoch sweep at the smallest size; `--set` restores any of them. Progress goes
 to stderr; the last line on stdout is one JSON object: predicted, predicted_ci, actual, abs_error,
-covered, wall_s, and what was predicted (option, settings, fits, extrapolation).
+covered, wall_s, and what was predicted (option, settings, fits, extrapolation), with every option it
+could not evaluate and why (`not_evaluated`: a law that is not identified is never a prediction) and
+the other single-model option's prediction beside its actual loss.
 
     python bench/planner.py --data ../shared/data/tinyshakespeare.txt [--store /tmp/bench-planner]
 """
@@ -47,11 +49,16 @@ def _predict(planner, n: int, seeds: int) -> dict:
         p = planner.predict(n, seeds=seeds, extrapolate=True, single_only=True)
     except OutOfRange as err:
         return {"refused": str(err)}
-    others = {}
+    others = {}  # the single-model option not chosen: its prediction, or why it has none
     for name in ("standard", "regularized"):
-        if name in planner.options and name != p.option:
-            o = planner.options[name]
-            others[name] = {"loss": float(o.fit.law(n)), "identified": o.fit.identified}
+        if name == p.option:
+            continue
+        if name in planner.usable:
+            other = planner.predict(n, seeds=seeds, extrapolate=True, option=name)
+            others[name] = {"predicted": other.loss, "predicted_ci": other.loss_ci, "identified": True}
+        else:  # no number from a law that is not identified: it would read as a prediction
+            why = planner.unusable.get(name, "no law")
+            others[name] = {"predicted": None, "identified": False, "not_evaluated": why}
     return {"prediction": p, "others": others}
 
 
@@ -97,6 +104,7 @@ def main(
             "fits": p.fits,
             "extrapolations": p.extrapolations,
             "notes": p.notes,
+            "not_evaluated": p.unevaluated,
             "other_options": {
                 k: v | {"actual": float(np.mean(getattr(target, k)))} for k, v in asked["others"].items()
             },

@@ -209,3 +209,79 @@ def test_an_ensemble_plan_lies_inside_its_own_interval():
     assert plan.members == 2
     assert plan.loss_ci[0] <= plan.loss <= plan.loss_ci[1] and plan.law_ci[0] <= plan.loss <= plan.law_ci[1]
     assert plan.loss == pytest.approx(LAWS["regularized"](PARAMS[2]) - 0.05, abs=0.01)
+
+
+def _rising_standard(inputs: PlanInputs) -> PlanInputs:
+    """The standard recipe's loss rises with N: its law is flat at a bound, so it is not identified."""
+    for s in inputs.study.sizes:
+        s.standard = [2.6 + 0.01 * np.log(s.params) + e for e in (0.003, -0.003, 0.0)]
+    return inputs
+
+
+def test_an_unidentified_law_is_never_a_plan_and_every_plan_names_what_it_could_not_evaluate():
+    planner = Planner(_rising_standard(study()))
+    assert not planner.options["standard"].fit.identified
+    for fraction in (0.01, 0.05, 0.3, 0.9):  # small budgets favoured standard when it was identified
+        flops = 6.0 * TOKENS * EPOCHS["regularized"] * PARAMS.max() * fraction
+        plan = planner.recommend(flops, TOKENS)
+        assert plan.option == "regularized"
+        assert "not identified" in plan.unevaluated["standard"]
+        assert "ensemble-2+" in plan.unevaluated  # the study measured no ensembles
+        assert any(line.startswith("not evaluated: standard:") for line in plan.lines())
+    assert (
+        planner.predict(float(PARAMS[2])).unevaluated["standard"].startswith("standard_N is not identified")
+    )
+    with pytest.raises(
+        OutOfRange, match="option 'standard' cannot be planned from: standard_N is not identified"
+    ):
+        planner.predict(float(PARAMS[2]), option="standard")
+    back = planner.budget_for(planner.predict(float(PARAMS[3])).loss, TOKENS)
+    assert back.plan.option == "regularized" and "standard" in back.plan.unevaluated
+
+
+def test_a_study_without_an_identified_law_is_refused_naming_every_option():
+    inputs = study()
+    inputs.study.sizes, inputs.design.sizes = inputs.study.sizes[:3], inputs.design.sizes[:3]
+    planner = Planner(inputs)
+    flops = 6.0 * TOKENS * EPOCHS["standard"] * PARAMS[1]
+    for ask in (
+        lambda: planner.recommend(flops, TOKENS),
+        lambda: planner.predict(float(PARAMS[1])),
+        lambda: planner.budget_for(2.6, TOKENS),
+    ):
+        with pytest.raises(OutOfRange) as err:
+            ask()
+        for name in ("standard", "regularized", "ensemble-2+"):
+            assert f"{name}: " in str(err.value)
+        assert "3 points for 3 parameters" in str(err.value)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_answer_lies_inside_its_own_intervals(seed):
+    """Over noisy studies, K = 1..3 ensembles, budgets in and beyond the fits: estimate within interval."""
+    inputs = study(seed)
+    rng = np.random.default_rng(seed)
+    for s in inputs.study.sizes:
+        single = LAWS["regularized"](s.params)
+        s.members = (single + rng.normal(0, NOISE, 3)).tolist()
+        s.ensemble = {"logits": [single, single - 0.05, single - 0.07]}
+    planner = Planner(inputs)
+    answers = []
+    for fraction in (0.02, 0.2, 0.9, 5.0):
+        flops = 6.0 * TOKENS * EPOCHS["regularized"] * PARAMS.max() * fraction
+        answers.append(planner.recommend(flops, TOKENS, seeds=int(rng.integers(1, 4)), extrapolate=True))
+    answers += [planner.predict(float(PARAMS[2]), option=o) for o in planner.usable]
+    for a in answers:
+        assert a.loss_ci[0] <= a.loss <= a.loss_ci[1] and a.law_ci[0] <= a.loss <= a.law_ci[1], a.lines()
+    back = planner.budget_for(answers[1].loss, TOKENS)
+    lo, hi = back.flops_ci
+    assert (lo is None or lo <= back.flops) and (hi is None or back.flops <= hi)
+
+
+def test_an_interval_that_misses_its_estimate_is_widened_and_says_so():
+    from asymptote.planner import _contain
+
+    assert _contain(1.0, (0.9, 1.1), "x") == ([0.9, 1.1], [])
+    ci, notes = _contain(3.1662, (6.1888, 6.4803), "predicted test loss")
+    assert ci == [3.1662, 6.4803] and "missed the point estimate" in notes[0]
+    assert _contain(5.0, (1.0, None), "compute")[0] == [1.0, None]
