@@ -250,6 +250,96 @@ def test_search_range_follows_the_users_lr_or_the_step_law_or_explicit_bounds():
     assert step_law_lr(10**9, 10**11) < step_law_lr(10**5, 10**11)  # bigger models want smaller LRs
 
 
+# ----------------------------------------------------------------------------- range, warmup, final decay
+
+
+def test_the_range_follows_the_users_lr_and_range_factor_bounds_the_proposals():
+    tried = {}
+    for factor in (3.0, 100.0):
+        opts = _options(min_lr=None, max_lr=None, range_factor=factor, trials=8, backend="optuna_tpe")
+        lo, hi = search_range(opts, BEST_LR, 100_000, 1_000_000)
+        state = drive(AutoLRS.start(opts, (lo, hi), BEST_LR), Surface(), 200)
+        assert (state.min_lr, state.max_lr) == pytest.approx((BEST_LR / factor, BEST_LR * factor))
+        tried[factor] = [t.lr for t in state.stages[0].trials]
+        assert all(lo <= lr <= hi for lr in tried[factor])
+    # the wider range's proposals go where the narrow one's cannot
+    assert any(lr < BEST_LR / 3 or lr > BEST_LR * 3 for lr in tried[100.0])
+
+
+def test_warmup_climbs_to_the_users_lr_unless_warmup_lr_is_set():
+    opts = _options(warmup_steps=10)
+    ctl = AutoLRS.start(opts, (1e-4, 1e-1), 2e-3)  # the range's geometric middle would be 3.2e-3
+    assert drive(ctl, Surface(), 200).lrs[:10] == pytest.approx([2e-3 * i / 10 for i in range(1, 11)])
+    own = AutoLRS.start(_options(warmup_steps=10, warmup_lr=5e-3), (1e-4, 1e-1), 2e-3)
+    assert drive(own, Surface(), 200).lrs[9] == pytest.approx(5e-3)
+
+
+def _decay_options(**kw) -> AutoLRSOptions:
+    base = dict(trials=3, trial_steps=20, stage_steps=200, max_stage_steps=200, warmup_steps=10)
+    return _options(**(base | {"decay_fraction": 0.25, "decay_floor": 0.1} | kw))
+
+
+def test_the_final_decay_anneals_the_last_chosen_lr_to_its_floor_without_trials():
+    state = drive(AutoLRS.start(_decay_options(), (1e-4, 1e-1), 2e-3), Surface(), 1000)
+    *searched, decay = state.stages
+    # stages end by the decay's start at 750 (the fourth is cut to 140 steps), then 250 steps decay
+    assert [(s.start_step, s.stage_steps) for s in state.stages] == [
+        (10, 200),
+        (210, 200),
+        (410, 200),
+        (610, 140),
+        (750, 250),
+    ]
+    assert decay.trials == [] and decay.lr == searched[-1].lr and state.lrs[749] == searched[-1].lr
+    tail = state.lrs[750:]
+    assert all(a > b for a, b in zip(tail, tail[1:], strict=False))  # strictly down, from below the peak
+    assert tail[0] < searched[-1].lr and tail[-1] == pytest.approx(0.1 * searched[-1].lr)
+    assert tail[124] == pytest.approx(searched[-1].lr * (0.1 + 0.9 * 0.5))  # a cosine: halfway at mid-decay
+    # trials are paid on top of the run's steps and booked in the state
+    assert len(state.lrs) == 1000 and state.trial_steps_spent == 4 * 3 * 20
+    assert state.trial_steps_spent == sum(t.ran for s in state.stages for t in s.trials)
+
+    floor = drive(AutoLRS.start(_decay_options(decay_floor=0.5), (1e-4, 1e-1), 2e-3), Surface(), 1000)
+    assert floor.lrs[-1] == pytest.approx(0.5 * floor.stages[-2].lr)
+    none = drive(AutoLRS.start(_decay_options(decay_fraction=0.0), (1e-4, 1e-1), 2e-3), Surface(), 1000)
+    assert all(s.end_lr is None for s in none.stages) and none.lrs[-1] == none.stages[-1].lr
+
+
+def test_a_run_resumed_mid_decay_continues_it_exactly():
+    opts = _decay_options()
+    straight = drive(AutoLRS.start(opts, (1e-4, 1e-1), 2e-3), Surface(), 1000)
+    saved: list[str] = []
+    surface = Surface()
+    io = LoopIO(save=lambda: saved.append(json.dumps({"snap": surface.snapshot()})), checkpoint_every=100)
+    drive(AutoLRS.start(opts, (1e-4, 1e-1), 2e-3), surface, 1000, io)
+    mid = next(json.loads(s)["snap"] for s in saved if json.loads(s)["snap"]["step"] == 800)
+    assert mid["extra"]["autolrs"]["stages"][-1]["end_lr"] is not None  # saved inside the decay
+    resumed_surface = Surface()
+    resumed_surface.restore(mid)
+    ctl = AutoLRS(opts, AutoLRSState.model_validate(mid["extra"]["autolrs"]))
+    assert drive(ctl, resumed_surface, 1000).model_dump() == straight.model_dump()
+
+
+def test_guard_denoiser_and_kappa_reach_the_controllers_decisions():
+    steps = list(range(20))
+    spiked = [2.8 + 1.4 * math.exp(-i / 15) for i in steps]  # above the stage's start of 3.3
+    noisy = [2.8 + 0.4 * math.exp(-i / 15) + 0.02 * math.sin(7 * i) for i in steps]
+    scored = {}
+    for guard in ("stage", "reference"):
+        for denoiser in ("robust", "reference"):
+            ctl = AutoLRS.start(_options(spike_guard=guard, denoiser=denoiser), (1e-4, 1e-1), 1e-3)
+            ctl.begin_stage(0, 1000, 3.3)
+            for curve in (spiked, noisy):
+                ctl.propose()
+                ctl.score(20, steps, curve)
+            scored[guard, denoiser] = [(t.scored_by, t.score) for t in ctl.stage.trials]
+    assert scored["stage", "robust"][0][0] == "recent" and scored["reference", "robust"][0][0] == "forecast"
+    assert scored["stage", "robust"][1][1] != pytest.approx(scored["stage", "reference"][1][1], abs=1e-6)
+    bounds, seen = (math.log(1e-4), math.log(1e-1)), [(math.log(1e-3), 2.0), (math.log(1e-2), 3.0)]
+    explore, exploit = (PROPOSERS["bayes_opt"](bounds, seen, 3, _options(kappa=k)) for k in (1e5, 1e-3))
+    assert explore != pytest.approx(exploit)
+
+
 @pytest.mark.parametrize(
     "fields, match",
     [

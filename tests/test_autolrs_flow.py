@@ -72,6 +72,48 @@ def test_cli_refuses_a_bad_option_naming_the_field(store_uri):
     assert out.exit_code == 2 and "autolrs.trials" in out.output
 
 
+VARIANTS = {
+    "range_rule": "step_law",
+    "range_factor": 7.0,
+    "spike_guard": "reference",
+    "denoiser": "reference",
+    "backend": "optuna_gp",
+    "kappa": 2.5,
+    "trials": 4,
+    "trial_steps": 8,
+    "stage_steps": 50,
+    "max_stage_steps": 200,
+    "decay_fraction": 0.3,
+    "decay_floor": 0.05,
+    "warmup_lr": 0.02,
+}
+
+
+def test_every_variant_is_a_set_override_that_reaches_the_controller(store_uri):
+    """The command line's own parsing (recipe + --set, validated and checked, no training): each
+    AutoLRS variant field arrives in the driver's options and in the controller it starts."""
+    from asymptote.autolrs import AutoLRS, search_range
+    from asymptote.autolrs_driver import autolrs_options
+    from asymptote.autolrs_job import autolrs_job
+    from asymptote.cli import _config
+    from asymptote.flows.registry import METHODS
+
+    method = METHODS["autolrs"]
+    sets = [f"autolrs.{k}={v}" for k, v in VARIANTS.items()] + ["train.lr=0.004"]
+    cfg = _config(method.config, "autolrs-tiny", sets, store_uri)
+    options = autolrs_options(autolrs_job(cfg, "datasets/any"))
+    assert {k: getattr(options, k) for k in VARIANTS} == VARIANTS
+    ctl = AutoLRS.start(options, search_range(options, cfg.train.lr, 10**5, 10**6), cfg.train.lr)
+    assert ctl.options == options and ctl.state.lr == 0.004 and ctl.warmup_lr == 0.02
+
+    user = _config(method.config, "autolrs-tiny", ["train.lr=0.004", "autolrs.range_factor=4"], store_uri)
+    opts = autolrs_options(autolrs_job(user, "datasets/any"))
+    assert search_range(opts, user.train.lr, 10**5, 10**6) == pytest.approx((0.001, 0.016))
+    sets = ["autolrs.min_lr=1e-4", "autolrs.max_lr=0.05"]
+    explicit = autolrs_options(autolrs_job(_config(method.config, "autolrs-tiny", sets, store_uri), "d"))
+    assert search_range(explicit, 0.004, 10**5, 10**6) == (1e-4, 0.05)
+
+
 @pytest.mark.slow
 def test_cli_runs_a_recipe_and_prints_json_last(ray_local, prefect_api, store_uri):
     from asymptote.cli import app
