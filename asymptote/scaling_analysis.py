@@ -3,10 +3,11 @@
 Inputs are plain numbers: every loss here is on the TEST split (nothing was chosen on it; the search
 read validation only), per seed for each certified optimum and per member for each ensemble.
 Uncertainty comes from the data: the seed-to-seed deviations of the replicas (pooled over points) are
-resampled to draw each point's error, every fit is refitted on every draw, and a verdict's p is the
-fraction of draws that go the paper's way. A fit that is not identified (as many parameters as points,
-a parameter at its bound) keeps its reason and gives no verdict: `supported` needs an identified
-estimate and p >= `FitConfig.supported_p`.
+resampled to draw each point's error, every fit is refitted on every draw, and a verdict's
+p_direction is the fraction of draws that go the paper's way (not a p-value: 1.0 is the strongest
+support). A fit that is not identified (as many parameters as points, a parameter at its bound), or a
+choice at the edge of its search grid, keeps its reason and gives no verdict: `supported` needs an
+identified estimate and p_direction >= `FitConfig.supported_p`.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def claim(
         return Claim(
             estimate=None,
             ci=[None, None],
-            p=None,
+            p_direction=None,
             supported=False,
             identified=False,
             direction=direction,
@@ -279,7 +280,7 @@ def claim(
     return Claim(
         estimate=_finite(estimate),
         ci=ci,
-        p=p,
+        p_direction=p,
         supported=identified and p >= cfg.supported_p,
         identified=identified,
         direction=direction,
@@ -354,7 +355,7 @@ def _per_size_gap(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
 
 
 def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
-    """L(1) - L(K) averaged over sizes; p: the smallest, over sizes and steps k -> k+1, fraction of
+    """L(1) - L(K) averaged over sizes; p_direction: the smallest, over sizes and steps k -> k+1, fraction of
     draws in which the loss falls (the claim holds only if every step falls, so each must be supported
     on its own: an intersection-union test, whose level is that of each step's test)."""
     direction = "L(k) falls at every k at every size"
@@ -386,19 +387,19 @@ def _ensembles(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
     p = float(np.min(np.concatenate(steps)))
     hows = sorted({how for _, _, how in curves})
     note = (
-        f"bootstrap: {', '.join(hows)}; per-size min p: "
+        f"bootstrap: {', '.join(hows)}; per-size min p_direction: "
         + ", ".join(f"{s.label} {float(np.min(st)):.3f}" for s, st in zip(data.sizes, steps, strict=True))
         + f"; every step at every size in one draw: {float(np.mean(np.all(together, axis=0))):.3f}"
     )
     if noise.raw:  # the uncentred redraws (biased towards flat curves): a more conservative reading
         raw = min(float(np.min(falls_probability(d)[0])) for d in noise.raw.values())
-        note += f"; uncentred redraws: min p {raw:.3f}"
+        note += f"; uncentred redraws: min p_direction {raw:.3f}"
     estimate = float(np.mean([c[0] - c[-1] for c, _, _ in curves]))
     ci = [_finite(v) for v in interval(np.mean(gaps, axis=0), cfg.level)]
     return Claim(
         estimate=estimate,
         ci=ci,
-        p=p,
+        p_direction=p,
         supported=p >= cfg.supported_p,
         identified=True,
         direction=direction,
@@ -423,16 +424,46 @@ def _per_size_joint(data: StudyData, noise: Noise, cfg: FitConfig, per_size: dic
 
 
 def _tuned_wd(data: StudyData, cfg: FitConfig, rng) -> Claim:
-    """Geometric mean over sizes of the chosen weight decay; p: size-bootstrap draws >= wd_factor x standard."""
+    """Geometric mean over sizes of the chosen weight decay; p_direction: size-bootstrap draws >= wd_factor
+    x standard. A choice at either end of its grid is not identified: the search says only that the
+    optimum lies there or beyond, so no interval of chosen values measures it."""
     wd = np.array([s.regularized_wd for s in data.sizes], dtype=float)
     threshold = cfg.wd_factor * data.standard_wd
     direction = f"tuned WD >= {cfg.wd_factor:g} x {data.standard_wd:g}"
     if len(wd) < 2 or np.any(wd <= 0):
         return claim(None, None, cfg, direction, "needs >= 2 sizes with a positive tuned weight decay")
+    edge = grid_edge(data)
+    if edge:
+        return claim(None, None, cfg, direction, edge)
     idx = rng.integers(0, len(wd), size=(cfg.n_boot, len(wd)))
     geo = np.exp(np.log(wd)[idx].mean(axis=1))
     c = claim(float(np.exp(np.log(wd).mean())), geo - threshold, cfg, direction)
-    return c.model_copy(update={"ci": [_finite(v) for v in interval(geo, cfg.level)]})
+    note = "the interval resamples sizes (each choice is one grid point, with no seed noise of its own)"
+    return c.model_copy(update={"ci": [_finite(v) for v in interval(geo, cfg.level)], "note": note})
+
+
+def grid_edge(data: StudyData) -> str:
+    """Why the tuned weight decays cannot judge a claim ("" when every choice is interior to its grid)."""
+    grid = sorted(data.wd_grid)
+    if not grid:
+        return "grid not recorded: not identified: whether each choice sits at its grid's edge is unknown"
+    if len(grid) < 3:
+        return (
+            f"at grid edge: not identified: the weight-decay grid {grid} has fewer than 3 values, so every "
+            "choice sits at an edge and the optimum may lie beyond it (widen search.grid.weight_decay)"
+        )
+    ends = {grid[0]: "bottom", grid[-1]: "top"}
+    at = [
+        f"{s.label} chose {s.regularized_wd:g}, the {ends[s.regularized_wd]}"
+        for s in data.sizes
+        if s.regularized_wd in ends
+    ]
+    if not at:
+        return ""
+    return (
+        f"at grid edge: not identified: {'; '.join(at)} of its grid {grid}; the optimum may lie beyond "
+        "it (widen search.grid.weight_decay in that direction)"
+    )
 
 
 def _overfit(curve: np.ndarray) -> np.ndarray:
@@ -458,7 +489,7 @@ def _epochs(data: StudyData, noise: Noise, cfg: FitConfig) -> Claim:
 
 
 def judge(data: StudyData, noise: Noise, cfg: FitConfig, std, reg, joint, data_fit) -> dict[str, Claim]:
-    """Every claim of the paper that this study can test, each with estimate, interval and p."""
+    """Every claim of the paper that this study can test, each with estimate, interval and p_direction."""
     base = data.base_budget
     return {
         "regularized_below_standard": _gap(std, reg, cfg, "E_standard - E_regularized > 0"),
@@ -501,7 +532,7 @@ def figures(data: StudyData, analysis: Analysis) -> dict[str, Any]:
 
 def _claim_figures(c: Claim) -> dict[str, Any]:
     """A claim's numbers; none from a fit that is not identified (they would read as results)."""
-    out = c.model_dump(include={"estimate", "ci", "p", "supported", "identified", "note"})
+    out = c.model_dump(include={"estimate", "ci", "p_direction", "supported", "identified", "note"})
     if not c.identified:
-        out |= {"estimate": None, "ci": [None, None], "p": None}
+        out |= {"estimate": None, "ci": [None, None], "p_direction": None}
     return out

@@ -11,7 +11,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
 from asymptote.config import (
     ComputeConfig,
@@ -262,7 +262,11 @@ class StudyData(BaseModel):
     sizes: list[SizeData]
     base_budget: int
     split: str = "test"
+    """The split every loss here was measured on: "test" only when it is the test split."""
     standard_wd: float = 0.1
+    wd_grid: list[float] = Field(default_factory=list)
+    """The weight decays the regularized search could choose ([]: not recorded): a choice at either
+    end says only that the optimum may lie beyond it."""
     sweep: dict[str, dict[float, float]] = Field(default_factory=dict)
     """Test loss against epochs at one size, per recipe (standard = WD fixed, regularized = tuned WD)."""
     efficiency: dict[int, list[float]] = Field(default_factory=dict)
@@ -289,11 +293,13 @@ class FitOutcome(BaseModel):
 
 
 class Claim(BaseModel):
-    """One of the paper's claims judged on this study: estimate, interval, p of the paper's direction."""
+    """One of the paper's claims judged on this study: estimate, interval, and p_direction: the share of
+    bootstrap draws that go the paper's way (1.0 is the strongest support, not a p-value)."""
 
     estimate: float | None
     ci: list[float | None]
-    p: float | None
+    p_direction: float | None = Field(validation_alias=AliasChoices("p_direction", "p"))
+    """Share of bootstrap draws on the paper's side (results stored before the rename named it p)."""
     supported: bool
     identified: bool
     direction: str

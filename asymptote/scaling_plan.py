@@ -249,6 +249,7 @@ def measured(
         sweep=sweep,
         efficiency=efficiency,
         standard_wd=config.search.standard_weight_decay,
+        wd_grid=list(config.search.grid.weight_decay),
     )
 
 

@@ -63,7 +63,7 @@ def _p(losses: dict, seed: int = 0) -> float:
     )
     cfg = FitConfig(n_boot=1000, seed=seed)
     data = StudyData(sizes=[size], base_budget=1000)
-    return _ensembles(data, Noise(data, cfg), cfg).p
+    return _ensembles(data, Noise(data, cfg), cfg).p_direction
 
 
 def test_multisets_and_redrawn_u_statistic_bookkeeping():

@@ -241,6 +241,7 @@ def synthetic_study(seed: int = 0) -> StudyData:
         base_budget=50_000,
         efficiency=efficiency,
         sweep={"standard": {1: 3.0, 4: 2.7, 16: 2.8}, "regularized": {1: 3.0, 4: 2.6, 16: 2.55}},
+        wd_grid=[0.1, 0.4, 0.8, 1.6],  # 0.8: interior
     )
 
 
@@ -257,7 +258,7 @@ def test_analysis_recovers_asymptotes_and_supports_the_true_claims():
     assert c["ensemble_loss_falls_in_k"].supported and c["more_epochs_help_with_tuned_wd"].supported
     assert c["tuned_wd_well_above_standard"].supported  # 0.8 >= 3 x 0.1 at every size
     for claim in c.values():
-        assert claim.supported == (claim.identified and claim.p >= 0.95)
+        assert claim.supported == (claim.identified and claim.p_direction >= 0.95)
         if claim.estimate is not None and None not in claim.ci:
             assert claim.ci[0] <= claim.ci[1]
     assert out.checks["ensemble_monotone_in_k"] is True
@@ -271,7 +272,7 @@ def test_a_false_claim_is_not_supported():
         s.standard, s.regularized = s.regularized, s.standard
     out = analyse(data, FitConfig(n_boot=300))
     assert not out.claims["regularized_below_standard_measured"].supported
-    assert out.claims["regularized_below_standard_measured"].p < 0.05
+    assert out.claims["regularized_below_standard_measured"].p_direction < 0.05
     assert not out.claims["regularized_below_standard"].supported
 
 
@@ -355,7 +356,7 @@ def test_ensemble_verdict_uses_the_mean_over_subsets():
         assert all(b < a for a, b in zip(s.subset_curve(), s.subset_curve()[1:], strict=False))
     out = analyse(data, FitConfig(n_boot=300))
     claim = out.claims["ensemble_loss_falls_in_k"]
-    assert claim.supported and claim.p >= 0.95 and out.checks["ensemble_monotone_in_k"]
+    assert claim.supported and claim.p_direction >= 0.95 and out.checks["ensemble_monotone_in_k"]
     assert claim.estimate == pytest.approx(0.06 * 0.75, abs=0.005)
 
 
@@ -366,3 +367,53 @@ def test_the_data_plot_draws_only_fitted_asymptotes():
         "standard": {"value": None, "reason": "needs standard_D"},
     }
     assert fitted_targets(multipliers) == {"joint": 2.31}
+
+
+@pytest.mark.parametrize(
+    ("grid", "chosen", "why"),
+    [
+        ([0.1, 0.8], 0.8, "fewer than 3 values"),  # the main job's grid: every choice is an edge
+        ([0.1, 0.4, 0.8], 0.8, "the top of its grid"),
+        ([0.8, 1.6, 3.2], 0.8, "the bottom of its grid"),
+        ([], 0.8, "grid not recorded"),
+    ],
+)
+def test_a_weight_decay_at_its_grid_edge_supports_nothing(grid, chosen, why):
+    """A tuned value at the top of its grid once read "supported, 0.8 [0.8, 0.8], p = 1.000"."""
+    from asymptote.reports.scaling import _claim_rows
+
+    data = synthetic_study()
+    data.wd_grid = grid
+    data.sizes[-1].regularized_wd = chosen
+    out = analyse(data, FitConfig(n_boot=50))
+    c = out.claims["tuned_wd_well_above_standard"]
+    assert not c.supported and not c.identified and why in c.note
+    assert c.estimate is None and c.p_direction is None
+    row = next(r for r in _claim_rows(out) if r["claim"] == "tuned_wd_well_above_standard")
+    assert row["verdict"].endswith("not identified") and row["estimate"] == "n/a" and row["p_direction"] == ""
+    assert "p_direction" in row and "p" not in row
+
+
+def test_claims_name_their_share_of_draws_p_direction_and_read_old_results():
+    from asymptote.scaling_config import Claim
+
+    out = analyse(synthetic_study(), FitConfig(n_boot=50))
+    figures = figures_of(out)
+    assert all("p_direction" in c and "p" not in c for c in figures["claims"].values())
+    old = Claim.model_validate(
+        {
+            "estimate": 1.0,
+            "ci": [0.5, 1.5],
+            "p": 0.97,
+            "supported": True,
+            "identified": True,
+            "direction": "x > 0",
+        }
+    )
+    assert old.p_direction == 0.97 and "p" not in old.model_dump()
+
+
+def figures_of(analysis):
+    from asymptote.scaling_analysis import figures
+
+    return figures(synthetic_study(), analysis)

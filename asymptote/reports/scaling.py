@@ -108,15 +108,22 @@ def _claim_rows(analysis: Analysis) -> list[dict]:
             "claim": name,
             "paper's direction": c.direction,
             "estimate": num(c.estimate) if c.identified else "n/a",  # no numbers from unidentified fits
-            "95% CI": f"[{num(c.ci[0])}, {num(c.ci[1])}]" if c.identified and c.p is not None else "",
-            "p": f"{c.p:.3f}" if c.identified and c.p is not None else "",
-            "verdict": "supported"
-            if c.supported
-            else ("not identified" if not c.identified else "not supported"),
+            "95% CI": f"[{num(c.ci[0])}, {num(c.ci[1])}]"
+            if c.identified and c.p_direction is not None
+            else "",
+            "p_direction": f"{c.p_direction:.3f}" if c.identified and c.p_direction is not None else "",
+            "verdict": "supported" if c.supported else _unsupported(c),
             "note": c.note,
         }
         for name, c in analysis.claims.items()
     ]
+
+
+def _unsupported(c) -> str:
+    """The verdict of a claim that is not supported: why it has no verdict when it has none."""
+    if c.identified:
+        return "not supported"
+    return "at grid edge: not identified" if c.note.startswith("at grid edge") else "not identified"
 
 
 def _needs_larger(analysis: Analysis) -> str:
@@ -183,7 +190,9 @@ def render(
         f"Token budget D = {config.tokens:,} of `{data.uri}`; {len(config.sizes)} sizes; {config.seeds} seeds per "
         f"certified optimum; K = {config.ensemble.members} members; seed-to-seed noise {noise} nats. Every choice "
         f"was made on the validation split; every loss below is on the {measured.split} split.",
-        f"{h}# Verdicts (supported only where p >= {config.fits.supported_p:g})",
+        f"{h}# Verdicts (supported only where p_direction >= {config.fits.supported_p:g})",
+        "p_direction: the share of bootstrap draws that go the paper's way (1.0: every draw does; it is "
+        "not a p-value).",
         md_table(_claim_rows(analysis)),
         _needs_larger(analysis),
         f"{h}# Searches (certified coordinate descent, validation loss)",
@@ -233,7 +242,13 @@ def table(result: ScalingStudyResult) -> list[dict]:
         for name in ("standard", "regularized", "joint")
     ]
     rows += [
-        {"figure": name, "estimate": c["estimate"], "ci": c["ci"], "p": c["p"], "supported": c["supported"]}
+        {
+            "figure": name,
+            "estimate": c["estimate"],
+            "ci": c["ci"],
+            "p_direction": c["p_direction"],
+            "supported": c["supported"],
+        }
         for name, c in f["claims"].items()
     ]
     return [_with_interval(r) for r in rows]
@@ -241,4 +256,4 @@ def table(result: ScalingStudyResult) -> list[dict]:
 
 def _with_interval(row: dict) -> dict:
     low, high = row.pop("ci") or (None, None)
-    return {"p": None, "supported": None} | row | {"ci_low": low, "ci_high": high}
+    return {"p_direction": None, "supported": None} | row | {"ci_low": low, "ci_high": high}
