@@ -18,13 +18,12 @@ Methods (each a pure function over checkpoints; no Ray, no Prefect):
   L_k the held-out loss of ingredient k and p >= 0 the one penalty exponent: p = 0 is the uniform
   soup and p -> infinity the best single ingredient.
 
-Data rule for choosing soups: a target corpus's validation split (the last `val_fraction` of the
-text) is cut into consecutive chunks of `split_chunk_windows` evaluation windows, and the chunks are
-dealt alternately (for heldout_fraction 0.5; in proportion otherwise) to held-out, where every choice
-is made (greedy order and acceptance, learned weights, MWA losses, merge scales), and test, which
-is only reported. Interleaving keeps both from the same stretches of text: a cut by position made
-held-out the text right after the training split and test a later one, and on tinyshakespeare
-the fine-tunes' held-out and test rankings disagreed.
+Data rule: every choice (greedy order and acceptance, learned weights, MWA losses, merge scales, the
+best single) reads the held-out split, a share of the target's validation split: the validation split
+is cut into consecutive chunks of `split_chunk_windows` evaluation windows and a share
+`heldout_fraction` of them, spread evenly, is held-out. Figures are reported on the target's test
+split, which no choice reads; a corpus without one (data.test_fraction = 0) reports on the validation
+chunks that are not held-out, and every report names the split it used.
 """
 
 from __future__ import annotations
@@ -114,8 +113,9 @@ class Scorer:
 
     `held` (the held-out split) is the only loss any choice may use: greedy order and acceptance,
     learned weights, MWA losses, merge scales, the best single ingredient, the sweep's basin probe.
-    `test_windows` (the target's test split) and `ood_windows` (the pretraining corpus's test split,
-    off the fine-tuning distribution) are reported only, as per-window losses for paired bootstraps.
+    `test_windows` (the reported split, named by `split`) and `ood_windows` (the pretraining corpus's
+    test split, off the fine-tuning distribution, named by `ood_split`) are reported only, as
+    per-window losses for the paired bootstrap (asymptote.soups_gains).
     """
 
     heldout: np.ndarray
@@ -125,6 +125,9 @@ class Scorer:
     """Cap on held-out windows (evenly spaced); test and OOD always use every window."""
     device: torch.device = torch.device("cpu")
     ood: np.ndarray | None = None
+    split: str = "test"
+    """The real name of the reported split: "test", or "validation (not held-out)" without a test split."""
+    ood_split: str = "test"
 
     def held(self, model: nn.Module) -> float:
         return mean_loss(
@@ -136,32 +139,6 @@ class Scorer:
 
     def ood_windows(self, model: nn.Module) -> np.ndarray | None:
         return None if self.ood is None else window_losses(model, self.ood, self.block, self.device)
-
-
-# ----------------------------------------------------------------------------- gains, with intervals
-
-
-def paired_bootstrap(reference: np.ndarray, candidate: np.ndarray, n: int = 2000, seed: int = 0) -> dict:
-    """Gain = mean(reference - candidate) over windows (> 0: candidate has the lower loss), resampled.
-
-    Windows are resampled with replacement, the same windows for both models (paired), so the
-    interval reflects which stretches of text happened to be in test, not the models' shared noise.
-    Returns value, a 95% percentile interval `ci` and `p`, the share of resamples with gain > 0.
-    """
-    diff = np.asarray(reference, np.float64) - np.asarray(candidate, np.float64)
-    if diff.size == 0:
-        raise ValueError("paired_bootstrap: no windows to compare")
-    idx = np.random.default_rng(seed).integers(0, diff.size, (n, diff.size))
-    means = diff[idx].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"value": float(diff.mean()), "ci": [float(lo), float(hi)], "p": float((means > 0).mean())}
-
-
-def verdict(gain: dict, level: float = 0.95) -> str:
-    """'better' / 'worse' only where the bootstrap is that sure; otherwise 'no verdict'."""
-    if gain["p"] >= level:
-        return "better"
-    return "worse" if 1 - gain["p"] >= level else "no verdict"
 
 
 # ----------------------------------------------------------------------------- loss along a segment

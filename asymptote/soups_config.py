@@ -33,9 +33,10 @@ MERGE_METHODS = tuple(MERGES)
 def heldout_test_split(
     val_tokens: np.ndarray, heldout_fraction: float = 0.5, chunk: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out, test): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f), else test.
+    """(held-out, the rest): chunk i of `chunk` tokens is held-out when floor((i+1) f) > floor(i f).
 
-    So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate.
+    So a fraction f of the chunks, spread evenly, is held-out; with f = 0.5 they alternate. The rest is
+    reported on only when the corpus has no test split.
     """
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction={heldout_fraction}: must be strictly between 0 and 1")
@@ -45,7 +46,7 @@ def heldout_test_split(
     if held.all() or not held.any():
         raise ValueError(
             f"{len(val_tokens)} validation tokens make {len(idx)} chunk(s) of {chunk}: too few for "
-            "both held-out and test; lower soups.split_chunk_windows or raise data.val_fraction"
+            "both held-out and the rest; lower soups.split_chunk_windows or raise data.val_fraction"
         )
     return (
         np.concatenate([p for p, h in zip(pieces, held, strict=False) if h]),
@@ -59,12 +60,13 @@ class SoupOptions(Section):
     methods: list[str] = Field(default_factory=lambda: ["uniform", "greedy", "learned", "mwa"])
     """Soups to make: names from the soup registry (uniform, greedy, learned, mwa)."""
     heldout_fraction: float = Field(0.5, gt=0, lt=1)
-    """Share of the target's validation split used as held-out; the rest is test."""
+    """Share of the target's validation split used as held-out (every choice). Figures are reported on
+    the test split; the rest of validation only stands in for it when the corpus has none."""
     split_chunk_windows: int = Field(16, ge=1)
-    """Held-out and test interleave in chunks of this many evaluation windows (block_size tokens each)."""
+    """Held-out and the rest of validation interleave in chunks of this many evaluation windows."""
     eval_windows: int | None = Field(None, ge=1)
     """Cap on held-out windows when scoring candidates (evenly spaced); None: the whole held-out split.
-    Test losses always use every test window."""
+    Reported losses always use every window of the reported split."""
     mwa_penalty: float = Field(8.0, ge=0)
     """p in w_k = (L_k / L_min) ** (-p): 0 is the uniform soup, larger favours the best ingredients."""
     learned_steps: int = Field(40, ge=1)
@@ -76,7 +78,7 @@ class SoupOptions(Section):
     seed: int = 0
     """Order of the held-out windows the learned soup trains on."""
     bootstrap: int = Field(2000, ge=100)
-    """Resamples of the test windows behind every gain's interval and p."""
+    """Bootstrap draws behind every gain's interval and p_direction (asymptote.stats)."""
     curve_points: int = Field(11, ge=3)
     """Evenly spaced points (alpha 0..1, odd so the midpoint is one) along each interpolation segment."""
 
@@ -93,7 +95,7 @@ class SoupOptions(Section):
         return known_names(v, SOUP_METHODS, "soups")
 
     def split(self, val_tokens: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-        """(held-out, test) of a validation split, by this config's rule."""
+        """(held-out, the rest) of a validation split, by this config's rule."""
         return heldout_test_split(val_tokens, self.heldout_fraction, self.split_chunk_windows * block)
 
     def split_meta(self) -> dict[str, Any]:
@@ -277,8 +279,8 @@ class SoupStudyConfig(Section):
     name: str = volatile("soups")
     """Label shown in reports and progress."""
     data: DataConfig = Field(default_factory=DataConfig)
-    """Target corpus: fine-tunes train on its train split; held-out and test come from its validation
-    split."""
+    """Target corpus: fine-tunes train on its train split; held-out comes from its validation split;
+    figures are reported on its test split."""
     base: BaseConfig = Field(default_factory=BaseConfig)
     """The checkpoint every fine-tune starts from."""
     sweep: SweepConfig = Field(default_factory=SweepConfig)
@@ -318,9 +320,9 @@ class SoupEntry(BaseModel):
     name: str
     kind: Kind
     heldout: float
-    """Held-out loss (the split every choice is made on)."""
+    """Held-out loss (part of the validation split; every choice is made on it)."""
     test: float
-    """Test loss (reported only)."""
+    """Loss on the reported split (the study's `split` names it: the test split where there is one)."""
     rel: str | None = None
     """Store-relative path of its checkpoint (None for the ensemble, which is not one model)."""
     weights: dict[str, float] = {}
@@ -329,9 +331,14 @@ class SoupEntry(BaseModel):
     ood_test: float | None = None
     """Loss on the pretraining corpus's test split (off the fine-tuning distribution; reported only)."""
     gain: dict[str, Any] | None = None
-    """Soups and merges: test gain over the best ingredient (chosen on held-out): value, ci, p, verdict."""
+    """Soups and merges: gain over the best ingredient (chosen on held-out) on the reported split:
+    estimate, ci, p_direction, resampled, verdict (asymptote.soups_gains)."""
     ood_gain: dict[str, Any] | None = None
     """The same gain on the pretraining corpus's test split."""
+    test_windows: list[float] | None = None
+    """Per-window losses on the reported split (ingredients, soups, merges): what pools bases' gains."""
+    ood_windows: list[float] | None = None
+    """Per-window losses on the pretraining corpus's test split."""
 
 
 class Segment(BaseModel):
@@ -366,6 +373,10 @@ class Cooking(BaseModel):
 
     entries: list[SoupEntry]
     segments: list[Segment] = []
+    split: str = "test"
+    """The real name of the split `test` losses are on ("test", or the validation rest without one)."""
+    ood_split: str | None = None
+    """The real name of the pretraining corpus's split behind `ood_test` (None: not scored)."""
 
 
 class FineTune(BaseModel):
@@ -399,6 +410,14 @@ class SoupStudyResult(BaseModel):
     """Loss along the line between the two best ingredients, and between the base and the soup."""
     probe: list[Rung] = []
     """The basin probe's rungs, in the order probed; the last is the one accepted."""
+    split: str = "test"
+    """The real name of the split every `test` figure is on: "test" where the target has a test split."""
+    ood_split: str | None = None
+    """The real name of the pretraining corpus's split behind every `ood_test` figure."""
+
+    def entry(self, name: str) -> SoupEntry | None:
+        """The entry of that name (a soup, merge, average or the ensemble), or None."""
+        return next((e for e in self.entries if e.name == name), None)
 
     def best_single(self) -> SoupEntry | None:
         """The fine-tune with the lowest held-out loss (never chosen on test)."""
@@ -431,7 +450,8 @@ class SoupStudyResult(BaseModel):
         }
 
     def gains(self, ood: bool = False) -> dict[str, dict[str, Any]]:
-        """Per soup and merge: gain over the best single (value, ci, p, verdict), on test or OOD test."""
+        """Per soup and merge: gain over the best single (estimate, ci, p_direction, resampled, verdict),
+        on the reported split or out of distribution."""
         return {
             e.name: (e.ood_gain if ood else e.gain)
             for e in self.entries
@@ -450,7 +470,7 @@ class SoupStudyResult(BaseModel):
                     "test_loss": e.test,
                     "heldout_loss": e.heldout,
                     "ood_test_loss": e.ood_test,
-                    "test_gain": e.gain["value"] if e.gain else None,
+                    "test_gain": e.gain["estimate"] if e.gain else None,
                 },
             }
             for e in self.entries

@@ -3,11 +3,12 @@
 Worker side (torch at the top): the soups tasks start each of `cook`, `probe` and `independent`
 in a Ray task and import this module there, so the driver never loads torch.
 
-- Cooking: the ingredients are read one at a time from the store, scored on held-out and test,
+- Cooking: the ingredients are read one at a time from the store, scored on held-out and on the
+  reported split (the target's test split),
   every soup and merge is made, and each is committed as soups/<key>/<name> (model.safetensors,
   manifest meta naming its ingredients and weights, and "model" so job.model_from_run loads it).
-- Scores: held-out (every choice), and test and the base corpus's test split (OOD) per window, so
-  every soup's gain over the best ingredient gets a paired-bootstrap interval.
+- Scores: held-out (every choice), and the reported split and the base corpus's test split (OOD) per
+  window, so every soup's gain over the best ingredient gets a bootstrap interval paired by window.
 - Basin probe: held-out loss along the line between two fine-tunes.
 - Independent members: naive and weight-matched averages, and the ensemble as the reference.
 """
@@ -28,7 +29,7 @@ from asymptote.data import EpochBatcher
 from asymptote.ensemble import stream_eval
 from asymptote.job import model_from_run
 from asymptote.model import Decoder
-from asymptote.shards import carry_tokenizer, load_dataset
+from asymptote.shards import carry_tokenizer, load_split
 from asymptote.soups import (
     SOUPS,
     Checkpoint,
@@ -37,11 +38,10 @@ from asymptote.soups import (
     along_segment,
     basin_check,
     best_scale_merge,
-    paired_bootstrap,
     uniform_soup,
-    verdict,
 )
 from asymptote.soups_config import Cooking, Kind, Kitchen, Segment, SoupEntry, SoupOptions
+from asymptote.soups_gains import gain_over
 from asymptote.store import Store
 from asymptote.weight_matching import aligned_average
 
@@ -73,11 +73,20 @@ def make_scorer(
     device: torch.device,
     ood_rel: str | None = None,
 ) -> Scorer:
-    """The soups' Scorer on the target's held-out / test split (and the pretraining corpus's test split)."""
-    _, val, _ = load_dataset(store, data_rel)
-    heldout, test = options.split(val, block)
-    ood = options.split(load_dataset(store, ood_rel)[1], block)[1] if ood_rel else None
-    return Scorer(heldout, test, block, options.eval_windows, device, ood)
+    """The soups' Scorer: held-out from the target's validation split; figures on its test split, or
+    on the validation chunks not held-out when it has none; OOD on the pretraining corpus's test split
+    (its validation split when it has none). Each reported split carries its real name."""
+    heldout, rest = options.split(load_split(store, data_rel, "val"), block)
+    test = load_split(store, data_rel, "test")
+    split = "test" if len(test) > block else "validation (not held-out)"
+    scorer = Scorer(
+        heldout, test if split == "test" else rest, block, options.eval_windows, device, split=split
+    )
+    if ood_rel:
+        scorer.ood = load_split(store, ood_rel, "test")
+        if len(scorer.ood) <= block:
+            scorer.ood, scorer.ood_split = load_split(store, ood_rel, "val"), "validation"
+    return scorer
 
 
 def commit_model(
@@ -98,7 +107,7 @@ def commit_model(
 
 
 class Scores(BaseModel):
-    """One model's losses: held-out (choices), test and OOD per window (reports, bootstraps)."""
+    """One model's losses: held-out (choices), the reported split and OOD per window (reports, bootstraps)."""
 
     heldout: float
     test: list[float]
@@ -114,15 +123,15 @@ class Scores(BaseModel):
         )
 
     def fields(self, best: "Scores | None" = None, n: int = 2000) -> dict[str, Any]:
-        """SoupEntry fields: losses, and gains over `best` (the best ingredient) with intervals."""
-        out = {"heldout": self.heldout, "test": float(np.mean(self.test))}
+        """SoupEntry fields: losses (and per window), and gains over `best` (the best ingredient) with
+        intervals over windows (one base: no seed noise; bench/soups.py pools bases)."""
+        out = {"heldout": self.heldout, "test": float(np.mean(self.test)), "test_windows": self.test}
         out["ood_test"] = float(np.mean(self.ood)) if self.ood is not None else None
+        out["ood_windows"] = self.ood
         if best is not None:
-            gain = paired_bootstrap(np.array(best.test), np.array(self.test), n)
-            out["gain"] = gain | {"verdict": verdict(gain)}
+            out["gain"] = gain_over([np.array(best.test)], [np.array(self.test)], n)
             if self.ood is not None and best.ood is not None:
-                ood = paired_bootstrap(np.array(best.ood), np.array(self.ood), n)
-                out["ood_gain"] = ood | {"verdict": verdict(ood)}
+                out["ood_gain"] = gain_over([np.array(best.ood)], [np.array(self.ood)], n)
         return out
 
 
@@ -143,7 +152,7 @@ def _entry(
     scores = Scores.of(scorer, model)
     fields = scores.fields(best, n_boot)
     rel = f"{out}/{name}"
-    losses = {"heldout_loss": fields["heldout"], "test_loss": fields["test"]}
+    losses = {"heldout_loss": fields["heldout"], "test_loss": fields["test"], "test_split": scorer.split}
     commit_model(store, rel, tensors, {**meta, **losses}, extra, kind="merge" if kind == "merge" else "soup")
     return SoupEntry(
         name=name,
@@ -256,7 +265,8 @@ def _cook_merges(
 
 
 def segment(scorer: Scorer, model, start, end, points: int, name: str, full: bool = True) -> Segment:
-    """Losses along start -> end (Checkpoints); held-out only unless `full` (test and OOD for the plot)."""
+    """Losses along start -> end (Checkpoints); held-out only unless `full` (the reported split, as
+    "test", and OOD, for the plot)."""
 
     def evaluate(m) -> dict[str, float]:
         row = {"heldout": scorer.held(m)}
@@ -302,7 +312,9 @@ def cook_with(store: Store, kitchen: Kitchen, scorer: Scorer, model, out: str, d
     entries += _cook_soups(store, kitchen, scorer, pantry, common, out, best)
     if kitchen.merges.methods and kitchen.base:
         entries += _cook_merges(store, kitchen, scorer, pantry, common, out, best)
-    return Cooking(entries=entries, segments=_segments(store, kitchen, scorer, pantry, entries))
+    segments = _segments(store, kitchen, scorer, pantry, entries)
+    ood_split = scorer.ood_split if scorer.ood is not None else None
+    return Cooking(entries=entries, segments=segments, split=scorer.split, ood_split=ood_split)
 
 
 # ----------------------------------------------------------------------------- the three Ray task bodies
@@ -358,7 +370,7 @@ def independent(
 def _ensemble(
     store: Store, members: list[str], scorer: Scorer, options: SoupOptions, cfg, device
 ) -> SoupEntry:
-    """The members' logit ensemble on held-out and test: the reference the averages are judged by."""
+    """The members' logit ensemble on held-out and the reported split: what the averages are judged by."""
 
     def load(i):
         return model_from_run(store, members[i], device)

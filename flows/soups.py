@@ -1,11 +1,12 @@
 """Model soups: average fine-tunes of one base, merge them, and average independently trained models.
 
-1. Data: the target corpus is tokenised once; its validation split (the last val_fraction of the
-   text) is cut into chunks of soups.split_chunk_windows windows dealt alternately to held-out and
-   test (asymptote.soups.heldout_test_split). Fine-tunes train on the train split; every choice
-   (greedy order and acceptance, learned weights, MWA losses, merge scales) is made on held-out;
-   test is only reported. (A fine-tune's own summary val_loss, logged during training, covers the
-   whole validation split and is never used to choose.)
+1. Data: the target corpus is tokenised once. Held-out is a share of its validation split (chunks of
+   soups.split_chunk_windows windows, spread evenly; asymptote.soups_config.heldout_test_split).
+   Fine-tunes train on the train split; every choice (greedy order and acceptance, learned weights,
+   MWA losses, merge scales) is made on held-out; figures are reported on the test split (on the
+   validation chunks not held-out when the corpus has no test split; result.split names which).
+   (A fine-tune's own summary val_loss, logged during training, covers the whole validation split
+   and is never used to choose.)
 2. Base: a checkpoint already in the store (base.run), or a run trained here on base.data (another
    part of the text) or, by default, on the target itself.
 3. Sweep: M fine-tunes from the base with lr, weight decay, length and seed drawn from a Ray Tune
@@ -17,11 +18,12 @@
    soup any checkpoints of the store (`ingredients`).
 4. Soups (uniform, greedy, learned, MWA) and merges (task arithmetic, TIES, DARE, SLERP), each
    committed as soups/<key>/<name> with a manifest naming ingredients and weights, each scored on
-   test and on the base corpus's test split (out of distribution) with a paired-bootstrap interval
-   of its gain over the best single fine-tune (chosen on held-out).
+   the test split and on the base corpus's test split (out of distribution) with a bootstrap
+   interval (asymptote.stats, paired by window) of its gain over the best single fine-tune (chosen
+   on held-out). One call is one base; bench/soups.py pools several.
 5. Independent members trained from scratch (different seeds): naive average vs weight-matched
    average, against their ensemble.
-6. A report: gains with intervals and verdicts (p >= 0.95 only), the probe, a held-out vs test plot
+6. A report: gains with intervals and verdicts (only where the interval excludes 0), the probe, a held-out vs test plot
    of every model and the loss along the segments (the two best ingredients; the base to the soup).
 """
 
@@ -95,6 +97,8 @@ def soup_study(config: SoupStudyConfig | None = None, recompute: list[str] | Non
         report_uri="",
         segments=cooking.segments,
         probe=probe,
+        split=cooking.split,
+        ood_split=cooking.ood_split,
     )
     # 6. The report, committed beside the soups.
     rendered = method_report("soups", config, result, store)

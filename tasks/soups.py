@@ -305,7 +305,7 @@ def independent_averages(
 ) -> list[SoupEntry]:
     """Members' losses, their naive and aligned averages, and their ensemble; cached.
 
-    Scored on the held-out / test split of `options` (its soup methods play no part here)."""
+    Scored on held-out and on the reported split, by the rule of `options` (its soups play no part)."""
     key = step_key(
         __name__,
         members=members,

@@ -25,13 +25,12 @@ from asymptote.soups import (
     mixing_grad,
     mwa_soup,
     mwa_weights,
-    paired_bootstrap,
     uniform_soup,
-    verdict,
     weighted_average,
     window_losses,
 )
 from asymptote.soups_config import MERGE_METHODS, SOUP_METHODS, SoupOptions, heldout_test_split
+from asymptote.soups_gains import gain_over, verdict
 from asymptote.soups_plan import choose_rung
 
 TINY = ModelConfig(n_layer=2, n_head=2, d_model=16, d_ff=24, block_size=16)
@@ -322,18 +321,40 @@ def test_window_losses_average_to_mean_loss():
     assert per_window.mean() == pytest.approx(mean_loss(model, tokens, TINY.block_size), rel=1e-6)
 
 
-def test_paired_bootstrap_interval_and_verdict():
+def test_gain_interval_p_direction_and_verdict():
     rng = np.random.default_rng(0)
     ref = rng.normal(2.0, 0.3, 400)
-    better = paired_bootstrap(ref, ref - 0.05 + rng.normal(0, 0.01, 400))
-    assert better["value"] == pytest.approx(0.05, abs=0.003)
-    assert better["ci"][0] < better["value"] < better["ci"][1] and better["ci"][0] > 0
-    assert better["p"] == 1.0 and verdict(better) == "better"
-    assert verdict(paired_bootstrap(ref, ref + 0.05)) == "worse"
-    noise = paired_bootstrap(ref, ref + rng.normal(0, 0.3, 400))
-    assert noise["ci"][0] < 0 < noise["ci"][1] and verdict(noise) == "no verdict"
+    better = gain_over([ref], [ref - 0.05 + rng.normal(0, 0.01, 400)])
+    assert better["estimate"] == pytest.approx(0.05, abs=0.003)
+    assert better["ci"][0] < better["estimate"] < better["ci"][1] and better["ci"][0] > 0
+    assert better["p_direction"] == 1.0 and better["verdict"] == "better" and "p" not in better
+    assert "no seed noise" in better["resampled"]
+    worse = gain_over([ref], [ref + 0.05])
+    assert worse["estimate"] < 0 and worse["p_direction"] == 1.0 and worse["verdict"] == "worse"
+    noise = gain_over([ref], [ref + rng.normal(0, 0.3, 400)])
+    assert noise["ci"][0] < 0 < noise["ci"][1] and noise["verdict"] == "no verdict"
     # The same windows in both models: a constant offset is certain whatever the windows' spread.
-    assert paired_bootstrap(ref, ref - 1e-3)["p"] == 1.0
+    assert gain_over([ref], [ref - 1e-3])["p_direction"] == 1.0
+
+
+def test_verdict_never_disagrees_with_its_interval():
+    assert verdict({"ci": [0.001, 0.02]}) == "better"
+    assert verdict({"ci": [-0.02, -0.001]}) == "worse"
+    assert verdict({"ci": [-0.001, 0.02]}) == "no verdict"
+
+
+def test_gain_pooled_over_bases_carries_the_spread_between_bases():
+    """Three bases whose gains differ: the pooled interval is wider than any one base's window interval."""
+    rng = np.random.default_rng(1)
+    windows = rng.normal(2.0, 0.3, 300)
+    refs = [windows + offset for offset in (0.0, 0.1, -0.1)]  # bases differ a lot; pairing cancels it
+    cands = [r - g + rng.normal(0, 0.005, 300) for r, g in zip(refs, (0.01, 0.03, 0.02), strict=True)]
+    pooled = gain_over(refs, cands)
+    one = gain_over(refs[:1], cands[:1])
+    assert pooled["estimate"] == pytest.approx(0.02, abs=0.002)
+    assert pooled["ci"][1] - pooled["ci"][0] > 3 * (one["ci"][1] - one["ci"][0])
+    assert pooled["ci"][1] - pooled["ci"][0] < 0.1  # the bases' offsets (0.2 apart) are paired out
+    assert pooled["resampled"] == "3 seeds per arm, then 300 test windows"
 
 
 def test_basin_check_and_the_rung_rule():

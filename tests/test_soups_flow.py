@@ -16,7 +16,7 @@ from asymptote.flows.soups import soup_study
 from asymptote.job import model_from_run
 from asymptote.model import Decoder
 from asymptote.reports.soups import report
-from asymptote.shards import load_dataset
+from asymptote.shards import load_split
 from asymptote.soups import Checkpoint, Scorer, window_losses
 from asymptote.soups_config import Kitchen, MergeOptions, SoupOptions, SoupStudyConfig
 from asymptote.soups_plan import probe_hparams
@@ -49,6 +49,9 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
     outcome = report(config, res, store, level=2, prefix="soups-")  # as a section of the main report
     assert outcome.markdown.startswith("## Model soups") and "soups-heldout-vs-test.png" in outcome.markdown
     assert outcome.files["soups-heldout-vs-test.png"][:4] == b"\x89PNG"
+    # The report names the split and what was resampled, and says p_direction, never a bare p.
+    assert "target's test split" in outcome.markdown and "test windows of one model" in outcome.markdown
+    assert "p_direction=" in outcome.markdown and " p=" not in outcome.markdown
     assert len(res.finetunes) == 3 and {ft.run.summary["steps"] for ft in res.finetunes} <= {
         4,
         8,
@@ -78,9 +81,11 @@ def test_study_sweeps_soups_merges_and_aligns(ray_local, prefect_api, store_uri,
         meta["weights"].values()
     ) == pytest.approx(1)
     model = model_from_run(store, greedy.rel)
-    _, val, _ = load_dataset(store, res.data.rel)
-    _, test = config.soups.split(val, model.cfg.block_size)
+    # Figures are on the real test split, and the result says so.
+    assert res.split == "test" and res.ood_split is None  # base trained on the target: no OOD side
+    test = load_split(store, res.data.rel, "test")
     assert mean_loss(model, test, model.cfg.block_size) == pytest.approx(greedy.test, rel=1e-5)
+    assert np.mean(greedy.test_windows) == pytest.approx(greedy.test, rel=1e-9)
 
     singles = [e for e in res.entries if e.kind == "ingredient"]
     assert greedy.heldout <= min(e.heldout for e in singles)  # greedy never accepts a worse soup
@@ -233,9 +238,10 @@ def test_no_choice_reads_the_test_split(store, tmp_path):
         best = min((e for e in cooking.entries if e.kind == "ingredient"), key=lambda e: e.heldout)
         for e in cooking.entries:
             if e.kind in ("soup", "merge"):
-                assert e.gain["value"] == pytest.approx(best.test - e.test, abs=1e-9), e.name
+                assert e.gain["estimate"] == pytest.approx(best.test - e.test, abs=1e-9), e.name
     greedy = next(e for e in honest.entries if e.name == "greedy")
-    assert greedy.gain is not None and 0 <= greedy.gain["p"] <= 1 and greedy.ood_gain is not None
+    assert greedy.gain is not None and 0.5 <= greedy.gain["p_direction"] <= 1 and greedy.ood_gain is not None
+    assert "p" not in greedy.gain and greedy.gain["ci"][0] <= greedy.gain["estimate"] <= greedy.gain["ci"][1]
     for h, r in zip(honest.segments, rigged.segments, strict=True):
         assert [p["heldout"] for p in h.points] == [p["heldout"] for p in r.points] and h.check == r.check
 

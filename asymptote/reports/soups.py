@@ -1,6 +1,9 @@
 """The soups study's report: every model's held-out and test loss, the gains over the best single
 fine-tune with their intervals, the basin probe, the fine-tunes, and two plots (held-out against test
-loss of every model; the loss along the interpolation segments)."""
+loss of every model; the loss along the interpolation segments).
+
+Every split is named by its real name (result.split, result.ood_split): "test" only for a test split;
+held-out is part of the validation split."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from asymptote.store import Store
 
 
 def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
-    names = _short_names(result)
+    names, split, ood = _short_names(result), result.split, f"OOD {result.ood_split or 'test'}"
     rows = []
     for e in result.entries:
         used = (
@@ -28,9 +31,9 @@ def _rows(result: SoupStudyResult) -> list[dict[str, Any]]:
             {
                 "model": names.get(e.name, e.name),
                 "kind": e.kind,
-                "held-out": e.heldout,
-                "test": e.test,
-                "OOD test": e.ood_test if e.ood_test is not None else "",
+                "held-out (validation)": e.heldout,
+                split: e.test,
+                ood: e.ood_test if e.ood_test is not None else "",
                 "weights": " ".join(used) if len(used) <= 8 else f"{len(used)} ingredients",
                 "notes": extra,
             }
@@ -42,18 +45,26 @@ def _short_names(result: SoupStudyResult) -> dict[str, str]:
     return {ft.run.rel: f"ft-{i}" for i, ft in enumerate(result.finetunes)}
 
 
+def gain_cell(g: dict | None) -> str:
+    """A gain as `+0.0100 [+0.0050, +0.0150] p_direction=0.999 better`."""
+    if not g:
+        return ""
+    return (
+        f"{g['estimate']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] "
+        f"p_direction={g['p_direction']:.3f} {g['verdict']}"
+    )
+
+
 def _gain_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
-    """Per soup and merge: its test (and OOD) gain over the best single, interval, p and verdict."""
-
-    def cell(g):
-        return (
-            f"{g['value']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] p={g['p']:.3f} {g['verdict']}"
-            if g
-            else ""
-        )
-
+    """Per soup and merge: its gain over the best single (and OOD), interval, p_direction and verdict."""
+    ood = f"OOD {result.ood_split or 'test'} gain"
     return [
-        {"model": e.name, "kind": e.kind, "test gain": cell(e.gain), "OOD test gain": cell(e.ood_gain)}
+        {
+            "model": e.name,
+            "kind": e.kind,
+            f"{result.split} gain": gain_cell(e.gain),
+            ood: gain_cell(e.ood_gain),
+        }
         for e in result.entries
         if e.kind in ("soup", "merge")
     ]
@@ -92,7 +103,9 @@ def _finetune_rows(result: SoupStudyResult) -> list[dict[str, Any]]:
 def _figures(config: SoupStudyConfig, result: SoupStudyResult, plot_name: str) -> dict[str, bytes]:
     segments_png = plot_name.replace("heldout-vs-test", "interpolation")
     with tempfile.TemporaryDirectory() as tmp:
-        plot_heldout_vs_test(result.entries, Path(tmp) / plot_name, title=f"{config.name}: held-out vs test")
+        plot_heldout_vs_test(
+            result.entries, Path(tmp) / plot_name, f"{config.name}: held-out vs {result.split}", result.split
+        )
         files = {plot_name: (Path(tmp) / plot_name).read_bytes()}
         if result.segments:
             plot_segments(
@@ -100,6 +113,29 @@ def _figures(config: SoupStudyConfig, result: SoupStudyResult, plot_name: str) -
             )
             files[segments_png] = (Path(tmp) / segments_png).read_bytes()
     return files
+
+
+def _resampled(result: SoupStudyResult) -> str:
+    """What the gains' bootstrap resampled, as the gains themselves record it."""
+    said = {g.get("resampled") for g in result.gains().values()} - {None}
+    return "; ".join(sorted(said)) or "nothing (no gains)"
+
+
+def _splits(config: SoupStudyConfig, result: SoupStudyResult) -> str:
+    """Which split every figure is on, by its real name."""
+    held = (
+        f"Held-out: {config.soups.heldout_fraction:.0%} of the target's validation split (chunks of "
+        f"{config.soups.split_chunk_windows} windows, spread evenly); every choice reads it and nothing else."
+    )
+    if result.split == "test":
+        shown = " Figures are on the target's test split, which no choice reads."
+    else:
+        shown = (
+            " The target has no test split: figures are on the chunks of its validation split that are "
+            f"not held-out ({result.split!r} below), which no choice reads."
+        )
+    ood = f" OOD: the {result.ood_split} split of the base's pretraining corpus." if result.ood_split else ""
+    return held + shown + ood
 
 
 def _verdict(result: SoupStudyResult) -> str:
@@ -110,10 +146,11 @@ def _verdict(result: SoupStudyResult) -> str:
     kept = sum(w > 0 for w in greedy.weights.values())
     g = greedy.gain
     return (
-        f"\nGreedy soup ({kept} ingredient(s)) vs the best single fine-tune (chosen on held-out), on test: "
-        f"{t['greedy']:.4f} vs {t['best_single']:.4f}; gain {g['value']:+.4f}, 95% interval "
-        f"[{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] over test windows, p(gain > 0) = {g['p']:.3f}: "
-        f"{g['verdict']} (a verdict only where p >= 0.95 either way).\n"
+        f"\nGreedy soup ({kept} ingredient(s)) vs the best single fine-tune (chosen on held-out), on the "
+        f"{result.split} split: {t['greedy']:.4f} vs {t['best_single']:.4f}; gain {g['estimate']:+.4f}, 95% "
+        f"interval [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] (resampled: {g['resampled']}), "
+        f"p_direction = {g['p_direction']:.3f}: {g['verdict']} (a verdict only where the interval excludes "
+        "0).\n"
     )
 
 
@@ -134,13 +171,12 @@ def soup_report(
     curves = [n for n in files if n != plot_name]
     markdown = (
         f"# Model soups: {config.name}\n\n"
-        f"Target `{result.data.uri}`; its validation split is cut into chunks of "
-        f"{config.soups.split_chunk_windows} windows dealt to held-out ({config.soups.heldout_fraction:.0%}, "
-        "every choice) and test (the rest, reported only). OOD test: the test split of the base's "
-        f"pretraining corpus. Base: {base}.\n{_verdict(result)}\n"
+        f"Target `{result.data.uri}`. {_splits(config, result)} Base: {base}.\n{_verdict(result)}\n"
         f"{md_table(_rows(result))}\n\n### Gains over the best single fine-tune\n\n"
-        "Paired bootstrap over test windows (resampled with replacement, "
-        f"{config.soups.bootstrap} times): mean gain, 95% interval, p = share of resamples with gain > 0.\n\n"
+        f"Bootstrap (asymptote.stats, {config.soups.bootstrap} draws) of {_resampled(result)}, the same "
+        "windows for both models: mean gain, 95% interval, p_direction = share of draws on the "
+        "estimate's side of 0. One base is one seed: the interval leaves out seed noise "
+        "(`bench/soups.py` pools several bases).\n\n"
         f"{md_table(_gain_rows(result))}\n{probe}{sweep}\n"
         "- MWA weights: w_k proportional to (L_k / L_min)^(-p) on held-out loss, "
         f"p = {config.soups.mwa_penalty}.\n- Merges add scale x the merged task vector to the base; the "
@@ -166,20 +202,21 @@ def report(
 def summary(result: SoupStudyResult) -> tuple[dict, str]:
     losses = result.test_loss()
     figures = {"test_loss": losses, "ood_test_loss": result.ood_test_loss(), "gain_over_best": result.gains()}
-    return figures, "test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    return figures, f"{result.split} loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
 def table(result: SoupStudyResult) -> list[dict]:
-    """The headline rows: each model's test loss and, for soups and merges, the gain over the best
-    single with its interval, p and verdict."""
+    """The headline rows: each model's loss on the reported split (`split`) and, for soups and merges,
+    the gain over the best single with its interval, p_direction and verdict."""
     ood, gains = result.ood_test_loss(), result.gains()
     rows = []
     for name, loss in result.test_loss().items():
         gain = gains.get(name) or {}
         low, high = gain.get("ci") or (None, None)
         rows.append(
-            {"model": name, "test_loss": loss, "ood_test_loss": ood.get(name), "gain": gain.get("value")}
-            | {"ci_low": low, "ci_high": high, "p": gain.get("p"), "verdict": gain.get("verdict")}
+            {"model": name, "split": result.split, "test_loss": loss, "ood_test_loss": ood.get(name)}
+            | {"gain": gain.get("estimate"), "ci_low": low, "ci_high": high}
+            | {"p_direction": gain.get("p_direction"), "verdict": gain.get("verdict")}
         )
     return rows
 
@@ -197,8 +234,10 @@ COLORS = {
 }
 
 
-def plot_heldout_vs_test(entries: list[SoupEntry], path: str | Path, title: str = "") -> None:
-    """Held-out against test loss of every model: fine-tunes, soups and merges on the left; independent
+def plot_heldout_vs_test(
+    entries: list[SoupEntry], path: str | Path, title: str = "", split: str = "test"
+) -> None:
+    """Held-out against reported-split (`split`) loss of every model: fine-tunes, soups and merges on the left; independent
     members, their averages and their ensemble on the right (naive averages sit far off)."""
     panels = [
         [e for e in entries if e.kind in ("ingredient", "soup", "merge")],
@@ -210,7 +249,9 @@ def plot_heldout_vs_test(entries: list[SoupEntry], path: str | Path, title: str 
         axes[0], panels, ["fine-tunes of one base", "independent members"], strict=False
     ):
         _scatter(ax, group)
-        ax.set(xlabel="held-out loss (nats/token)", ylabel="test loss (nats/token)", title=f"{title}: {name}")
+        ax.set(
+            xlabel="held-out loss (nats/token)", ylabel=f"{split} loss (nats/token)", title=f"{title}: {name}"
+        )
     fig.tight_layout()  # labels are placed in final pixel positions, so after the layout
     for ax, group in zip(axes[0], panels, strict=False):
         _labels(ax, group)
