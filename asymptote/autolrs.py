@@ -8,6 +8,11 @@ forecast then trains tau steps for real. After each stage tau' and tau double wh
 as in the reference code, the stage after the first one run at that cap (tau' >= tau_max/10) and every
 later one score their trials on validation loss instead of training loss.
 
+The range lies around the learning rate the user configured (train.lr), and the warmup climbs to it.
+The last `decay_fraction` of the run's steps search no more: the last chosen LR anneals by a cosine to
+`decay_floor` times it at the last step (a greedy search at horizon tau never picks the low rates that
+pay off only at the end; docs/autolrs.md).
+
 This module holds the controller (every decision, as plain serialisable state) and the loop that drives
 any trainer with `train_step / evaluate / snapshot / restore`. It imports neither Ray nor Prefect; the
 Ray Train side (broadcasts, store checkpoints) is `autolrs_driver.py`.

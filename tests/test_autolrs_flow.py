@@ -46,7 +46,13 @@ def test_flow_finds_commits_and_replays_the_schedule(ray_local, prefect_api, sto
     res = autolrs(cfg)
     doc = store.read_json(res.schedule.rel, "schedule.json")
     assert len(doc["lrs"]) == res.run.summary["steps"] == res.schedule.steps == 60
-    assert doc["chosen_lrs"] == [s["lr"] for s in doc["stages"]] == res.schedule.chosen_lrs
+    searched = [s for s in doc["stages"] if s["end_lr"] is None]  # the last 20% is the final decay
+    assert doc["chosen_lrs"] == [s["lr"] for s in searched] == res.schedule.chosen_lrs
+    assert doc["decay"] == {
+        "start_step": 48,
+        "from_lr": searched[-1]["lr"],
+        "to_lr": 0.1 * searched[-1]["lr"],
+    }
     assert len(doc["stages"][0]["trials"]) == 2 and res.schedule.trial_steps == 2 * 6 + 2 * 12
     assert {"schedule.json", "schedule.png"} <= set(store.manifest(res.schedule.rel).files)
     assert res.val_loss == doc["final_val_loss"] < 5.0

@@ -36,6 +36,7 @@ def _stage_row(stage: dict[str, Any]) -> dict[str, Any]:
         "trial_steps": stage["trial_steps"],
         "scored_on": "validation" if stage["validation"] else "train",
         "lr": stage["lr"],
+        "end_lr": stage.get("end_lr"),
         "search_steps": sum(t.get("ran", 0) for t in stage["trials"]),
         "trials": [{"lr": t["lr"], "forecast": t["score"]} for t in stage["trials"]],
     }
@@ -51,7 +52,15 @@ def schedule_document(trace: dict[str, Any], run_uri: str) -> dict[str, Any]:
         "losses": state["losses"],
         "val": val,
         "stages": stages,
-        "chosen_lrs": [s["lr"] for s in stages],
+        "chosen_lrs": [s["lr"] for s in stages if s["end_lr"] is None],
+        "decay": next(
+            (
+                {"start_step": s["start_step"], "from_lr": s["lr"], "to_lr": s["end_lr"]}
+                for s in stages
+                if s["end_lr"] is not None
+            ),
+            None,
+        ),
         "search_range": [state["min_lr"], state["max_lr"]],
         "total_steps": trace["total_steps"],
         "trial_steps_spent": state["trial_steps_spent"],
@@ -116,7 +125,8 @@ def autolrs_markdown(
             "trial steps": s["trial_steps"],
             "scored on": s["scored_on"],
             "tried": len(s["trials"]),
-            "chosen lr": f"{s['lr']:.3g}",
+            "chosen lr": f"{s['lr']:.3g}"
+            + (f" to {s['end_lr']:.3g} (final cosine decay)" if s.get("end_lr") is not None else ""),
             "best forecast": min((t["forecast"] for t in s["trials"]), default=float("nan")),
         }
         for s in doc["stages"]
@@ -127,7 +137,8 @@ def autolrs_markdown(
         f"# AutoLRS: {config.name}\n\n"
         f"{config.model.preset or 'custom'} model, {schedule.steps} steps at the found schedule plus "
         f"{schedule.trial_steps} trial steps ({overhead:.0%} search overhead); final validation loss "
-        f"**{run.val_loss:.4f}**. LRs searched in [{lo:.3g}, {hi:.3g}] with `{config.autolrs.backend}`, "
+        f"**{run.val_loss:.4f}**. LRs searched in [{lo:.3g}, {hi:.3g}] (train.lr {config.train.lr:.3g}) "
+        f"with `{config.autolrs.backend}`, "
         f"{config.autolrs.trials} trials per stage.\n\n{md_table(rows)}\n\n"
         f"- run: `{run.uri}`\n- schedule: `{schedule.uri}` (replay it: `--set train.schedule=replay "
         f"--set train.schedule_file={schedule.uri}`)\n\n![AutoLRS schedule]({plot})\n"
