@@ -111,6 +111,9 @@ class Prediction(BaseModel):
     extrapolations: list[str] = Field(default_factory=list)
     """Where it leaves what the fits cover, and how far ([] inside)."""
     notes: list[str] = Field(default_factory=list)
+    basis_identified: bool = True
+    """Whether the law the plan rests on is identified (always, from this planner: asymptote.report_check
+    holds any plan to it)."""
     unevaluated: dict[str, str] = Field(default_factory=dict)
     """Every option the answer could not evaluate -> why (not fitted, not identified, not affordable)."""
 
@@ -420,6 +423,7 @@ class Planner:
             fits=fits,
             extrapolations=[e.replace("N is", f"{o.fit_name}: N is") for e in extra],
             notes=notes + widened + law_widened,
+            basis_identified=o.fit.identified,
             unevaluated={k: v for k, v in skipped.items() if k != o.name},
         )
 

@@ -32,15 +32,19 @@ def _interval(ci: list | None) -> str:
     )
 
 
-def _plots(data: StudyData, analysis: Analysis, sweep_label: str, prefix: str) -> dict[str, bytes]:
-    files = {}
+def _plots(
+    data: StudyData, analysis: Analysis, sweep_label: str, prefix: str
+) -> tuple[dict[str, bytes], list[dict]]:
+    """(files, what the plots drew from fits: recorded in study.json for asymptote.report_check)."""
+    files, drawn = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in PLOTS.items():
             path = Path(tmp) / name
             args = (data, path, sweep_label) if name == "loss-vs-epochs.png" else (data, analysis, path)
-            getattr(scaling_plots, fn)(*args)
+            drew = getattr(scaling_plots, fn)(*args)
+            drawn += [d | {"plot": prefix + name} for d in drew]
             files[prefix + name] = path.read_bytes()
-    return files
+    return files, drawn
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -154,7 +158,7 @@ def render(
     """(markdown, files): the report with its plots named prefix + <plot>.png and study.json."""
     h = "#" * level
     sweep_label = config.sweep_label
-    files = _plots(measured, analysis, sweep_label, prefix)
+    files, drawn = _plots(measured, analysis, sweep_label, prefix)
     mult = [
         {
             "target": n,
@@ -212,6 +216,7 @@ def render(
             "analysis": analysis.model_dump(),
             "design": design_of(config, searches, {s.label: s.params for s in measured.sizes}).model_dump(),
             "fit_config": config.fits.model_dump(),
+            "plotted": drawn,
         },
         indent=1,
         default=str,
