@@ -4,6 +4,13 @@ and what the study returns (DistillResult: references into the store and every f
 Pure configuration (pydantic, no torch): `asymptote distill` validates it, and names a wrong field,
 before the training stack is imported.
 
+A baseline searched as hard as the method: by default the single model's grid spans the students'
+(their epochs, weight decays and learning-rate multiples) with their run cap (`baseline`); with
+`edges.extend`, a choice on a grid edge grows that grid until the choice is interior or a stated
+hard limit is reached, for the single model and every student alike. `seeds` retrains the single
+model, each chosen student and the no-teacher control (`control`) at their chosen settings, so every
+interval carries seed noise as well as test-window noise.
+
 The single model and the ensemble members are built exactly as the scaling study builds them (the
 same `train` template, `search` and `ensemble` sections), so a study already in the store is reused
 run for run. Students train with compute to spare: their epochs, weight decay, amount of synthetic
@@ -82,6 +89,7 @@ METHODS: dict[str, Method] = {
     ),  # KL to the ensemble's averaged distribution on real text
     "combined": Method("token_kl", synthetic=True),  # KL on real and synthetic tokens
 }
+PAPER_METHOD = "sequence"  # the paper's own method: the headline; the others are this project's extensions
 SYNTHETIC_VAL_FRACTION = 0.05  # share of sampled sequences kept as the synthetic artifact's validation split
 STUDENT_AXES = ("epochs", "weight_decay", "synthetic", "mix", "alpha", "lr_scale")
 
@@ -213,6 +221,59 @@ class EvaluationConfig(Section):
     """Seed of the bootstrap."""
 
 
+class BaselineConfig(Section):
+    """How hard the single model (the baseline every retained fraction divides by) is searched."""
+
+    match_students: bool = True
+    """Search the single model over the students' span too: its epochs and weight decays joined with the
+    students', its learning rates joined with search.start.lr times each student lr multiple, and the
+    students' run cap (student.max_runs) instead of search.max_runs."""
+
+
+LINEAR_AXES = ("mix", "alpha")  # fractions: a grid grows past its edge by its last step, not its last ratio
+
+
+class EdgeConfig(Section):
+    """Grids that grow when a search's choice sits on an edge (the single model's and every student's).
+
+    An axis grows by the step between its two outermost values (a ratio; for mix and alpha a
+    difference), one value at a time, while the choice stays on that edge and the next value lies
+    within the axis's hard limit [low, high] (a step past a limit lands on the limit itself).
+    A choice still on an edge after that is reported (`single_at_edge`, each student's at_edge)."""
+
+    extend: bool = False
+    """Grow grids past a chosen edge (the distillation bench's protocol turns it on)."""
+    epochs: list[float] = Field(default_factory=lambda: [0.5, 512])
+    """Hard limits of epochs (the single model's and the students')."""
+    weight_decay: list[float] = Field(default_factory=lambda: [0.0, 6.4])
+    """Hard limits of weight decay."""
+    lr_scale: list[float] = Field(default_factory=lambda: [0.03, 30])
+    """Hard limits of the learning rate as a multiple of search.start.lr (single model) or of the single
+    model's chosen rate (students)."""
+    synthetic: list[float] | None = None
+    """Hard limits of the synthetic amount; None: the grid's own span (synthetic text is sampled once,
+    before the students search, at the largest amount they may reach: this limit's top)."""
+    mix: list[float] = Field(default_factory=lambda: [0.0, 1.0])
+    """Hard limits of the synthetic fraction of a batch."""
+    alpha: list[float] = Field(default_factory=lambda: [0.0, 1.0])
+    """Hard limits of the KL weight."""
+
+    @field_validator("epochs", "weight_decay", "lr_scale", "synthetic", "mix", "alpha")
+    @classmethod
+    def _pair(cls, v: list[float] | None, info) -> list[float] | None:
+        if v is not None and (len(v) != 2 or not 0 <= v[0] <= v[1]):
+            raise ValueError(f"{info.field_name}={v} must be [low, high] with 0 <= low <= high")
+        return v
+
+    def limits(self, axis: str, grid: list[float]) -> tuple[float, float]:
+        """[low, high] of an axis; the synthetic amount defaults to its grid's span."""
+        pair = getattr(self, axis)
+        return (grid[0], grid[-1]) if pair is None else (pair[0], pair[1])
+
+
+REPLICA_SEED_STRIDE = 100  # replica r trains at seed offset + 100 r: apart from members' seeds 1..K
+
+
 def _tiny_train() -> TrainConfig:  # the scaling study's default template: its runs are reused
     return TrainConfig(
         batch_size=16, warmup_steps=5, eval_every=1_000_000, log_every=1_000_000, checkpoint_every=1_000_000
@@ -245,6 +306,19 @@ class DistillConfig(Section):
     """Students and their search."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     """Test-split figures and their intervals."""
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    """How hard the single model is searched (by default over the students' span and run cap)."""
+    edges: EdgeConfig = Field(default_factory=EdgeConfig)
+    """Grids that grow past a chosen edge, up to hard limits."""
+    seeds: int = Field(1, ge=1)
+    """Independently trained seeds of the single model, the control and each chosen student: the
+    search's own run, then replicas at train_seed = data_seed = seed_offset + 100 r (r = 1, 2, ...).
+    Members are seeds already (member k: seed_offset + k)."""
+    seed_offset: int = Field(0, ge=0)
+    """Added to every training seed and to the sampling seed (a replication: bench --seed-offset)."""
+    control: str | None = "combined"
+    """The method whose chosen settings and compute (epochs, steps, weight decay, learning rate) a
+    no-teacher control copies, trained on real text only; None (or a method not trained): no control."""
     compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
     store: StoreConfig = volatile(default_factory=StoreConfig)
@@ -261,7 +335,18 @@ class DistillConfig(Section):
                     f"student.start.{axis}={value} is not on student.grid.{axis}="
                     f"{getattr(self.student.grid, axis)}; pick one of those values"
                 )
+        if self.control is not None and self.control not in METHODS:
+            raise ValueError(f"control={self.control!r}: not a method; one of {', '.join(METHODS)} or null")
         return self
+
+    def replica_seed(self, r: int) -> int:
+        """The training seed of replica r (r = 0: the template's own seed, as the search trained it)."""
+        return self.train.train_seed + self.seed_offset + (REPLICA_SEED_STRIDE * r if r else 0)
+
+    @property
+    def control_method(self) -> str | None:
+        """The method the control copies, when that method is trained here."""
+        return self.control if self.control in self.student.methods else None
 
     @property
     def tokens(self) -> int:
@@ -277,7 +362,9 @@ class DistillConfig(Section):
         artifact's own validation share (SYNTHETIC_VAL_FRACTION of the sequences)."""
         if not any(METHODS[m].synthetic for m in self.student.methods):
             return 0
-        need = self.synthetic_tokens(max(self.student.grid.synthetic)) // (self.model.block_size + 1)
+        grid = self.student.grid.synthetic
+        top = self.edges.limits("synthetic", grid)[1] if self.edges.extend and len(grid) > 1 else grid[-1]
+        need = self.synthetic_tokens(max(top, grid[-1])) // (self.model.block_size + 1)
         return math.ceil(need / (1 - SYNTHETIC_VAL_FRACTION)) + 1
 
 
@@ -295,6 +382,21 @@ class Teachers(BaseModel):
     """The certified regularized optimum (lr, weight_decay, epochs), when searched here."""
     certified: bool | None = None
     search_points: int = 0
+    grid: dict[str, list[float]] | None = None
+    """The single model's final grid (grown past chosen edges when edges.extend), when searched here."""
+    at_edge: list[str] = Field(default_factory=list)
+    """Searched axes whose final choice still sits on the final grid's edge (a hard limit stopped it)."""
+    seed_runs: list[str] = Field(default_factory=list)
+    """The single model's runs, one per seed (the first is the search's own); given teachers: the one run."""
+
+
+class Figure(BaseModel):
+    """One reported figure from the hierarchical bootstrap (asymptote.stats.figure)."""
+
+    estimate: float
+    ci: list[float]
+    p_direction: float
+    """Share of bootstrap draws on the estimate's side of the figure's reference (see DistillResult.references)."""
 
 
 class StudentOutcome(BaseModel):
@@ -319,6 +421,29 @@ class StudentOutcome(BaseModel):
     retained_ci: list[float] | None
     curve: list[tuple[int, float]]
     """(step, validation loss) along the chosen run."""
+    grid: dict[str, list[float]] = Field(default_factory=dict)
+    """The final grid of this method's search (grown past chosen edges when edges.extend)."""
+    at_edge: list[str] = Field(default_factory=list)
+    """Searched axes whose final choice still sits on the final grid's edge."""
+    seed_runs: list[str] = Field(default_factory=list)
+    """The chosen student's runs, one per seed (the first is the search's own)."""
+    seed_losses: list[float] = Field(default_factory=list)
+    """Test loss of each seed; test_loss is their mean."""
+    retained_p_direction: float | None = None
+    """Share of bootstrap draws in which the retained fraction is on the estimate's side of 0."""
+
+
+class ControlOutcome(BaseModel):
+    """The no-teacher control: real text only, at a chosen student's settings and compute."""
+
+    method: str
+    """The student whose settings (epochs, steps, weight decay, learning rate) it copies."""
+    point: dict[str, float]
+    steps: int
+    seed_runs: list[str]
+    seed_losses: list[float]
+    test_loss: float
+    """Mean over seeds."""
 
 
 class DistillResult(BaseModel):
@@ -346,6 +471,23 @@ class DistillResult(BaseModel):
     """Tokens sampled from the ensemble (training and validation shares of the artifact)."""
     students: dict[str, StudentOutcome]
     report_uri: str
+    control: ControlOutcome | None = None
+    paper_method: str = PAPER_METHOD
+    """The paper's method (sequence-level distillation): the headline; the other methods are extensions."""
+    seeds: dict[str, int] = Field(default_factory=dict)
+    """Independently trained seeds per arm (single, control, each student; the ensemble is one of K members)."""
+    seed_losses: dict[str, list[float]] = Field(default_factory=dict)
+    """Test loss of each seed of each arm (the ensemble: its one ensemble)."""
+    figures: dict[str, Figure] = Field(default_factory=dict)
+    """Test loss of single, control, ensemble and each student: estimate, interval, p_direction."""
+    retained_figures: dict[str, Figure | None] = Field(default_factory=dict)
+    """Per method, and for the control: the retained fraction with its interval (None: gain unresolved)."""
+    teacher_effect: Figure | None = None
+    """Control's loss minus the student's of the same settings (nats): what the teachers add beyond compute."""
+    resampled: str = ""
+    """What the bootstrap resampled (seeds, then test windows)."""
+    references: dict[str, str] = Field(default_factory=dict)
+    """Per figure, the reference its p_direction compares it with."""
 
     @property
     def member_losses(self) -> list[float]:

@@ -1,7 +1,9 @@
 """What the distillation study trains, and how its figures are put together. Pure: no torch, Ray or Prefect.
 
-The flow asks this module which runs to make (the single model's search, the members, each student's
-search and its jobs), checks its inputs here, and assembles the result from what its steps returned.
+The flow asks this module which runs to make (the single model's search over the students' span, the
+members, each student's search and its jobs, how a settled search's grid grows past a chosen edge, the
+seed replicas and the no-teacher control), checks its inputs here, and assembles the result from what
+its steps returned.
 Jobs are built exactly as the scaling study builds them, so equal settings give equal job keys and
 one runs/<key> artifact whichever study trained it first.
 """
@@ -16,19 +18,21 @@ import numpy as np
 from asymptote.config import DataConfig, ModelConfig, TrainConfig
 from asymptote.distill_config import (
     METHODS,
+    ControlOutcome,
     DistillConfig,
     DistillResult,
+    SamplingConfig,
     StudentOutcome,
     StudentPoint,
     Teachers,
 )
-from asymptote.distill_search import StudentDescent, retention, student_start
+from asymptote.distill_search import StudentDescent, grow, retention, settled_edges, student_start
 from asymptote.flops import param_count
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef
 from asymptote.scaling import CoordinateDescent, member_train, point_job
 from asymptote.scaling_plan import Descent
-from asymptote.search_space import RECIPES, Point
+from asymptote.search_space import RECIPES, Point, SearchGrid
 from asymptote.store import Store
 
 # ----------------------------------------------------------------------------- inputs
@@ -71,37 +75,108 @@ def volatile_fields(config: DistillConfig, store: Store, hub: str | None, name: 
     return {"name": name, "compute": config.compute, "store": store.cfg, "progress_hub": hub}
 
 
-def single_descent(config: DistillConfig, store: Store, data: DataRef, hub: str | None) -> Descent:
-    """The scaling study's regularized search at the student's size and budget (its job keys)."""
-    s = config.search.start
-    cd = CoordinateDescent(
-        config.search.grid,
-        RECIPES["regularized"],
-        Point(s.lr, s.weight_decay, s.epochs),
-        max_runs=config.search.max_runs,
+def template(config: DistillConfig) -> TrainConfig:
+    """The train template with seed_offset added to its seeds (a replication trains fresh seeds)."""
+    if not config.seed_offset:
+        return config.train
+    t = config.train
+    seeds = {"train_seed": t.train_seed + config.seed_offset, "data_seed": t.data_seed + config.seed_offset}
+    return t.model_copy(update=seeds)
+
+
+def sampling_spec(config: DistillConfig) -> SamplingConfig:
+    """What to sample: enough sequences for the largest synthetic amount students may reach, its seed
+    moved by seed_offset."""
+    s = config.sampling
+    return s.model_copy(
+        update={"n_sequences": config.sequences_needed(), "seed": s.seed + config.seed_offset}
     )
+
+
+def _joined(values: list[float], more: list[float]) -> list[float]:
+    return sorted({float(f"{v:.12g}") for v in [*values, *more]})
+
+
+def single_grid(config: DistillConfig) -> SearchGrid:
+    """The single model's grid: the search's own, joined (baseline.match_students) with the students'
+    epochs and weight decays and with search.start.lr times each student learning-rate multiple, so
+    the baseline spans what the students may reach."""
+    g = config.search.grid
+    if not config.baseline.match_students:
+        return g
+    sg, lr = config.student.grid, config.search.start.lr
+    return SearchGrid(
+        lr=_joined(g.lr, [lr * m for m in sg.lr_scale]),
+        weight_decay=_joined(g.weight_decay, sg.weight_decay),
+        epochs=_joined(g.epochs, sg.epochs),
+    )
+
+
+def single_limits(config: DistillConfig):
+    """Hard limits of the single model's axes: edges' epochs and weight decay, its learning rate as
+    search.start.lr times edges.lr_scale."""
+    e, lr = config.edges, config.search.start.lr
+
+    def limits(axis: str, values: list[float]) -> tuple[float, float]:
+        if axis == "lr":
+            return lr * e.lr_scale[0], lr * e.lr_scale[1]
+        return e.limits(axis, values)
+
+    return limits
+
+
+def student_limits(config: DistillConfig):
+    return config.edges.limits
+
+
+def single_descent(config: DistillConfig, store: Store, data: DataRef, hub: str | None) -> Descent:
+    """The scaling study's regularized search at the student's size and budget (its job keys), over
+    single_grid and, with baseline.match_students, the students' run cap."""
+    s = config.search.start
+    cap = config.student.max_runs if config.baseline.match_students else config.search.max_runs
+    cd = CoordinateDescent(
+        single_grid(config), RECIPES["regularized"], Point(s.lr, s.weight_decay, s.epochs), max_runs=cap
+    )
+    train = template(config)
 
     def job(p: Point) -> TrainJob:
         v = volatile_fields(config, store, hub, f"{config.name} single {p.label()}")
-        return point_job(config.model, data_at(config), data.rel, config.train, p, **v)
+        return point_job(config.model, data_at(config), data.rel, train, p, **v)
 
     return Descent(name=f"{config.name} regularized", cd=cd, job=job)
+
+
+def grown(config: DistillConfig, descents: list[Descent], single: bool = False) -> list[Descent]:
+    """The settled searches whose grid grew past a chosen edge (edges.extend): they go on searching."""
+    if not config.edges.extend:
+        return []
+    limits = single_limits(config) if single else student_limits(config)
+    return [d for d in descents if grow(d.cd, limits)]
 
 
 def member_jobs(
     config: DistillConfig, store: Store, data: DataRef, best: Point, hub: str | None
 ) -> list[TrainJob]:
-    """Members 1..K: the single optimum with the paper's member recipe, seed = member index."""
-    e = config.ensemble
+    """Members 1..K: the single optimum with the paper's member recipe, seed = seed_offset + member index."""
+    e, o = config.ensemble, config.seed_offset
+    trains = [
+        member_train(config.train, best, k, e.epoch_factor, e.weight_decay_factor)
+        for k in range(1, e.members + 1)
+    ]
+    if o:
+        trains = [
+            t.model_copy(update={"train_seed": t.train_seed + o, "data_seed": t.data_seed + o})
+            for t in trains
+        ]
     return [
         make_job(
             model=config.model,
             data=data_at(config),
             data_artifact=data.rel,
-            train=member_train(config.train, best, k, e.epoch_factor, e.weight_decay_factor),
+            train=train,
             **volatile_fields(config, store, hub, f"{config.name} member {k}"),
         )
-        for k in range(1, e.members + 1)
+        for k, train in enumerate(trains, start=1)
     ]
 
 
@@ -117,9 +192,12 @@ def _steps(tokens: int, block: int, batch_size: int, epochs: float) -> int:
     return max(1, round(epochs * per_epoch))
 
 
-def student_train(config: DistillConfig, point: StudentPoint, lr: float) -> TrainConfig:
+def student_train(
+    config: DistillConfig, point: StudentPoint, lr: float, seed: int | None = None
+) -> TrainConfig:
     """The template at the point's multiple of the single model's learning rate `lr`, with the
-    point's epochs and weight decay; the run evaluates curve_points times (its learning curve)."""
+    point's epochs and weight decay; the run evaluates curve_points times (its learning curve).
+    seed: a replica at train_seed = data_seed = seed (None: the template's, as the search ran it)."""
     total = _steps(config.tokens, config.model.block_size, config.train.batch_size, point.epochs)
     fields = {
         "lr": lr * point.lr_scale,
@@ -128,7 +206,9 @@ def student_train(config: DistillConfig, point: StudentPoint, lr: float) -> Trai
         "max_steps": None,
         "eval_every": max(1, total // config.student.curve_points),
     }
-    return TrainConfig.model_validate(config.train.model_dump() | fields)
+    if seed is not None:
+        fields |= {"train_seed": seed, "data_seed": seed}
+    return TrainConfig.model_validate(template(config).model_dump() | fields)
 
 
 def student_job(
@@ -141,6 +221,7 @@ def student_job(
     teachers: Teachers,
     synthetic: DataRef | None,
     hub: str | None,
+    seed: int | None = None,
 ) -> TrainJob:
     """The student run of `method` at `point`: its objective (KL to the teachers) and batches (synthetic mix)."""
     m, extra = METHODS[method], {}
@@ -159,13 +240,34 @@ def student_job(
             "weight": point.mix,
             "synthetic_tokens": config.synthetic_tokens(point.synthetic),
         }
+    label = f"{config.name} student {method} {point.label()}" + (f" seed {seed}" if seed is not None else "")
     return make_job(
         model=config.model,
         data=data_at(config),
-        train=student_train(config, point, lr),
+        train=student_train(config, point, lr, seed),
         data_artifact=data.rel,
-        **volatile_fields(config, store, hub, f"{config.name} student {method} {point.label()}"),
+        **volatile_fields(config, store, hub, label),
         **extra,
+    )
+
+
+def control_job(
+    config: DistillConfig,
+    store: Store,
+    data: DataRef,
+    point: StudentPoint,
+    lr: float,
+    seed: int,
+    hub: str | None,
+) -> TrainJob:
+    """The no-teacher control: cross-entropy on real text only at a student's epochs (so its steps),
+    weight decay and learning rate."""
+    return make_job(
+        model=config.model,
+        data=data_at(config),
+        train=student_train(config, point, lr, seed),
+        data_artifact=data.rel,
+        **volatile_fields(config, store, hub, f"{config.name} control {point.label()} seed {seed}"),
     )
 
 
@@ -179,7 +281,7 @@ def student_descents(
 ) -> dict[str, Descent]:
     """One certified search per method, each from the start derived from the single model's training
     config, at multiples of its learning rate."""
-    single = store.manifest(teachers.single).meta["config"]["train"]
+    single = single_train(store, teachers)
     start = student_start(
         config.student.grid,
         config.student.start,
@@ -200,6 +302,68 @@ def student_descents(
             return student_job(config, store, data, method, p, single["lr"], teachers, synthetic, hub)
 
         out[method] = Descent(name=f"{config.name} student {method}", cd=cd, job=job)
+    return out
+
+
+def single_train(store: Store, teachers: Teachers) -> dict[str, Any]:
+    """The single model's training config (its learning rate is the students' reference)."""
+    return store.manifest(teachers.single).meta["config"]["train"]
+
+
+# ----------------------------------------------------------------------------- seeds and the control
+
+
+def replica_jobs(
+    config: DistillConfig,
+    store: Store,
+    data: DataRef,
+    teachers: Teachers,
+    students: dict[str, Descent],
+    synthetic: DataRef | None,
+    hub: str | None,
+) -> dict[str, list[TrainJob]]:
+    """The runs beyond the searches' own: per arm, seeds 1..seeds-1 of the single model (when searched
+    here) and of each chosen student, and every seed of the no-teacher control."""
+    seeds = [config.replica_seed(r) for r in range(1, config.seeds)]
+    lr = single_train(store, teachers)["lr"]
+    out: dict[str, list[TrainJob]] = {}
+    if teachers.single_point is not None:
+        best, data_cfg, train = Point(**teachers.single_point), data_at(config), template(config)
+        out["single"] = [
+            point_job(
+                config.model,
+                data_cfg,
+                data.rel,
+                train,
+                best,
+                seed=s,
+                **volatile_fields(config, store, hub, f"{config.name} single {best.label()} seed {s}"),
+            )
+            for s in seeds
+        ]
+    for method, d in students.items():
+        out[method] = [
+            student_job(config, store, data, method, d.best, lr, teachers, synthetic, hub, seed=s)
+            for s in seeds
+        ]
+    if (method := config.control_method) in students:
+        point = students[method].best
+        out["control"] = [
+            control_job(config, store, data, point, lr, config.replica_seed(r), hub)
+            for r in range(config.seeds)
+        ]
+    return out
+
+
+def arm_runs(
+    teachers: Teachers, students: dict[str, Descent], replicas: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Per arm, its runs one per seed: the search's chosen run first, then its replicas; the ensemble
+    is one arm of its K members (they are its seeds already)."""
+    out = {"single": [teachers.single, *replicas.get("single", [])], "ensemble": teachers.members}
+    out |= {m: [d.runs[d.best].rel, *replicas.get(m, [])] for m, d in students.items()}
+    if "control" in replicas:
+        out["control"] = replicas["control"]
     return out
 
 
@@ -237,12 +401,13 @@ def student_outcome(
     store: Store,
     method: str,
     search: Descent,
-    test: dict,
-    retained: float | None,
-    ci: tuple[float, float] | None,
+    tests: list[dict],
+    runs: list[str],
+    kept,
 ) -> StudentOutcome:
-    """The chosen student of one method: its run, settings, search cost and test figures."""
+    """The chosen student of one method: its runs (one per seed), settings, search cost and test figures."""
     run, best = search.runs[search.best], search.best
+    fig = kept.retained_figures.get(method)
     return StudentOutcome(
         method=method,
         run=run,
@@ -253,12 +418,48 @@ def student_outcome(
         search_steps=sum(int(r.summary.get("steps", 0)) for r in search.runs.values()),
         synthetic_tokens=config.synthetic_tokens(best.synthetic) if METHODS[method].synthetic else 0,
         val_loss=search.cd.results[best],
-        test_loss=test["test_loss"],
-        test_bpb=test["test_bpb"],
-        retained=retained,
-        retained_ci=list(ci) if ci else None,
+        test_loss=kept.losses[method].estimate,
+        test_bpb=float(np.mean([t["test_bpb"] for t in tests])),
+        retained=fig.estimate if fig else None,
+        retained_ci=list(fig.ci) if fig else None,
+        retained_p_direction=fig.p_direction if fig else None,
         curve=run_curve(store, run.rel),
+        grid={a: list(getattr(search.cd.grid, a)) for a in METHODS[method].axes},
+        at_edge=settled_edges(search.cd),
+        seed_runs=runs,
+        seed_losses=[t["test_loss"] for t in tests],
     )
+
+
+def control_outcome(
+    config: DistillConfig,
+    store: Store,
+    students: dict[str, Descent],
+    tests: list[dict],
+    runs: list[str],
+    kept,
+) -> ControlOutcome:
+    method = config.control_method
+    point = students[method].best
+    return ControlOutcome(
+        method=method,
+        point=point._asdict(),
+        steps=_steps(config.tokens, config.model.block_size, config.train.batch_size, point.epochs),
+        seed_runs=runs,
+        seed_losses=[t["test_loss"] for t in tests],
+        test_loss=kept.losses["control"].estimate,
+    )
+
+
+REFERENCES = {
+    "single": "the ensemble",
+    "ensemble": "the single model",
+    "control": "the single model",
+    "students": "the single model",
+    "retained": "0 (no gain kept)",
+    "teacher_effect": "0 (the teachers add nothing beyond the control's compute)",
+}
+"""What each figure's p_direction compares it with."""
 
 
 def assemble(
@@ -269,12 +470,14 @@ def assemble(
     val: dict,
     synthetic: DataRef | None,
     students: dict[str, Descent],
-    tests: dict[str, dict],
+    runs: dict[str, list[str]],
+    tests: dict[str, list[dict]],
     flow_run_id: str | None,
 ) -> DistillResult:
-    """The result: test figures of the single model, the ensemble and each chosen student, with the
-    retained fraction of the ensemble's gain and its paired bootstrap interval over test windows."""
-    windows = {name: np.asarray(t["windows"]) for name, t in tests.items()}
+    """The result: test figures of the single model, the control, the ensemble and each chosen student
+    (means over seeds), with the retained fraction of the ensemble's gain and hierarchical bootstrap
+    intervals (seeds, then test windows)."""
+    windows = {name: [np.asarray(t["windows"]) for t in ts] for name, ts in tests.items()}
     ev = config.evaluation
     kept = retention(
         windows["single"],
@@ -283,27 +486,40 @@ def assemble(
         ev.n_boot,
         ev.level,
         ev.seed,
+        control=windows.get("control"),
+        control_of=config.control_method,
     )
-    outcomes = {
-        m: student_outcome(config, store, m, s, tests[m], kept.retained[m], kept.retained_ci[m])
-        for m, s in students.items()
-    }
+    outcomes = {m: student_outcome(config, store, m, s, tests[m], runs[m], kept) for m, s in students.items()}
+    control = (
+        control_outcome(config, store, students, tests["control"], runs["control"], kept)
+        if "control" in tests
+        else None
+    )
+    teachers = teachers.model_copy(update={"seed_runs": runs["single"]})
     return DistillResult(
         flow_run_id=flow_run_id,
         data=data,
         teachers=teachers,
-        single_loss=tests["single"]["test_loss"],
-        ensemble_loss=tests["ensemble"]["test_loss"],
-        single_bpb=tests["single"]["test_bpb"],
-        ensemble_bpb=tests["ensemble"]["test_bpb"],
+        single_loss=kept.losses["single"].estimate,
+        ensemble_loss=kept.losses["ensemble"].estimate,
+        single_bpb=float(np.mean([t["test_bpb"] for t in tests["single"]])),
+        ensemble_bpb=tests["ensemble"][0]["test_bpb"],
         gain=kept.gain,
         gain_ci=list(kept.gain_ci),
         gain_resolved=kept.resolved,
-        test_windows=len(windows["single"]),
+        test_windows=len(windows["single"][0]),
         val=val,
         params=run_params(store, teachers.single),
         synthetic=synthetic,
         synthetic_tokens=(synthetic.n_train + synthetic.n_val) if synthetic else 0,
         students=outcomes,
         report_uri="",
+        control=control,
+        seeds={name: len(ts) for name, ts in tests.items()},
+        seed_losses={name: [t["test_loss"] for t in ts] for name, ts in tests.items()},
+        figures=kept.losses,
+        retained_figures=kept.retained_figures,
+        teacher_effect=kept.teacher_effect,
+        resampled=kept.resampled,
+        references=REFERENCES,
     )

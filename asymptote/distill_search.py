@@ -1,5 +1,6 @@
-"""How students are chosen and judged: a certified search over student settings, and the retained
-fraction of the ensemble's gain with a bootstrap interval over test windows. Pure (no torch, Ray, Prefect).
+"""How students are chosen and judged: a certified search over student settings (its grid grown past a
+chosen edge), and the retained fraction of the ensemble's gain with a hierarchical bootstrap interval
+(seeds, then test windows; asymptote.stats). Pure (no torch, Ray, Prefect).
 
 The search is the scaling study's certified coordinate descent (asymptote.scaling.CoordinateDescent)
 walking a grid with the student's axes (epochs, weight decay, synthetic amount, mixing weight, KL
@@ -9,13 +10,23 @@ validation, and the best point is certified when none of its grid neighbours is 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
-from asymptote.distill_config import STUDENT_AXES, StudentGrid, StudentPoint, StudentStart
+from asymptote import stats
+from asymptote.distill_config import (
+    LINEAR_AXES,
+    STUDENT_AXES,
+    Figure,
+    StudentGrid,
+    StudentPoint,
+    StudentStart,
+)
 from asymptote.scaling import CoordinateDescent
-from asymptote.search_space import on_grid
+from asymptote.search_space import at_edges, on_grid
 
 
 class StudentDescent(CoordinateDescent):
@@ -58,12 +69,67 @@ def student_start(
     )
 
 
+# ----------------------------------------------------------------------------- grids that grow
+
+
+def _clean(x: float) -> float:
+    return float(f"{x:.12g}")  # 0.01 * 0.3 is the grid value 0.003, not 0.0030000000000000001
+
+
+def next_value(
+    values: Sequence[float], upward: bool, limits: tuple[float, float], linear: bool
+) -> float | None:
+    """The value one step past a grid's edge, by the step between its two outermost values (a ratio, or
+    for a linear axis a difference); a step past a hard limit lands on it; None when the edge is the limit."""
+    lo, hi = _clean(limits[0]), _clean(limits[1])
+    edge, inner = (values[-1], values[-2]) if upward else (values[0], values[1])
+    if linear:
+        nxt = edge + (edge - inner)
+    elif edge > 0 and inner > 0:
+        nxt = edge * (edge / inner)
+    else:
+        nxt = lo if not upward else None  # a ratio step from 0 does not exist; down: only the limit is left
+    if nxt is None:
+        return None
+    nxt = _clean(min(max(nxt, lo), hi))
+    return None if nxt == edge or (upward and nxt <= edge) or (not upward and nxt >= edge) else nxt
+
+
+def grow(cd: CoordinateDescent, limits: Callable[[str, list[float]], tuple[float, float]]) -> list[str]:
+    """Extend the grid of a settled search on every searched axis whose choice sits on an edge, by one
+    value in that direction within the axis's hard limits. The search keeps its results and start
+    (its path replays up to the old edge, then goes on); returns the axes grown (empty: nothing to grow)."""
+    best = cd.best()
+    if best is None or cd.exhausted:
+        return []
+    grown = {}
+    for axis in at_edges(best._asdict(), cd.grid, cd.axes):
+        values = list(getattr(cd.grid, axis))
+        upward = getattr(best, axis) == values[-1]
+        nxt = next_value(values, upward, limits(axis, values), axis in LINEAR_AXES)
+        if nxt is not None:
+            grown[axis] = sorted([*values, nxt])
+    if grown:
+        cd.grid = cd.grid.model_validate(cd.grid.model_dump() | grown)
+    return list(grown)
+
+
+def settled_edges(cd: CoordinateDescent) -> list[str]:
+    """The searched axes whose choice still sits on an edge of the final grid."""
+    best = cd.best()
+    return at_edges(best._asdict(), cd.grid, cd.axes) if best is not None else []
+
+
 # ----------------------------------------------------------------------------- retained fraction
 
 
 @dataclass(frozen=True)
 class Retention:
-    """The ensemble's gain on test and each student's share of it, with bootstrap intervals."""
+    """The test figures from a hierarchical bootstrap (seeds, then test windows) and each student's
+    share of the ensemble's gain.
+
+    losses: single, ensemble, control and each student, {estimate, ci, p_direction}; a p_direction
+    compares the arm with the single model (the single model's: with the ensemble)."""
 
     gain: float
     gain_ci: tuple[float, float]
@@ -71,40 +137,78 @@ class Retention:
     """False when the gain's interval includes 0: the gain is within its own noise, no fraction is defined."""
     retained: dict[str, float | None]
     retained_ci: dict[str, tuple[float, float] | None]
+    losses: dict[str, Figure] = dataclasses.field(default_factory=dict)
+    retained_figures: dict[str, Figure | None] = dataclasses.field(default_factory=dict)
+    teacher_effect: Figure | None = None
+    resampled: str = ""
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+def _seeds(x) -> list[np.ndarray]:
+    """An arm as a list of per-seed window losses (one 1-D array is one seed)."""
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        return [x]
+    return [np.asarray(s, np.float64) for s in x]
+
+
+def _fig(estimate: float, draws: np.ndarray, null: float, level: float) -> Figure:
+    return Figure(**stats.figure(estimate, draws, null=null, level=level))
 
 
 def retention(
-    single: np.ndarray,
-    ensemble: np.ndarray,
-    students: dict[str, np.ndarray],
+    single,
+    ensemble,
+    students: dict,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    control=None,
+    control_of: str | None = None,
 ) -> Retention:
     """retained = (L_single - L_student) / (L_single - L_ensemble) from per-window test losses.
 
-    Every model is scored on the same windows, so windows are resampled together (a paired bootstrap):
-    the interval carries the noise of which text the test split holds, not of training seeds.
+    Each arm is a list over independently trained seeds of per-window losses (one array: one seed).
+    One bootstrap draw resamples each arm's seeds, then reweights the test windows, the same weights
+    for every arm (asymptote.stats.resample): the interval carries seed noise and the noise of which
+    text the test split holds. `control` (the no-teacher control) is a figure beside the students, with
+    its own retained fraction; `teacher_effect` is control minus the student `control_of` (nats).
     """
-    n = len(single)
-    if n < 2 or len(ensemble) != n or any(len(v) != n for v in students.values()):
+    arms = {"single": _seeds(single), "ensemble": _seeds(ensemble)}
+    arms |= {name: _seeds(x) for name, x in students.items()}
+    if control is not None:
+        arms["control"] = _seeds(control)
+    n = len(arms["single"][0])
+    if n < 2:
         raise ValueError("retention needs the same >= 2 test windows for every model")
-    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
-    mean_s, mean_e = single.mean(), ensemble.mean()
-    boot_s, boot_e = single[idx].mean(1), ensemble[idx].mean(1)
-    gain, gain_ci = float(mean_s - mean_e), _interval(boot_s - boot_e, level)
-    resolved = gain_ci[0] > 0
-    retained: dict[str, float | None] = {}
-    intervals: dict[str, tuple[float, float] | None] = {}
-    for name, losses in students.items():
+    draws = stats.resample(arms, n_boot=n_boot, seed=seed)
+    est = stats.point(arms)
+    gap = draws["single"] - draws["ensemble"]
+    gain = _fig(est["single"] - est["ensemble"], gap, 0.0, level)
+    resolved = gain.ci[0] > 0
+    losses = {}
+    for name in arms:  # p_direction of a loss: its side of the single model (the single's: of the ensemble)
+        ref = "ensemble" if name == "single" else "single"
+        side = stats.figure(est[name] - est[ref], draws[name] - draws[ref], null=0.0, level=level)
+        own = stats.figure(est[name], draws[name], level=level)
+        losses[name] = Figure(estimate=own["estimate"], ci=own["ci"], p_direction=side["p_direction"])
+    kept: dict[str, Figure | None] = {}
+    for name in [*students, *(["control"] if control is not None else [])]:
         if not resolved:
-            retained[name], intervals[name] = None, None
+            kept[name] = None
             continue
-        retained[name] = float((mean_s - losses.mean()) / gain)
-        intervals[name] = _interval((boot_s - losses[idx].mean(1)) / (boot_s - boot_e), level)
-    return Retention(gain, gain_ci, resolved, retained, intervals)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (draws["single"] - draws[name]) / gap
+        kept[name] = _fig((est["single"] - est[name]) / gain.estimate, ratio, 0.0, level)
+    effect = None
+    if control is not None and control_of in students:
+        effect = _fig(est["control"] - est[control_of], draws["control"] - draws[control_of], 0.0, level)
+    return Retention(
+        gain=gain.estimate,
+        gain_ci=(gain.ci[0], gain.ci[1]),
+        resolved=resolved,
+        retained={m: (kept[m].estimate if kept[m] else None) for m in students},
+        retained_ci={m: ((kept[m].ci[0], kept[m].ci[1]) if kept[m] else None) for m in students},
+        losses=losses,
+        retained_figures=kept,
+        teacher_effect=effect,
+        resampled=stats.resampled(arms),
+    )

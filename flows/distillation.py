@@ -12,10 +12,14 @@
    model's), synthetic amount, mixing weight and KL weight are chosen by a certified coordinate
    descent on validation. A token-level student keeps its teachers' outputs on windows it has seen
    in memory (compute.teacher_cache_mb): synthetic windows recur every epoch, real ones whenever an
-   epoch's grid shift does.
-4. Figures on the test split, which no choice has seen: the single model, the ensemble, each chosen
-   student, and retained = (L_single - L_student) / (L_single - L_ensemble) with a paired bootstrap
-   interval over test windows. When the ensemble's own gain is within its noise, no fraction is given.
+   epoch's grid shift does. The single model's search spans the students' axes and run cap; with
+   edges.extend, a search whose choice sits on a grid edge grows that grid and goes on.
+4. Seeds: the single model and each chosen student retrained at their chosen settings (`seeds`), and
+   the no-teacher control (real text only, at the `control` student's settings and compute).
+5. Figures on the test split, which no choice has seen: the single model, the control, the ensemble,
+   each chosen student, and retained = (L_single - L_student) / (L_single - L_ensemble), with
+   hierarchical bootstrap intervals (seeds, then test windows). When the ensemble's own gain is
+   within its noise, no fraction is given.
 Every run and evaluation is a cached Prefect task: a second call trains nothing. Which runs to train
 is planned in asymptote/distill_plan.py; the report is asymptote/reports/distill.py.
 """
@@ -29,14 +33,19 @@ from asymptote import preflight
 from asymptote.config import key_dict, stable_hash
 from asymptote.distill_config import DistillConfig, DistillResult, Teachers
 from asymptote.distill_plan import (
+    arm_runs,
     assemble,
     check_data,
     check_single_shape,
+    grown,
     member_jobs,
+    replica_jobs,
+    sampling_spec,
     single_descent,
     student_descents,
     val_figures,
 )
+from asymptote.distill_search import settled_edges
 from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
@@ -68,9 +77,10 @@ def distill(config: DistillConfig | None = None, recompute: list[str] | None = N
         val = ensemble_eval(store, teachers.members, data.rel, "evaluate" in recompute)
         synthetic = sample_synthetic(config, store, teachers, data, "sample" in recompute)
         students = train_students(config, store, data, teachers, synthetic, hub)
-        tests = test_figures(store, teachers, students, data, how)
+        runs = train_seeds(config, store, data, teachers, students, synthetic, hub)
+        tests = test_figures(store, runs, data, how)
         val = val_figures(val.result(), teachers, store, how)
-    result = assemble(config, store, data, teachers, val, synthetic, students, tests, flow_run.id)
+    result = assemble(config, store, data, teachers, val, synthetic, students, runs, tests, flow_run.id)
     rendered = method_report("distill", config, result, store)
     result.report_uri = publish_report(
         store, "distill", stable_hash(key_dict(config)), rendered.markdown, rendered.files
@@ -100,7 +110,7 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
         if single:
             return Teachers(single=single, members=members, trained_here=False)
     descent = single_descent(config, store, data, hub)
-    descend([descent])
+    search(config, [descent], single=True)
     best = descent.best
     if not t.members:
         jobs = member_jobs(config, store, data, best, hub)
@@ -112,7 +122,17 @@ def select_teachers(config: DistillConfig, store: Store, data: DataRef, hub: str
         single_point=best._asdict(),
         certified=descent.cd.certified,
         search_points=len(descent.cd.results),
+        grid={a: list(getattr(descent.cd.grid, a)) for a in descent.cd.axes},
+        at_edge=settled_edges(descent.cd),
     )
+
+
+def search(config: DistillConfig, descents: list[Descent], single: bool = False) -> None:
+    """Run the searches until each is certified; one whose choice sits on a grid edge grows its grid
+    (edges.extend) and goes on, until interior or at a hard limit."""
+    while descents:
+        descend(descents)
+        descents = grown(config, descents, single)
 
 
 def sample_synthetic(
@@ -122,8 +142,9 @@ def sample_synthetic(
     chosen method uses it)."""
     if not config.sequences_needed():
         return None
-    spec = config.sampling.model_copy(update={"n_sequences": config.sequences_needed()})
-    return sample(store, teachers.members, data.rel, spec, config.model.block_size + 1, refresh)
+    return sample(
+        store, teachers.members, data.rel, sampling_spec(config), config.model.block_size + 1, refresh
+    )
 
 
 def train_students(
@@ -136,15 +157,34 @@ def train_students(
 ) -> dict[str, Descent]:
     """Each method's certified search on validation, the searches run side by side."""
     descents = student_descents(config, store, data, teachers, synthetic, hub)
-    descend(list(descents.values()))
+    search(config, list(descents.values()))
     return descents
 
 
-def test_figures(
-    store: Store, teachers: Teachers, students: dict[str, Descent], data: DataRef, how: str
-) -> dict[str, dict]:
-    """Test-split loss of the single model, the ensemble and each chosen student, window by window."""
-    groups = {"single": [teachers.single], "ensemble": teachers.members}
-    groups |= {m: [d.runs[d.best].rel] for m, d in students.items()}
-    futures = {name: test_eval(store, runs, data.rel, how) for name, runs in groups.items()}
-    return {name: f.result() for name, f in futures.items()}
+def train_seeds(
+    config: DistillConfig,
+    store: Store,
+    data: DataRef,
+    teachers: Teachers,
+    students: dict[str, Descent],
+    synthetic: DataRef | None,
+    hub: str | None,
+) -> dict[str, list[str]]:
+    """The seed replicas and the no-teacher control, trained together; per arm its runs, one per seed."""
+    jobs = replica_jobs(config, store, data, teachers, students, synthetic, hub)
+    flat = [j for arm in jobs.values() for j in arm]
+    refs = iter(train_all(flat))  # no progress artifact: the flow's bar stays the members' (one key)
+    replicas = {arm: [next(refs).rel for _ in arm_jobs] for arm, arm_jobs in jobs.items()}
+    return arm_runs(teachers, students, replicas)
+
+
+def test_figures(store: Store, runs: dict[str, list[str]], data: DataRef, how: str) -> dict[str, list[dict]]:
+    """Test-split loss of every arm's runs, seed by seed and window by window (the ensemble: its
+    members together)."""
+    futures = {
+        arm: [test_eval(store, rels, data.rel, how)]
+        if arm == "ensemble"
+        else [test_eval(store, [r], data.rel, how) for r in rels]
+        for arm, rels in runs.items()
+    }
+    return {arm: [f.result() for f in fs] for arm, fs in futures.items()}
