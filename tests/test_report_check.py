@@ -260,3 +260,77 @@ def test_a_scaling_analysis_and_its_figures_pass():
         analysis = analyse(data, FitConfig(n_boot=200, seed=seed))
         doc = {"analysis": analysis.model_dump(), "figures": figures(data, analysis)}
         assert check(doc) == [], check(doc)
+
+
+def _rendered_study(tmp_path, n_sizes: int):
+    """A scaling report rendered from a synthetic study (as the flow renders it) and stored where
+    `asymptote plan` finds it: (markdown, files, store path)."""
+    from types import SimpleNamespace
+
+    from test_scaling import synthetic_study
+
+    from asymptote.config import ModelConfig
+    from asymptote.reports.scaling import render
+    from asymptote.scaling_analysis import analyse
+    from asymptote.scaling_config import FitConfig, ScalingStudyConfig
+    from asymptote.store import Store, layout
+
+    shapes = [
+        ModelConfig(n_layer=1 + i // 2, n_head=2, d_model=24 + 8 * i, d_ff=64 + 16 * i) for i in range(5)
+    ]
+    config = ScalingStudyConfig(sizes=shapes[:n_sizes], fits=FitConfig(n_boot=200))
+    data = synthetic_study()
+    data.sizes = data.sizes[:n_sizes]
+    for s, label in zip(data.sizes, config.labels, strict=True):
+        s.label = label
+    data.wd_grid = list(config.search.grid.weight_decay)  # [0.1, 0.8]: every choice at an edge
+    analysis = analyse(data, config.fits)
+    searches = [
+        SimpleNamespace(
+            size=label,
+            recipe=r,
+            budget=config.tokens,
+            best={"lr": 1e-2, "weight_decay": wd, "epochs": 2.0},
+            loss=3.0,
+            certified=True,
+            points=4,
+        )
+        for label in config.labels
+        for r, wd in (("standard", 0.1), ("regularized", 0.8))
+    ]
+    markdown, files = render(config, SimpleNamespace(uri="mem://corpus"), searches, data, analysis)
+    store = Store(str(tmp_path))
+    with store.writer(layout("report", flow="scaling", key="k"), kind="report") as folder:
+        for name, blob in files.items():
+            (folder / name).write_bytes(blob)
+        (folder / "report.md").write_text(markdown)
+    return markdown, files, str(tmp_path)
+
+
+@pytest.mark.parametrize("n_sizes", [3, 5])
+def test_a_rendered_scaling_report_passes_and_plan_prints_estimates_inside_their_intervals(tmp_path, n_sizes):
+    """The report as the flow renders it (markdown, plots' drawn values, study.json), then `asymptote
+    plan` on its store: with 3 sizes (the demo's) no law is identified and the plan is refused naming
+    every option; with 5 it plans, naming what it could not evaluate, every estimate in its interval."""
+    from typer.testing import CliRunner
+
+    from asymptote.cli import app
+
+    markdown, files, store = _rendered_study(tmp_path, n_sizes)
+    assert check_report(markdown, files) == []
+    assert "at grid edge: not identified" in markdown  # the 2-value weight-decay grid
+    study = json.loads(files["study.json"])
+    laws = [d["fit"] for d in study["plotted"] if d["fit"].endswith("_N")]
+    assert (laws == []) if n_sizes == 3 else ("regularized_N" in laws)  # 3 points: no L(N) is drawn
+    for flops in ("1e9", "1e11", "3e12"):
+        out = CliRunner().invoke(app, ["plan", "--store", store, "--flops", flops, "--extrapolate", "--json"])
+        text = " ".join(out.output.split())  # undo the console's wrapping
+        assert check_text(out.output) == [] and check_text(text) == [], out.output
+        if n_sizes == 3:
+            assert out.exit_code == 2 and "no identified law" in text
+            assert all(f"{o}: " in text for o in ("standard", "regularized", "ensemble-2"))
+        else:
+            assert out.exit_code == 0, out.output
+            answer = json.loads(out.stdout.strip().splitlines()[-1])
+            assert check(answer) == [] and answer["basis_identified"]
+            assert "not evaluated: ensemble-5+" in text  # K = 4 measured

@@ -131,19 +131,27 @@ def _unsupported(c) -> str:
 
 
 def _needs_larger(analysis: Analysis) -> str:
-    """What this run could not identify, said plainly."""
-    missing = [n for n, c in analysis.claims.items() if not c.identified]
-    if not missing:
+    """What this run could not identify, said plainly (a choice at its grid's edge needs a wider grid,
+    not a larger run)."""
+    edge = [n for n, c in analysis.claims.items() if not c.identified and c.note.startswith("at grid edge")]
+    missing = [n for n, c in analysis.claims.items() if not c.identified and n not in edge]
+    if not missing and not edge:
         return ""
     judged = [n for n, c in analysis.claims.items() if c.identified]
-    return (
-        ("Judged at this scale: " + ", ".join(judged) + ". " if judged else "")
-        + "Not identified at this scale (no verdict): "
-        + ", ".join(missing)
-        + ". They need a larger run: "
-        "at least 4 sizes (5 recommended) and K >= 4 members for identified fits, 4 token budgets for L(D), "
-        "and >= 2 seeds per optimum (recipe scaling-tiny does this on CPU)."
-    )
+    out = "Judged at this scale: " + ", ".join(judged) + ". " if judged else ""
+    if missing:
+        out += (
+            "Not identified at this scale (no verdict): "
+            + ", ".join(missing)
+            + ". They need a larger run: at least 4 sizes (5 recommended) and K >= 4 members for identified "
+            "fits, 4 token budgets for L(D), and >= 2 seeds per optimum (recipe scaling-tiny does this on CPU). "
+        )
+    if edge:
+        out += (
+            "At a grid edge (no verdict): " + ", ".join(edge) + ". They need a search grid that extends "
+            "past the chosen value (see each note)."
+        )
+    return out.strip()
 
 
 def render(
