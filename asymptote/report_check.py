@@ -5,7 +5,9 @@ line per problem ([] when consistent):
 
 - an estimate outside its own interval: in one dict, `ci` against `estimate` / `value` / `point` /
   `mean` (or, for a per-parameter `ci` dict, each named parameter: a fit's {"E", "ci": {"E": ...}}),
-  `<name>_ci` against `<name>` (`law_ci` against `loss`), and a table row's `ci_low` / `ci_high`.
+  `<name>_ci` against `<name>` or `<name>_loss` (`law_ci` against `loss`; name by name when both are
+  dicts, as the ladder's {"test_loss": {rung: ...}, "test_ci": {rung: [...]}}), and a table row's
+  `ci_low` / `ci_high`.
   A None end is unbounded. A dict that says `identified: false` claims nothing and is skipped;
 - something plotted from a value that was not fitted: each entry of a `plotted` list
   ({"plot", "what", "fit", "value", "identified"}, as asymptote.scaling_plots returns them) must be an
@@ -128,9 +130,15 @@ def _intervals(node: dict, path: str) -> list[str]:
                 out += _pair(node[est], ci, f"{path}.{est}")
         elif key.endswith("_ci"):
             base = key[: -len("_ci")]
-            est = base if base in node else ("loss" if base == "law" else None)
-            if est is not None:
-                out += _pair(node.get(est), ci, f"{path}.{est} ({key})")
+            names = (base, f"{base}_loss") + (("loss",) if base == "law" else ())
+            est = next((n for n in names if n in node), None)
+            if est is None:
+                continue
+            if isinstance(ci, dict) and isinstance(node[est], dict):  # per name: {"single": [lo, hi]}
+                for name, sub in ci.items():
+                    out += _pair(node[est].get(name), sub, f"{path}.{est}.{name} ({key})")
+            else:
+                out += _pair(node[est], ci, f"{path}.{est} ({key})")
     if "ci_low" in node or "ci_high" in node:
         est = next((k for k in ESTIMATES if _number(node.get(k)) is not None), None)
         if est is not None:

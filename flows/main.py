@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from asymptote import preflight
+from asymptote import preflight, report_check
 from asymptote.config import key_dict, load, stable_hash
 from asymptote.flows.registry import METHODS, MainConfig
 from asymptote.flows.reporting import method_report, publish_report
@@ -50,6 +50,8 @@ def main_job(config: MainConfig | None = None) -> MainResult:
     files = {n: b for s in sections for n, b in s.files.items()}
     report = publish_report(store, "main", stable_hash(key_dict(config)), markdown, files)
     figures = {name: s.figures for name, s in zip(config.steps, sections, strict=True)}
+    for problem in report_check.check_report(markdown, files) + report_check.check(figures):
+        print(f"WARNING: the report contradicts itself: {problem}")  # asymptote.report_check
     summaries = {name: load(METHODS[name].summary)(result)[1] for name, result in results.items()}
     return MainResult(
         flow_run_id=flow_run.id,

@@ -7,7 +7,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from typer.testing import CliRunner
 
+from asymptote import report_check
+from asymptote.cli import app
 from asymptote.flows.main import main_job
 from asymptote.flows.registry import STEPS, MainConfig
 from asymptote.recipes import resolve
@@ -59,6 +62,16 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
     for step, heading in SECTIONS.items():
         assert heading in markdown, step
     assert PLOTS <= set(store.manifest(report_rel).files)
+    files = {name: store.read(report_rel, name) for name in store.manifest(report_rel).files}
+    assert report_check.check_report(markdown, files) == []  # the demo's report agrees with itself
+    assert report_check.check(first.figures) == []
+    for flops in ("3e10", "1e11"):  # issue 38: `asymptote plan` after the demo
+        plan = CliRunner().invoke(app, ["plan", "--store", store_uri, "--flops", flops])
+        assert plan.exit_code in (0, 2), plan.output  # a plan, or a refusal that says why
+        text = " ".join(plan.output.split())  # the console wraps long lines
+        assert "no scaling study" not in text and report_check.check_text(text) == [], plan.output
+        if "no identified law" in text:  # the demo's 3 sizes: every option named with its reason
+            assert all(f"{o}: " in text for o in ("standard", "regularized")), plan.output
     assert set(first.figures) == set(config.steps)
     ladder = first.figures["recipe"]["test_loss"]  # the recipe's ladder, on test
     assert math.isfinite(ladder["ensemble of 2"])

@@ -138,6 +138,13 @@ def test_every_kind_of_interval_is_held_to_its_estimate():
     assert check({"figure": "x", "estimate": 1.0, "ci_low": 1.1, "ci_high": None})  # a table row
     assert check({"E": 0.0, "ci": {"E": [1.0, 2.0]}, "identified": True})  # a fit's asymptote
     assert check({"estimate": 1.0, "ci": [2.0, 0.5]})  # reversed
+    ladder = {
+        "test_loss": {"single": 2.5, "soup": 2.4},
+        "test_ci": {"single": [2.4, 2.6], "soup": [2.3, 2.5]},
+    }
+    assert check(ladder) == [] and len(check(ladder | {"test_loss": {"single": 2.5, "soup": 2.6}})) == 1
+    retained = {"retained": {"sequence": 0.66}, "retained_ci": {"sequence": [0.62, 0.70]}}
+    assert check(retained) == [] and check(retained | {"retained": {"sequence": 0.996}})
     assert check({"E": 0.0, "ci": {"E": [1.0, 2.0]}, "identified": False}) == []  # claims nothing
     assert check({"flops": 10.0, "flops_ci": [1.0, None], "estimate": None, "ci": [None, None]}) == []
 
