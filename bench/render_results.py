@@ -41,9 +41,19 @@ def _distill(r: dict) -> tuple[str, str]:
     return figure, f"{lo:.0%} to {hi:.0%} (bootstrap over test windows)"
 
 
+def _soups(r: dict) -> tuple[str, str]:
+    g = r["greedy_gain"]
+    figure = (
+        f"greedy soup's gain over the best single fine-tune, pooled over {r['bases']} bases: "
+        f"{g['estimate']:+.4f} nats/token on the {r['split']} split (p_direction {g['p_direction']:.3f})"
+    )
+    return figure, f"{g['ci'][0]:+.4f} to {g['ci'][1]:+.4f} (bootstrap of {g['resampled']})"
+
+
 HEADLINES: dict[str, Callable[[dict], tuple[str, str]]] = {
     "startup": _startup,
     "distill": _distill,
+    "soups": _soups,
 }
 """Bench name -> (headline figure, its interval) from the bench's JSON line."""
 
