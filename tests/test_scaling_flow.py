@@ -12,6 +12,7 @@ from helpers import task_runs
 from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
 from asymptote.planner import load_inputs
 from asymptote.recipes import resolve
+from asymptote.report_check import check, check_report
 
 TINY = {
     "sizes": [
@@ -110,6 +111,12 @@ def test_study_end_to_end_then_fully_cached(ray_local, prefect_api, store_uri, s
         and "test split" in markdown
         and "![loss-vs-params.png](loss-vs-params.png)" in markdown
     )
+    contents = {name: store.read(report, name) for name in files}
+    assert check_report(markdown, contents) == []  # asymptote.report_check: nothing contradicts
+    assert check(res.figures) == [] and check(res.analysis) == []
+    assert res.study.wd_grid == [0.1, 0.8]  # two values: every choice at an edge, so no verdict
+    tuned = res.analysis.claims["tuned_wd_well_above_standard"]
+    assert not tuned.supported and tuned.note.startswith("at grid edge")
 
     before = manifests(store)
     again = scaling_study(cfg)  # same config: every run and evaluation comes from the cache
