@@ -276,7 +276,10 @@ def plan(
     except (OutOfRange, FitError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
-    _finish(answer.model_dump(), as_json, [escape(line) for line in answer.lines()])
+    from asymptote.report_check import check  # a plan that contradicted itself would say so here
+
+    warnings = [f"[yellow]inconsistent: {escape(p)}[/yellow]" for p in check(answer)]
+    _finish(answer.model_dump(), as_json, [escape(line) for line in answer.lines()] + warnings)
 
 
 @store_app.command("ls")
