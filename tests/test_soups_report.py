@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from asymptote.refs import DataRef
-from asymptote.reports.soups import report, table
+from asymptote.report_check import check, check_report
+from asymptote.reports.soups import report, summary, table
 from asymptote.soups_config import SoupEntry, SoupStudyConfig, SoupStudyResult
 from asymptote.soups_gains import gain_over
 
@@ -51,3 +52,14 @@ def test_without_a_test_split_no_figure_is_called_test(store):
     assert "| validation (not held-out) gain |" in markdown and "| OOD validation gain |" in markdown
     assert "| test gain |" not in markdown and "| test |" not in markdown
     assert table(res)[0]["split"] == "validation (not held-out)"
+
+
+def test_report_and_figures_pass_the_report_check(store):
+    for res in (
+        result("test", "test"),
+        result("validation (not held-out)", "validation"),
+        result("test", None),
+    ):
+        rendered = report(SoupStudyConfig(), res, store)
+        assert check_report(rendered.markdown) == [], res.split
+        assert check({"result": res, "table": table(res), "summary": summary(res)[0]}) == [], res.split

@@ -186,7 +186,7 @@ def soup_report(
         "ensemble averages their logits.\n"
         f"- Soups are committed under `{store.uri('soups')}` with manifests naming ingredients and "
         "weights.\n\n"
-        f"![held-out vs test]({plot_name})\n"
+        f"![held-out vs {result.split}]({plot_name})\n"
         + "".join(f"\n![loss along the segments]({c})\n" for c in curves)
     )
     return markdown, files
@@ -200,8 +200,10 @@ def report(
 
 
 def summary(result: SoupStudyResult) -> tuple[dict, str]:
+    """Headline figures, with the real name of the split each is on (`loss` on `split`)."""
     losses = result.test_loss()
-    figures = {"test_loss": losses, "ood_test_loss": result.ood_test_loss(), "gain_over_best": result.gains()}
+    figures = {"split": result.split, "loss": losses, "gain_over_best": result.gains()}
+    figures |= {"ood_split": result.ood_split, "ood_loss": result.ood_test_loss()}
     return figures, f"{result.split} loss: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
 
 
@@ -214,7 +216,7 @@ def table(result: SoupStudyResult) -> list[dict]:
         gain = gains.get(name) or {}
         low, high = gain.get("ci") or (None, None)
         rows.append(
-            {"model": name, "split": result.split, "test_loss": loss, "ood_test_loss": ood.get(name)}
+            {"model": name, "split": result.split, "loss": loss, "ood_loss": ood.get(name)}
             | {"gain": gain.get("estimate"), "ci_low": low, "ci_high": high}
             | {"p_direction": gain.get("p_direction"), "verdict": gain.get("verdict")}
         )
