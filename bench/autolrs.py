@@ -1,37 +1,36 @@
-"""Benchmark: AutoLRS against nanoGPT's published schedule and a grid-tuned one, losses on a test split.
+"""Benchmark: AutoLRS from a mis-set learning rate against the grid search it replaces, on a test split.
 
-Three trainings side by side on the same model (`baby`, nanoGPT's CPU "baby GPT"), batch (12 x 64),
-data order, optimiser (AdamW, beta2 0.99, weight decay 0.1, clip 1) and evaluation:
-  1. the published default: nanoGPT's schedule for that model, peak LR 1e-3, 100 warmup steps, cosine
-     to 1e-4 over 2,000 steps;
-  2. the same schedule with its peak LR tuned over a factor-2 grid around the default (extended past an
-     edge that holds the best), the winner chosen on validation; the grid's cost is reported;
-  3. AutoLRS with its defaults (k=10, tau'=10, tau=100, tau_max=800: the reference's ratios at 1/10 the
-     length), 100 warmup steps, its LR range from its rule (the Step Law prior, [lr/10, 10 lr]).
-The corpus file's last `--test-fraction` is cut off as a test text (written to a temp folder); the rest
-is the project's corpus, whose own last 10% is validation. Every choice (trial scores, the grid winner)
-sees validation or training loss only; every reported loss is on the test text.
+A user who does not know the right learning rate for a new model, corpus or batch size either guesses
+or pays for a grid search. Side by side, on nanoGPT's CPU "baby" model with its cosine (the protocol's
+`train`: batch, steps, warmup, floor, AdamW settings), every run repeated over the protocol's seeds:
+  - `grid`: the cosine at peak `user_lr` x each of `grid_factors`; the factor with the lowest mean
+    validation loss over seeds is the grid's choice. `grid_total_steps` is what one search costs (every
+    grid point once);
+  - `misset`: the cosine at `user_lr` x each of `misset_factors` (a wrong guess; these are grid points);
+  - `autolrs_from_misset`: AutoLRS given that wrong guess as its configured learning rate (its range,
+    warmup peak and final decay follow from it; the protocol's `autolrs` sets any other option), with
+    `total_steps` = training steps + trial steps;
+  - `published_default`: the cosine at `user_lr` (nanoGPT's published schedule), and AutoLRS's
+    `speedup_vs_default`: the default's steps over AutoLRS's steps (trials counted) to reach its loss.
 
-With `--goal-speedup S` (1.2 by default) the tuned grid's cosines are also trained fitted to 1/S of
-the steps, no trials: the loss a tuned schedule reaches in the budget the speed-up goal leaves, which
-says how far below a tuned cosine at equal steps AutoLRS's schedule must run to meet it
-(`--only-goal`: the baselines and that, without AutoLRS).
+The corpus file's last `test_fraction` is cut off as the test text; the rest is the project's corpus,
+whose own last 10% is validation. Every choice (trial scores, the grid's winner) reads validation or
+training loss only. Every figure is a test loss with a hierarchical-bootstrap interval (seeds, then
+test windows: `asymptote.stats`). Goals (issue 40): (a) from each wrong guess AutoLRS ends inside the
+grid's interval or within `goal_margin_nats` of its estimate, at most `goal_step_share` of
+`grid_total_steps`; (b) it beats the mis-set cosine it started from, interval above 0.
 
-Reported: the AutoLRS steps, trial steps counted, needed to reach each baseline's final test loss
-(test loss every `--eval-every` steps), speedups = baseline steps / those, and the forecast's error:
-for every checked trial the forecast at tau against the loss reached at tau (the chosen LR's stage
-gives it; `--checks` other trials per stage are trained to tau from the stage's snapshot). The test
-losses carry +-1 standard error over test windows (sampling of the test text only, not of training).
-
-Runs in this process (no Ray, no Prefect). Progress on stderr; one JSON line last on stdout.
+Runs are independent processes (`--workers`, one torch thread each); each run's figures are kept in
+the store, so a stopped bench resumes where it was. Progress on stderr; one JSON line last on stdout.
 
     nice -n 10 python bench/autolrs.py --data ../shared/data/tinyshakespeare.txt
 """
 
 from __future__ import annotations
 
-import math
-import random
+import concurrent.futures as cf
+import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -40,389 +39,284 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import emit, parser
+from common import emit, load_protocol, parser, protocol_fields
 
+from asymptote import stats
 from asymptote.autolrs import AutoLRS, LoopIO, drive, search_range
 from asymptote.autolrs_config import AutoLRSOptions
 from asymptote.checkpoint import unwrap
 from asymptote.config import DataConfig, ModelConfig, StoreConfig, TrainConfig
 from asymptote.data import ByteTokenizer, eval_windows, read_source, windows_to_batch
 from asymptote.dist import DistEnv
-from asymptote.forecast import forecast
 from asymptote.job import build_trainer, make_job
 from asymptote.schedules import cosine
 from asymptote.shards import prepare_dataset
 from asymptote.store import Store
 
-DEFAULT = dict(lr=1e-3, warmup=100, steps=2000, floor=0.1)  # nanoGPT shakespeare_char on CPU
+RUNS = "bench-autolrs"  # folder of the store where each run's figures are kept
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- data and evaluation
-
-
-def cut_test(source: str, fraction: float, folder: Path) -> tuple[str, np.ndarray]:
-    """(path of the corpus without its last `fraction`, the tokens of that last part)."""
+def cut_test(source: str, fraction: float, folder: Path) -> tuple[str, Path]:
+    """(path of the corpus without its last `fraction`, path of that last part's tokens as .npy)."""
     blob = read_source(source)
     cut = int(len(blob) * (1 - fraction))
-    path = folder / "corpus.txt"
-    path.write_bytes(blob[:cut])
-    return str(path), ByteTokenizer().encode(blob[cut:])
+    corpus, test = folder / "corpus.txt", folder / "test.npy"
+    corpus.write_bytes(blob[:cut])
+    np.save(test, ByteTokenizer().encode(blob[cut:]))
+    return str(corpus), test
 
 
-@torch.no_grad()
-def window_losses(model: torch.nn.Module, tokens: np.ndarray, block: int, batch: int = 64) -> np.ndarray:
-    """Mean loss of every non-overlapping window of `tokens` (all of them)."""
-    model = unwrap(model)
+# ----------------------------------------------------------------------------- one run (a worker)
+
+
+def run_key(kind: str, factor: float, seed: int) -> str:
+    return f"{kind}-x{factor:.4g}-seed{seed}"
+
+
+def one_run(kind: str, factor: float, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Train one schedule in this process; its figures (kept as JSON in the store, reused if there)."""
+    kept = Path(ctx["store"]) / RUNS / f"{run_key(kind, factor, seed)}.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    torch.set_num_threads(ctx["threads"])
+    started = time.time()
+    out = (cosine_run if kind == "cosine" else autolrs_run)(factor, seed, ctx)
+    out |= {"kind": kind, "factor": factor, "seed": seed, "wall_s": round(time.time() - started, 1)}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(out))
+    return out
+
+
+def _trainer(lr: float, seed: int, ctx: dict[str, Any]):
+    t = ctx["train"]
+    train = TrainConfig(
+        lr=lr,
+        min_lr_ratio=t["floor"],
+        warmup_steps=t["warmup"],
+        max_steps=t["steps"],
+        batch_size=t["batch_size"],
+        beta2=t["beta2"],
+        weight_decay=t["weight_decay"],
+        grad_clip=t["grad_clip"],
+        train_seed=seed,
+        data_seed=seed,
+    )
+    store = Store(ctx["store"])
+    job = make_job(
+        name="autolrs-bench",
+        model=ModelConfig(preset=ctx["model"]),
+        data=DataConfig(source=ctx["corpus"]),
+        train=train,
+        data_artifact=ctx["data_rel"],
+        store=StoreConfig(uri=store.uri()),
+    )
+    trainer, _, info = build_trainer(job, store, DistEnv())
+    return trainer, info
+
+
+def test_windows(trainer, ctx: dict[str, Any]) -> np.ndarray:
+    """Mean loss of every non-overlapping window of the test text (all of them)."""
+    tokens, block = np.load(ctx["test"]), ctx["block"]
+    model = unwrap(trainer.model)
     model.eval()
     starts, out = eval_windows(len(tokens), block, None), []
-    for i in range(0, len(starts), batch):
-        x, y = windows_to_batch(tokens, starts[i : i + batch], block)
-        logits = model(x)
-        per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-        out.append(per_token.view(y.shape).mean(1))
+    with torch.no_grad():
+        for i in range(0, len(starts), 64):
+            x, y = windows_to_batch(tokens, starts[i : i + 64], block)
+            per_token = torch.nn.functional.cross_entropy(
+                model(x).flatten(0, 1), y.flatten(), reduction="none"
+            )
+            out.append(per_token.view(y.shape).mean(1))
+    model.train()
     return torch.cat(out).double().numpy()
 
 
-def test_loss(model, tokens, block) -> tuple[float, float]:
-    """(mean test loss, its standard error over windows)."""
-    w = window_losses(model, tokens, block)
-    return float(w.mean()), float(w.std(ddof=1) / math.sqrt(len(w)))
+def cosine_run(factor: float, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    t, lr = ctx["train"], ctx["user_lr"] * factor
+    trainer, _ = _trainer(lr, seed, ctx)
+    at = cosine(lr, t["steps"], t["warmup"], t["floor"])
+    while trainer.step < t["steps"]:
+        trainer.train_step(at(trainer.step))
+    val, windows = trainer.evaluate(), test_windows(trainer, ctx)
+    log(f"cosine x{factor:.3g} (peak {lr:.3g}) seed {seed}: val {val:.4f} test {windows.mean():.4f}")
+    return {"lr": lr, "val": val, "test_windows": windows.tolist(), "total_steps": t["steps"]}
 
 
-# ----------------------------------------------------------------------------- the runs
-
-
-class Bench:
-    def __init__(self, store: Store, data: DataConfig, test_tokens: np.ndarray, threads: int):
-        self.store, self.data, self.test = store, data, test_tokens
-        self.data_rel = prepare_dataset(data, store)
-        self.model = ModelConfig(preset="baby")
-        self.threads = threads
-
-    def trainer(self, lr: float = DEFAULT["lr"], steps: int | None = None):
-        train = TrainConfig(
-            lr=lr,
-            min_lr_ratio=DEFAULT["floor"],
-            warmup_steps=DEFAULT["warmup"],
-            max_steps=steps or DEFAULT["steps"],
-            batch_size=12,
-            beta2=0.99,
-            weight_decay=0.1,
-            grad_clip=1.0,
-        )
-        job = make_job(
-            name="autolrs-bench",
-            model=self.model,
-            data=self.data,
-            train=train,
-            data_artifact=self.data_rel,
-            store=StoreConfig(uri=self.store.uri()),
-        )
-        torch.set_num_threads(self.threads)
-        trainer, _, info = build_trainer(job, self.store, DistEnv())
-        return trainer, info
-
-    def cosine_run(self, lr: float, steps: int | None = None) -> dict[str, Any]:
-        """nanoGPT's schedule at peak `lr` (its cosine fitted to `steps`, default the baseline's):
-        final validation (whole split) and test loss."""
-        steps = steps or DEFAULT["steps"]
-        trainer, _ = self.trainer(lr, steps)
-        at = cosine(lr, steps, DEFAULT["warmup"], DEFAULT["floor"])
-        started = time.time()
-        while trainer.step < steps:
-            trainer.train_step(at(trainer.step))
-        val = trainer.evaluate()
-        test, se = test_loss(trainer.model, self.test, self.model.block_size)
-        log(
-            f"cosine peak {lr:.3g} over {steps} steps: val {val:.4f} test {test:.4f} +- {se:.4f} "
-            f"({time.time() - started:.0f} s)"
-        )
-        return {"lr": lr, "val": val, "test": test, "test_se": se, "steps": steps}
-
-
-def tune_grid(bench: Bench, default: dict[str, Any], factors=(0.5, 2, 4, 8)) -> dict[float, dict]:
-    """Peak LRs default x factors (the default run is a grid point); one more factor 2 past an edge
-    that holds the best, twice at most. The winner is the lowest validation loss."""
-    runs = {default["lr"]: default} | {
-        lr: bench.cosine_run(lr) for lr in (default["lr"] * f for f in factors)
-    }
-    return past_edges(runs, bench.cosine_run)
-
-
-def past_edges(runs: dict[float, dict], run) -> dict[float, dict]:
-    """The grid `runs` (peak LR -> run), extended by one factor 2 past an edge that holds the lowest
-    validation loss, twice at most; `run(lr)` trains one more point."""
-    for _ in range(2):
-        best = min(runs, key=lambda lr: runs[lr]["val"])
-        if best not in (min(runs), max(runs)):
-            break
-        nxt = best / 2 if best == min(runs) else best * 2
-        runs[nxt] = run(nxt)
-    return dict(sorted(runs.items()))
-
-
-def goal_budget(bench: Bench, lrs: list[float], speedup: float) -> dict[str, Any]:
-    """What the speed-up goal asks, tried without AutoLRS: the same schedule with its cosine fitted to
-    steps / speedup (the most a schedule may use, trials included, to reach the default's loss that
-    much faster), its peak chosen on validation over the tuned grid's LRs (extended past an edge).
-    If even this, with no trial steps at all, ends above the default's final test loss, a schedule
-    search that spends steps on trials has to beat a tuned cosine at equal steps by the difference."""
-    steps = math.ceil(DEFAULT["steps"] / speedup)
-
-    def run(lr: float) -> dict[str, Any]:
-        return bench.cosine_run(lr, steps)
-
-    runs = past_edges({lr: run(lr) for lr in lrs}, run)
-    best = winner(runs)
-    return {
-        "goal_speedup": speedup,
-        "goal_budget_steps": steps,
-        "goal_budget_grid": grid_table(runs),
-        "goal_budget_tuned_lr": best["lr"],
-        "goal_budget_tuned_final_loss": best["test"],
-        "goal_budget_tuned_final_loss_se": best["test_se"],
-        "goal_budget_grid_steps": steps * len(runs),
-    }
-
-
-class Snapshots:
-    """The trainer, keeping a copy of every snapshot AutoLRS takes (a stage start) for the checks."""
-
-    def __init__(self, trainer):
-        self.trainer, self.kept = trainer, {}
-
-    def __getattr__(self, name):
-        return getattr(self.trainer, name)
-
-    def __setattr__(self, name, value):
-        if name in ("trainer", "kept"):
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self.trainer, name, value)
-
-    def snapshot(self):
-        snap = self.trainer.snapshot()
-        self.kept[snap["step"]] = snap
-        return snap
-
-
-def run_autolrs(bench: Bench, eval_every: int, val_windows: int) -> dict[str, Any]:
-    trainer, info = bench.trainer()
-    total, tokens = DEFAULT["steps"], DEFAULT["steps"] * 12 * bench.model.block_size
-    options = AutoLRSOptions(warmup_steps=DEFAULT["warmup"], val_windows=val_windows)
-    ctl = AutoLRS.start(options, search_range(options, info["non_embedding_params"], tokens))
-    log(f"AutoLRS: range {ctl.state.min_lr:.3g}..{ctl.state.max_lr:.3g}, {options}")
-    curve: list[tuple[int, float]] = [(0, test_loss(trainer.model, bench.test, bench.model.block_size)[0])]
+def autolrs_run(factor: float, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    t, lr = ctx["train"], ctx["user_lr"] * factor
+    trainer, info = _trainer(lr, seed, ctx)
+    options = AutoLRSOptions(
+        **{"warmup_steps": t["warmup"], "val_windows": ctx["val_windows"], "seed": seed} | ctx["autolrs"]
+    )
+    tokens = t["steps"] * t["batch_size"] * ctx["block"]
+    ctl = AutoLRS.start(options, search_range(options, lr, info["non_embedding_params"], tokens), lr)
+    curve: list[tuple[int, float, int]] = []  # (step, test loss, trial steps spent so far)
 
     def report(record: dict[str, Any]) -> None:
-        if "trial_score" in record:
-            t = ctl.stage.trials[-1]
-            log(
-                f"  stage {record['stage']} trial {record['trial']} lr {t.lr:.3g} "
-                f"-> {t.score:.4f} ({t.scored_by})"
+        if "val_loss" in record:
+            curve.append(
+                (record["step"], float(test_windows(trainer, ctx).mean()), ctl.state.trial_steps_spent)
             )
-        elif "val_loss" in record:
-            curve.append((record["step"], test_loss(trainer.model, bench.test, bench.model.block_size)[0]))
-            log(f"AutoLRS step {record['step']} lr {record['lr']:.3g} test {curve[-1][1]:.4f}")
 
-    wrapped = Snapshots(trainer)
     io = LoopIO(
-        report=report, eval_every=eval_every, eval_windows=1, val_windows=val_windows, log_every=10**9
+        report=report,
+        eval_every=ctx["eval_every"],
+        eval_windows=1,
+        val_windows=ctx["val_windows"],
+        log_every=10**9,
     )
-    started = time.time()
-    state = drive(ctl, wrapped, total, io)
-    final_val = trainer.evaluate(max_windows=val_windows)
-    test, se = test_loss(trainer.model, bench.test, bench.model.block_size)
-    log(f"AutoLRS: test {test:.4f} +- {se:.4f} after {total} + {state.trial_steps_spent} trial steps")
+    state = drive(ctl, trainer, t["steps"], io)
+    windows = test_windows(trainer, ctx)
+    stages = [{"start": s.start_step, "lr": s.lr, "validation": s.validation} for s in state.stages]
+    log(
+        f"AutoLRS from x{factor:.3g} (lr {lr:.3g}) seed {seed}: test {windows.mean():.4f} after "
+        f"{t['steps']} + {state.trial_steps_spent} trial steps; range {state.min_lr:.3g}..{state.max_lr:.3g}"
+    )
     return {
-        "state": state,
+        "lr": lr,
+        "range": [state.min_lr, state.max_lr],
+        "test_windows": windows.tolist(),
+        "trial_steps": state.trial_steps_spent,
+        "total_steps": t["steps"] + state.trial_steps_spent,
+        "stages": stages,
         "curve": curve,
-        "test": test,
-        "test_se": se,
-        "final_val": final_val,
-        "snapshots": wrapped.kept,
-        "trainer": trainer,
-        "wall_s": time.time() - started,
     }
 
 
-# ----------------------------------------------------------------------------- forecast quality
+# ----------------------------------------------------------------------------- analysis
 
 
-def reached_at_tau(stage, losses: list[float], val_at_end: float | None) -> float | None:
-    """The loss a stage's run reached at its horizon, on the axis its trials were scored on: the mean of
-    its last 10 training losses (what the controller itself calls the recent level), or validation."""
-    if stage.validation:
-        return val_at_end
-    return float(np.mean(losses[-10:])) if len(losses) >= 10 else None
+class Figures:
+    """Test-loss figures over seeds with the hierarchical bootstrap; one shared window reweighting."""
+
+    def __init__(self, runs: dict[tuple[str, float], list[dict]], analysis: dict[str, Any]):
+        self.arms = {k: [np.asarray(r["test_windows"]) for r in rs] for k, rs in runs.items()}
+        self.draws = stats.resample(
+            {f"{k}x{f}": a for (k, f), a in self.arms.items()}, n_boot=analysis["n_boot"], seed=0
+        )
+        self.point = stats.point({f"{k}x{f}": a for (k, f), a in self.arms.items()})
+        self.level = analysis["level"]
+
+    def loss(self, kind: str, factor: float) -> dict[str, Any]:
+        name = f"{kind}x{factor}"
+        out = stats.figure(self.point[name], self.draws[name], null=0.0, level=self.level)
+        out.pop("p_direction", None)  # a loss is not a comparison
+        return out | {"resampled": stats.resampled({name: self.arms[(kind, factor)]})}
+
+    def gain(self, worse: tuple[str, float], better: tuple[str, float]) -> dict[str, Any]:
+        """Loss of `worse` minus loss of `better` (positive: `better` wins)."""
+        a, b = f"{worse[0]}x{worse[1]}", f"{better[0]}x{better[1]}"
+        return stats.figure(
+            self.point[a] - self.point[b], self.draws[a] - self.draws[b], null=0.0, level=self.level
+        )
 
 
-def chosen_checks(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """Forecast vs reached for each stage's chosen trial, from the stage's own run."""
-    stages, out = run["state"].stages, []
-    for i, stage in enumerate(stages):
-        chosen = next((t for t in stage.trials if t.lr == stage.lr), None)
-        if chosen is None or chosen.forecast is None:
-            continue
-        nxt = stages[i + 1] if i + 1 < len(stages) else None
-        val_end = (nxt.start_loss if nxt and nxt.validation else None) if nxt else run["final_val"]
-        losses = run["state"].losses[stage.start_step : stage.end_step]
-        out.append(check_row(stage, chosen, reached_at_tau(stage, losses, val_end), "chosen"))
-    return out
+def steps_to_reach(run: dict[str, Any], target: float, steps: int) -> int | None:
+    """AutoLRS's steps, trials counted, at its first test evaluation at or below `target`."""
+    for step, loss, trials in run["curve"]:
+        if loss <= target:
+            return step + trials
+    return steps + run["trial_steps"] if np.mean(run["test_windows"]) <= target else None
 
 
-def check_row(stage, trial, reached: float | None, kind: str) -> dict[str, Any]:
-    return {
-        "stage": stage.index,
-        "kind": kind,
-        "lr": trial.lr,
-        "scored_on": "validation" if stage.validation else "train",
-        "forecast": trial.forecast,
-        "forecast_reference_denoiser": forecast(
-            trial.steps, trial.losses, stage.stage_steps, stage.validation, "reference"
-        ),
-        "reached": reached,
+def analyse(proto: dict[str, Any], runs: dict[tuple[str, float], list[dict]]) -> dict[str, Any]:
+    a, steps = proto["analysis"], proto["train"]["steps"]
+    fig = Figures(runs, a)
+    mean_val = {f: float(np.mean([r["val"] for r in runs[("cosine", f)]])) for f in proto["grid_factors"]}
+    chosen = min(mean_val, key=mean_val.get)
+    grid_total = steps * len(proto["grid_factors"])
+    grid = fig.loss("cosine", chosen) | {
+        "factor": chosen,
+        "lr": proto["user_lr"] * chosen,
+        "at_grid_edge": chosen in (min(mean_val), max(mean_val)),
+        "mean_val_by_factor": {f"{f:.4g}": v for f, v in mean_val.items()},
     }
-
-
-def trained_checks(run: dict[str, Any], per_stage: int, val_windows: int) -> list[dict[str, Any]]:
-    """Train `per_stage` other forecast-scored trials of every stage to tau from the stage's snapshot."""
-    trainer, out = run["trainer"], []
-    for stage in run["state"].stages:
-        others = [t for t in stage.trials if t.lr != stage.lr and t.forecast is not None]
-        if stage.start_step not in run["snapshots"]:
-            continue
-        for trial in random.Random(stage.index).sample(others, min(per_stage, len(others))):
-            trainer.restore(run["snapshots"][stage.start_step])
-            losses = [float(trainer.train_step(trial.lr)) for _ in range(stage.stage_steps)]
-            val = trainer.evaluate(max_windows=val_windows) if stage.validation else None
-            out.append(check_row(stage, trial, reached_at_tau(stage, losses, val), "trained"))
-            log(
-                f"  check stage {stage.index} lr {trial.lr:.3g}: "
-                f"forecast {trial.forecast:.4f} reached {out[-1]['reached']}"
-            )
-    return out
-
-
-def mae(rows: list[dict[str, Any]], key: str) -> float | None:
-    errs = [abs(r[key] - r["reached"]) for r in rows if r["reached"] is not None and r[key] is not None]
-    return float(np.mean(errs)) if errs else None
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def cost_to_reach(run: dict[str, Any], target: float) -> dict[str, int] | None:
-    """Steps, and steps + trial steps, at the first test evaluation at or below `target`. A stage's
-    trials all run before its first step, so a point inside stage i has cost the trials of 0..i."""
-    step = next((s for s, loss in run["curve"] if loss <= target), None)
-    if step is None and run["test"] <= target:
-        step = DEFAULT["steps"]
-    if step is None:
-        return None
-    trials = sum(sum(t.ran for t in s.trials) for s in run["state"].stages if s.start_step < step)
-    return {"steps": step, "with_trials": step + trials}
-
-
-def winner(runs: dict[float, dict]) -> dict[str, Any]:
-    """The grid's run with the lowest validation loss (the choice is made on validation)."""
-    return min(runs.values(), key=lambda r: r["val"])
-
-
-def grid_table(runs: dict[float, dict]) -> dict[str, dict[str, float]]:
-    return {f"{lr:.4g}": {"val": r["val"], "test": r["test"]} for lr, r in runs.items()}
-
-
-def baselines(default, grid) -> dict[str, Any]:
-    """The published default's and the validation-tuned cosine's figures, on test."""
-    tuned = winner(grid)
-    return {
+    default = fig.loss("cosine", 1.0)
+    out: dict[str, Any] = {
         "split": "test",
-        "default_final_loss": default["test"],
-        "default_final_loss_se": default["test_se"],
-        "tuned_final_loss": tuned["test"],
-        "tuned_final_loss_se": tuned["test_se"],
-        "tuned_lr": tuned["lr"],
-        "tuned_grid": grid_table(grid),
-        "tuned_grid_steps": sum(r["steps"] for r in grid.values()),
+        "seeds": len(proto["seeds"]),
+        "grid": grid,
+        "grid_total_steps": grid_total,
+        "grid_points": {f"x{f:.4g}": fig.loss("cosine", f)["estimate"] for f in proto["grid_factors"]},
+        "published_default": default,
+        "misset": {},
+        "autolrs_from_misset": {},
     }
+    for f in proto["misset_factors"]:
+        name = f"x{f:.4g}"
+        out["misset"][name] = fig.loss("cosine", f) | {"lr": proto["user_lr"] * f}
+        mine = runs[("autolrs", f)]
+        final = fig.loss("autolrs", f)
+        total = [r["total_steps"] for r in mine]
+        vs_grid = fig.gain(("autolrs", f), ("cosine", chosen))  # AutoLRS minus grid: positive = worse
+        vs_misset = fig.gain(("cosine", f), ("autolrs", f))
+        reach = [steps_to_reach(r, default["estimate"], steps) for r in mine]
+        out["autolrs_from_misset"][name] = final | {
+            "configured_lr": proto["user_lr"] * f,
+            "total_steps": float(np.mean(total)),
+            "total_steps_by_seed": total,
+            "above_grid": vs_grid,
+            "gain_over_misset": vs_misset,
+            "goal_a": bool(
+                (
+                    final["estimate"] <= grid["ci"][1]
+                    or final["estimate"] <= grid["estimate"] + a["goal_margin_nats"]
+                )
+                and max(total) <= a["goal_step_share"] * grid_total
+            ),
+            "goal_b": bool(vs_misset["ci"][0] > 0),
+            "speedup_vs_default": [steps / s if s else None for s in reach],
+            "stage_lrs_by_seed": [[s["lr"] for s in r["stages"]] for r in mine],
+            "range_by_seed": [r["range"] for r in mine],
+        }
+    return out
 
 
-def figures(default, grid, run, checks) -> dict[str, Any]:
-    tuned = winner(grid)
-    to_default, to_tuned = cost_to_reach(run, default["test"]), cost_to_reach(run, tuned["test"])
-    stages = run["state"].stages
-    return {
-        **baselines(default, grid),
-        "autolrs_final_loss": run["test"],
-        "autolrs_final_loss_se": run["test_se"],
-        "autolrs_steps": DEFAULT["steps"],
-        "autolrs_trial_steps": run["state"].trial_steps_spent,
-        "autolrs_steps_to_default": to_default,
-        "autolrs_steps_to_tuned": to_tuned,
-        "speedup_vs_default": DEFAULT["steps"] / to_default["with_trials"] if to_default else None,
-        "speedup_vs_tuned": DEFAULT["steps"] / to_tuned["with_trials"] if to_tuned else None,
-        "forecast_mae": mae(checks, "forecast"),
-        "forecast_mae_reference_denoiser": mae(checks, "forecast_reference_denoiser"),
-        "forecast_checks": len([r for r in checks if r["reached"] is not None]),
-        "forecast_rows": checks,
-        "autolrs_range": [run["state"].min_lr, run["state"].max_lr],
-        "autolrs_stages": [
-            {
-                "start": s.start_step,
-                "tau'": s.trial_steps,
-                "tau": s.stage_steps,
-                "scored_on": "validation" if s.validation else "train",
-                "lr": s.lr,
-                "tried": sorted(t.lr for t in s.trials),
-                "scored_by": [t.scored_by for t in s.trials],
-            }
-            for s in stages
-        ],
-        "autolrs_test_curve": run["curve"],
-    }
+# ----------------------------------------------------------------------------- main
 
 
 def main() -> None:
-    p = parser("AutoLRS vs nanoGPT's published schedule and a grid-tuned one, on a test split.")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the file held out as test")
-    p.add_argument("--eval-every", type=int, default=50, help="AutoLRS test evaluation interval (steps)")
-    p.add_argument("--val-windows", type=int, default=256, help="validation windows per trial evaluation")
-    p.add_argument("--checks", type=int, default=2, help="other trials per stage trained to tau")
-    p.add_argument("--grid", default="0.5,2,4,8", help="tuned-grid peak LRs as factors of the default's")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--steps", type=int, default=DEFAULT["steps"], help="baseline steps (smoke runs: fewer)")
-    p.add_argument("--warmup", type=int, default=DEFAULT["warmup"], help="warmup steps (smoke runs: fewer)")
-    p.add_argument(
-        "--goal-speedup",
-        type=float,
-        default=1.2,
-        help="also train the tuned grid's cosines fitted to steps / this (0: skip), to show what the goal asks",
+    p = parser(
+        "AutoLRS from a mis-set learning rate against a grid search, on a test split.", protocol="autolrs"
     )
-    p.add_argument("--only-goal", action="store_true", help="the baselines and the goal's budget, no AutoLRS")
+    p.add_argument("--workers", type=int, default=2, help="runs trained at once (one torch thread each)")
     args = p.parse_args()
-    DEFAULT["steps"], DEFAULT["warmup"] = args.steps, args.warmup
+    proto = load_protocol(args.protocol)
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="autolrs-bench-"))
-    corpus, test_tokens = cut_test(args.data, args.test_fraction, tmp)
+    corpus, test = cut_test(args.data, proto["test_fraction"], tmp)
     store = Store(args.store or str(tmp / "store"))
-    bench = Bench(store, DataConfig(source=corpus), test_tokens, args.threads)
-    log(f"{args.data}: {len(test_tokens)} test tokens; store {store.uri()}")
-    default = bench.cosine_run(DEFAULT["lr"])
-    grid = tune_grid(bench, default, [float(f) for f in args.grid.split(",")])
-    goal = goal_budget(bench, list(grid), args.goal_speedup) if args.goal_speedup else {}
-    result = {"data": args.data, "model": "baby", "batch_size": 12}
-    if args.only_goal:
-        result |= baselines(default, grid)
-    else:
-        run = run_autolrs(bench, args.eval_every, args.val_windows)
-        checks = chosen_checks(run) + trained_checks(run, args.checks, args.val_windows)
-        result |= figures(default, grid, run, checks)
-    result |= goal | {"wall_s": round(time.time() - started, 1), "threads": args.threads}
+    ctx = {
+        "store": store.uri(),
+        "corpus": corpus,
+        "test": str(test),
+        "data_rel": prepare_dataset(DataConfig(source=corpus), store),
+        "block": ModelConfig(preset=proto["model"]).block_size,
+        "threads": 1,
+    } | {k: proto[k] for k in ("model", "train", "user_lr", "val_windows", "eval_every", "autolrs")}
+    seeds = [s + args.seed_offset for s in proto["seeds"]]
+    jobs = [("autolrs", f, s) for f in proto["misset_factors"] for s in seeds]  # longest first
+    jobs += [("cosine", f, s) for f in proto["grid_factors"] for s in seeds]
+    log(f"{args.data}: {len(jobs)} runs on {args.workers} workers; store {store.uri()}")
+    runs: dict[tuple[str, float], list[dict]] = {}
+    spawn = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+        futures = {pool.submit(one_run, *job, ctx): job for job in jobs}
+        for done in cf.as_completed(futures):
+            kind, factor, _ = futures[done]
+            runs.setdefault((kind, factor), []).append(done.result())
+    for rs in runs.values():
+        rs.sort(key=lambda r: r["seed"])
+    result = {"data": args.data, "model": proto["model"]} | analyse(proto, runs)
+    result |= protocol_fields(proto, args.seed_offset) | {
+        "wall_s": round(time.time() - started, 1),
+        "run_wall_s": round(sum(r["wall_s"] for rs in runs.values() for r in rs), 1),
+        "workers": args.workers,
+    }
     emit(result, args.save, args.data)
 
 
