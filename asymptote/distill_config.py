@@ -227,7 +227,7 @@ class BaselineConfig(Section):
     match_students: bool = True
     """Search the single model over the students' span too: its epochs and weight decays joined with the
     students', its learning rates joined with search.start.lr times each student lr multiple, and the
-    students' run cap (student.max_runs) instead of search.max_runs."""
+    students' run cap (student.max_runs) instead of search.max_runs, and their walk."""
 
 
 LINEAR_AXES = ("mix", "alpha")  # fractions: a grid grows past its edge by its last step, not its last ratio
@@ -238,7 +238,8 @@ class EdgeConfig(Section):
 
     An axis grows by the step between its two outermost values (a ratio; for mix and alpha a
     difference), one value at a time, while the choice stays on that edge and the next value lies
-    within the axis's hard limit [low, high] (a step past a limit lands on the limit itself).
+    within the axis's hard limit [low, high] (a step past a limit lands on the limit itself; a ratio
+    step down toward a low limit of 0, which ratios never reach, goes to 0).
     A choice still on an edge after that is reported (`single_at_edge`, each student's at_edge)."""
 
     extend: bool = False

@@ -131,11 +131,15 @@ def student_limits(config: DistillConfig):
 
 def single_descent(config: DistillConfig, store: Store, data: DataRef, hub: str | None) -> Descent:
     """The scaling study's regularized search at the student's size and budget (its job keys), over
-    single_grid and, with baseline.match_students, the students' run cap."""
+    single_grid and, with baseline.match_students, the students' run cap and walk."""
     s = config.search.start
-    cap = config.student.max_runs if config.baseline.match_students else config.search.max_runs
+    matched = config.baseline.match_students
     cd = CoordinateDescent(
-        single_grid(config), RECIPES["regularized"], Point(s.lr, s.weight_decay, s.epochs), max_runs=cap
+        single_grid(config),
+        RECIPES["regularized"],
+        Point(s.lr, s.weight_decay, s.epochs),
+        max_runs=config.student.max_runs if matched else config.search.max_runs,
+        walk=config.student.walk if matched else "neighbourhood",
     )
     train = template(config)
 

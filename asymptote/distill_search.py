@@ -80,16 +80,17 @@ def next_value(
     values: Sequence[float], upward: bool, limits: tuple[float, float], linear: bool
 ) -> float | None:
     """The value one step past a grid's edge, by the step between its two outermost values (a ratio, or
-    for a linear axis a difference); a step past a hard limit lands on it; None when the edge is the limit."""
+    for a linear axis a difference); a step past a hard limit lands on it, and a ratio step down toward
+    a limit of 0 goes to 0; None when the edge is the limit."""
     lo, hi = _clean(limits[0]), _clean(limits[1])
     edge, inner = (values[-1], values[-2]) if upward else (values[0], values[1])
     if linear:
         nxt = edge + (edge - inner)
+    elif not upward and lo == 0:
+        nxt = 0.0  # ratio steps never reach 0 (no weight decay): the step down from the lowest value is 0
     elif edge > 0 and inner > 0:
         nxt = edge * (edge / inner)
     else:
-        nxt = lo if not upward else None  # a ratio step from 0 does not exist; down: only the limit is left
-    if nxt is None:
         return None
     nxt = _clean(min(max(nxt, lo), hi))
     return None if nxt == edge or (upward and nxt <= edge) or (not upward and nxt >= edge) else nxt

@@ -72,9 +72,32 @@ def _artifacts(store) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, store):
-    res = distill(tiny_config(store_uri))
+    res = distill(tiny_config(store_uri, seeds=2))
     t = res.teachers
-    assert len(t.members) == 2 and t.trained_here and t.certified and t.search_points == 2
+    assert len(t.members) == 2 and t.trained_here and t.certified
+    # The baseline is searched over the students' span (epochs up to theirs), not only its own grid.
+    assert t.grid["epochs"] == [1, 2] and 2 <= t.search_points <= 4
+    edges = [a for a, v in t.grid.items() if len(v) > 1 and t.single_point[a] in (v[0], v[-1])]
+    assert t.at_edge == edges  # reported whether or not the grid may grow (edges.extend is off here)
+    # Seeds: two of the single model, each student and the control; the ensemble is one of its members.
+    assert res.seeds == {
+        "single": 2,
+        "ensemble": 1,
+        "sequence": 2,
+        "token_kl": 2,
+        "combined": 2,
+        "control": 2,
+    }
+    assert t.seed_runs[0] == t.single and len(set(t.seed_runs)) == 2
+    c = res.control
+    assert c.method == "combined" and c.point == res.students["combined"].point and len(set(c.seed_runs)) == 2
+    for rel in c.seed_runs:  # real text only, the combined student's steps
+        control_cfg = store.read_json(rel, "config.json")
+        assert (control_cfg.get("objective") or {}).get("kind", "ce") == "ce"
+        assert (control_cfg.get("batches") or {}).get("kind") != "mixture"
+        assert store.read_json(rel, "summary.json")["steps"] == res.students["combined"].steps == c.steps
+    assert res.single_loss == pytest.approx(np.mean(res.seed_losses["single"]))
+    assert res.paper_method == "sequence" and "p_direction" in res.figures["control"].model_dump()
     single_train = store.read_json(t.single, "config.json")["train"]
     assert single_train["weight_decay"] == t.single_point["weight_decay"]
     for k, m in enumerate(t.members, start=1):  # the paper's member recipe, seed = member index
@@ -91,6 +114,8 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
         assert s.certified and s.points == 2 and math.isfinite(s.test_loss) and s.test_loss < 5.6
         assert s.val_loss == pytest.approx(store.read_json(s.run.rel, "summary.json")["val_loss"])
         assert len(s.curve) >= 3 and s.search_steps > s.steps > 0
+        assert s.seed_runs[0] == s.run.rel and len(set(s.seed_runs)) == 2
+        assert s.test_loss == pytest.approx(np.mean(s.seed_losses))
         if res.gain_resolved:
             assert s.retained == pytest.approx((res.single_loss - s.test_loss) / res.gain)
             assert s.retained_ci[0] <= s.retained <= s.retained_ci[1]
@@ -115,7 +140,7 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
     assert "test split" in text and "Students, best first" in text
 
     before = _artifacts(store)
-    again = distill(tiny_config(store_uri))
+    again = distill(tiny_config(store_uri, seeds=2))
     assert _artifacts(store) == before  # nothing trained, sampled or rewritten
     assert again.model_dump(exclude={"flow_run_id", "report_uri"}) == res.model_dump(
         exclude={"flow_run_id", "report_uri"}
@@ -127,6 +152,7 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
     # Teachers given by URI: the same token-level student, taken from the cache.
     given = tiny_config(
         store_uri,
+        seeds=2,
         teacher={"members": [store.uri(m) for m in t.members], "single": store.uri(t.single)},
         student=tiny_config(store_uri).student.model_dump() | {"methods": ["token_kl"]},
     )
