@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from asymptote.infra import settings
+from asymptote.recipes import resolve
 
 settings.apply()  # a benchmark script's session: Prefect and Ray settings before either loads
 
@@ -63,6 +64,13 @@ def load_protocol(path: str) -> Protocol:
     out.path = str(path)
     print(f"protocol {out.path} sha256:{out.sha} at commit {_commit()}", file=sys.stderr, flush=True)
     return out
+
+
+def study_config(cls, study: dict, data: str, store: str, sets: list[str] = ()):
+    """A protocol's flow config (`study`, without data source or store) on `data`, in `store`, with
+    `--set` overrides applied; errors name the field as a recipe's do."""
+    base = study | {"data": study.get("data", {}) | {"source": data}, "store": {"uri": store}}
+    return resolve(cls, None, list(sets), base=base)
 
 
 def protocol_fields(protocol: Protocol, seed_offset: int = 0) -> dict:

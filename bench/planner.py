@@ -6,8 +6,9 @@ planner's interval), then runs the whole study, whose smaller sizes are cache hi
 largest size trains: certified searches on validation started from the previous size's optimum, seed
 replicas on test, exactly as the study does. The comparison is on test, which no choice has read.
 
-Reduced by default to fit a shared CPU machine (say so when quoting it): K=2 members, no extra token
-budgets for L(D) and the epoch sweep at the smallest size; `--set` restores any of them. Progress goes
+The study is read from bench/protocols/planner.json (`--protocol`), fixed before the run: scaling-tiny
+reduced to fit a shared CPU machine (say so when quoting it): K=2 members, no extra token budgets for
+L(D) and no epoch sweep; `--set` changes a field (and is listed in the result's `changed`). Progress goes
 to stderr; the last line on stdout is one JSON object: predicted, predicted_ci, actual, abs_error,
 covered, wall_s, and what was predicted (option, settings, fits, extrapolation), with every option it
 could not evaluate and why (`not_evaluated`: a law that is not identified is never a prediction) and
@@ -25,9 +26,7 @@ from typing import Optional
 
 import numpy as np
 import typer
-from common import emit
-
-LEAN = ["ensemble.members=2", "efficiency.budgets=[]", "efficiency.sizes=[0]", "sweep_size=0"]
+from common import PROTOCOLS, emit, load_protocol, protocol_fields, study_config
 
 
 def _log(msg: str) -> None:
@@ -67,14 +66,15 @@ def main(
     store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
     save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
+    protocol: str = typer.Option(
+        str(PROTOCOLS / "planner.json"), "--protocol", help="The study, fixed before the run."
+    ),
 ) -> None:
     from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
-    from asymptote.recipes import resolve
 
     store = store or tempfile.mkdtemp(prefix="bench-planner-")
-    full = resolve(
-        ScalingStudyConfig, "scaling-tiny", [f"data.source={data}", f"store.uri={store}", *LEAN, *set_]
-    )
+    proto = load_protocol(protocol)
+    full = study_config(ScalingStudyConfig, proto["study"], data, store, set_)
     held_out = full.labels[-1]
     small = full.model_copy(update={"sizes": full.sizes[:-1]})
     small = ScalingStudyConfig.model_validate(small.model_dump())
@@ -113,8 +113,8 @@ def main(
         "actual_per_seed": {r: getattr(target, r) for r in ("standard", "regularized")},
         "split": res_full.study.split,
         "wall_s": round(time.time() - started, 1),
-        "reduced": LEAN + list(set_),
-    }
+        "changed": list(set_),
+    } | protocol_fields(proto)
     emit(out, save, data)
 
 

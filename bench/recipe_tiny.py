@@ -1,14 +1,15 @@
 """Benchmark: the data-constrained recipe of "Pre-training under infinite compute" at CPU scale.
 
-Runs the scaling-study flow with the `scaling-tiny` recipe (5 sizes over 8.8x in parameters, 3 seeds
+Runs the scaling-study flow with the study in bench/protocols/recipe_tiny.json (`--protocol`, fixed
+before the run: the `scaling-tiny` recipe, 5 sizes over 8.8x in parameters, 3 seeds
 per certified optimum, K=4 members, a 10k-token budget, 4 budgets for L(D), a coarse grid; see the
 recipe) on the text at --data: certified searches (on validation) of the standard (WD 0.1) and
 regularized (WD tuned) recipes per size, seed replicas, ensembles, every figure on the test split,
 fits bootstrapped from the seed noise, ensemble curves from a member bootstrap (members and blocks
 of test text redrawn), and a verdict per claim of the paper. When the code has changed since a study
 ran, bench/recipe_tiny_reanalyse.py re-derives its verdicts from the store without training.
-Progress goes to stderr; the last line on stdout is one JSON object with split, sizes, seeds, claims (estimate, ci, p,
-supported), the asymptotes, loss per K, multipliers and the checks (true only when supported).
+Progress goes to stderr; the last line on stdout is one JSON object with split, sizes, seeds, claims (estimate, ci,
+p_direction, supported), the asymptotes, loss per K, multipliers and the checks (true only when supported).
 
     python bench/recipe_tiny.py --data ../shared/data/tinyshakespeare.txt [--store /tmp/bench-scaling]
 """
@@ -21,7 +22,7 @@ import time
 from typing import Optional
 
 import typer
-from common import emit
+from common import PROTOCOLS, emit, load_protocol, protocol_fields, study_config
 
 
 def _budget(cfg, res) -> dict:
@@ -57,12 +58,15 @@ def main(
     store: Optional[str] = typer.Option(None, "--store", help="Artifact store (default: a temp folder)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe field (repeatable)."),
     save: bool = typer.Option(False, "--save", help="Also write the result to bench/results/."),
+    protocol: str = typer.Option(
+        str(PROTOCOLS / "recipe_tiny.json"), "--protocol", help="The study, fixed before the run."
+    ),
 ) -> None:
     from asymptote.flows.scaling import ScalingStudyConfig, scaling_study
-    from asymptote.recipes import resolve
 
     store = store or tempfile.mkdtemp(prefix="bench-scaling-")
-    cfg = resolve(ScalingStudyConfig, "scaling-tiny", [f"data.source={data}", f"store.uri={store}", *set_])
+    proto = load_protocol(protocol)
+    cfg = study_config(ScalingStudyConfig, proto["study"], data, store, set_)
     print(f"[bench] scaling-tiny on {data}; sizes {cfg.labels}; store {store}", file=sys.stderr, flush=True)
     started = time.time()
     res = scaling_study(cfg)
@@ -84,7 +88,8 @@ def main(
         "report": res.report_uri,
         "wall_s": round(time.time() - started, 1),
         "budget": _budget(cfg, res),
-    }
+        "changed": list(set_),
+    } | protocol_fields(proto)
     emit(out, save, data)
 
 
