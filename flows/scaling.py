@@ -21,7 +21,7 @@ Selection reads the validation split only; every figure the study reports is on 
 5. An epoch sweep at one size shows loss against epochs with weight decay fixed vs tuned.
 
 Fits carry intervals bootstrapped from the seed noise, and each of the paper's claims gets an
-estimate, a 95% interval, the probability p of the paper's direction and a verdict; the report
+estimate, a 95% interval, p_direction (the share of draws in the paper's direction) and a verdict; the report
 (markdown + PNGs, asymptote/reports/scaling.py) goes to the store and to Prefect.
 What to train is planned in asymptote/scaling_plan.py; nothing from the paper is hard-coded: its grid
 is only the default of `SearchGrid`.
