@@ -4,7 +4,8 @@
     python bench/render_results.py --check   # exit 1 if README.md's table and the files disagree
 
 One line per result file (`python bench/<bench>.py --data ... --save` writes it): the headline figure,
-its interval, the corpus, the machine and a link to the file. A figure without a file is not in the
+its interval, the corpus, the machine, the command (and protocol hash) that reproduces it, and a link
+to the file. A figure without a file is not in the
 table. Each bench names its headline below; a result file of a bench without one is an error, so a new
 result cannot enter the README unread.
 """
@@ -50,8 +51,24 @@ def _soups(r: dict) -> tuple[str, str]:
     return figure, f"{g['ci'][0]:+.4f} to {g['ci'][1]:+.4f} (bootstrap of {g['resampled']})"
 
 
+def _autolrs(r: dict) -> tuple[str, str]:
+    g, runs = r["grid"], r["autolrs_from_misset"]
+    starts = "; ".join(
+        f"from a {name} guess {a['estimate']:.3f} in {a['total_steps']:,.0f} steps (cosine at that guess "
+        f"{r['misset'][name]['estimate']:.3f})"
+        for name, a in runs.items()
+    )
+    figure = (
+        f"AutoLRS test loss {starts}; the 5-point grid's cosine {g['estimate']:.3f} "
+        f"in {r['grid_total_steps']:,} steps; {r['seeds']} seeds each"
+    )
+    cis = ", ".join(f"{name} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]" for name, a in runs.items())
+    return figure, f"{cis}; grid [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}] (bootstrap of {g['resampled']})"
+
+
 HEADLINES: dict[str, Callable[[dict], tuple[str, str]]] = {
     "startup": _startup,
+    "autolrs": _autolrs,
     "distill": _distill,
     "soups": _soups,
 }
@@ -78,7 +95,18 @@ def rows(results: Path = RESULTS) -> list[str]:
             )
         figure, interval = headline(record["result"])
         link = f"[{path.name}](bench/results/{path.name})"
-        cells = [record["bench"], figure, interval, record["corpus"], _machine(record["machine"]), link]
+        command = f"`{record['command']}`" + (
+            f" (protocol {record['protocol']})" if record["result"].get("protocol") else ""
+        )
+        cells = [
+            record["bench"],
+            figure,
+            interval,
+            record["corpus"],
+            _machine(record["machine"]),
+            command,
+            link,
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return out
 
@@ -87,7 +115,10 @@ def table(results: Path = RESULTS) -> str:
     body = rows(results)
     if not body:
         return "No result files yet: a bench run with `--save` adds its line."
-    head = ["| Benchmark | Figure | Interval | Corpus | Machine | Result |", "|---|---|---|---|---|---|"]
+    head = [
+        "| Benchmark | Figure | Interval | Corpus | Machine | Command | Result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     return "\n".join(head + body)
 
 
