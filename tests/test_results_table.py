@@ -35,11 +35,13 @@ def test_a_figure_without_a_file_is_not_in_the_table(tmp_path):
         "bench": "startup",
         "corpus": "python-docs",
         "machine": {"cores": 2, "gpu": None},
+        "command": "python bench/startup.py --data builtin:python-docs",
         "result": {"help_s": 0.5, "config_error_s": 0.6, "cached_call_s": 4.0, "torch_import_s": 2.0},
     }
     (tmp_path / "startup-python-docs.json").write_text(json.dumps(record))
     rendered = render_results.render(f"a\n{render_results.START}\nstale\n{render_results.END}\nb\n", tmp_path)
     assert "stale" not in rendered and "`asymptote --help` 0.50 s" in rendered and "2 CPU cores" in rendered
+    assert "`python bench/startup.py --data builtin:python-docs`" in rendered  # the command reproduces it
     (tmp_path / "soups-x.json").write_text(json.dumps({**record, "bench": "nope"}))
     with pytest.raises(SystemExit, match="no headline"):
         render_results.table(tmp_path)
