@@ -317,9 +317,10 @@ class DistillConfig(Section):
     Members are seeds already (member k: seed_offset + k)."""
     seed_offset: int = Field(0, ge=0)
     """Added to every training seed and to the sampling seed (a replication: bench --seed-offset)."""
-    control: str | None = "combined"
+    control: str | None = None
     """The method whose chosen settings and compute (epochs, steps, weight decay, learning rate) a
-    no-teacher control copies, trained on real text only; None (or a method not trained): no control."""
+    no-teacher control copies, trained on real text only, so that "more compute" and "taught by the
+    ensemble" are separate figures (the bench: combined); None (or a method not trained): no control."""
     compute: ComputeConfig = volatile(default_factory=ComputeConfig)
     """Execution (never part of a cache key)."""
     store: StoreConfig = volatile(default_factory=StoreConfig)

@@ -72,7 +72,7 @@ def _artifacts(store) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, store):
-    res = distill(tiny_config(store_uri, seeds=2))
+    res = distill(tiny_config(store_uri, seeds=2, control="combined"))
     t = res.teachers
     assert len(t.members) == 2 and t.trained_here and t.certified
     # The baseline is searched over the students' span (epochs up to theirs), not only its own grid.
@@ -140,7 +140,7 @@ def test_flow_distils_reports_and_caches(ray_local, prefect_api, store_uri, stor
     assert "test split" in text and "Students, best first" in text
 
     before = _artifacts(store)
-    again = distill(tiny_config(store_uri, seeds=2))
+    again = distill(tiny_config(store_uri, seeds=2, control="combined"))
     assert _artifacts(store) == before  # nothing trained, sampled or rewritten
     assert again.model_dump(exclude={"flow_run_id", "report_uri"}) == res.model_dump(
         exclude={"flow_run_id", "report_uri"}
