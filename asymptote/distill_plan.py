@@ -26,7 +26,14 @@ from asymptote.distill_config import (
     StudentPoint,
     Teachers,
 )
-from asymptote.distill_search import StudentDescent, grow, retention, settled_edges, student_start
+from asymptote.distill_search import (
+    StudentDescent,
+    grow,
+    member_pseudo_seeds,
+    retention,
+    settled_edges,
+    student_start,
+)
 from asymptote.flops import param_count
 from asymptote.job_spec import TrainJob, make_job
 from asymptote.refs import DataRef
@@ -481,7 +488,10 @@ def assemble(
     """The result: test figures of the single model, the control, the ensemble and each chosen student
     (means over seeds), with the retained fraction of the ensemble's gain and hierarchical bootstrap
     intervals (seeds, then test windows)."""
+    tests = dict(tests)
+    loo = [np.asarray(t["windows"]) for t in tests.pop("ensemble_loo", [])]
     windows = {name: [np.asarray(t["windows"]) for t in ts] for name, ts in tests.items()}
+    windows["ensemble"] = member_pseudo_seeds(windows["ensemble"][0], loo)
     ev = config.evaluation
     kept = retention(
         windows["single"],
@@ -519,7 +529,7 @@ def assemble(
         students=outcomes,
         report_uri="",
         control=control,
-        seeds={name: len(ts) for name, ts in tests.items()},
+        seeds={name: len(w) for name, w in windows.items()},
         seed_losses={name: [t["test_loss"] for t in ts] for name, ts in tests.items()},
         figures=kept.losses,
         retained_figures=kept.retained_figures,

@@ -121,6 +121,34 @@ def settled_edges(cd: CoordinateDescent) -> list[str]:
     return at_edges(best._asdict(), cd.grid, cd.axes) if best is not None else []
 
 
+# ----------------------------------------------------------------------------- the ensemble's member noise
+
+MIN_JACKKNIFE_MEMBERS = 3  # with 2 members a delete-one ensemble is one member: too crude a spread
+
+
+def leave_one_out(members: list[str]) -> list[list[str]]:
+    """The K ensembles of K - 1 members, member i left out of the i-th (none below MIN_JACKKNIFE_MEMBERS)."""
+    if len(members) < MIN_JACKKNIFE_MEMBERS:
+        return []
+    return [members[:i] + members[i + 1 :] for i in range(len(members))]
+
+
+def member_pseudo_seeds(full: np.ndarray, loo: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The ensemble as K pseudo-seeds whose spread is its delete-one jackknife spread over members.
+
+    The ensemble is one model of K members, each trained from its own seed; another K seeds give
+    another ensemble. Pseudo-seed i, window by window: full + (K - 1) (mean_j loo_j - loo_i). Their
+    mean is the full ensemble's loss exactly (no bias correction toward more members), and the
+    variance of their mean is the jackknife variance (K - 1)/K sum_i (loo_i - mean loo)^2, so
+    resampling them as seeds (asymptote.stats) puts member noise into every interval that holds the
+    ensemble, paired by window like the other arms."""
+    full = np.asarray(full, np.float64)
+    if not loo:
+        return [full]
+    stack = np.stack([np.asarray(x, np.float64) for x in loo])
+    return list(full + (len(stack) - 1) * (stack.mean(0) - stack))
+
+
 # ----------------------------------------------------------------------------- retained fraction
 
 

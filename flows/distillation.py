@@ -45,7 +45,7 @@ from asymptote.distill_plan import (
     student_descents,
     val_figures,
 )
-from asymptote.distill_search import settled_edges
+from asymptote.distill_search import leave_one_out, settled_edges
 from asymptote.flows.registry import METHODS
 from asymptote.flows.reporting import Progress, method_report, publish_report, publish_results
 from asymptote.infra.cluster import compute_session
@@ -180,11 +180,12 @@ def train_seeds(
 
 def test_figures(store: Store, runs: dict[str, list[str]], data: DataRef, how: str) -> dict[str, list[dict]]:
     """Test-split loss of every arm's runs, seed by seed and window by window (the ensemble: its
-    members together)."""
+    members together, and each ensemble of all members but one: its member noise)."""
     futures = {
         arm: [test_eval(store, rels, data.rel, how)]
         if arm == "ensemble"
         else [test_eval(store, [r], data.rel, how) for r in rels]
         for arm, rels in runs.items()
     }
+    futures["ensemble_loo"] = [test_eval(store, g, data.rel, how) for g in leave_one_out(runs["ensemble"])]
     return {arm: [f.result() for f in fs] for arm, fs in futures.items()}

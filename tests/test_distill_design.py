@@ -14,7 +14,15 @@ import pytest
 from asymptote.config import ConfigError, build
 from asymptote.distill_config import DistillConfig, StudentGrid, StudentPoint, Teachers
 from asymptote.distill_plan import control_job, single_descent, single_grid, student_job
-from asymptote.distill_search import StudentDescent, grow, next_value, retention, settled_edges
+from asymptote.distill_search import (
+    StudentDescent,
+    grow,
+    leave_one_out,
+    member_pseudo_seeds,
+    next_value,
+    retention,
+    settled_edges,
+)
 from asymptote.refs import DataRef
 from asymptote.scaling import CoordinateDescent
 from asymptote.search_space import Point, SearchGrid
@@ -188,3 +196,24 @@ def test_the_bench_protocol_is_complete_and_builds(tmp_path):
     assert cfg.baseline.match_students and cfg.ensemble.members == 8
     assert set(cfg.student.methods) == {"sequence", "token_kl", "combined"}
     assert max(single_grid(cfg).epochs) == max(cfg.student.grid.epochs)
+
+
+def test_the_ensembles_member_noise_enters_as_jackknife_pseudo_seeds():
+    rng = np.random.default_rng(1)
+    full = 2.0 + 0.3 * rng.standard_normal(200)
+    loo = [full + 0.02 * rng.standard_normal() + 0.005 * rng.standard_normal(200) for _ in range(6)]
+    pseudo = member_pseudo_seeds(full, loo)
+    assert len(pseudo) == 6 and np.allclose(np.mean(pseudo, 0), full)  # its mean: the ensemble's own loss
+    means = np.array([x.mean() for x in loo])
+    jackknife = (6 - 1) / 6 * ((means - means.mean()) ** 2).sum()
+    assert np.var([p.mean() for p in pseudo], ddof=1) / 6 == pytest.approx(jackknife)
+    assert len(member_pseudo_seeds(full, [])) == 1 and np.array_equal(member_pseudo_seeds(full, [])[0], full)
+    assert leave_one_out(["a", "b"]) == [] and leave_one_out(["a", "b", "c"]) == [
+        ["b", "c"],
+        ["a", "c"],
+        ["a", "b"],
+    ]
+    single = [full + 0.3 for _ in range(3)]
+    wider = retention(single, pseudo, {"s": [full + 0.15]}, n_boot=400)
+    narrow = retention(single, [full], {"s": [full + 0.15]}, n_boot=400)
+    assert wider.gain_ci[1] - wider.gain_ci[0] > narrow.gain_ci[1] - narrow.gain_ci[0]

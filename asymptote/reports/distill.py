@@ -235,8 +235,9 @@ def _single_source(config: DistillConfig, result: DistillResult) -> str:
 def _design_lines(config: DistillConfig, result: DistillResult) -> str:
     """How the figures were made: seeds, the control, the baseline's search, grids that grow."""
     lines = [
-        f"- seeds: {', '.join(f'{a} {n}' for a, n in result.seeds.items())} (the ensemble is one ensemble of "
-        f"{len(result.teachers.members)} members, each its own seed); intervals: hierarchical bootstrap, "
+        f"- seeds: {', '.join(f'{a} {n}' for a, n in result.seeds.items())} (the ensemble's are its "
+        f"{len(result.teachers.members)} members, each its own seed, as delete-one jackknife pseudo-seeds when "
+        "it has 3 or more); intervals: hierarchical bootstrap, "
         f"{result.resampled or 'test windows'}. p_direction: the share of draws on the estimate's side of "
         "its reference (a loss: the single model's; the single model's: the ensemble's; retained: 0).",
         f"- the paper's method is `{result.paper_method}` (sequence-level distillation): the reproduction. "
