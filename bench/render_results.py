@@ -33,13 +33,21 @@ def _startup(r: dict) -> tuple[str, str]:
 
 
 def _distill(r: dict) -> tuple[str, str]:
-    best = r["best_student"]
-    losses = f"test loss {r['students'][best]:.4f}; single {r['single']:.4f}, ensemble {r['ensemble']:.4f}"
-    if r["retained"][best] is None:  # the ensemble's gain is not resolved: nothing to retain
-        return f"student `{best}`: {losses}; the ensemble's gain is not resolved", "-"
-    lo, hi = r["retained_ci"][best]
-    figure = f"student `{best}` keeps {r['retained'][best]:.0%} of the {r['members']}-member ensemble's gain ({losses})"
-    return figure, f"{lo:.0%} to {hi:.0%} (bootstrap over test windows)"
+    paper, kept = r["paper_method"], r["retained"].get(r["paper_method"])
+    losses = (
+        f"test loss {r['students'][paper]['estimate']:.4f}; single {r['single']['estimate']:.4f}, "
+        f"ensemble {r['ensemble']['estimate']:.4f}; extensions: "
+        + ", ".join(
+            f"{m} keeps {r['retained'][m]['estimate']:.0%}" for m in r["extensions"] if r["retained"].get(m)
+        )
+    )
+    if kept is None:  # the ensemble's gain is not resolved: nothing to retain
+        return f"the paper's ({paper}-level) student: {losses}; the ensemble's gain is not resolved", "-"
+    figure = (
+        f"the paper's ({paper}-level) student keeps {kept['estimate']:.0%} of the "
+        f"{r['members']}-member ensemble's gain ({losses})"
+    )
+    return figure, f"{kept['ci'][0]:.0%} to {kept['ci'][1]:.0%} (bootstrap of {r['resampled']})"
 
 
 def _soups(r: dict) -> tuple[str, str]:

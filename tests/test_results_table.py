@@ -60,3 +60,36 @@ def test_save_writes_the_line_with_where_and_how_it_was_measured(tmp_path, monke
     other_place = [str(script), "--data", "other.txt", "--store=/elsewhere", "--repeat", "3"]
     assert record["protocol"] == common.protocol_hash(script, other_place[1:])
     assert record["protocol"] != common.protocol_hash(script, ["--repeat", "5"])
+
+
+def _fig(estimate, lo, hi):
+    return {"estimate": estimate, "ci": [lo, hi], "p_direction": 1.0}
+
+
+def test_protocol_benches_headlines_read_their_json_lines():
+    distill = {
+        "paper_method": "sequence",
+        "extensions": ["token_kl", "combined"],
+        "members": 4,
+        "resampled": "3 seeds per arm, then 800 test windows",
+        "single": _fig(2.0, 1.9, 2.1),
+        "ensemble": _fig(1.8, 1.7, 1.9),
+        "students": {m: _fig(1.9, 1.85, 1.95) for m in ("sequence", "token_kl", "combined")},
+        "retained": {"sequence": _fig(0.5, 0.3, 0.7), "token_kl": _fig(0.6, 0.4, 0.8), "combined": None},
+    }
+    figure, interval = render_results.HEADLINES["distill"](distill)
+    assert "paper's (sequence-level) student keeps 50%" in figure and "token_kl keeps 60%" in figure
+    assert interval.startswith("30% to 70%") and "3 seeds" in interval
+    autolrs = {
+        "seeds": 3,
+        "grid": _fig(1.85, 1.83, 1.87) | {"resampled": "3 seeds per arm, then 1742 test windows"},
+        "grid_total_steps": 10000,
+        "misset": {"x0.1": _fig(2.5, 2.4, 2.6), "x10": _fig(2.1, 2.0, 2.2)},
+        "autolrs_from_misset": {
+            "x0.1": _fig(1.84, 1.80, 1.88) | {"total_steps": 3500.0},
+            "x10": _fig(1.97, 1.9, 2.0) | {"total_steps": 3500.0},
+        },
+    }
+    figure, interval = render_results.HEADLINES["autolrs"](autolrs)
+    assert "from a x0.1 guess 1.840 in 3,500 steps (cosine at that guess 2.500)" in figure
+    assert "10,000 steps" in figure and "x10 [1.900, 2.000]" in interval and "grid [1.830, 1.870]" in interval
