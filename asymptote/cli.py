@@ -29,6 +29,7 @@ from asymptote.infra.supervise import supervise
 from asymptote.preflight import check, check_recompute, one_check_per_call, user_error
 from asymptote.presets import PRESETS, preset_note
 from asymptote.recipes import recipe_description, recipe_names, resolve
+from asymptote.report_check import check as inconsistencies
 from asymptote.store import Store
 
 # Piped (a log file, CI): plain tracebacks, which never wrap at 80 columns as rich's panels do.
@@ -276,9 +277,8 @@ def plan(
     except (OutOfRange, FitError) as err:
         console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
         raise typer.Exit(2) from None
-    from asymptote.report_check import check  # a plan that contradicted itself would say so here
-
-    warnings = [f"[yellow]inconsistent: {escape(p)}[/yellow]" for p in check(answer)]
+    # a plan that contradicted itself (an estimate outside its interval) would say so here
+    warnings = [f"[yellow]inconsistent: {escape(p)}[/yellow]" for p in inconsistencies(answer)]
     _finish(answer.model_dump(), as_json, [escape(line) for line in answer.lines()] + warnings)
 
 
