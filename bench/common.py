@@ -54,6 +54,7 @@ class Protocol(dict):
 
     sha: str = ""
     path: str = ""
+    commit: str = ""
 
 
 def load_protocol(path: str) -> Protocol:
@@ -62,7 +63,8 @@ def load_protocol(path: str) -> Protocol:
     out = Protocol(json.loads(blob))
     out.sha = hashlib.sha256(blob).hexdigest()[:16]
     out.path = str(path)
-    print(f"protocol {out.path} sha256:{out.sha} at commit {_commit()}", file=sys.stderr, flush=True)
+    out.commit = _commit()  # the code as it was when the run started (the tree may move during it)
+    print(f"protocol {out.path} sha256:{out.sha} at commit {out.commit}", file=sys.stderr, flush=True)
     return out
 
 
@@ -75,9 +77,11 @@ def study_config(cls, study: dict, data: str, store: str, sets: list[str] = ()):
 
 def protocol_fields(protocol: Protocol, seed_offset: int = 0) -> dict:
     """What a result carries about its protocol: the file's hash, the commit, and any seed offset."""
-    return {"protocol": protocol.sha, "protocol_file": Path(protocol.path).name, "commit": _commit()} | (
-        {"seed_offset": seed_offset} if seed_offset else {}
-    )
+    return {
+        "protocol": protocol.sha,
+        "protocol_file": Path(protocol.path).name,
+        "commit": protocol.commit,
+    } | ({"seed_offset": seed_offset} if seed_offset else {})
 
 
 def store_uri(arg: str | None) -> str:
@@ -115,7 +119,7 @@ def save_result(result: dict, data: str | None, argv: list[str] | None = None) -
     record = {
         "bench": bench,
         "corpus": corpus_name(data),
-        "commit": _commit(),
+        "commit": result.get("commit") or _commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "protocol": result.get("protocol") or protocol_hash(Path(argv[0]), argv[1:]),
