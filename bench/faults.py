@@ -133,17 +133,21 @@ def manifests(store: str) -> dict[str, dict]:
 
 def unverified(store: str, full: bool = False) -> list[str]:
     """Committed artifacts whose files are missing, of another size or (full) another checksum."""
+    return [bad for rel, man in manifests(store).items() for bad in _bad_files(store, rel, man, full)]
+
+
+def _bad_files(store: str, rel: str, man: dict, full: bool) -> list[str]:
+    """The files one manifest lists that do not match it (only its own: not artifacts nested below it)."""
     bad = []
-    for rel, man in manifests(store).items():
-        for name, entry in man.get("files", {}).items():
-            f = Path(store, rel, name)
-            try:
-                ok = f.stat().st_size == entry["size"]
-                ok = ok and (not full or hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"])
-            except OSError:
-                ok = not Path(store, rel, "MANIFEST.json").exists()  # removed since the listing: fine
-            if not ok:
-                bad.append(f"{rel}/{name}")
+    for name, entry in man.get("files", {}).items():
+        f = Path(store, rel, name)
+        try:
+            ok = f.stat().st_size == entry["size"]
+            ok = ok and (not full or hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"])
+        except OSError:
+            ok = not Path(store, rel, "MANIFEST.json").exists()  # removed since the listing: fine
+        if not ok:
+            bad.append(f"{rel}/{name}")
     return bad
 
 
@@ -174,21 +178,20 @@ class Watcher:
         self._thread.join()
 
 
-def committed_lost(before: dict[str, dict], store: str) -> int:
+def committed_lost(before: dict[str, dict], store: str) -> list[str]:
     """Artifacts committed before the fault that are gone or changed after it (superseded
-    checkpoints of an unfinished run excepted: training deletes those by design)."""
+    checkpoints of an unfinished run excepted: training deletes those by design). A run committed
+    before the fault keeps its folder's checkpoints as nested artifacts of their own, so a checkpoint
+    the cell corrupted is never counted against the run around it."""
     after = manifests(store)
-    lost = 0
-    for rel, man in before.items():
-        if "/checkpoints/" in rel:
-            continue
-        if rel not in after or after[rel]["files"] != man["files"] or unverified_one(store, rel):
-            lost += 1
-    return lost
-
-
-def unverified_one(store: str, rel: str) -> bool:
-    return any(b.startswith(f"{rel}/") for b in unverified(store, full=True))
+    return [
+        rel
+        for rel, man in before.items()
+        if "/checkpoints/" not in rel
+        and (
+            rel not in after or after[rel]["files"] != man["files"] or _bad_files(store, rel, man, full=True)
+        )
+    ]
 
 
 def flip_byte(path: Path, rng: random.Random) -> int:
@@ -241,6 +244,8 @@ def _kill_then_rerun(
     rc1, res1, _ = finish(proc)
     latest = checkpoints(store)[-1] if checkpoints(store) else 0
     note = f"fault after checkpoint {got} (drawn {at}); rc {rc1}"
+    if latest >= STEPS:  # the random wait outlasted training: the fault hit a finished run
+        note += "; training had finished before the fault"
     if res1 is not None:  # Ray retried inside the same call (a worker killed): that is the rerun
         rerun, rc = res1, rc1
     else:
@@ -265,7 +270,10 @@ def _kill_then_rerun(
         note=note,
     )
     if res1 is None:
-        row["committed_lost"] = committed_lost(before, store)
+        lost = committed_lost(before, store)
+        row["committed_lost"] = len(lost)
+        if lost:
+            row["note"] += f"; lost {lost}"
     return row
 
 
