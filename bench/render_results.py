@@ -36,7 +36,9 @@ def _distill(r: dict) -> tuple[str, str]:
     paper, kept = r["paper_method"], r["retained"].get(r["paper_method"])
     losses = (
         f"test loss {r['students'][paper]['estimate']:.4f}; single {r['single']['estimate']:.4f}, "
-        f"ensemble {r['ensemble']['estimate']:.4f}; extensions: "
+        f"ensemble {r['ensemble']['estimate']:.4f}"
+        + (f", no-teacher control {r['control']['estimate']:.4f}" if r.get("control") else "")
+        + "; extensions: "
         + ", ".join(
             f"{m} keeps {r['retained'][m]['estimate']:.0%}" for m in r["extensions"] if r["retained"].get(m)
         )
@@ -103,7 +105,7 @@ def rows(results: Path = RESULTS) -> list[str]:
             )
         figure, interval = headline(record["result"])
         link = f"[{path.name}](bench/results/{path.name})"
-        command = f"`{record['command']}`" + (
+        command = f"`{reproduce(record['command'])}`" + (
             f" (protocol {record['protocol']})" if record["result"].get("protocol") else ""
         )
         cells = [
@@ -117,6 +119,19 @@ def rows(results: Path = RESULTS) -> list[str]:
         ]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def reproduce(command: str) -> str:
+    """The recorded command without where its run kept its store or whether it saved (neither changes a
+    figure): what a reader types to reproduce the row."""
+    words, out = command.split(), []
+    for i, word in enumerate(words):
+        if word == "--save" or word.startswith("--store=") or word == "--store":
+            continue
+        if i and words[i - 1] == "--store":
+            continue
+        out.append(word)
+    return " ".join(out)
 
 
 def table(results: Path = RESULTS) -> str:

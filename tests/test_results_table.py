@@ -76,9 +76,11 @@ def test_protocol_benches_headlines_read_their_json_lines():
         "ensemble": _fig(1.8, 1.7, 1.9),
         "students": {m: _fig(1.9, 1.85, 1.95) for m in ("sequence", "token_kl", "combined")},
         "retained": {"sequence": _fig(0.5, 0.3, 0.7), "token_kl": _fig(0.6, 0.4, 0.8), "combined": None},
+        "control": _fig(2.7, 2.6, 2.8),
     }
     figure, interval = render_results.HEADLINES["distill"](distill)
     assert "paper's (sequence-level) student keeps 50%" in figure and "token_kl keeps 60%" in figure
+    assert "no-teacher control 2.7000" in figure
     assert interval.startswith("30% to 70%") and "3 seeds" in interval
     autolrs = {
         "seeds": 3,
@@ -93,3 +95,12 @@ def test_protocol_benches_headlines_read_their_json_lines():
     figure, interval = render_results.HEADLINES["autolrs"](autolrs)
     assert "from a x0.1 guess 1.840 in 3,500 steps (cosine at that guess 2.500)" in figure
     assert "10,000 steps" in figure and "x10 [1.900, 2.000]" in interval and "grid [1.830, 1.870]" in interval
+
+
+def test_the_command_column_drops_where_a_run_kept_its_store():
+    recorded = "python bench/distill.py --data corpus.txt --store /work/runs/x --save --seed-offset 3"
+    assert render_results.reproduce(recorded) == "python bench/distill.py --data corpus.txt --seed-offset 3"
+    assert (
+        render_results.reproduce("python bench/a.py --store=s3://b/x --data d")
+        == "python bench/a.py --data d"
+    )
