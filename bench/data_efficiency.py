@@ -58,6 +58,7 @@ from asymptote.data_efficiency import (
     REPORTED_SPLIT,
     Choice,
     KeptSplit,
+    LossFigure,
     choose,
     data_multiplier,
     fit_law,
@@ -271,13 +272,29 @@ def compute_spent(store: Store, runs: dict[str, list[str]]) -> tuple[dict[str, i
     return params, tokens
 
 
+def choices(res: DistillResult) -> dict[str, Any]:
+    """What the distillation study chose on validation, and where a choice sits on its grid's edge."""
+    t = res.teachers
+    single = {
+        "point": t.single_point,
+        "certified": t.certified,
+        "at_edge": t.at_edge,
+        "runs": t.search_points,
+    }
+    students = {
+        m: {"point": s.point, "certified": s.certified, "at_edge": s.at_edge, "runs": s.points}
+        for m, s in res.students.items()
+    }
+    return {"single": single, **students}
+
+
 def headline(models: dict[str, Any], paper: str) -> dict[str, Any]:
     """standard, single, ensemble and `student` (the paper's method); the extensions beside them."""
     out = {k: models[k] for k in ("standard", "single", "ensemble")} | {"student": models[paper]}
     return out | {"extensions": {m: v for m, v in models.items() if m not in out and m != paper}}
 
 
-def law_point(fraction: float, c: Choice, corpus: Corpus, loss, seeds: int) -> dict[str, Any]:
+def law_point(fraction: float, c: Choice, corpus: Corpus, loss: LossFigure, seeds: int) -> dict[str, Any]:
     """One point of the law: its fraction, tokens (training, validation), choice and test loss."""
     at = {"lr": c.lr, "epochs": c.epochs, "val_loss": c.val_loss, "at_edge": list(c.at_edge)}
     sizes = {"tokens": corpus.ref.n_train, "val_tokens": corpus.ref.n_val}
@@ -366,7 +383,8 @@ def bench_flow(plan: dict, source: str, store_uri: str, fraction: float, offset:
         "reported_tokens": {"as_cut": len(s.split.reported), "flows_test_tokens": s.ref.n_test},
     }
     law = {f: (c, refs, t.data[f]) for f, (c, refs) in t.law.items()}
-    return result | analyse(plan, s, arms, law, runs, store, PAPER_METHOD)
+    result |= analyse(plan, s, arms, law, runs, store, PAPER_METHOD)
+    return result | {"chosen": choices(t.distilled)}
 
 
 def main(argv: list[str] | None = None) -> None:
