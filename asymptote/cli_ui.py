@@ -66,6 +66,11 @@ def ui(
     # Browsing runs needs no GenAI job runner (a dozen polling workers, about half a core while idle).
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(ui_command(db, host, port), stdout=sys.stderr, start_new_session=True, env=env)
+    # The UI runs in its own process group (so stopping it stops its workers, not us); a SIGTERM or
+    # SIGHUP sent to us must still reach it, so they unwind through the finally below instead of
+    # ending this process on the spot and leaving the UI running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _unwind)
     try:
         if not wait_for(url, proc):
             typer.echo(f"MLflow UI did not start (exit code {proc.poll()})", err=True)
@@ -73,7 +78,19 @@ def ui(
         typer.echo(f"MLflow UI: {url}")
         proc.wait()
     finally:
-        if proc.poll() is None:  # Ctrl-C or an error here: stop the UI and its workers with it
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+        stop_group(proc)
+
+
+def _unwind(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop the UI and its workers (its whole process group): politely, then by force."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)

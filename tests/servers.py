@@ -24,6 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:port."""
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
 def wait_until(check, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -11,7 +11,7 @@ import sys
 import pytest
 from helpers import tiny_pretrain_config
 from mlflow.tracking import MlflowClient
-from servers import free_port, stop_group
+from servers import free_port, port_open, stop_group, wait_until
 from test_scaling_flow import TINY
 
 from asymptote.config import TrackingConfig, local_tracking_db, tracking_uri
@@ -28,8 +28,10 @@ SECRET = "s3cr3t-tracking-never-sees"
 
 
 def tracked(cfg, uri: str | None, experiment: str = "asymptote", **fields):
-    """cfg with its store's tracking section set."""
-    section = TrackingConfig(uri=uri, experiment=experiment, **fields)
+    """cfg with its store's tracking section set. Calls may take up to a minute here: a loaded CI
+    machine can hold a request past the 5 s default, and the client then skips tracking for a while
+    by design (a server that fails a call is not tried again at once), which these tests do not test."""
+    section = TrackingConfig(uri=uri, experiment=experiment, **({"timeout_s": 60.0} | fields))
     return cfg.model_copy(update={"store": cfg.store.model_copy(update={"tracking": section})})
 
 
@@ -144,6 +146,8 @@ def test_local_tracking_shows_in_asymptote_ui(ray_local, prefect_api, tmp_path):
         ]
     finally:
         stop_group(proc)
+    # the UI runs in a process group of its own: stopping the command must stop it too
+    wait_until(lambda: not port_open(port), 30, "the closed port of a UI whose command was stopped")
 
 
 @pytest.mark.slow
