@@ -88,12 +88,13 @@ def store_uri(arg: str | None) -> str:
     return arg or tempfile.mkdtemp(prefix="asymptote-bench-")
 
 
-def emit(result: dict, save: bool = False, data: str | None = None) -> None:
-    """The benchmark's figures: one JSON line, printed last; with `save`, also its result file."""
+def emit(result: dict, save: bool = False, data: str | None = None, tag: str = "") -> None:
+    """The benchmark's figures: one JSON line, printed last; with `save`, also its result file (`tag`
+    tells apart runs of one bench on one corpus that measure different things, e.g. two fractions)."""
     sys.stdout.flush()
     print(json.dumps(result, default=_plain), flush=True)
     if save:
-        path = save_result(result, data)
+        path = save_result(result, data, tag=tag)
         print(f"saved {path}", file=sys.stderr, flush=True)
 
 
@@ -112,8 +113,8 @@ def corpus_name(data: str | None) -> str:
     return Path(data.split(":", 1)[1] if data.startswith("builtin:") else data.rstrip("/")).stem
 
 
-def save_result(result: dict, data: str | None, argv: list[str] | None = None) -> Path:
-    """Write bench/results/<bench>-<corpus>.json: the result and where and how it was measured."""
+def save_result(result: dict, data: str | None, argv: list[str] | None = None, tag: str = "") -> Path:
+    """Write bench/results/<bench>-<corpus>[-<tag>].json: the result and where and how it was measured."""
     argv = list(sys.argv if argv is None else argv)
     bench = Path(argv[0]).stem
     record = {
@@ -127,7 +128,7 @@ def save_result(result: dict, data: str | None, argv: list[str] | None = None) -
         "result": json.loads(json.dumps(result, default=_plain)),
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{bench}-{record['corpus']}.json"
+    path = RESULTS / f"{bench}-{record['corpus']}{'-' + tag if tag else ''}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 

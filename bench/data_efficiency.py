@@ -404,7 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         plan, args.data, store_uri(args.store), args.fraction, args.seed_offset
     )
     result |= {"smoke": args.smoke, "changed": args.sets} | protocol_fields(proto, args.seed_offset)
-    emit(result | {"wall_s": round(time.time() - started, 1)}, args.save, args.data)
+    emit(
+        result | {"wall_s": round(time.time() - started, 1)}, args.save, args.data, tag=f"F{args.fraction:g}"
+    )
 
 
 if __name__ == "__main__":

@@ -76,11 +76,35 @@ def _autolrs(r: dict) -> tuple[str, str]:
     return figure, f"{cis}; grid [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}] (bootstrap of {g['resampled']})"
 
 
+def _multiplier(m: dict) -> tuple[str, str]:
+    """A data multiplier and its interval as text, or why there is none."""
+    if m.get("estimate") is not None:
+        lo, hi = (f"{v:.2f}" if v is not None else "unbounded" for v in m["ci"])
+        return f"{m['estimate']:.2f}x", f"[{lo}, {hi}]"
+    why = "beyond the standard recipe's reach" if m.get("reachable") is False else "none"
+    return why, f"({m.get('reason') or why})"
+
+
+def _data_efficiency(r: dict) -> tuple[str, str]:
+    s, (mult, mult_ci) = r["student"], _multiplier(r["data_multiplier"]["student"])
+    figure = (
+        f"from {r['fraction']:.0%} of the training text ({r['unique_train_tokens']:,} tokens), the paper's "
+        f"student {s['estimate']:.3f} on {r['split']} (nanoGPT's script on all of it: {r['nanogpt_loss']}); "
+        f"standard {r['standard']['estimate']:.3f}, single {r['single']['estimate']:.3f}, ensemble "
+        f"{r['ensemble']['estimate']:.3f}; the student's data multiplier {mult}"
+    )
+    return (
+        figure,
+        f"student [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}], multiplier {mult_ci} (bootstrap of {r['resampled']})",
+    )
+
+
 HEADLINES: dict[str, Callable[[dict], tuple[str, str]]] = {
     "startup": _startup,
     "autolrs": _autolrs,
     "distill": _distill,
     "soups": _soups,
+    "data_efficiency": _data_efficiency,
 }
 """Bench name -> (headline figure, its interval) from the bench's JSON line."""
 

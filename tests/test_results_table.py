@@ -104,3 +104,29 @@ def test_the_command_column_drops_where_a_run_kept_its_store():
         render_results.reproduce("python bench/a.py --store=s3://b/x --data d")
         == "python bench/a.py --data d"
     )
+
+
+def test_the_data_efficiency_headline_reads_its_json_line():
+    line = {
+        "fraction": 0.25,
+        "unique_train_tokens": 225867,
+        "split": "nanogpt_val",
+        "nanogpt_loss": 1.886,
+        "resampled": "3-4 seeds per arm, then 1700 test windows",
+        "standard": _fig(1.99, 1.97, 2.01),
+        "single": _fig(1.90, 1.88, 1.92),
+        "ensemble": _fig(1.85, 1.83, 1.87),
+        "student": _fig(1.87, 1.85, 1.89),
+        "data_multiplier": {"student": {"estimate": 4.2, "ci": [2.5, None], "reachable": True}},
+    }
+    figure, interval = render_results.HEADLINES["data_efficiency"](line)
+    assert "from 25% of the training text (225,867 tokens), the paper's student 1.870" in figure
+    assert "data multiplier 4.20x" in figure and "multiplier [2.50, unbounded]" in interval
+    line["data_multiplier"]["student"] = {
+        "estimate": None,
+        "ci": [None, None],
+        "reachable": False,
+        "reason": "below E",
+    }
+    figure, interval = render_results.HEADLINES["data_efficiency"](line)
+    assert "beyond the standard recipe's reach" in figure and "(below E)" in interval
