@@ -57,6 +57,11 @@ def _soups(r: dict) -> tuple[str, str]:
     figure = (
         f"greedy soup's gain over the best single fine-tune, pooled over {r['bases']} bases: "
         f"{g['estimate']:+.4f} nats/token on the {r['split']} split (p_direction {g['p_direction']:.3f})"
+        + "".join(
+            f"; {m} {v['estimate']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
+            for m, v in r.get("gain_over_best", {}).items()
+            if m in ("uniform", "learned")  # the other soups; merges are in the JSON
+        )
     )
     return figure, f"{g['ci'][0]:+.4f} to {g['ci'][1]:+.4f} (bootstrap of {g['resampled']})"
 

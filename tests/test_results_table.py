@@ -130,3 +130,20 @@ def test_the_data_efficiency_headline_reads_its_json_line():
     }
     figure, interval = render_results.HEADLINES["data_efficiency"](line)
     assert "beyond the standard recipe's reach" in figure and "(below E)" in interval
+
+
+def test_the_soups_headline_names_greedy_and_the_other_soups():
+    gain = {"resampled": "3 seeds per arm, then 435 test windows", "p_direction": 0.8}
+    line = {
+        "bases": 3,
+        "split": "test",
+        "greedy_gain": _fig(0.005, -0.006, 0.014) | gain,
+        "gain_over_best": {
+            "greedy": _fig(0.005, -0.006, 0.014),
+            "uniform": _fig(0.013, 0.006, 0.022),
+            "ties": _fig(-0.014, -0.036, 0.003),
+        },
+    }
+    figure, interval = render_results.HEADLINES["soups"](line)
+    assert "pooled over 3 bases: +0.0050" in figure and "uniform +0.0130 [+0.0060, +0.0220]" in figure
+    assert "ties" not in figure and interval.startswith("-0.0060 to +0.0140")
