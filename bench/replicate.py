@@ -39,12 +39,18 @@ def figures(obj: Any, path: str = "") -> Iterator[tuple[str, dict]]:
 
 
 def last_json(text: str) -> dict:
-    """The last line of `text` that parses as a JSON object (a bench's result line)."""
+    """A bench's result: the whole text when it is one JSON object (a saved bench/results file, indented),
+    else the last line that parses as a JSON object (a bench's stdout)."""
+    try:
+        candidates = [json.loads(text)]
+    except ValueError:
+        candidates = []
     for line in reversed(text.strip().splitlines()):
         try:
-            out = json.loads(line)
+            candidates.append(json.loads(line))
         except ValueError:
             continue
+    for out in candidates:
         if isinstance(out, dict):
             return out.get("result", out) if "bench" in out and "result" in out else out
     raise ValueError("no JSON object line found")

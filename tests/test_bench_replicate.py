@@ -53,6 +53,8 @@ def test_last_json_reads_a_bench_line_or_a_saved_result(replicate):
     assert replicate.last_json('log line\n{"x": 1}\n') == {"x": 1}
     saved = json.dumps({"bench": "soups", "result": {"x": 2}})
     assert replicate.last_json(saved) == {"x": 2}
+    indented = json.dumps({"bench": "soups", "result": {"x": 3}}, indent=1)  # as common.save_result writes
+    assert replicate.last_json(indented) == {"x": 3}
     with pytest.raises(ValueError, match="no JSON"):
         replicate.last_json("nothing here\n")
 
