@@ -226,7 +226,8 @@ def split_of_bytes(blob: bytes, val_fraction: float, test_fraction: float) -> in
     return 2 if u >= 1.0 - test_fraction else 0
 
 
-def _utf8_cut(blob: bytes, i: int) -> int:
+def utf8_cut(blob: bytes, i: int) -> int:
+    """i moved back to the start of the UTF-8 character it falls in."""
     while 0 < i < len(blob) and (blob[i] & 0xC0) == 0x80:  # never cut inside a character
         i -= 1
     return i
@@ -236,6 +237,6 @@ def positional_split(text: str, val_fraction: float, test_fraction: float) -> li
     """[train, validation, test] of a single text: contiguous, in that order, cut by byte position."""
     blob = text.encode("utf-8")
     n = len(blob)
-    a = _utf8_cut(blob, int(n * (1 - val_fraction - test_fraction)))
-    b = _utf8_cut(blob, int(n * (1 - test_fraction)))
+    a = utf8_cut(blob, int(n * (1 - val_fraction - test_fraction)))
+    b = utf8_cut(blob, int(n * (1 - test_fraction)))
     return [blob[:a].decode(), blob[a:b].decode(), blob[b:].decode()]

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from asymptote import fits, stats
-from asymptote.corpus import is_single_text, list_corpus, positional_split, read_text
+from asymptote.corpus import is_single_text, list_corpus, positional_split, read_text, utf8_cut
 
 REPORTED_SPLIT = "nanogpt_val"
 """The name of the reported split in every output: nanoGPT's validation text, our test split."""
@@ -58,13 +58,6 @@ def read_single_text(source: str, storage_options: dict | None = None) -> str:
             "position: give a single text file"
         )
     return read_text(fs, files[0])
-
-
-def _char_start(blob: bytes, i: int) -> int:
-    """i moved back to the start of the UTF-8 character it falls in (as the flows' split cuts)."""
-    while 0 < i < len(blob) and (blob[i] & 0xC0) == 0x80:
-        i -= 1
-    return i
 
 
 def exact_fractions(n: int, a: int, b: int) -> tuple[float, float]:
@@ -151,8 +144,8 @@ def keep_fraction(
     if not 0 < val_share < 1:
         raise ValueError(f"val_share={val_share}: must lie in (0, 1)")
     training, reported = nanogpt_split(text, reported_share)
-    kept = training[: _char_start(training, int(len(training) * fraction))]
-    cut = _char_start(kept, len(kept) - int(len(kept) * val_share))
+    kept = training[: utf8_cut(training, int(len(training) * fraction))]
+    cut = utf8_cut(kept, len(kept) - int(len(kept) * val_share))
     split = KeptSplit(fraction, val_share, kept[:cut], kept[cut:], reported)
     if not split.train or not split.val or not split.reported:
         raise SplitError(f"fraction={fraction} of a {len(text)}-character text leaves an empty split")
