@@ -14,6 +14,7 @@ estimate. Progress on stderr; one JSON line last on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -38,19 +39,22 @@ def figures(obj: Any, path: str = "") -> Iterator[tuple[str, dict]]:
             yield from figures(value, f"{path}[{i}]")
 
 
-def last_json(text: str) -> dict:
-    """A bench's result: the whole text when it is one JSON object (a saved bench/results file, indented),
-    else the last line that parses as a JSON object (a bench's stdout)."""
+def _json_values(text: str) -> Iterator[Any]:
+    """The whole text as one JSON value (a saved bench/results file, indented) or, when it is not one,
+    each line that parses, from the last (a bench's stdout)."""
     try:
-        candidates = [json.loads(text)]
+        yield json.loads(text)
+        return
     except ValueError:
-        candidates = []
+        pass
     for line in reversed(text.strip().splitlines()):
-        try:
-            candidates.append(json.loads(line))
-        except ValueError:
-            continue
-    for out in candidates:
+        with contextlib.suppress(ValueError):
+            yield json.loads(line)
+
+
+def last_json(text: str) -> dict:
+    """A bench's result: a saved result file's `result`, or the last JSON object line of its stdout."""
+    for out in _json_values(text):
         if isinstance(out, dict):
             return out.get("result", out) if "bench" in out and "result" in out else out
     raise ValueError("no JSON object line found")
