@@ -36,6 +36,8 @@ class Descent:
     cd: CoordinateDescent
     job: Callable[[Point], TrainJob]
     runs: dict[Point, RunRef] = field(default_factory=dict)
+    # points first submitted to fill an idle slot (CoordinateDescent.spare), not because the walk needed them
+    spares: set[Point] = field(default_factory=set)
 
     @property
     def best(self) -> Point:

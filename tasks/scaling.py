@@ -128,6 +128,8 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
             for p in descents[i].cd.spare():
                 if len(running()) >= slots:
                     break
+                if (i, p) not in submitted:
+                    descents[i].spares.add(p)
                 submit(i, p)
         if going := running():
             done.add(next(as_completed(list(going))))

@@ -43,11 +43,16 @@ def test_spare_runs_fill_idle_slots_and_change_no_choice(ray_local, prefect_api,
     run(alone, slots=1)  # one slot: only the points the walk needs
     assert alone.cd.certified and set(alone.runs) == set(alone.cd.results)
     assert alone.cd.spare() == []  # certified: every neighbour of its point has run
+    assert alone.spares == set()  # no idle slot to fill
 
     eager = line_descent(store_uri, data_rel)
     run(eager, slots=2)  # a second slot: spare points run while the walk steps one point at a time
     assert eager.cd.certified and eager.best == alone.best
-    assert set(eager.cd.results) > set(alone.cd.results)  # the walk's runs (cached) and spare ones
+    # the walk's first step leaves one of two slots idle, so at least one spare ran and was recorded;
+    # whether the walk would later have needed it depends on where it goes (and on which cached run
+    # comes back first), so the test asks only that nothing the walk needed is missing
+    assert eager.spares and eager.spares <= set(eager.cd.results)
+    assert set(eager.cd.results) >= set(alone.cd.results) | eager.spares
     for p, ref in eager.runs.items():  # every point is an ordinary committed run, recorded as such
         assert store.read_json(ref.rel, "summary.json")["val_loss"] == pytest.approx(eager.cd.results[p])
     for p in alone.cd.results:  # equal points are equal jobs: the second call trained them not again
