@@ -11,7 +11,7 @@ shared by every rung, are left out). Pure arithmetic and text: no torch, no Pref
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel
@@ -41,6 +41,9 @@ class Rung(BaseModel):
     """Test bits per byte (None where the corpus's byte counts are unknown)."""
     test_ci: list[float] | None = None
     """95% interval of test_loss over resampled test windows (one trained model: seed noise not included)."""
+    data_multiplier: dict[str, Any] | None = None
+    """The text the standard recipe would need for this test loss, as a multiple of the text used
+    ({value, ci, level, reachable}; asymptote.ladder_data). None: no identified L(D) (Ladder.data_law says why)."""
 
 
 class Ladder(BaseModel):
@@ -49,6 +52,9 @@ class Ladder(BaseModel):
     """Name of the rung with the lowest validation loss: the recipe's final model."""
     dropped: dict[str, float] = {}
     """Candidates scored on validation but beaten by a rung of their kind (name -> validation loss)."""
+    data_law: dict[str, Any] | None = None
+    """The standard recipe's L(D) the multipliers rest on: budgets, losses, A, alpha, E, identified,
+    reason (None: not computed)."""
 
     def final(self) -> Rung:
         return next(r for r in self.rungs if r.name == self.chosen)
@@ -127,8 +133,41 @@ def rows(ladder: Ladder) -> list[dict[str, str]]:
                 "x first": f"{r.inference_flops / first.inference_flops:.1f}",
                 "training FLOPs": _sci(r.train_flops),
             }
+            | ({} if ladder.data_law is None else {"data x standard": multiplier_cell(r.data_multiplier)})
         )
     return out
+
+
+def multiplier_cell(m: Mapping[str, Any] | None) -> str:
+    """A data multiplier as text: value [interval], "beyond E" when the standard law never reaches the
+    loss, n/a when there is none."""
+    if m is None:
+        return "n/a"
+    if not m["reachable"]:
+        return "beyond the standard law's E"
+    lo, hi = ("inf" if v is None else f"{v:.2f}" for v in m["ci"])
+    return f"{m['value']:.2f} [{lo}, {hi}]"
+
+
+def data_law_note(ladder: Ladder) -> str:
+    """What the multiplier column means, or why there is none."""
+    law = ladder.data_law
+    if law is None:
+        return ""
+    budgets = ", ".join(f"{b:,}" for b in law["budgets"]) or "none"
+    if not any(r.data_multiplier for r in ladder.rungs):
+        return (
+            f"No data multiplier: the standard recipe's data law L(D) (token budgets {budgets}, set by "
+            f"scaling.efficiency.budgets and the study's budget) cannot "
+            f"support one: {law['reason']}.\n"
+        )
+    return (
+        "Data x standard: the training text the standard recipe would need to reach each rung's test "
+        f"loss, as a multiple of the {law['base_budget']:,} tokens used, from the scaling study's L(D) "
+        f"over budgets {budgets} (E = {law['E']:.4f}); the interval pairs the law's seed bootstrap "
+        "with one model's seed noise and the rung's test windows. Beyond E: no amount of text takes "
+        "the standard recipe there.\n"
+    )
 
 
 def table(items: list[dict[str, str]]) -> str:
@@ -149,6 +188,8 @@ def render(ladder: Ladder, heading: str = "##") -> str:
         "is not in it). Inference FLOPs/token counts every member an ensemble runs (x first: against the "
         "first rung); training FLOPs count every run the model needs, searches excluded.\n"
     )
+    if note := data_law_note(ladder):
+        text += f"\n{note}"
     if ladder.dropped:
         shown = ", ".join(f"{n} {v:.4f}" for n, v in ladder.dropped.items())
         text += f"\nAlso scored on validation, beaten by a rung of their kind: {shown}.\n"

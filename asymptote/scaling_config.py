@@ -111,8 +111,9 @@ class EnsembleConfig(Section):
 class EfficiencyConfig(Section):
     """The standard recipe at more token budgets, for its data scaling law L(D)."""
 
-    budgets: list[int] = Field(default_factory=lambda: [10_000, 40_000])
-    """Token budgets besides the study's own (fitting L(D) needs 3 budgets in all)."""
+    budgets: list[int] = Field(default_factory=lambda: [5_000, 10_000, 40_000])
+    """Token budgets besides the study's own. L(D) has 3 parameters, so 3 budgets in all fit it exactly
+    and nothing checks it; from 4 its fit can be identified (and the ladder's data multipliers shown)."""
     sizes: list[int] | None = Field(default_factory=lambda: [0])
     """Indices into the study's sizes (0 = smallest, -1 = largest) searched at every budget; L(D) is the
     standard recipe's best loss over them. None: every size (the paper's baseline: the best over

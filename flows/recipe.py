@@ -9,7 +9,8 @@
 4. Soups (flows/soups.py): fine-tunes of the best member souped and merged, and the members' naive
    and aligned averages (independent.runs).
 5. The ladder: every candidate scored by one evaluator on validation (the final choice) and on test
-   (every figure), with its parameters, inference FLOPs per token and training FLOPs.
+   (every figure), with its parameters, inference FLOPs per token, training FLOPs and data multiplier
+   (the text the standard recipe would need for its loss, from the study's own L(D)).
 
 Each stage is a subflow whose cached steps are keyed by the references it was handed, never by a
 matching config: change the members and distillation and soups run again, nothing upstream does.
@@ -33,6 +34,7 @@ from asymptote.flows.soups import soup_study
 from asymptote.flows.stage_memo import reuse_or_run
 from asymptote.infra.cluster import compute_session
 from asymptote.ladder import climb
+from asymptote.ladder_data import with_data_multipliers
 from asymptote.recipe_config import RecipeConfig, RecipeResult
 from asymptote.recipe_plan import Candidate, candidates, hand_over, handed_size, rungs
 from asymptote.store import Store
@@ -65,6 +67,8 @@ def chain(config: RecipeConfig, store: Store) -> RecipeResult:
         cands = candidates(h, distilled, souped)  # 5.
         val, test = score(store, cands, scaled.data.rel)
         ladder = climb(rungs(store, cands, val, test, h, distilled, souped))
+        windows = {name: t["windows"] for (name, _, _), t in zip(cands, test, strict=True)}
+        ladder = with_data_multipliers(ladder, scaled.study, stage.fits, windows)
     result = RecipeResult(
         flow_run_id=flow_run.id,
         data=scaled.data,

@@ -50,7 +50,7 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
             "pretrain.train.max_steps=30",
             "pretrain.train.eval_every=30",
             "recipe.scaling.budget=10000",
-            "recipe.scaling.efficiency.budgets=[5000,20000]",
+            "recipe.scaling.efficiency.budgets=[2500,5000,20000]",
         ],
     )
     assert set(config.steps) | RECIPE_STAGES == set(STEPS)  # every method: a step or a recipe stage
@@ -77,6 +77,12 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
     assert math.isfinite(ladder["ensemble of 2"])
     assert ladder["ensemble of 2"] < ladder["single regularized"]  # an ensemble helps
     assert first.figures["recipe"]["final"] in ladder
+    law, multipliers = first.figures["recipe"]["data_law"], first.figures["recipe"]["data_multiplier"]
+    assert law["budgets"] == [2500, 5000, 10000, 20000] and set(multipliers) == set(ladder)
+    if law["identified"]:  # issue 39: each rung's data multiplier, or the ladder says why there is none
+        assert all(m is not None for m in multipliers.values()) and "Data x standard" in markdown
+    else:
+        assert law["reason"] and "No data multiplier" in markdown
     assert set(first.summaries) == set(config.steps)  # what `asymptote run` prints at its end
     assert all(f"{name} " in first.summaries["recipe"] for name in ladder)
     runs = _committed_runs(store)

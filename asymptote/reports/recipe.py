@@ -3,7 +3,7 @@ Pure: no Prefect or Ray."""
 
 from __future__ import annotations
 
-from asymptote.ladder import render
+from asymptote.ladder import multiplier_cell, render
 from asymptote.recipe_config import RecipeConfig, RecipeResult
 from asymptote.reports import Report, distill, scaling, shift_headings, soups
 from asymptote.reports.sections import drawn_once
@@ -76,6 +76,8 @@ def figures(result: RecipeResult) -> dict:
         "test_loss": {r.name: r.test_loss for r in result.ladder.rungs},
         "test_ci": {r.name: r.test_ci for r in result.ladder.rungs},
         "val_loss": {r.name: r.val_loss for r in result.ladder.rungs},
+        "data_multiplier": {r.name: r.data_multiplier for r in result.ladder.rungs},
+        "data_law": result.ladder.data_law,
     }
 
 
@@ -85,7 +87,18 @@ def summary(result: RecipeResult) -> tuple[dict, str]:
     width = max(len(r.name) for r in result.ladder.rungs)
     rungs = [f"  {r.name:<{width}}  {r.test_loss:.4f} {_ci(r.test_ci)}" for r in result.ladder.rungs]
     head = f"final: {f.name} (test {f.test_loss:.4f}); the ladder on test (nats/token, 95% CI over test windows):"
-    return figures(result), "\n".join([head, *rungs])
+    return figures(result), "\n".join([head, *rungs, *_multiplier_line(result)])
+
+
+def _multiplier_line(result: RecipeResult) -> list[str]:
+    """The final model's data multiplier, or why there is none (nothing for a result that predates it)."""
+    law = result.ladder.data_law
+    if law is None:
+        return []
+    m = result.ladder.final().data_multiplier
+    if m is None:
+        return [f"data multiplier: none (the standard recipe's L(D): {law['reason']})"]
+    return [f"data multiplier of the final model: {multiplier_cell(m)} x the standard recipe's text"]
 
 
 def _ci(ci: list[float] | None) -> str:
@@ -104,6 +117,7 @@ def table(result: RecipeResult) -> list[dict]:
         "test_loss",
         "test_ci",
         "test_bpb",
+        "data_multiplier",
     )
     return [
         r.model_dump(include=set(keep)) | {"final": r.name == result.ladder.chosen}
