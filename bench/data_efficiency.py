@@ -16,6 +16,10 @@ What trains, all from bench/protocols/data_efficiency.json (fixed before the run
    `law.fractions`, its learning rate and passes (one or two) chosen over `law.lr` x `law.epochs` on
    that fraction's validation slice at seed 0, then retrained at the choice for the other seeds.
 2. `standard`: the same model with nanoGPT's recipe and budget (`standard.train`) on the kept text.
+   `beats_nanogpt` compares every model with `reference_loss`, nanoGPT's own script on all of the
+   training text. On a corpus where that was never measured, `--set reference_loss=null` measures
+   the reference in the same run: the standard arm on all of the training text (`reference_arm`, its
+   seeds), and a model beats it when the paired draws' upper end of (model - reference) is below 0.
 3. `single`, `ensemble`, `student`: the distillation flow (flows/distillation.py) on the kept text: the
    regularized single model certified on validation, K members at the paper's member recipe, and one
    student per method of a member's size: sequence-level (the paper's, the headline), token_kl and
@@ -219,6 +223,9 @@ def distill_config(plan: dict, corpus: Corpus, store: Store, offset: int) -> Dis
 # ----------------------------------------------------------------------------- test windows
 
 
+REFERENCE_ARM = "reference: standard arm on all of the text"
+
+
 def law_arm(fraction: float) -> str:
     return f"law F={fraction:g}"
 
@@ -303,8 +310,9 @@ def law_point(fraction: float, c: Choice, corpus: Corpus, loss: LossFigure, seed
 
 def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store: Store, paper: str) -> dict:
     """Figures, the law, the multipliers, params and compute, in the bench's JSON shape."""
-    a, ref = plan["analysis"], plan["reference_loss"]
+    a = plan["analysis"]
     figs, draws = loss_figures(arms, a["n_boot"], a["seed"], a["level"])
+    ref, beats, reference = reference_figures(plan, figs, draws, list(runs))
     names = [law_arm(f) for f in law]
     losses = [figs[n].estimate for n in names]
     tokens = [c.ref.n_train for _, _, c in law.values()]
@@ -317,7 +325,8 @@ def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store
         **headline({m: figs[m].to_dict() for m in runs}, paper),
         "paper_method": paper,
         "nanogpt_loss": ref,
-        "beats_nanogpt": headline({m: figs[m].beats(ref) for m in runs}, paper),
+        "reference": reference,
+        "beats_nanogpt": headline(beats, paper),
         "data_multiplier": headline(mult, paper),
         "params": headline(params, paper),
         "total_train_tokens": headline(spent, paper),
@@ -326,6 +335,25 @@ def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store
         "resampled": stats.resampled({m: arms[m] for m in runs}),
         "law": fitted.to_dict() | {"points": points},
     }
+
+
+def reference_figures(
+    plan: dict, figs: dict[str, LossFigure], draws: dict[str, np.ndarray], models: list[str]
+) -> tuple[float, dict[str, bool], dict[str, Any]]:
+    """(the reference loss, whether each model beats it, where the reference comes from): the
+    protocol's number, or the reference arm this run measured (then paired draws decide)."""
+    given = plan["reference_loss"]
+    if given is not None:
+        beats = {m: figs[m].beats(given) for m in models}
+        return given, beats, {"loss": given, "from": plan.get("reference", "the protocol's reference_loss")}
+    hi = (1 + plan["analysis"]["level"]) / 2
+    r = figs[REFERENCE_ARM]
+    beats = {
+        m: bool(figs[m].estimate < r.estimate and np.quantile(draws[m] - draws[REFERENCE_ARM], hi) < 0)
+        for m in models
+    }
+    measured = {"loss": r.estimate, "ci": list(r.ci), "from": REFERENCE_ARM + " (measured in this run)"}
+    return r.estimate, beats, measured
 
 
 @dataclass
@@ -338,6 +366,7 @@ class Trained:
     standard: list[RunRef]
     distilled: DistillResult
     how: str  # how an ensemble's members are combined (the distillation flow's own)
+    reference: list[RunRef]  # the standard arm on all of the training text ([]: reference_loss given)
 
 
 def train_everything(plan: dict, store: Store, text: str, fraction: float, offset: int) -> Trained:
@@ -348,12 +377,24 @@ def train_everything(plan: dict, store: Store, text: str, fraction: float, offse
     here = data[fraction]
     log(f"F={fraction:g}: {here.split.sizes()} bytes (= tokens); store {store.uri()}")
     picked = law_runs(plan, store, {f: data[f] for f in fractions}, seeds[0])
-    law, standard = replicas(plan, store, data, picked, standard_jobs(plan, store, here, seeds), seeds)
+    arm = standard_jobs(plan, store, here, seeds)
+    measured = [] if plan["reference_loss"] is not None else standard_jobs(plan, store, full(data), seeds)
+    law, trained = replicas(plan, store, data, picked, arm + measured, seeds)
+    standard, reference = trained[: len(arm)], trained[len(arm) :]
     cfg = distill_config(plan, here, store, offset)
     log(f"distill: {cfg.ensemble.members} members, students {cfg.student.methods}, {cfg.seeds} seeds")
     distilled = distill(cfg)
     law = {f: (picked[f][0], refs) for f, refs in law.items()}
-    return Trained(here, data, law, standard, distilled, cfg.sampling.combine)
+    return Trained(here, data, law, standard, distilled, cfg.sampling.combine, reference)
+
+
+def full(data: dict[float, Corpus]) -> Corpus:
+    """All of the training text (fraction 1), where a reference measured by this run trains."""
+    if 1.0 not in data:
+        raise ValueError(
+            "reference_loss=null measures the reference on all of the text: law.fractions needs 1.0"
+        )
+    return data[1.0]
 
 
 def score(store: Store, t: Trained) -> tuple[dict[str, list[str]], dict[str, list[np.ndarray]]]:
@@ -363,6 +404,9 @@ def score(store: Store, t: Trained) -> tuple[dict[str, list[str]], dict[str, lis
         store, scored_runs(runs, {f: refs for f, (_, refs) in t.law.items()}, t.data, t.here), t.how
     )
     arms["ensemble"] = ensemble_windows(store, runs["ensemble"], t.here.ref.rel, t.how)
+    if t.reference:
+        ref = {REFERENCE_ARM: ([r.rel for r in t.reference], full(t.data).ref.rel)}
+        arms |= windows(store, ref, t.how)
     return runs, arms
 
 

@@ -90,11 +90,19 @@ def _multiplier(m: dict) -> tuple[str, str]:
     return why, f"({m.get('reason') or why})"
 
 
+def _reference(r: dict) -> str:
+    """What the student is compared with: nanoGPT's script's figure, or the reference this run measured."""
+    ref = r.get("reference") or {}
+    if "ci" in ref:  # measured in the run: the standard arm on all of the training text
+        return f"nanoGPT's recipe on all of it, measured: {ref['loss']:.3f}"
+    return f"nanoGPT's script on all of it: {r['nanogpt_loss']}"
+
+
 def _data_efficiency(r: dict) -> tuple[str, str]:
     s, (mult, mult_ci) = r["student"], _multiplier(r["data_multiplier"]["student"])
     figure = (
         f"from {r['fraction']:.0%} of the training text ({r['unique_train_tokens']:,} tokens), the paper's "
-        f"student {s['estimate']:.3f} on {r['split']} (nanoGPT's script on all of it: {r['nanogpt_loss']}); "
+        f"student {s['estimate']:.3f} on {r['split']} ({_reference(r)}); "
         f"standard {r['standard']['estimate']:.3f}, single {r['single']['estimate']:.3f}, ensemble "
         f"{r['ensemble']['estimate']:.3f}; the student's data multiplier {mult}"
     )

@@ -8,21 +8,65 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asymptote.data_efficiency import keep_fraction, read_single_text
-
-pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 MODELS = ("standard", "single", "ensemble", "student")
 
 
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import data_efficiency
+
+        yield data_efficiency
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def reference_case(bench, reference_loss):
+    """Two models and the measured reference arm, paired over 4 windows x 3 seeds: `close` is 0.01
+    better than the reference on every window, with seeds 0.05 apart (not resolved); `far` 0.2 better."""
+    rng = np.random.default_rng(0)
+    windows = rng.normal(2.0, 0.1, 4)
+    seeds = [-0.05, 0.0, 0.05]
+    arms = {
+        bench.REFERENCE_ARM: [windows + s for s in seeds],
+        "close": [windows - 0.01 + s for s in seeds[::-1]],
+        "far": [windows - 0.2 + s for s in seeds],
+    }
+    plan = {"reference_loss": reference_loss, "analysis": {"level": 0.95}}
+    figs, draws = bench.loss_figures(arms, n_boot=500)
+    return bench.reference_figures(plan, figs, draws, ["close", "far"])
+
+
+def test_a_measured_reference_is_beaten_only_when_the_paired_draws_say_so(bench):
+    loss, beats, reference = reference_case(bench, None)
+    assert beats == {"close": False, "far": True}
+    assert reference["ci"][0] <= loss == reference["loss"] <= reference["ci"][1]
+    assert "measured in this run" in reference["from"]
+
+
+def test_a_given_reference_is_beaten_by_the_whole_interval(bench):
+    loss, beats, reference = reference_case(bench, 1.95)  # between far (~1.8) and close (~1.99)
+    assert loss == 1.95 == reference["loss"] and beats == {"close": False, "far": True}
+
+
+@pytest.mark.slow
 def test_the_smoke_bench_prints_every_figure_with_splits_cut_from_the_kept_text(tmp_path):
     data, fraction = "builtin:python-docs", 0.02
     cmd = [sys.executable, str(BENCH / "data_efficiency.py"), "--data", data, "--fraction", str(fraction)]
+    # a corpus without nanoGPT's figure: the reference is measured on all of the text in the same run
+    measured = ["--set", "reference_loss=null", "--set", "law.fractions=[0.01, 0.02, 0.04, 1.0]"]
     done = subprocess.run(
-        [*cmd, "--smoke", "--store", str(tmp_path / "store")], capture_output=True, text=True, timeout=600
+        [*cmd, "--smoke", *measured, "--store", str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -43,6 +87,8 @@ def test_the_smoke_bench_prints_every_figure_with_splits_cut_from_the_kept_text(
     if not law["identified"]:  # the smoke's law may not be: then no multiplier, and the reason
         assert law["reason"] and all(out["data_multiplier"][m]["estimate"] is None for m in MODELS)
     assert len(out["protocol"]) == 16 and out["commit"] and out["wall_s"] > 0
+    ref = out["reference"]  # measured here: the standard arm's settings on all of the training text
+    assert "measured" in ref["from"] and ref["ci"][0] <= ref["loss"] == out["nanogpt_loss"] <= ref["ci"][1]
 
     # every split the flows read is the one cut here: training and validation from the kept text only
     text, val_share = read_single_text(data), protocol["split"]["val_share"]
