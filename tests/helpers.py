@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_modules(*names: str) -> Iterator[ModuleType | tuple[ModuleType, ...]]:
+    """A module fixture's body: the scripts of bench/ (not a package) imported, bench/ on sys.path
+    while the fixture lives (a script may import its neighbours when called), then taken off."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        modules = tuple(importlib.import_module(n) for n in names)
+        yield modules[0] if len(modules) == 1 else modules
+    finally:
+        sys.path.remove(str(BENCH))
+
 
 def tiny_pretrain_config(store_uri: str, source: str = "builtin:python-docs", **train):
     """A pretrain config that trains in a couple of seconds on one CPU."""

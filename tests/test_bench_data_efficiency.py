@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bench_modules
 
 from asymptote.data_efficiency import keep_fraction, read_single_text
 
@@ -19,13 +20,7 @@ MODELS = ("standard", "single", "ensemble", "student")
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import data_efficiency
-
-        yield data_efficiency
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("data_efficiency")
 
 
 def reference_case(bench, reference_loss):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_modules
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 KEYS = ["device", "preset", "params", "tokens_per_s", "bare_tokens_per_s", "ratio", "mfu", "peak_mem_gb"]
@@ -19,13 +20,7 @@ POSITIVE += ["bare_peak_mem_gb", "flops_per_token", "wall_s"]
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import gpu
-
-        yield gpu
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("gpu")
 
 
 @pytest.mark.slow

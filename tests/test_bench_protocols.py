@@ -4,10 +4,10 @@ studies build into valid flow configs on any corpus and store."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_modules
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 PROTOCOLS = sorted((BENCH / "protocols").glob("*.json"))
@@ -15,13 +15,7 @@ PROTOCOLS = sorted((BENCH / "protocols").glob("*.json"))
 
 @pytest.fixture(scope="module")
 def common():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import common
-
-        yield common
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("common")
 
 
 def test_the_headline_benches_have_protocols():

@@ -9,19 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_modules
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def replicate():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import replicate
-
-        yield replicate
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("replicate")
 
 
 def test_figures_are_found_at_any_depth_with_their_path(replicate):

@@ -4,11 +4,11 @@ headline in the README's results table. The studies themselves are synthetic: no
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bench_modules
 
 from asymptote.refs import DataRef
 from asymptote.soups_config import FineTune, SoupEntry, SoupStudyResult
@@ -19,14 +19,7 @@ PROTOCOL = json.loads((BENCH / "protocols" / "soups.json").read_text())
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import render_results
-        import soups
-
-        yield soups, render_results
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("soups", "render_results")
 
 
 def study(rng, offset: float, gain: float) -> SoupStudyResult:
