@@ -85,6 +85,7 @@ def test_main_recipe_runs_every_method_and_reuses_everything(ray_local, prefect_
         assert law["reason"] and "No data multiplier" in markdown
     assert set(first.summaries) == set(config.steps)  # what `asymptote run` prints at its end
     assert all(f"{name} " in first.summaries["recipe"] for name in ladder)
+    assert "data multiplier" in first.summaries["recipe"]  # the final model's, or why there is none
     runs = _committed_runs(store)
     assert len(runs) > 20  # pretrain, the scaling searches and members, students, fine-tunes, AutoLRS
 
