@@ -101,7 +101,7 @@ def _reference(r: dict) -> str:
 def _data_efficiency(r: dict) -> tuple[str, str]:
     s, (mult, mult_ci) = r["student"], _multiplier(r["data_multiplier"]["student"])
     figure = (
-        f"from {r['fraction']:.0%} of the training text ({r['unique_train_tokens']:,} tokens), the paper's "
+        f"from {r['fraction'] * 100:g}% of the training text ({r['unique_train_tokens']:,} tokens), the paper's "
         f"student {s['estimate']:.3f} on {r['split']} ({_reference(r)}); "
         f"standard {r['standard']['estimate']:.3f}, single {r['single']['estimate']:.3f}, ensemble "
         f"{r['ensemble']['estimate']:.3f}; the student's data multiplier {mult}"
