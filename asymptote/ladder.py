@@ -164,7 +164,8 @@ def data_law_note(ladder: Ladder) -> str:
     return (
         "Data x standard: the training text the standard recipe would need to reach each rung's test "
         f"loss, as a multiple of the {law['base_budget']:,} tokens used, from the scaling study's L(D) "
-        f"over budgets {budgets} (E = {law['E']:.4f}); the interval pairs the law's seed bootstrap "
+        f"over budgets {budgets} (E = {law['E']:.4f}; the standard recipe's best over the sizes in "
+        "scaling.efficiency.sizes, so a larger rung can gain from its size too); the interval pairs the law's seed bootstrap "
         "with one model's seed noise and the rung's test windows. Beyond E: no amount of text takes "
         "the standard recipe there.\n"
     )

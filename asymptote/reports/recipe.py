@@ -98,6 +98,10 @@ def _multiplier_line(result: RecipeResult) -> list[str]:
     m = result.ladder.final().data_multiplier
     if m is None:
         return [f"data multiplier: none (the standard recipe's L(D): {law['reason']})"]
+    if not m["reachable"]:
+        return [
+            f"data multiplier of the final model: none finite, its test loss is below the standard law's E ({law['E']:.4f})"
+        ]
     return [f"data multiplier of the final model: {multiplier_cell(m)} x the standard recipe's text"]
 
 
