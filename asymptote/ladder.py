@@ -104,12 +104,16 @@ def _val(r: Rung) -> float:
 
 def window_interval(windows: Sequence[float], n: int = 2000, seed: int = 0) -> list[float]:
     """95% percentile interval of the mean loss over test windows resampled with replacement."""
-    losses = np.asarray(windows, np.float64)
-    if losses.size == 0:
+    if len(windows) == 0:
         raise ValueError("window_interval: no windows")
-    means = losses[np.random.default_rng(seed).integers(0, losses.size, (n, losses.size))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    lo, hi = np.percentile(window_means(windows, n, np.random.default_rng(seed)), [2.5, 97.5])
     return [float(lo), float(hi)]
+
+
+def window_means(windows: Sequence[float], n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) means of the test windows resampled with replacement."""
+    losses = np.asarray(windows, np.float64)
+    return losses[rng.integers(0, losses.size, (n, losses.size))].mean(1)
 
 
 def _sci(x: float) -> str:

@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asymptote.fits import FitError, data_multiplier, fit_seed_draws
-from asymptote.ladder import Ladder
-from asymptote.scaling_analysis import Noise
+from asymptote.fits import FitError, data_multiplier
+from asymptote.ladder import Ladder, window_means
+from asymptote.scaling_analysis import Noise, standard_data_fit
 from asymptote.scaling_config import FitConfig, StudyData
 
 
@@ -28,10 +28,9 @@ def data_law(study: StudyData, noise: Noise) -> tuple[Any, dict[str, Any]]:
     """(the standard recipe's seed-bootstrapped L(D) fit or None, what to report of it). The fit is
     usable only when identified; `reason` says why not."""
     budgets = sorted(study.efficiency)
-    losses = [float(np.mean(study.efficiency[b])) for b in budgets]
     info: dict[str, Any] = {
         "budgets": budgets,
-        "losses": losses,
+        "losses": [float(np.mean(study.efficiency[b])) for b in budgets],
         "base_budget": study.base_budget,
         "identified": False,
         "reason": "",
@@ -45,7 +44,7 @@ def data_law(study: StudyData, noise: Noise) -> tuple[Any, dict[str, Any]]:
         info["reason"] = "no seed replicas: the law's uncertainty cannot be measured (run >= 2 seeds)"
         return None, info
     try:
-        fit = fit_seed_draws(budgets, losses, noise.means([len(study.efficiency[b]) for b in budgets]))
+        fit = standard_data_fit(study, noise)
     except FitError as e:
         info["reason"] = f"L(D) fit failed: {e}"
         return None, info
@@ -57,10 +56,8 @@ def data_law(study: StudyData, noise: Noise) -> tuple[Any, dict[str, Any]]:
 def loss_draws(loss: float, windows: Sequence[float], noise: Noise, n_boot: int) -> np.ndarray:
     """(B,) draws of a model's test loss: one model's seed noise plus its resampled test windows' spread."""
     seed = noise.means([1])[:, 0]
-    w = np.asarray(windows, dtype=float)
-    if w.size:
-        means = w[noise.rng.integers(0, w.size, (n_boot, w.size))].mean(axis=1)
-        seed = seed + (means - w.mean())
+    if len(windows):
+        seed = seed + (window_means(windows, n_boot, noise.rng) - np.mean(windows))
     return loss + seed
 
 

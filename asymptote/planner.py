@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from asymptote.fits import FitError, PowerLaw, SeedFit, fit_seed_draws, interval, seed_mean_noise
 from asymptote.flops import train_flops_per_token
-from asymptote.scaling_analysis import Noise
+from asymptote.scaling_analysis import Noise, standard_data_fit
 from asymptote.scaling_config import FitConfig, StudyData
 from asymptote.store import Store, layout
 
@@ -272,15 +272,12 @@ class Planner:
     def _data_fit(self) -> SeedFit | None:
         """The standard recipe's identified L(D) over the study's budgets (None with fewer than 3, or
         when it is not identified: `data_fit_reason` says why)."""
-        eff = self.inputs.study.efficiency
-        budgets = sorted(eff)
-        self.data_fit_reason = f"{len(budgets)} token budget(s): L(D) needs >= 3"
-        if len(budgets) < 3:
+        budgets = len(self.inputs.study.efficiency)
+        self.data_fit_reason = f"{budgets} token budget(s): L(D) needs >= 3"
+        if budgets < 3:
             return None
-        y = [float(np.mean(eff[b])) for b in budgets]
-        draws = self.noise.means([len(eff[b]) for b in budgets])
         failed: dict[str, str] = {}
-        fit = _try(lambda: fit_seed_draws(budgets, y, draws, what="standard_D"), failed, "standard_D")
+        fit = _try(lambda: standard_data_fit(self.inputs.study, self.noise), failed, "standard_D")
         if fit and not fit[0].identified:  # no shift along a law that is not identified
             failed["standard_D"] = f"standard_D is not identified: {fit[0].reason}"
         self.data_fit_reason = failed.get("standard_D", "")

@@ -189,15 +189,17 @@ def _joint(fits: dict, noise: Noise, data: StudyData, per_size: dict[str, SeedFi
     return _record(fits, "joint_N", lambda: fit_seed_draws(xs, cs, np.stack(draws, axis=1), what="joint_N"))
 
 
-def _fit_data(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
+def standard_data_fit(data: StudyData, noise: Noise) -> SeedFit:
+    """The standard recipe's L(D) over the study's token budgets: seed means, bootstrapped from the
+    pooled seed noise (raises FitError when it cannot be fitted)."""
     budgets = sorted(data.efficiency)
     groups = [data.efficiency[b] for b in budgets]
     y = [_mean(g) for g in groups]
-    return _record(
-        fits,
-        "standard_D",
-        lambda: fit_seed_draws(budgets, y, noise.means([len(g) for g in groups]), what="standard_D"),
-    )
+    return fit_seed_draws(budgets, y, noise.means([len(g) for g in groups]), what="standard_D")
+
+
+def _fit_data(fits: dict, noise: Noise, data: StudyData) -> SeedFit | None:
+    return _record(fits, "standard_D", lambda: standard_data_fit(data, noise))
 
 
 def analyse(data: StudyData, cfg: FitConfig) -> Analysis:

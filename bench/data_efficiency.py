@@ -312,7 +312,7 @@ def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store
     """Figures, the law, the multipliers, params and compute, in the bench's JSON shape."""
     a = plan["analysis"]
     figs, draws = loss_figures(arms, a["n_boot"], a["seed"], a["level"])
-    ref, beats, reference = reference_figures(plan, figs, draws, list(runs))
+    beats, reference = reference_figures(plan, figs, draws, list(runs))
     names = [law_arm(f) for f in law]
     losses = [figs[n].estimate for n in names]
     tokens = [c.ref.n_train for _, _, c in law.values()]
@@ -324,7 +324,7 @@ def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store
     return {
         **headline({m: figs[m].to_dict() for m in runs}, paper),
         "paper_method": paper,
-        "nanogpt_loss": ref,
+        "nanogpt_loss": reference["loss"],
         "reference": reference,
         "beats_nanogpt": headline(beats, paper),
         "data_multiplier": headline(mult, paper),
@@ -339,13 +339,13 @@ def analyse(plan: dict, corpus: Corpus, arms: dict, law: dict, runs: dict, store
 
 def reference_figures(
     plan: dict, figs: dict[str, LossFigure], draws: dict[str, np.ndarray], models: list[str]
-) -> tuple[float, dict[str, bool], dict[str, Any]]:
-    """(the reference loss, whether each model beats it, where the reference comes from): the
+) -> tuple[dict[str, bool], dict[str, Any]]:
+    """(whether each model beats the reference, the reference: its loss and where it comes from): the
     protocol's number, or the reference arm this run measured (then paired draws decide)."""
     given = plan["reference_loss"]
     if given is not None:
         beats = {m: figs[m].beats(given) for m in models}
-        return given, beats, {"loss": given, "from": plan.get("reference", "the protocol's reference_loss")}
+        return beats, {"loss": given, "from": plan.get("reference", "the protocol's reference_loss")}
     hi = (1 + plan["analysis"]["level"]) / 2
     r = figs[REFERENCE_ARM]
     beats = {
@@ -353,7 +353,7 @@ def reference_figures(
         for m in models
     }
     measured = {"loss": r.estimate, "ci": list(r.ci), "from": REFERENCE_ARM + " (measured in this run)"}
-    return r.estimate, beats, measured
+    return beats, measured
 
 
 @dataclass

@@ -104,12 +104,15 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
     waiting: dict[int, list[Point]] = {}  # descent -> the points its next step needs
     done: set[PrefectFuture] = set()
 
-    def submit(i: int, p: Point) -> None:
-        if (i, p) not in submitted:
-            job = descents[i].job(p)
-            if job.key not in futures:
-                futures[job.key] = submit_train(job)
-            submitted[i, p] = futures[job.key]
+    def submit(i: int, p: Point) -> bool:
+        """Submit descent i's point p unless it already is; whether this call submitted it."""
+        if (i, p) in submitted:
+            return False
+        job = descents[i].job(p)
+        if job.key not in futures:
+            futures[job.key] = submit_train(job)
+        submitted[i, p] = futures[job.key]
+        return True
 
     def running() -> set[PrefectFuture]:
         return set(submitted.values()) - done
@@ -128,9 +131,8 @@ def descend(descents: list[Descent], slots: int | None = None) -> None:
             for p in descents[i].cd.spare():
                 if len(running()) >= slots:
                     break
-                if (i, p) not in submitted:
+                if submit(i, p):
                     descents[i].spares.add(p)
-                submit(i, p)
         if going := running():
             done.add(next(as_completed(list(going))))
         for (i, p), future in submitted.items():
