@@ -223,6 +223,7 @@ class Multiplier:
     value: float  # inf when the target lies at or below the recipe's own asymptote
     ci: tuple[float, float]
     level: float
+    widened: bool = False  # the percentile interval missed the estimate and was stretched to reach it
 
     @property
     def reachable(self) -> bool:
@@ -237,6 +238,7 @@ class Multiplier:
             "ci": [finite(self.ci[0]), finite(self.ci[1])],
             "level": self.level,
             "reachable": self.reachable,
+            "widened": self.widened,
         }
 
 
@@ -258,7 +260,11 @@ def data_multiplier(
     draws = np.array(
         [PowerLaw(*s).inverse(t) / base_budget for s, t in zip(data_fit.samples, targets, strict=False)]
     )
-    return Multiplier(value=float(value), ci=_interval(draws, data_fit.level), level=data_fit.level)
+    lo, hi = _interval(draws, data_fit.level)
+    value = float(value)
+    widened = not (lo <= value <= hi)
+    ci = (min(lo, value), max(hi, value))
+    return Multiplier(value=value, ci=ci, level=data_fit.level, widened=widened)
 
 
 # ----------------------------------------------------------------------------- fits bootstrapped from seeds

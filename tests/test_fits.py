@@ -3,6 +3,7 @@ bad input fails with a message that names the fix, and the data-efficiency inver
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -85,6 +86,22 @@ def test_inverse_and_data_multiplier_are_exact_on_a_known_law():
     m = data_multiplier(fit, target, base_budget=1e5)
     assert m.value == pytest.approx(3.7, rel=1e-6) and m.reachable
     assert m.ci[0] < 3.7 < m.ci[1]
+
+
+def test_a_multiplier_interval_that_misses_its_estimate_is_stretched_to_reach_it():
+    """Refits piled away from the central fit (here: every draw's E moved up) put the whole percentile
+    interval above the estimate; the reported interval must still hold the estimate, and say so."""
+    law = PowerLaw(A=30.0, alpha=0.4, E=2.2)
+    budgets = np.geomspace(5e4, 8e5, 5)
+    fit = fit_power_law(budgets, law(budgets), sigma=0.002, n_boot=200)
+    target = fit.law(1e5 * 3.7)
+    honest = data_multiplier(fit, target, base_budget=1e5)
+    biased = dataclasses.replace(fit, samples=fit.samples + np.array([0.0, 0.0, 0.01]))
+    m = data_multiplier(biased, target, base_budget=1e5)
+    assert not honest.widened
+    assert m.value == pytest.approx(3.7, rel=1e-6)
+    assert m.widened and m.ci[0] == pytest.approx(m.value) and m.ci[1] > m.value
+    assert m.to_dict()["widened"] is True
 
 
 def test_targets_below_the_asymptote_are_unreachable():
