@@ -5,7 +5,7 @@ and fits it. `job_trial(build)` turns any `params -> TrainJob` function into suc
 training entry point (pretraining, a distillation student, an AutoLRS run: all are TrainJobs) can
 be tuned. Workers report each evaluation; `TuneReportCallback` carries those reports to Tune (for a
 single-worker job the trainer runs in Ray Train's local mode inside the trial, which reports to Tune
-directly), and the trial reports the run's final summary last.
+directly); the workers report the run's final summary last, by the same way.
 
 `tune_pretrain` searches the pretrain config with Optuna (TPE). Every trial is a normal run
 (runs/<key>, cached by content: a repeated search trains nothing twice), the Tune experiment lives in
@@ -43,7 +43,11 @@ METRIC = "val_loss"
 
 
 class TuneReporter:
-    """Per-worker reporter: evaluation records only (Tune needs the metric in every result)."""
+    """Per-worker reporter: evaluation records only (Tune needs the metric in every result), then
+    the run's final row. Every row of a trial goes one way: a worker group's through Ray Train and
+    TuneReportCallback, local mode's by tune.report. The trial itself reports nothing: Tune's session
+    hands the callback's rows on from the trial's own thread, and a row the trial reported while one
+    of those was still queued could take its turn and hang the trial."""
 
     def __init__(self, job: TrainJob, local: bool):
         self.job, self.local = job, local
@@ -52,7 +56,16 @@ class TuneReporter:
         push(self.job.progress_hub, self.job.key, {**record, "label": self.job.name})
         if record.get(METRIC) is None:
             return
-        metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+        self._send({k: v for k, v in record.items() if isinstance(v, (int, float))})
+
+    def final(self, summary: dict[str, Any]) -> None:
+        """The run's summary as the trial's last row (every rank sends it: a report is collective)."""
+        numbers = {
+            k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self._send({**numbers, METRIC: float(summary[METRIC]), "run_key": self.job.key, "final": 1})
+
+    def _send(self, metrics: dict[str, Any]) -> None:
         if self.local:  # local mode runs inside the trial: no Train controller, no callback
             from ray import tune
 
@@ -64,11 +77,15 @@ class TuneReporter:
 
 
 def tune_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray Train's per-worker function for a trial: rebuild the job, train, report evaluations."""
+    """Ray Train's per-worker function for a trial: rebuild the job, train, report evaluations and
+    the final summary (a cached run reports its summary only)."""
     job = TrainJob.model_validate(config["job"])
     torch.set_num_threads(max(1, int(job.compute.cpus_per_worker)))
     env = DistEnv.detect(use_gpu=config["use_gpu"])
-    return run_job(job, env, TuneReporter(job, local=config["local"]))
+    reporter = TuneReporter(job, local=config["local"])
+    summary = run_job(job, env, reporter)
+    reporter.final(summary)
+    return summary
 
 
 def trial_trainer(job: TrainJob):
@@ -90,15 +107,7 @@ def trial_trainer(job: TrainJob):
 
 
 def _run_trial(params: dict[str, Any], build: Callable[[dict[str, Any]], TrainJob]) -> None:
-    from ray import tune
-
-    job = build(params)
-    trial_trainer(job).fit()
-    store = Store(job.store)
-    store.invalidate()
-    summary = store.read_json(job.run_rel, "summary.json")
-    final = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tune.report({**final, METRIC: float(summary[METRIC]), "run_key": job.key, "final": 1})
+    trial_trainer(build(params)).fit()  # the workers report every row, the final one included
 
 
 def job_trial(build: Callable[[dict[str, Any]], TrainJob], job_resources: dict[str, float] | None = None):
