@@ -10,9 +10,9 @@ meanwhile). Runs nest as MLflow expects: a flow is a parent run (found or create
 flow-run id), each run it trains a child. Ray Tune searches log their trials through Ray's own
 `MLflowLoggerCallback` (`tune_callbacks`), nested under the flow's run the same way.
 
-Tracking must never fail or slow a run: every call is bounded by `TrackingConfig.timeout_s` with no
-retries, an error is logged once per server and process as a warning, and a server that failed is
-skipped for a minute. Every param and tag passes through `asymptote.redact` first.
+Tracking must never fail or slow a run: every call is bounded by `TrackingConfig.timeout_s` with one
+immediate retry, an error is logged once per server and process as a warning, and a server that failed
+is skipped for a minute. Every param and tag passes through `asymptote.redact` first.
 """
 
 from __future__ import annotations
@@ -51,8 +51,13 @@ _parents: dict[tuple[str, str], str] = {}  # (server, flow run id) -> MLflow run
 
 
 def client(cfg: StoreConfig):
-    """An MlflowClient whose calls fail fast: no retries, each bounded by tracking.timeout_s."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    """An MlflowClient whose calls fail fast: each bounded by tracking.timeout_s, with one retry.
+
+    The retry is for a pooled keep-alive connection that the server closed as the request went out:
+    the request then fails with a reset although the server is up, and without a retry tracking would
+    be skipped for a minute. urllib3 makes a first retry without backoff, so a server that is down
+    still fails at once."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(cfg.tracking.timeout_s))))
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run, amid progress
     from mlflow.tracking import MlflowClient  # ~1 s of imports: only where a run is tracked

@@ -3,10 +3,14 @@ that a tracking server that is down never stops or changes training, and that no
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
+import socket
+import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 from helpers import tiny_pretrain_config
@@ -123,6 +127,44 @@ def test_a_server_that_is_down_neither_stops_nor_changes_training(
     assert untracked.metrics["test_loss"] == logged.metrics["test_loss"]
     warnings = [r for r in caplog.records if "MLflow tracking at" in r.getMessage()]
     assert len(warnings) == 1 and "training goes on untracked" in warnings[0].getMessage()
+
+
+class _ResetsFirstRequest(http.server.BaseHTTPRequestHandler):
+    """Answers MLflow's experiment search, except the first request, whose connection it resets
+    (what a client meets when the server closes a pooled keep-alive connection as a request goes out)."""
+
+    seen = 0
+
+    def do_POST(self):  # noqa: N802 - http.server's handler name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).seen += 1
+        if type(self).seen == 1:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # linger 0: the close sends a reset
+            return
+        body = json.dumps({"experiments": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_connection_reset_once_is_retried_and_tracking_stays_on(tmp_path):
+    _ResetsFirstRequest.seen = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ResetsFirstRequest)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        cfg = tracked(tiny_pretrain_config(str(tmp_path)), uri, timeout_s=10.0).store
+        found = tracking.guarded(cfg, "search", lambda: tracking.client(cfg).search_experiments())
+    finally:
+        server.shutdown()
+    assert _ResetsFirstRequest.seen == 2  # the reset request, then its retry
+    assert found == [] and tracking._down_until.get(uri, 0.0) == 0.0  # answered; the server not skipped
 
 
 @pytest.mark.slow
