@@ -34,17 +34,22 @@ def _startup(r: dict) -> tuple[str, str]:
 
 def _distill(r: dict) -> tuple[str, str]:
     paper, kept = r["paper_method"], r["retained"].get(r["paper_method"])
+    extensions = [
+        f"{m} keeps {r['retained'][m]['estimate']:.0%}" for m in r["extensions"] if r["retained"].get(m)
+    ]
     losses = (
         f"test loss {r['students'][paper]['estimate']:.4f}; single {r['single']['estimate']:.4f}, "
         f"ensemble {r['ensemble']['estimate']:.4f}"
         + (f", no-teacher control {r['control']['estimate']:.4f}" if r.get("control") else "")
-        + "; extensions: "
-        + ", ".join(
-            f"{m} keeps {r['retained'][m]['estimate']:.0%}" for m in r["extensions"] if r["retained"].get(m)
-        )
+        + (f"; extensions: {', '.join(extensions)}" if extensions else "")
     )
     if kept is None:  # the ensemble's gain is not resolved: nothing to retain
-        return f"the paper's ({paper}-level) student: {losses}; the ensemble's gain is not resolved", "-"
+        lo, hi = r["ensemble_gain_ci"]
+        figure = (
+            f"the paper's ({paper}-level) student: {losses}; the ensemble's gain over the single model, "
+            f"{r['ensemble_gain']:.3f} nats/token, is not resolved, so no share is reported"
+        )
+        return figure, f"gain {lo:.3f} to {hi:.3f} (bootstrap of {r['resampled']})"
     figure = (
         f"the paper's ({paper}-level) student keeps {kept['estimate']:.0%} of the "
         f"{r['members']}-member ensemble's gain ({losses})"
